@@ -1,0 +1,216 @@
+//! Prices per million tokens and the cost arithmetic.
+//!
+//! A built-in table covers current OpenAI models; a user price file (`--prices FILE`) and the
+//! `prices:` section of `runner.yaml` add entries or override them. A model with no entry is
+//! *unpriced*: its cost is recorded as 0 and flagged as unpriced everywhere it is shown.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::usage::Usage;
+
+/// Where the built-in prices come from, and when they were read.
+pub const BUILTIN_SOURCE: &str = "https://platform.openai.com/docs/pricing (standard tier)";
+/// The date the built-in prices were read from [`BUILTIN_SOURCE`].
+pub const BUILTIN_DATE: &str = "2025-08-07";
+
+/// (model, input, cached input, output), USD per million tokens, provider `openai`.
+const BUILTIN_OPENAI: &[(&str, f64, Option<f64>, f64)] = &[
+    ("gpt-5", 1.25, Some(0.125), 10.00),
+    ("gpt-5-mini", 0.25, Some(0.025), 2.00),
+    ("gpt-5-nano", 0.05, Some(0.005), 0.40),
+    ("gpt-4.1", 2.00, Some(0.50), 8.00),
+    ("gpt-4.1-mini", 0.40, Some(0.10), 1.60),
+    ("gpt-4.1-nano", 0.10, Some(0.025), 0.40),
+    ("gpt-4o", 2.50, Some(1.25), 10.00),
+    ("gpt-4o-mini", 0.15, Some(0.075), 0.60),
+    ("o3", 2.00, Some(0.50), 8.00),
+    ("o4-mini", 1.10, Some(0.275), 4.40),
+    ("o3-mini", 1.10, Some(0.55), 4.40),
+    ("o1", 15.00, Some(7.50), 60.00),
+    ("gpt-4-turbo", 10.00, None, 30.00),
+    ("gpt-3.5-turbo", 0.50, None, 1.50),
+];
+
+/// Prices of one model in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    /// Price of prompt tokens served from the provider's cache; the input price when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
+    pub output: f64,
+}
+
+/// One entry of the table: the price and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PriceEntry {
+    #[serde(flatten)]
+    pub price: Price,
+    pub source: String,
+}
+
+/// Cost of some usage in USD. `input_usd` includes cached input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub input_usd: f64,
+    pub output_usd: f64,
+    pub total_usd: f64,
+}
+
+impl std::ops::AddAssign for Cost {
+    fn add_assign(&mut self, other: Self) {
+        self.input_usd += other.input_usd;
+        self.output_usd += other.output_usd;
+        self.total_usd += other.total_usd;
+    }
+}
+
+impl Price {
+    /// Cost of `usage`: uncached input x input price + cached input x cached price
+    /// + output x output price.
+    pub fn cost(&self, usage: &Usage) -> Cost {
+        let per_token = |price: f64| price / 1_000_000.0;
+        let cached_price = self.cached_input.unwrap_or(self.input);
+        let input_usd = usage.uncached_prompt_tokens() as f64 * per_token(self.input)
+            + usage.cached_tokens as f64 * per_token(cached_price);
+        let output_usd = usage.completion_tokens as f64 * per_token(self.output);
+        Cost { input_usd, output_usd, total_usd: input_usd + output_usd }
+    }
+}
+
+/// Prices keyed by `PROVIDER:MODEL`.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    entries: BTreeMap<String, PriceEntry>,
+}
+
+/// A price file: `PROVIDER:MODEL` -> price.
+pub type PriceFile = BTreeMap<String, Price>;
+
+impl PriceTable {
+    /// The built-in table.
+    pub fn builtin() -> Self {
+        let source = format!("built-in: {BUILTIN_SOURCE}, {BUILTIN_DATE}");
+        let entries = BUILTIN_OPENAI
+            .iter()
+            .map(|&(model, input, cached_input, output)| {
+                let price = Price { input, cached_input, output };
+                (format!("openai:{model}"), PriceEntry { price, source: source.clone() })
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// Adds or overrides entries; `source` names where they came from (a file path).
+    /// Keys must be `PROVIDER:MODEL`.
+    pub fn extend(&mut self, prices: PriceFile, source: &str) -> Result<(), String> {
+        for (key, price) in prices {
+            if !key.contains(':') {
+                return Err(format!("price key `{key}` must be PROVIDER:MODEL (e.g. openai:{key})"));
+            }
+            for (field, value) in [("input", Some(price.input)), ("cached_input", price.cached_input), ("output", Some(price.output))] {
+                if let Some(value) = value
+                    && !(value.is_finite() && value >= 0.0)
+                {
+                    return Err(format!("price of `{key}`: {field} must be a non-negative number, got {value}"));
+                }
+            }
+            self.entries.insert(key, PriceEntry { price, source: source.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// The entry for `provider:model`; a dated snapshot (`gpt-4o-2024-08-06`) falls back to
+    /// its family (`gpt-4o`) when it has no entry of its own.
+    pub fn get(&self, provider: &str, model: &str) -> Option<&PriceEntry> {
+        self.entries
+            .get(&format!("{provider}:{model}"))
+            .or_else(|| self.entries.get(&format!("{provider}:{}", strip_snapshot_date(model)?)))
+    }
+
+    /// The provider of a bare model name, when the table knows the model under one provider.
+    pub fn provider_of(&self, model: &str) -> Option<&str> {
+        let family = strip_snapshot_date(model);
+        self.entries.keys().find_map(|key| {
+            let (provider, name) = key.split_once(':')?;
+            (name == model || Some(name) == family).then_some(provider)
+        })
+    }
+
+    /// Every entry, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &PriceEntry)> {
+        self.entries.iter().map(|(key, entry)| (key.as_str(), entry))
+    }
+}
+
+/// `gpt-4o-2024-08-06` -> `gpt-4o`; `None` when the name ends in no `-YYYY-MM-DD`.
+fn strip_snapshot_date(model: &str) -> Option<&str> {
+    let (family, date) = model.rsplit_once('-').and_then(|(rest, dd)| {
+        let (rest, mm) = rest.rsplit_once('-')?;
+        let (family, yyyy) = rest.rsplit_once('-')?;
+        Some((family, [yyyy, mm, dd]))
+    })?;
+    let widths = [4, 2, 2];
+    let is_date = date
+        .iter()
+        .zip(widths)
+        .all(|(part, width)| part.len() == width && part.bytes().all(|b| b.is_ascii_digit()));
+    is_date.then_some(family)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_splits_cached_and_uncached_input() {
+        let price = Price { input: 2.0, cached_input: Some(0.5), output: 8.0 };
+        let usage = Usage { cached_tokens: 400_000, ..Usage::new(1_000_000, 250_000) };
+        let cost = price.cost(&usage);
+        // 600k uncached x $2/M + 400k cached x $0.5/M = 1.2 + 0.2; 250k x $8/M = 2.0
+        assert!((cost.input_usd - 1.4).abs() < 1e-12);
+        assert!((cost.output_usd - 2.0).abs() < 1e-12);
+        assert!((cost.total_usd - 3.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cached_price_defaults_to_input_price() {
+        let price = Price { input: 1.0, cached_input: None, output: 0.0 };
+        let usage = Usage { cached_tokens: 500_000, ..Usage::new(1_000_000, 0) };
+        assert!((price.cost(&usage).input_usd - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn snapshots_fall_back_to_their_family() {
+        let table = PriceTable::builtin();
+        assert_eq!(table.get("openai", "gpt-4o-2024-08-06"), table.get("openai", "gpt-4o"));
+        assert!(table.get("openai", "gpt-4o-mini").is_some());
+        assert!(table.get("openai", "gpt-4o-latest").is_none());
+        assert_eq!(table.provider_of("gpt-4o-mini-2024-07-18"), Some("openai"));
+        assert_eq!(table.provider_of("llama3"), None);
+    }
+
+    #[test]
+    fn user_prices_override_and_add() {
+        let mut table = PriceTable::builtin();
+        let mut file = PriceFile::new();
+        file.insert("openai:gpt-4o-mini".into(), Price { input: 9.0, cached_input: None, output: 9.0 });
+        file.insert("ollama:llama3.2:3b".into(), Price { input: 0.0, cached_input: None, output: 0.0 });
+        table.extend(file, "prices.yaml").unwrap();
+        assert_eq!(table.get("openai", "gpt-4o-mini").unwrap().price.input, 9.0);
+        assert_eq!(table.get("ollama", "llama3.2:3b").unwrap().source, "prices.yaml");
+        assert_eq!(table.provider_of("llama3.2:3b"), Some("ollama"));
+    }
+
+    #[test]
+    fn rejects_bare_keys_and_negative_prices() {
+        let mut table = PriceTable::default();
+        let bare = PriceFile::from([("gpt-x".to_string(), Price { input: 1.0, cached_input: None, output: 1.0 })]);
+        assert!(table.extend(bare, "f").unwrap_err().contains("PROVIDER:MODEL"));
+        let negative = PriceFile::from([("a:b".to_string(), Price { input: -1.0, cached_input: None, output: 1.0 })]);
+        assert!(table.extend(negative, "f").unwrap_err().contains("non-negative"));
+    }
+}

@@ -1,0 +1,100 @@
+//! Model providers behind one trait: send a conversation, get the model's next message.
+
+pub mod openai;
+pub mod wire;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::scenario::Sampling;
+use crate::usage::Usage;
+use wire::{Message, ToolCall, ToolSpec};
+
+/// What one completion request sends.
+#[derive(Debug, Clone, Copy)]
+pub struct CompletionRequest<'a> {
+    pub model: &'a str,
+    pub messages: &'a [Message],
+    pub tools: &'a [ToolSpec],
+    pub sampling: &'a Sampling,
+}
+
+/// The model's reply to one request.
+#[derive(Debug, Clone, Default)]
+pub struct Completion {
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+    /// Usage as the provider reported it; `None` when it reported none.
+    pub usage: Option<Usage>,
+}
+
+/// One HTTP attempt of a request, as recorded in the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub latency_ms: u64,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// The outcome of one request with every attempt made for it.
+#[derive(Debug)]
+pub struct Exchange {
+    pub result: Result<Completion, ProviderError>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Why a request produced no completion. Messages never hold the API key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The server answered with a non-success status; `body` is its body as sent.
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    /// No usable response arrived (connection refused, reset, body cut short).
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// No response within the request timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// A response arrived but is not a Chat Completions response.
+    #[error("invalid response: {reason}; body: {body}")]
+    InvalidResponse { reason: String, body: String },
+}
+
+/// A source of completions: a remote Chat Completions API or an embedded model.
+pub trait Provider: Send + Sync {
+    /// Sends one request and returns the reply, or why there is none.
+    fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange>;
+
+    /// The endpoint requests go to, for the log; `None` for in-process models.
+    fn base_url(&self) -> Option<&str>;
+}
+
+/// A secret (an API key): never printed, never serialized.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `text` with every occurrence of the secret replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.is_empty() { text.to_owned() } else { text.replace(&self.0, "[redacted]") }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}

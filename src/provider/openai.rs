@@ -1,0 +1,180 @@
+//! The Chat Completions client: OpenAI and every OpenAI-compatible server.
+
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+
+use super::wire::{ChatRequest, ChatResponse};
+use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, Secret};
+
+/// Longest error body kept in a log or message.
+const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// Which request field carries the output token cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensField {
+    /// `max_completion_tokens`: what OpenAI's own API takes (its newer models refuse `max_tokens`).
+    MaxCompletionTokens,
+    /// `max_tokens`: what most OpenAI-compatible servers take.
+    MaxTokens,
+}
+
+/// A Chat Completions endpoint.
+pub struct OpenAiProvider {
+    http: reqwest::Client,
+    url: String,
+    base_url: String,
+    api_key: Option<Secret>,
+    timeout: Duration,
+    max_tokens_field: MaxTokensField,
+}
+
+impl OpenAiProvider {
+    /// A client for `base_url` (e.g. `https://api.openai.com/v1`) over the shared `http` pool.
+    pub fn new(http: reqwest::Client, base_url: &str, api_key: Option<Secret>, timeout: Duration) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let max_tokens_field = if base_url.starts_with("https://api.openai.com") {
+            MaxTokensField::MaxCompletionTokens
+        } else {
+            MaxTokensField::MaxTokens
+        };
+        Self {
+            http,
+            url: format!("{base_url}/chat/completions"),
+            base_url,
+            api_key,
+            timeout,
+            max_tokens_field,
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        match &self.api_key {
+            Some(key) => key.redact(text),
+            None => text.to_owned(),
+        }
+    }
+
+    async fn send(&self, request: CompletionRequest<'_>) -> (Result<Completion, ProviderError>, Option<u16>) {
+        let max_tokens = request.sampling.max_tokens;
+        let body = ChatRequest {
+            model: request.model,
+            messages: request.messages,
+            tools: (!request.tools.is_empty()).then_some(request.tools),
+            tool_choice: (!request.tools.is_empty()).then_some("auto"),
+            temperature: request.sampling.temperature,
+            top_p: request.sampling.top_p,
+            max_tokens: max_tokens.filter(|_| self.max_tokens_field == MaxTokensField::MaxTokens),
+            max_completion_tokens: max_tokens
+                .filter(|_| self.max_tokens_field == MaxTokensField::MaxCompletionTokens),
+            seed: request.sampling.seed,
+        };
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => body,
+            Err(err) => return (Err(ProviderError::Transport(format!("cannot encode request: {err}"))), None),
+        };
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(key) = &self.api_key {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(err) => return (Err(self.transport_error(&err)), None),
+        };
+        let status = response.status().as_u16();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(err) => return (Err(self.transport_error(&err)), Some(status)),
+        };
+        let text = || self.redact(&truncate(&String::from_utf8_lossy(&bytes), MAX_ERROR_BODY));
+        if !(200..300).contains(&status) {
+            return (Err(ProviderError::Status { status, body: text() }), Some(status));
+        }
+        let parsed: ChatResponse = match serde_json::from_slice(&bytes) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                let reason = format!("not a Chat Completions response ({err})");
+                return (Err(ProviderError::InvalidResponse { reason, body: text() }), Some(status));
+            }
+        };
+        let usage = parsed.usage.as_ref().map(Into::into);
+        let Some(choice) = parsed.choices.into_iter().next() else {
+            let reason = "response has no choices".to_owned();
+            return (Err(ProviderError::InvalidResponse { reason, body: text() }), Some(status));
+        };
+        let message = choice.message;
+        let content = message.content.or(message.refusal);
+        let completion = Completion {
+            content,
+            tool_calls: message.tool_calls.unwrap_or_default(),
+            finish_reason: choice.finish_reason,
+            usage,
+        };
+        (Ok(completion), Some(status))
+    }
+
+    fn transport_error(&self, err: &reqwest::Error) -> ProviderError {
+        if err.is_timeout() {
+            return ProviderError::Timeout(self.timeout);
+        }
+        // `{:#}`-style chain: reqwest's top-level message alone rarely says what went wrong.
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        ProviderError::Transport(self.redact(&message))
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let (result, status) = self.send(request).await;
+            let attempt = Attempt {
+                attempt: 1,
+                latency_ms: started.elapsed().as_millis() as u64,
+                status,
+                error: result.as_ref().err().map(ToString::to_string),
+            };
+            Exchange { result, attempts: vec![attempt] }
+        })
+    }
+
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
+
+/// The HTTP client every provider and tool shares: one connection pool for all runs.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    // Several callers may race here; only the first installation matters.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("runner/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()?;
+    Ok(client)
+}

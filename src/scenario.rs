@@ -1,0 +1,638 @@
+//! Scenario files: loading, every field of the format, and validation with positions.
+//!
+//! Every file is read and validated before any model is called. A problem is reported as
+//! `FILE:LINE:COLUMN: what was expected`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_saphyr::{Location, Spanned};
+
+use crate::tools::ToolRegistry;
+
+/// Largest scenario file accepted.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// Tool rounds allowed in one turn when a scenario sets no `max_tool_rounds`.
+pub const DEFAULT_MAX_TOOL_ROUNDS: u32 = 8;
+
+/// Sampling settings sent with every request of a scenario.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    /// The file it came from, as given (`-` for standard input).
+    pub file: String,
+    pub description: Option<String>,
+    pub model: Option<String>,
+    pub system: Option<String>,
+    pub sampling: Sampling,
+    /// Tools offered to the model, in order.
+    pub tools: Vec<String>,
+    /// Fixed results that replace running the named tools.
+    pub tool_results: BTreeMap<String, Value>,
+    pub max_tool_rounds: u32,
+    pub turns: Vec<Turn>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub user: String,
+    pub expect: Expect,
+}
+
+/// What must hold after a turn. Empty: the turn passes when it ends without an error.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Tools called during the turn, in order; `Some(vec![])` means no tool may be called.
+    pub tool_calls: Option<Vec<ExpectedCall>>,
+    pub contains: Vec<String>,
+    pub not_contains: Vec<String>,
+    pub regex: Vec<Regex>,
+    pub max_cost_usd: Option<f64>,
+    pub max_latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedCall {
+    pub name: String,
+    /// Must be a subset of the call's arguments.
+    pub arguments: Option<Value>,
+}
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {message}")]
+    Unreadable { path: String, message: String },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid { path: String, line: u64, column: u64, message: String },
+}
+
+/// Every problem found in the scenario files, one per line.
+#[derive(Debug)]
+pub struct ScenarioErrors(pub Vec<ScenarioError>);
+
+impl fmt::Display for ScenarioErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ScenarioErrors {}
+
+/// What validation checks names against.
+pub struct Validator<'a> {
+    pub tools: &'a ToolRegistry,
+    /// Checks a `model:` value; the error says what is wrong with it.
+    pub check_model: &'a dyn Fn(&str) -> Result<(), String>,
+}
+
+/// Expands `paths` (files, directories, `-`) into scenario files, loads and validates them all.
+/// Returns every problem found, not only the first.
+pub fn load_scenarios(paths: &[String], validator: &Validator<'_>) -> Result<Vec<Scenario>, ScenarioErrors> {
+    let mut errors = Vec::new();
+    let mut scenarios = Vec::new();
+    for source in expand_paths(paths, &mut errors) {
+        let text = match read_source(&source) {
+            Ok(text) => text,
+            Err(message) => {
+                errors.push(ScenarioError::Unreadable { path: source.display(), message });
+                continue;
+            }
+        };
+        match parse_scenarios(&text, &source.display(), &source.stem(), validator) {
+            Ok(parsed) => scenarios.extend(parsed),
+            Err(err) => errors.extend(err.0),
+        }
+    }
+    if errors.is_empty() {
+        check_unique_names(&scenarios, &mut errors);
+    }
+    if errors.is_empty() { Ok(scenarios) } else { Err(ScenarioErrors(errors)) }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Stdin,
+    File(PathBuf),
+}
+
+impl Source {
+    fn display(&self) -> String {
+        match self {
+            Source::Stdin => "-".to_owned(),
+            Source::File(path) => path.display().to_string(),
+        }
+    }
+
+    fn stem(&self) -> String {
+        match self {
+            Source::Stdin => "stdin".to_owned(),
+            Source::File(path) => path.file_stem().map_or_else(|| "scenario".to_owned(), |s| s.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+fn expand_paths(paths: &[String], errors: &mut Vec<ScenarioError>) -> Vec<Source> {
+    let mut sources = Vec::new();
+    for path in paths {
+        if path == "-" {
+            if !sources.contains(&Source::Stdin) {
+                sources.push(Source::Stdin);
+            }
+            continue;
+        }
+        let path = PathBuf::from(path);
+        if path.is_dir() {
+            let mut files = Vec::new();
+            if let Err(err) = collect_yaml_files(&path, &mut files) {
+                errors.push(ScenarioError::Unreadable { path: path.display().to_string(), message: err.to_string() });
+            }
+            if files.is_empty() {
+                errors.push(ScenarioError::Unreadable {
+                    path: path.display().to_string(),
+                    message: "directory holds no *.yaml or *.yml file".to_owned(),
+                });
+            }
+            files.sort();
+            sources.extend(files.into_iter().map(Source::File));
+        } else {
+            sources.push(Source::File(path));
+        }
+    }
+    // The same file named twice (by a glob and its directory, say) is loaded once.
+    let mut seen = Vec::new();
+    sources.retain(|source| {
+        let key = match source {
+            Source::File(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()),
+            Source::Stdin => PathBuf::from("-"),
+        };
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
+    sources
+}
+
+fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect_yaml_files(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn read_source(source: &Source) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    let read = match source {
+        Source::Stdin => std::io::stdin().lock().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes),
+        Source::File(path) => std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)),
+    };
+    read.map_err(|err| err.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than the {} MiB a scenario file may be", MAX_FILE_BYTES >> 20));
+    }
+    String::from_utf8(bytes).map_err(|err| format!("not UTF-8 text (invalid byte at offset {})", err.utf8_error().valid_up_to()))
+}
+
+/// Parses and validates the scenarios of one file's text. `stem` names unnamed scenarios.
+pub fn parse_scenarios(text: &str, path: &str, stem: &str, validator: &Validator<'_>) -> Result<Vec<Scenario>, ScenarioErrors> {
+    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|err| {
+        let location = err.location().unwrap_or(Location::UNKNOWN);
+        ScenarioErrors(vec![invalid(path, location, plain_message(&err))])
+    })?;
+    if raws.is_empty() {
+        return Err(ScenarioErrors(vec![ScenarioError::Invalid {
+            path: path.to_owned(),
+            line: 1,
+            column: 1,
+            message: "expected a scenario (a mapping with `turns`), found an empty file".to_owned(),
+        }]));
+    }
+    let count = raws.len();
+    let mut errors = Vec::new();
+    let scenarios = raws
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let default_name = if count == 1 { stem.to_owned() } else { format!("{stem}-{}", i + 1) };
+            raw.validate(path, default_name, validator, &mut errors)
+        })
+        .collect();
+    if errors.is_empty() { Ok(scenarios) } else { Err(ScenarioErrors(errors)) }
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 10_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_depth: 64,
+        },
+    }
+}
+
+/// The parser's message without its own position suffix (we print `file:line:column:`).
+fn plain_message(err: &serde_saphyr::Error) -> String {
+    let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let rendered = err.render_with_options(options);
+    match rendered.rfind(" at line ") {
+        Some(at) if rendered[at..].contains(", column ") => rendered[..at].to_owned(),
+        _ => rendered,
+    }
+}
+
+fn invalid(path: &str, location: Location, message: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid { path: path.to_owned(), line: location.line(), column: location.column(), message: message.into() }
+}
+
+fn check_unique_names(scenarios: &[Scenario], errors: &mut Vec<ScenarioError>) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for scenario in scenarios {
+        if let Some(first) = seen.insert(&scenario.name, &scenario.file) {
+            errors.push(ScenarioError::Unreadable {
+                path: scenario.file.clone(),
+                message: format!("scenario name `{}` is already used in {first}; names must be unique", scenario.name),
+            });
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    model: Option<Spanned<String>>,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    temperature: Option<Spanned<f64>>,
+    #[serde(default)]
+    top_p: Option<Spanned<f64>>,
+    #[serde(default)]
+    max_tokens: Option<Spanned<u32>>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    tools: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    tool_results: Option<Spanned<BTreeMap<String, Value>>>,
+    #[serde(default)]
+    max_tool_rounds: Option<Spanned<u32>>,
+    turns: Spanned<Vec<RawTurn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTurn {
+    user: String,
+    #[serde(default)]
+    expect: Option<RawExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    #[serde(default)]
+    tool_calls: Option<Vec<RawExpectedCall>>,
+    #[serde(default)]
+    contains: Option<Strings>,
+    #[serde(default)]
+    not_contains: Option<Strings>,
+    #[serde(default)]
+    regex: Option<Spanned<Strings>>,
+    #[serde(default)]
+    max_cost_usd: Option<Spanned<f64>>,
+    #[serde(default)]
+    max_latency_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpectedCall {
+    name: Spanned<String>,
+    #[serde(default)]
+    arguments: Option<Spanned<Value>>,
+}
+
+/// A string or a list of strings.
+struct Strings(Vec<String>);
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StringsVisitor;
+        impl<'de> Visitor<'de> for StringsVisitor {
+            type Value = Strings;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Strings, E> {
+                Ok(Strings(vec![value.to_owned()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(Strings(items))
+            }
+        }
+        deserializer.deserialize_any(StringsVisitor)
+    }
+}
+
+impl RawScenario {
+    fn validate(self, path: &str, default_name: String, validator: &Validator<'_>, errors: &mut Vec<ScenarioError>) -> Option<Scenario> {
+        let before = errors.len();
+        let mut fail = |location: Location, message: String| errors.push(invalid(path, location, message));
+
+        let name = match self.name {
+            Some(name) if name.value.trim().is_empty() => {
+                fail(name.referenced, "expected a non-empty scenario name".to_owned());
+                String::new()
+            }
+            Some(name) => name.value,
+            None => default_name,
+        };
+        if let Some(model) = &self.model
+            && let Err(message) = (validator.check_model)(&model.value)
+        {
+            fail(model.referenced, message);
+        }
+        if let Some(t) = &self.temperature
+            && !(0.0..=2.0).contains(&t.value)
+        {
+            fail(t.referenced, format!("expected temperature between 0 and 2, found {}", t.value));
+        }
+        if let Some(p) = &self.top_p
+            && !(p.value > 0.0 && p.value <= 1.0)
+        {
+            fail(p.referenced, format!("expected top_p greater than 0 and at most 1, found {}", p.value));
+        }
+        if let Some(m) = &self.max_tokens
+            && m.value == 0
+        {
+            fail(m.referenced, "expected max_tokens of at least 1".to_owned());
+        }
+        if let Some(r) = &self.max_tool_rounds
+            && r.value == 0
+        {
+            fail(r.referenced, "expected max_tool_rounds of at least 1".to_owned());
+        }
+        let known = || validator.tools.names().collect::<Vec<_>>().join(", ");
+        let tools: Vec<String> = match self.tools {
+            Some(tools) => {
+                for tool in &tools {
+                    if validator.tools.get(&tool.value).is_none() {
+                        fail(tool.referenced, format!("unknown tool `{}`; expected one of: {}", tool.value, known()));
+                    }
+                }
+                tools.into_iter().map(|t| t.value).collect()
+            }
+            None => validator.tools.names().map(str::to_owned).collect(),
+        };
+        let tool_results = match self.tool_results {
+            Some(results) => {
+                for tool in results.value.keys() {
+                    if validator.tools.get(tool).is_none() {
+                        fail(results.referenced, format!("tool_results names unknown tool `{tool}`; expected one of: {}", known()));
+                    }
+                }
+                results.value
+            }
+            None => BTreeMap::new(),
+        };
+        if self.turns.value.is_empty() {
+            fail(self.turns.referenced, "expected at least one turn".to_owned());
+        }
+        let turns = self
+            .turns
+            .value
+            .into_iter()
+            .map(|turn| Turn { user: turn.user, expect: turn.expect.map(|e| e.validate(&tools, &mut fail)).unwrap_or_default() })
+            .collect();
+
+        (errors.len() == before).then(|| Scenario {
+            name,
+            file: path.to_owned(),
+            description: self.description,
+            model: self.model.map(|m| m.value),
+            system: self.system,
+            sampling: Sampling {
+                temperature: self.temperature.map(|t| t.value),
+                top_p: self.top_p.map(|p| p.value),
+                max_tokens: self.max_tokens.map(|m| m.value),
+                seed: self.seed,
+            },
+            tools,
+            tool_results,
+            max_tool_rounds: self.max_tool_rounds.map_or(DEFAULT_MAX_TOOL_ROUNDS, |r| r.value),
+            turns,
+        })
+    }
+}
+
+impl RawExpect {
+    fn validate(self, offered: &[String], fail: &mut impl FnMut(Location, String)) -> Expect {
+        let tool_calls = self.tool_calls.map(|calls| {
+            calls
+                .into_iter()
+                .map(|call| {
+                    if !offered.contains(&call.name.value) {
+                        fail(call.name.referenced, format!(
+                            "expected a tool this scenario offers ({}), found `{}`",
+                            offered.join(", "),
+                            call.name.value
+                        ));
+                    }
+                    let arguments = call.arguments.map(|args| {
+                        if !args.value.is_object() {
+                            fail(args.referenced, "expected `arguments` to be a mapping".to_owned());
+                        }
+                        args.value
+                    });
+                    ExpectedCall { name: call.name.value, arguments }
+                })
+                .collect()
+        });
+        let regex = self
+            .regex
+            .map(|patterns| {
+                patterns
+                    .value
+                    .0
+                    .iter()
+                    .filter_map(|pattern| match Regex::new(pattern) {
+                        Ok(regex) => Some(regex),
+                        Err(err) => {
+                            let detail = err.to_string().lines().last().unwrap_or_default().trim().to_owned();
+                            fail(patterns.referenced, format!("expected a valid regular expression, `{pattern}` is not: {detail}"));
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(cost) = &self.max_cost_usd
+            && !(cost.value.is_finite() && cost.value >= 0.0)
+        {
+            fail(cost.referenced, format!("expected max_cost_usd to be a non-negative number, found {}", cost.value));
+        }
+        Expect {
+            tool_calls,
+            contains: self.contains.map(|s| s.0).unwrap_or_default(),
+            not_contains: self.not_contains.map(|s| s.0).unwrap_or_default(),
+            regex,
+            max_cost_usd: self.max_cost_usd.map(|c| c.value),
+            max_latency_ms: self.max_latency_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(text: &str) -> Result<Vec<Scenario>, String> {
+        let tools = ToolRegistry::builtin();
+        let check_model = |m: &str| if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) };
+        let validator = Validator { tools: &tools, check_model: &check_model };
+        parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let scenarios = parse(
+            r#"
+name: weather-paris
+description: free text
+model: openai:gpt-4o-mini
+system: You are a helpful assistant.
+temperature: 0
+top_p: 0.5
+max_tokens: 100
+seed: 7
+tools: [get_weather, reverse_text]
+tool_results:
+  get_weather: {city: Paris, temperature_c: 15, conditions: rainy}
+max_tool_rounds: 3
+turns:
+  - user: What's the weather in Paris?
+    expect:
+      tool_calls:
+        - name: get_weather
+          arguments: {city: Paris}
+      contains: ["15"]
+  - user: reverse apple
+    expect:
+      contains: elppa
+      not_contains: [error, sorry]
+      regex: "e.ppa"
+      max_cost_usd: 0.01
+      max_latency_ms: 30000
+  - user: bye
+"#,
+        )
+        .unwrap();
+        let s = &scenarios[0];
+        assert_eq!(s.name, "weather-paris");
+        assert_eq!(s.model.as_deref(), Some("openai:gpt-4o-mini"));
+        assert_eq!(s.sampling, Sampling { temperature: Some(0.0), top_p: Some(0.5), max_tokens: Some(100), seed: Some(7) });
+        assert_eq!(s.tools, ["get_weather", "reverse_text"]);
+        assert_eq!(s.tool_results["get_weather"], json!({"city": "Paris", "temperature_c": 15, "conditions": "rainy"}));
+        assert_eq!(s.max_tool_rounds, 3);
+        let first = &s.turns[0].expect;
+        assert_eq!(first.tool_calls.as_ref().unwrap()[0], ExpectedCall { name: "get_weather".into(), arguments: Some(json!({"city": "Paris"})) });
+        assert_eq!(first.contains, ["15"]);
+        let second = &s.turns[1].expect;
+        assert_eq!(second.contains, ["elppa"]);
+        assert_eq!(second.not_contains, ["error", "sorry"]);
+        assert_eq!(second.regex[0].as_str(), "e.ppa");
+        assert_eq!((second.max_cost_usd, second.max_latency_ms), (Some(0.01), Some(30000)));
+        assert!(s.turns[2].expect.tool_calls.is_none());
+    }
+
+    #[test]
+    fn defaults_and_document_names() {
+        let scenarios = parse("turns: [{user: a}]\n---\nturns: [{user: b}]\n---\nname: named\ntools: []\nturns: [{user: c}]\n").unwrap();
+        let names: Vec<_> = scenarios.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s-1", "s-2", "named"]);
+        assert_eq!(scenarios[0].tools.len(), 5);
+        assert!(scenarios[2].tools.is_empty());
+        assert_eq!(scenarios[0].max_tool_rounds, DEFAULT_MAX_TOOL_ROUNDS);
+        assert_eq!(parse("turns: [{user: a}]").unwrap()[0].name, "s");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let err = parse("name: x\nturns:\n  - user: hi\n    expekt: {contains: a}\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:4:5: "), "{err}");
+        assert!(err.contains("expekt"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_value() {
+        let err = parse("tools: [get_weather, teleport]\nturns: [{user: hi}]\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:1:22: unknown tool `teleport`"), "{err}");
+        let err = parse("turns:\n  - user: hi\n    expect:\n      regex: \"a(\"\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:4:14: expected a valid regular expression"), "{err}");
+        let err = parse("model: bad:x\nturns: [{user: hi}]\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:1:8: unknown provider"), "{err}");
+        let err = parse("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls: [{name: get_weather}]\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:5:27: expected a tool this scenario offers (reverse_text)"), "{err}");
+        let err = parse("temperature: 3\nturns: [{user: hi}]\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:1:14: expected temperature between 0 and 2"), "{err}");
+        let err = parse("turns: []\n").unwrap_err();
+        assert!(err.contains("expected at least one turn"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_and_missing_fields() {
+        let err = parse("turns:\n  - user: hi\n    expect:\n      contains: {a: b}\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:4:"), "{err}");
+        assert!(err.contains("a string or a list of strings"), "{err}");
+        let err = parse("name: x\n").unwrap_err();
+        assert!(err.contains("turns"), "{err}");
+        let err = parse("").unwrap_err();
+        assert!(err.contains("empty file"), "{err}");
+        let err = parse("turns: [{user: a}]\n---\nturns: [{user: b, bogus: 1}]\n").unwrap_err();
+        assert!(err.starts_with("s.yaml:3:"), "{err}");
+    }
+}

@@ -1,0 +1,194 @@
+//! Tools the model may call: a [`Tool`] trait, the registry that runs calls by name, and
+//! the built-ins.
+
+mod builtin;
+mod weather;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::provider::wire::{FunctionSpec, ToolSpec};
+pub use weather::WeatherConfig;
+
+/// Why a tool call produced no result. Sent back to the model as `{"error": "..."}`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ToolError {
+    #[error("unknown tool `{0}`")]
+    Unknown(String),
+    #[error("invalid arguments: {0}")]
+    BadArguments(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A function the model can call.
+pub trait Tool: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// JSON schema of the arguments object.
+    fn parameters(&self) -> Value;
+    /// Runs the tool on already-decoded arguments.
+    fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>>;
+}
+
+/// What tools may use during one run: the shared HTTP pool, service endpoints and the
+/// run's random stream.
+pub struct ToolContext {
+    pub http: reqwest::Client,
+    pub weather: Arc<WeatherConfig>,
+    rng_state: AtomicU64,
+}
+
+impl ToolContext {
+    /// A context whose random stream starts from `seed`: the same seed, the same numbers.
+    pub fn new(http: reqwest::Client, weather: Arc<WeatherConfig>, seed: u64) -> Self {
+        Self { http, weather, rng_state: AtomicU64::new(seed) }
+    }
+
+    /// The next number of the run's random stream (SplitMix64).
+    pub fn next_random(&self) -> u64 {
+        let state = self.rng_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(state)
+    }
+}
+
+/// SplitMix64's output function: a well-spread 64-bit hash of `z`.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Decodes `arguments` into the tool's typed arguments, or says what is wrong with them.
+pub(crate) fn parse_arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
+    serde_json::from_value(arguments).map_err(|err| ToolError::BadArguments(err.to_string()))
+}
+
+/// The tools runner knows, by name.
+#[derive(Clone)]
+pub struct ToolRegistry {
+    tools: Vec<Arc<dyn Tool>>,
+}
+
+impl Default for ToolRegistry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl ToolRegistry {
+    /// The built-in tools.
+    pub fn builtin() -> Self {
+        let tools: Vec<Arc<dyn Tool>> = vec![
+            Arc::new(builtin::AddNumbers),
+            Arc::new(builtin::ReverseText),
+            Arc::new(builtin::GetCurrentTime),
+            Arc::new(weather::GetWeather),
+            Arc::new(builtin::GetRandomNumber),
+        ];
+        Self { tools }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.iter().find(|tool| tool.name() == name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.tools.iter().map(|tool| tool.name())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.tools.iter()
+    }
+
+    /// The specs offered to the model for `names`, in the given order.
+    pub fn specs(&self, names: &[String]) -> Vec<ToolSpec> {
+        names.iter().filter_map(|name| self.get(name)).map(|tool| spec_of(tool.as_ref())).collect()
+    }
+
+    /// Runs a call as the model wrote it: decodes the JSON arguments, finds the tool, runs it.
+    /// Returns the decoded arguments (or the raw text when they are not JSON) and the outcome.
+    pub async fn call(&self, name: &str, raw_arguments: &str, context: &ToolContext) -> (Value, Result<Value, ToolError>) {
+        let arguments = match decode_arguments(raw_arguments) {
+            Ok(arguments) => arguments,
+            Err(err) => return (Value::String(raw_arguments.to_owned()), Err(err)),
+        };
+        let Some(tool) = self.get(name) else {
+            return (arguments, Err(ToolError::Unknown(name.to_owned())));
+        };
+        let result = tool.call(arguments.clone(), context).await;
+        (arguments, result)
+    }
+}
+
+/// The model's argument text as a JSON object; an empty text means no arguments.
+pub fn decode_arguments(raw: &str) -> Result<Value, ToolError> {
+    if raw.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    match serde_json::from_str::<Value>(raw) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(other) => Err(ToolError::BadArguments(format!("expected a JSON object, got {other}"))),
+        Err(err) => Err(ToolError::BadArguments(format!("not valid JSON ({err})"))),
+    }
+}
+
+fn spec_of(tool: &dyn Tool) -> ToolSpec {
+    ToolSpec {
+        kind: "function",
+        function: FunctionSpec {
+            name: tool.name().to_owned(),
+            description: tool.description().to_owned(),
+            parameters: tool.parameters(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context(seed: u64) -> ToolContext {
+        ToolContext::new(crate::provider::openai::http_client().unwrap(), Arc::new(WeatherConfig::default()), seed)
+    }
+
+    #[tokio::test]
+    async fn bad_calls_become_errors() {
+        let registry = ToolRegistry::builtin();
+        let ctx = context(1);
+        let (args, result) = registry.call("add_numbers", "{not json", &ctx).await;
+        assert_eq!(args, json!("{not json"));
+        assert!(matches!(result, Err(ToolError::BadArguments(m)) if m.contains("not valid JSON")));
+        let (_, result) = registry.call("nope", "{}", &ctx).await;
+        assert!(matches!(result, Err(ToolError::Unknown(n)) if n == "nope"));
+        let (_, result) = registry.call("add_numbers", r#"{"x": "a", "y": 1}"#, &ctx).await;
+        assert!(matches!(result, Err(ToolError::BadArguments(_))));
+        let (_, result) = registry.call("add_numbers", r#"{"x": 2, "y": 3.5}"#, &ctx).await;
+        assert_eq!(result.unwrap(), json!({"result": 5.5}));
+    }
+
+    #[test]
+    fn random_stream_is_reproducible() {
+        let a: Vec<u64> = (0..4).map({ let c = context(42); move |_| c.next_random() }).collect();
+        let b: Vec<u64> = (0..4).map({ let c = context(42); move |_| c.next_random() }).collect();
+        let c: Vec<u64> = (0..4).map({ let c = context(43); move |_| c.next_random() }).collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn every_tool_has_an_object_schema() {
+        let registry = ToolRegistry::builtin();
+        let names: Vec<_> = registry.names().collect();
+        assert_eq!(names, ["add_numbers", "reverse_text", "get_current_time", "get_weather", "get_random_number"]);
+        for tool in registry.iter() {
+            assert_eq!(tool.parameters()["type"], "object", "{}", tool.name());
+        }
+    }
+}
