@@ -1,0 +1,311 @@
+//! The agent loop for one user turn: send the conversation, run the tools the model asks
+//! for, send the results back, until the model answers in text.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::pricing::{Cost, Price};
+use crate::provider::wire::{Message, ToolSpec};
+use crate::provider::{CompletionRequest, Provider};
+use crate::record::{RequestRecord, ToolCallRecord};
+use crate::scenario::Sampling;
+use crate::tools::{ToolContext, ToolError, ToolRegistry, decode_arguments};
+use crate::usage::{Usage, UsageSource, estimate_tokens};
+
+/// Everything one conversation needs to talk to its model and run its tools.
+pub struct Agent<'a> {
+    pub provider: &'a dyn Provider,
+    pub model: &'a str,
+    pub sampling: &'a Sampling,
+    /// Tools offered on every request of the conversation.
+    pub tools: &'a [ToolSpec],
+    pub registry: &'a ToolRegistry,
+    /// Fixed results that replace running the named tools.
+    pub tool_results: &'a BTreeMap<String, Value>,
+    pub max_tool_rounds: u32,
+    pub context: &'a ToolContext,
+    /// `None` for an unpriced model: its cost is 0.
+    pub price: Option<&'a Price>,
+}
+
+/// What one turn produced. `error` set means the turn could not finish.
+#[derive(Debug, Default)]
+pub struct TurnOutcome {
+    pub reply: Option<String>,
+    pub error: Option<String>,
+    pub requests: Vec<RequestRecord>,
+    pub tool_calls: Vec<ToolCallRecord>,
+    pub usage: Usage,
+    pub cost: Cost,
+    pub latency_ms: u64,
+}
+
+impl Agent<'_> {
+    /// Plays one user turn, appending every message to `messages`.
+    pub async fn run_turn(&self, messages: &mut Vec<Message>, user: &str) -> TurnOutcome {
+        let started = Instant::now();
+        let mut outcome = TurnOutcome::default();
+        messages.push(Message::User { content: user.to_owned() });
+        let mut rounds = 0;
+        loop {
+            let request = CompletionRequest { model: self.model, messages, tools: self.tools, sampling: self.sampling };
+            let exchange = self.provider.complete(request).await;
+            let completion = match exchange.result {
+                Ok(completion) => completion,
+                Err(err) => {
+                    let error = err.to_string();
+                    outcome.requests.push(RequestRecord {
+                        latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
+                        error: Some(error.clone()),
+                        attempts: exchange.attempts,
+                        ..request_record(Usage::default(), UsageSource::Provider, 0.0)
+                    });
+                    outcome.error = Some(format!("model request failed: {error}"));
+                    break;
+                }
+            };
+            let (usage, source) = match completion.usage {
+                Some(usage) => (usage, UsageSource::Provider),
+                None => (estimate_usage(messages, &completion), UsageSource::Estimated),
+            };
+            let cost = self.price.map(|p| p.cost(&usage)).unwrap_or_default();
+            outcome.usage += usage;
+            outcome.cost += cost;
+            outcome.requests.push(RequestRecord {
+                latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
+                finish_reason: completion.finish_reason.clone(),
+                attempts: exchange.attempts,
+                ..request_record(usage, source, cost.total_usd)
+            });
+
+            if completion.tool_calls.is_empty() {
+                let reply = completion.content.unwrap_or_default();
+                messages.push(Message::Assistant { content: Some(reply.clone()), tool_calls: vec![] });
+                outcome.reply = Some(reply);
+                break;
+            }
+            let mut calls = completion.tool_calls;
+            for (i, call) in calls.iter_mut().enumerate() {
+                if call.id.is_empty() {
+                    call.id = format!("call_{}_{}", rounds + 1, i + 1);
+                }
+            }
+            messages.push(Message::Assistant { content: completion.content, tool_calls: calls.clone() });
+            if rounds == self.max_tool_rounds {
+                outcome.error = Some(format!(
+                    "the model still called tools after {} tool round(s) (max_tool_rounds)",
+                    self.max_tool_rounds
+                ));
+                break;
+            }
+            rounds += 1;
+            for call in calls {
+                let record = self.run_tool(&call.id, &call.function.name, &call.function.arguments).await;
+                messages.push(Message::Tool { tool_call_id: call.id, content: tool_message(&record) });
+                outcome.tool_calls.push(record);
+            }
+        }
+        outcome.latency_ms = started.elapsed().as_millis() as u64;
+        outcome
+    }
+
+    async fn run_tool(&self, id: &str, name: &str, raw_arguments: &str) -> ToolCallRecord {
+        let started = Instant::now();
+        let offered = self.tools.iter().any(|spec| spec.function.name == name);
+        let pinned = self.tool_results.get(name).filter(|_| offered);
+        let (arguments, result) = if !offered {
+            let arguments = decode_arguments(raw_arguments).unwrap_or_else(|_| Value::String(raw_arguments.to_owned()));
+            (arguments, Err(ToolError::Unknown(name.to_owned())))
+        } else if let Some(value) = pinned {
+            match decode_arguments(raw_arguments) {
+                Ok(arguments) => (arguments, Ok(value.clone())),
+                Err(err) => (Value::String(raw_arguments.to_owned()), Err(err)),
+            }
+        } else {
+            self.registry.call(name, raw_arguments, self.context).await
+        };
+        let (result, error) = match result {
+            Ok(value) => (Some(value), None),
+            Err(err) => (None, Some(err.to_string())),
+        };
+        ToolCallRecord {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            arguments,
+            result,
+            error,
+            duration_ms: started.elapsed().as_millis() as u64,
+            pinned: pinned.is_some(),
+        }
+    }
+}
+
+/// The `tool` message content: a string result as is, anything else as JSON, an error as
+/// `{"error": "..."}`.
+fn tool_message(record: &ToolCallRecord) -> String {
+    match (&record.result, &record.error) {
+        (Some(Value::String(text)), _) => text.clone(),
+        (Some(value), _) => value.to_string(),
+        (None, error) => json!({ "error": error.as_deref().unwrap_or("tool failed") }).to_string(),
+    }
+}
+
+fn request_record(usage: Usage, usage_source: UsageSource, cost_usd: f64) -> RequestRecord {
+    RequestRecord {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.total_tokens,
+        cached_tokens: usage.cached_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        usage_source,
+        latency_ms: 0,
+        finish_reason: None,
+        cost_usd,
+        error: None,
+        attempts: Vec::new(),
+    }
+}
+
+/// Usage counted by runner when the provider reports none.
+fn estimate_usage(messages: &[Message], completion: &crate::provider::Completion) -> Usage {
+    let prompt = serde_json::to_string(messages).map_or(0, |text| estimate_tokens(&text));
+    let output = completion.content.as_deref().map_or(0, estimate_tokens)
+        + completion
+            .tool_calls
+            .iter()
+            .map(|c| estimate_tokens(&c.function.name) + estimate_tokens(&c.function.arguments))
+            .sum::<u64>();
+    Usage::new(prompt, output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::wire::{FunctionCall, ToolCall};
+    use crate::provider::{Completion, Exchange, ProviderError};
+    use futures::future::BoxFuture;
+    use std::sync::{Arc, Mutex};
+
+    /// Replies from a script, in order, and remembers what it was sent.
+    struct Scripted {
+        replies: Mutex<Vec<Result<Completion, ProviderError>>>,
+        seen: Mutex<Vec<Vec<Message>>>,
+    }
+
+    impl Provider for Scripted {
+        fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
+            self.seen.lock().unwrap().push(request.messages.to_vec());
+            let result = self.replies.lock().unwrap().remove(0);
+            Box::pin(async move { Exchange { result, attempts: vec![] } })
+        }
+        fn base_url(&self) -> Option<&str> {
+            None
+        }
+    }
+
+    fn call(id: &str, name: &str, args: &str) -> ToolCall {
+        ToolCall { id: id.into(), kind: "function".into(), function: FunctionCall { name: name.into(), arguments: args.into() } }
+    }
+
+    fn tools_reply(calls: Vec<ToolCall>) -> Result<Completion, ProviderError> {
+        Ok(Completion { tool_calls: calls, usage: Some(Usage::new(10, 5)), ..Completion::default() })
+    }
+
+    fn text_reply(text: &str) -> Result<Completion, ProviderError> {
+        Ok(Completion { content: Some(text.into()), usage: Some(Usage::new(20, 3)), ..Completion::default() })
+    }
+
+    async fn play(replies: Vec<Result<Completion, ProviderError>>, max_tool_rounds: u32, pinned: BTreeMap<String, Value>) -> (TurnOutcome, Vec<Message>, Arc<Scripted>) {
+        let provider = Arc::new(Scripted { replies: Mutex::new(replies), seen: Mutex::new(vec![]) });
+        let registry = ToolRegistry::builtin();
+        let offered: Vec<String> = ["add_numbers", "reverse_text", "get_weather"].map(String::from).to_vec();
+        let specs = registry.specs(&offered);
+        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1);
+        let price = Price { input: 1.0, cached_input: None, output: 2.0 };
+        let agent = Agent {
+            provider: provider.as_ref(),
+            model: "m",
+            sampling: &Sampling::default(),
+            tools: &specs,
+            registry: &registry,
+            tool_results: &pinned,
+            max_tool_rounds,
+            context: &context,
+            price: Some(&price),
+        };
+        let mut messages = vec![];
+        let outcome = agent.run_turn(&mut messages, "go").await;
+        (outcome, messages, provider)
+    }
+
+    #[tokio::test]
+    async fn runs_every_call_in_order_and_sends_results_back() {
+        let replies = vec![
+            tools_reply(vec![call("a", "add_numbers", r#"{"x":2,"y":3}"#), call("b", "reverse_text", r#"{"text":"apple"}"#)]),
+            text_reply("5 and elppa"),
+        ];
+        let (outcome, messages, provider) = play(replies, 8, BTreeMap::new()).await;
+        assert_eq!(outcome.reply.as_deref(), Some("5 and elppa"));
+        assert!(outcome.error.is_none());
+        assert_eq!(outcome.tool_calls.len(), 2);
+        assert_eq!(outcome.usage, Usage::new(30, 8));
+        // 30 input x $1/M + 8 output x $2/M
+        assert!((outcome.cost.total_usd - 46e-6).abs() < 1e-15);
+        let roles: Vec<_> = messages.iter().map(|m| serde_json::to_value(m).unwrap()["role"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool", "tool", "assistant"]);
+        assert_eq!(messages[2], Message::Tool { tool_call_id: "a".into(), content: r#"{"result":5}"#.into() });
+        assert_eq!(messages[3], Message::Tool { tool_call_id: "b".into(), content: r#"{"result":"elppa"}"#.into() });
+        // The second request carried the tool results.
+        assert_eq!(provider.seen.lock().unwrap()[1].len(), 4);
+    }
+
+    #[tokio::test]
+    async fn tool_errors_go_back_to_the_model() {
+        let replies = vec![
+            tools_reply(vec![call("a", "teleport", "{}"), call("b", "add_numbers", "{oops"), call("c", "get_random_number", r#"{"min":1,"max":2}"#)]),
+            text_reply("sorry"),
+        ];
+        let (outcome, messages, _) = play(replies, 8, BTreeMap::new()).await;
+        assert!(outcome.error.is_none());
+        let errors: Vec<_> = outcome.tool_calls.iter().map(|c| c.error.clone().unwrap()).collect();
+        assert_eq!(errors[0], "unknown tool `teleport`");
+        assert!(errors[1].starts_with("invalid arguments: not valid JSON"));
+        // Known to the registry but not offered by this scenario.
+        assert_eq!(errors[2], "unknown tool `get_random_number`");
+        assert_eq!(outcome.tool_calls[1].arguments, json!("{oops"));
+        assert!(matches!(&messages[2], Message::Tool { content, .. } if content == r#"{"error":"unknown tool `teleport`"}"#));
+    }
+
+    #[tokio::test]
+    async fn pinned_results_replace_the_tool() {
+        let pinned = BTreeMap::from([("get_weather".to_owned(), json!({"temperature_c": 15}))]);
+        let replies = vec![tools_reply(vec![call("w", "get_weather", r#"{"city":"Paris"}"#)]), text_reply("15")];
+        let (outcome, messages, _) = play(replies, 8, pinned).await;
+        assert!(outcome.tool_calls[0].pinned);
+        assert_eq!(outcome.tool_calls[0].result, Some(json!({"temperature_c": 15})));
+        assert_eq!(messages[2], Message::Tool { tool_call_id: "w".into(), content: r#"{"temperature_c":15}"#.into() });
+    }
+
+    #[tokio::test]
+    async fn too_many_rounds_is_an_error() {
+        let replies = vec![
+            tools_reply(vec![call("1", "add_numbers", r#"{"x":1,"y":1}"#)]),
+            tools_reply(vec![call("2", "add_numbers", r#"{"x":1,"y":1}"#)]),
+            tools_reply(vec![call("3", "add_numbers", r#"{"x":1,"y":1}"#)]),
+        ];
+        let (outcome, _, _) = play(replies, 2, BTreeMap::new()).await;
+        assert_eq!(outcome.tool_calls.len(), 2);
+        assert_eq!(outcome.requests.len(), 3);
+        assert!(outcome.error.unwrap().contains("after 2 tool round(s)"));
+    }
+
+    #[tokio::test]
+    async fn provider_failure_is_recorded() {
+        let replies = vec![Err(ProviderError::Status { status: 500, body: "boom".into() })];
+        let (outcome, _, _) = play(replies, 8, BTreeMap::new()).await;
+        assert_eq!(outcome.error.as_deref(), Some("model request failed: HTTP 500: boom"));
+        assert_eq!(outcome.requests[0].error.as_deref(), Some("HTTP 500: boom"));
+    }
+}
