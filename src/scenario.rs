@@ -228,10 +228,8 @@ fn read_source(source: &Source) -> Result<String, String> {
 
 /// Parses and validates the scenarios of one file's text. `stem` names unnamed scenarios.
 pub fn parse_scenarios(text: &str, path: &str, stem: &str, validator: &Validator<'_>) -> Result<Vec<Scenario>, ScenarioErrors> {
-    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|err| {
-        let location = err.location().unwrap_or(Location::UNKNOWN);
-        ScenarioErrors(vec![invalid(path, location, plain_message(&err))])
-    })?;
+    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|err| ScenarioErrors(vec![yaml_error(path, &err)]))?;
     if raws.is_empty() {
         return Err(ScenarioErrors(vec![ScenarioError::Invalid {
             path: path.to_owned(),
@@ -253,7 +251,7 @@ pub fn parse_scenarios(text: &str, path: &str, stem: &str, validator: &Validator
     if errors.is_empty() { Ok(scenarios) } else { Err(ScenarioErrors(errors)) }
 }
 
-fn yaml_options() -> serde_saphyr::Options {
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_documents: 10_000,
@@ -262,6 +260,11 @@ fn yaml_options() -> serde_saphyr::Options {
             max_depth: 64,
         },
     }
+}
+
+/// A YAML error as `FILE:LINE:COLUMN: message`.
+pub(crate) fn yaml_error(path: &str, err: &serde_saphyr::Error) -> ScenarioError {
+    invalid(path, err.location().unwrap_or(Location::UNKNOWN), plain_message(err))
 }
 
 /// The parser's message without its own position suffix (we print `file:line:column:`).

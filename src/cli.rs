@@ -1,0 +1,82 @@
+//! The command line. Parsed here, turned into settings in `settings`; nothing else sees clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Replay scripted conversations with language models, check what they answer, and record
+/// tokens and cost.
+#[derive(Debug, Parser)]
+#[command(name = "runner", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Config file [default: ./runner.yaml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Play scenarios against models, check expectations, write logs and a CSV report
+    Run(RunArgs),
+    /// Validate scenario files without calling any model
+    Check {
+        /// Scenario files, directories (every *.yaml / *.yml within) or - for standard input
+        #[arg(value_name = "PATHS", default_value = "scenarios")]
+        paths: Vec<String>,
+    },
+    /// List the built-in tools with their JSON schemas
+    Tools,
+    /// List the models runner knows, with provider and prices
+    Models {
+        /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, output})
+        #[arg(long, value_name = "FILE")]
+        prices: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files, directories (every *.yaml / *.yml within) or - for standard input
+    #[arg(value_name = "PATHS", default_value = "scenarios")]
+    pub paths: Vec<String>,
+
+    /// Model as PROVIDER:MODEL; repeat to run every scenario on each [default: the scenario's
+    /// model, else RUNNER_MODEL, else runner.yaml, else openai:gpt-4o-mini with OPENAI_API_KEY]
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+
+    /// Runs in flight at once [default: runner.yaml's concurrency, else 8]
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
+
+    /// Play every scenario K times per model
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub repeat: u32,
+
+    /// Only scenarios whose name contains TEXT
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+
+    /// Seed for get_random_number and, where a scenario sets none, the model's sampling seed
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Where run logs go: DIR/<run-id>/<scenario>__<model>__<repetition>.json
+    #[arg(long, value_name = "DIR", default_value = "logs/runs")]
+    pub logs_dir: PathBuf,
+
+    /// CSV report path [default: reports/<run-id>.csv]
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, output})
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+
+    /// Request timeout in seconds [default: runner.yaml's timeout_secs, else 120]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}

@@ -1,0 +1,75 @@
+//! Reporters: what runs become once they finish. Each receives every finished run as it
+//! finishes, so nothing waits for the end and memory stays flat.
+
+pub mod csv;
+pub mod json;
+pub mod summary;
+
+use std::path::Path;
+
+use crate::record::RunRecord;
+
+/// Receives finished runs, one at a time, in the order they finish.
+pub trait Reporter {
+    /// Called once, before the first run starts.
+    fn plan(&mut self, _total_runs: usize) {}
+    /// Called for each finished run; `log` is where its JSON log was written.
+    fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()>;
+}
+
+impl<T: Reporter + ?Sized> Reporter for &mut T {
+    fn plan(&mut self, total_runs: usize) {
+        (**self).plan(total_runs);
+    }
+    fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()> {
+        (**self).run_finished(record, log)
+    }
+}
+
+/// Several reporters fed the same events, in order.
+impl<A: Reporter, B: Reporter> Reporter for (A, B) {
+    fn plan(&mut self, total_runs: usize) {
+        self.0.plan(total_runs);
+        self.1.plan(total_runs);
+    }
+    fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()> {
+        let first = self.0.run_finished(record, log);
+        let second = self.1.run_finished(record, log);
+        first.and(second)
+    }
+}
+
+/// `text` made safe as a file name: letters, digits, `-`, `_` and single dots kept, every
+/// other character (separators, colons, control characters) replaced by `_`; never `..`,
+/// never hidden, never empty, at most 100 bytes.
+pub fn safe_file_name(text: &str) -> String {
+    let mut name = String::with_capacity(text.len());
+    for c in text.chars() {
+        let keep = c.is_ascii_alphanumeric() || c == '-' || c == '_' || (c == '.' && !name.ends_with('.'));
+        name.push(if keep { c } else { '_' });
+        if name.len() >= 100 {
+            break;
+        }
+    }
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_file_name;
+
+    #[test]
+    fn names_are_safe() {
+        assert_eq!(safe_file_name("openai:gpt-4o-mini"), "openai_gpt-4o-mini");
+        assert_eq!(safe_file_name("ollama:llama3.2:3b"), "ollama_llama3.2_3b");
+        assert_eq!(safe_file_name("../../etc/passwd"), "_._._etc_passwd");
+        assert_eq!(safe_file_name("a/b\\c\n\u{7}"), "a_b_c__");
+        assert_eq!(safe_file_name(".hidden"), "_.hidden");
+        assert_eq!(safe_file_name(""), "_");
+        assert!(!safe_file_name("x..y").contains(".."));
+        assert_eq!(safe_file_name(&"a".repeat(300)).len(), 100);
+    }
+}

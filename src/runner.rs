@@ -1,0 +1,283 @@
+//! Many runs at once: the matrix of scenarios x models x repetitions, at most `concurrency`
+//! in flight, each run's log written and its record reported as soon as it finishes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::StreamExt;
+
+use crate::agent::Agent;
+use crate::check::{TurnFacts, evaluate};
+use crate::pricing::PriceEntry;
+use crate::provider::Provider;
+use crate::provider::wire::Message;
+use crate::record::{ModelInfo, RunCost, RunRecord, ScenarioRef, Status, TurnRecord};
+use crate::report::{Reporter, json::write_log, safe_file_name};
+use crate::scenario::Scenario;
+use crate::settings::ModelSpec;
+use crate::tools::{ToolContext, ToolRegistry, WeatherConfig, mix64};
+
+/// A model ready to be asked: its name, its provider and its price.
+pub struct Target {
+    pub spec: ModelSpec,
+    pub provider: Arc<dyn Provider>,
+    /// `None`: unpriced.
+    pub price: Option<PriceEntry>,
+}
+
+/// One run of the matrix.
+#[derive(Clone)]
+pub struct Job {
+    pub scenario: Arc<Scenario>,
+    pub target: Arc<Target>,
+    /// 1-based.
+    pub repetition: u32,
+}
+
+/// What every run shares.
+pub struct Shared {
+    pub run_id: String,
+    /// `<logs-dir>/<run-id>`, already created.
+    pub run_dir: PathBuf,
+    pub registry: ToolRegistry,
+    pub http: reqwest::Client,
+    pub weather: Arc<WeatherConfig>,
+    /// Base of every run's tool random stream (`--seed`).
+    pub seed: u64,
+    /// Sent as the sampling seed where a scenario sets none (`--seed`).
+    pub sampling_seed: Option<u64>,
+}
+
+/// Plays every job with at most `concurrency` in flight, feeding each finished run to
+/// `reporter` as it finishes. Returns the number of runs that did not pass.
+pub async fn run_all(jobs: Vec<Job>, concurrency: usize, shared: Arc<Shared>, reporter: &mut dyn Reporter) -> anyhow::Result<usize> {
+    reporter.plan(jobs.len());
+    let mut not_passed = 0;
+    let mut report_error = None;
+    let mut finished = futures::stream::iter(jobs)
+        .map(|job| {
+            let shared = shared.clone();
+            let fallback = job.clone();
+            let task_shared = shared.clone();
+            let handle = tokio::spawn(async move {
+                let shared = task_shared;
+                let record = play(&job, &shared).await;
+                let log = shared.run_dir.join(log_file_name(&job));
+                let written = write_log(&log, &record);
+                (record, log, written)
+            });
+            async move {
+                match handle.await {
+                    Ok(done) => done,
+                    // A bug in a run must not take the batch down: record it as that run's error.
+                    Err(err) => {
+                        let record = crashed(&fallback, &shared, &err.to_string());
+                        let log = shared.run_dir.join(log_file_name(&fallback));
+                        let written = write_log(&log, &record);
+                        (record, log, written)
+                    }
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((record, log, written)) = finished.next().await {
+        if let Err(err) = written {
+            report_error.get_or_insert_with(|| anyhow::anyhow!("cannot write {}: {err}", log.display()));
+        }
+        if record.status != Status::Passed {
+            not_passed += 1;
+        }
+        if let Err(err) = reporter.run_finished(&record, &log) {
+            report_error.get_or_insert(err);
+        }
+    }
+    match report_error {
+        Some(err) => Err(err),
+        None => Ok(not_passed),
+    }
+}
+
+/// `<scenario>__<model>__<repetition>.json`, safe for file systems.
+pub fn log_file_name(job: &Job) -> String {
+    format!(
+        "{}__{}__{}.json",
+        safe_file_name(&job.scenario.name),
+        safe_file_name(&job.target.spec.to_string()),
+        job.repetition
+    )
+}
+
+/// The seed of a run's tool random stream: the same `--seed`, scenario, model and repetition
+/// give the same numbers, whatever else runs beside it.
+pub fn tool_seed(base: u64, job: &Job) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64; // FNV-1a
+    for part in [job.scenario.name.as_bytes(), job.target.spec.to_string().as_bytes(), &job.repetition.to_le_bytes()] {
+        for &byte in part {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        hash = (hash ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+    mix64(base ^ hash)
+}
+
+/// Plays one run to its end; every failure becomes part of the record.
+pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let scenario = &job.scenario;
+    let target = &job.target;
+    let seed = tool_seed(shared.seed, job);
+    let context = ToolContext::new(shared.http.clone(), shared.weather.clone(), seed);
+    let specs = shared.registry.specs(&scenario.tools);
+    let mut sampling = scenario.sampling;
+    sampling.seed = sampling.seed.or(shared.sampling_seed);
+    let agent = Agent {
+        provider: target.provider.as_ref(),
+        model: &target.spec.name,
+        sampling: &sampling,
+        tools: &specs,
+        registry: &shared.registry,
+        tool_results: &scenario.tool_results,
+        max_tool_rounds: scenario.max_tool_rounds,
+        context: &context,
+        price: target.price.as_ref().map(|p| &p.price),
+    };
+
+    let mut messages = Vec::new();
+    if let Some(system) = &scenario.system {
+        messages.push(Message::System { content: system.clone() });
+    }
+    let mut turns = Vec::with_capacity(scenario.turns.len());
+    let mut status = Status::Passed;
+    let mut error = None;
+    for (i, turn) in scenario.turns.iter().enumerate() {
+        let outcome = agent.run_turn(&mut messages, &turn.user).await;
+        let checks = match (&outcome.error, &outcome.reply) {
+            (None, Some(reply)) => evaluate(&turn.expect, &TurnFacts {
+                reply,
+                tool_calls: &outcome.tool_calls,
+                cost_usd: outcome.cost.total_usd,
+                priced: target.price.is_some(),
+                latency_ms: outcome.latency_ms,
+            }),
+            _ => Vec::new(),
+        };
+        let turn_status = if outcome.error.is_some() {
+            Status::Error
+        } else if checks.iter().all(|c| c.passed) {
+            Status::Passed
+        } else {
+            Status::Failed
+        };
+        status = status.worst(turn_status);
+        if let Some(err) = &outcome.error {
+            error = Some(format!("turn {}: {err}", i + 1));
+        }
+        turns.push(TurnRecord {
+            index: i + 1,
+            user: turn.user.clone(),
+            reply: outcome.reply,
+            status: turn_status,
+            error: outcome.error,
+            latency_ms: outcome.latency_ms,
+            requests: outcome.requests,
+            tool_calls: outcome.tool_calls,
+            usage: outcome.usage,
+            cost: outcome.cost,
+            checks,
+        });
+        // The conversation cannot go on past a turn that did not finish.
+        if turn_status == Status::Error {
+            break;
+        }
+    }
+    let usage = turns.iter().map(|t| t.usage).sum();
+    let mut cost = crate::pricing::Cost::default();
+    for turn in &turns {
+        cost += turn.cost;
+    }
+    RunRecord {
+        runner_version: env!("CARGO_PKG_VERSION"),
+        run_id: shared.run_id.clone(),
+        scenario: ScenarioRef { name: scenario.name.clone(), file: scenario.file.clone() },
+        model: model_info(job, &sampling),
+        repetition: job.repetition,
+        started_at,
+        finished_at: Utc::now(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        status,
+        error,
+        tool_seed: seed,
+        messages,
+        turns,
+        usage,
+        cost: RunCost {
+            input_usd: cost.input_usd,
+            output_usd: cost.output_usd,
+            total_usd: cost.total_usd,
+            prices: target.price.as_ref().map(|p| p.price),
+            price_source: target.price.as_ref().map(|p| p.source.clone()),
+            unpriced: target.price.is_none(),
+        },
+    }
+}
+
+fn model_info(job: &Job, sampling: &crate::scenario::Sampling) -> ModelInfo {
+    ModelInfo {
+        provider: job.target.spec.provider.clone(),
+        name: job.target.spec.name.clone(),
+        base_url: job.target.provider.base_url().map(str::to_owned),
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
+        max_tokens: sampling.max_tokens,
+        seed: sampling.seed,
+    }
+}
+
+/// The record of a run whose task died: no turns, status `error`, the reason.
+fn crashed(job: &Job, shared: &Shared, reason: &str) -> RunRecord {
+    let now = Utc::now();
+    RunRecord {
+        runner_version: env!("CARGO_PKG_VERSION"),
+        run_id: shared.run_id.clone(),
+        scenario: ScenarioRef { name: job.scenario.name.clone(), file: job.scenario.file.clone() },
+        model: model_info(job, &job.scenario.sampling),
+        repetition: job.repetition,
+        started_at: now,
+        finished_at: now,
+        duration_ms: 0,
+        status: Status::Error,
+        error: Some(format!("internal error: {reason}")),
+        tool_seed: tool_seed(shared.seed, job),
+        messages: Vec::new(),
+        turns: Vec::new(),
+        usage: Default::default(),
+        cost: RunCost {
+            input_usd: 0.0,
+            output_usd: 0.0,
+            total_usd: 0.0,
+            prices: job.target.price.as_ref().map(|p| p.price),
+            price_source: job.target.price.as_ref().map(|p| p.source.clone()),
+            unpriced: job.target.price.is_none(),
+        },
+    }
+}
+
+/// A new sortable run id (UTC, millisecond precision) and its directory under `logs_dir`,
+/// created here; a clash with an existing directory gets a numeric suffix.
+pub fn create_run_dir(logs_dir: &Path) -> std::io::Result<(String, PathBuf)> {
+    std::fs::create_dir_all(logs_dir)?;
+    let base = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    for n in 1.. {
+        let run_id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+        let dir = logs_dir.join(&run_id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((run_id, dir)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    unreachable!("the loop returns")
+}
