@@ -65,7 +65,7 @@ mod tests {
     fn names_are_safe() {
         assert_eq!(safe_file_name("openai:gpt-4o-mini"), "openai_gpt-4o-mini");
         assert_eq!(safe_file_name("ollama:llama3.2:3b"), "ollama_llama3.2_3b");
-        assert_eq!(safe_file_name("../../etc/passwd"), "_._._etc_passwd");
+        assert_eq!(safe_file_name("../../etc/passwd"), "_.__.__etc_passwd");
         assert_eq!(safe_file_name("a/b\\c\n\u{7}"), "a_b_c__");
         assert_eq!(safe_file_name(".hidden"), "_.hidden");
         assert_eq!(safe_file_name(""), "_");
