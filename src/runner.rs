@@ -56,34 +56,27 @@ pub async fn run_all(jobs: Vec<Job>, concurrency: usize, shared: Arc<Shared>, re
     reporter.plan(jobs.len());
     let mut not_passed = 0;
     let mut report_error = None;
+    // Runs play on the runtime's workers; logs are written here, on the one task that also
+    // reports, so files are created one at a time (concurrent creates in one directory
+    // contend on its lock and burn CPU the runs need).
     let mut finished = futures::stream::iter(jobs)
         .map(|job| {
-            let shared = shared.clone();
             let fallback = job.clone();
             let task_shared = shared.clone();
-            let handle = tokio::spawn(async move {
-                let shared = task_shared;
-                let record = play(&job, &shared).await;
-                let log = shared.run_dir.join(log_file_name(&job));
-                let written = write_log(&log, &record);
-                (record, log, written)
-            });
+            let handle = tokio::spawn(async move { play(&job, &task_shared).await });
+            let shared = shared.clone();
             async move {
                 match handle.await {
-                    Ok(done) => done,
+                    Ok(record) => (record, fallback),
                     // A bug in a run must not take the batch down: record it as that run's error.
-                    Err(err) => {
-                        let record = crashed(&fallback, &shared, &err.to_string());
-                        let log = shared.run_dir.join(log_file_name(&fallback));
-                        let written = write_log(&log, &record);
-                        (record, log, written)
-                    }
+                    Err(err) => (crashed(&fallback, &shared, &err.to_string()), fallback),
                 }
             }
         })
         .buffer_unordered(concurrency.max(1));
-    while let Some((record, log, written)) = finished.next().await {
-        if let Err(err) = written {
+    while let Some((record, job)) = finished.next().await {
+        let log = shared.run_dir.join(log_file_name(&job));
+        if let Err(err) = write_log(&log, &record) {
             report_error.get_or_insert_with(|| anyhow::anyhow!("cannot write {}: {err}", log.display()));
         }
         if record.status != Status::Passed {

@@ -441,3 +441,36 @@ fn missing_key_and_model_say_what_to_set() {
     assert_eq!(server.requests()[0].header("authorization"), Some(format!("Bearer {KEY}").as_str()));
     assert_eq!(server.chat_bodies()[0]["model"], "gpt-4o-mini", "a key makes gpt-4o-mini the default");
 }
+
+#[test]
+fn shipped_scenarios_are_valid_and_pass_with_a_model_that_calls_the_right_tools() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let server = MockServer::start(|request| {
+        if request.last_message()["role"] == "tool" {
+            let content = request.last_message()["content"].as_str().unwrap().to_owned();
+            return text(&format!("Here you go: {content}"), 30, 10);
+        }
+        let user = request.last_user();
+        let call = if user.contains("weather") {
+            ("get_weather", json!({"city": "Paris"}))
+        } else if user.contains("Reverse") {
+            ("reverse_text", json!({"text": "apple"}))
+        } else if user.contains("plus") {
+            ("add_numbers", json!({"x": 2, "y": 3}))
+        } else if user.contains("random") {
+            ("get_random_number", json!({"min": 1, "max": 10}))
+        } else {
+            ("get_current_time", json!({}))
+        };
+        tool_calls(&[("call_1", call.0, call.1)], 20, 5)
+    });
+    let ws = Workspace::new();
+    let out = exec(ws.runner(&server.url()).args(["check", shipped]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = exec(ws.runner(&server.url()).args(["run", shipped, "-m", "openai:gpt-4o-mini", "--seed", "1"]));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(ws.logs().len(), 5);
+    // Pinned weather: the service is never asked.
+    let (_, weather) = ws.logs().into_iter().find(|(n, _)| n.starts_with("weather-paris")).unwrap();
+    assert_eq!(weather["turns"][0]["tool_calls"][0]["pinned"], true);
+}

@@ -200,6 +200,7 @@ impl Drop for MockServer {
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
     let mut buffer = Vec::new();
     loop {
         let Some(request) = read_request(&mut stream, &mut buffer).await else { return };
@@ -219,7 +220,10 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             if reply.status < 400 { "OK" } else { "Error" },
             reply.body.len()
         );
-        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(reply.body.as_bytes()).await.is_err() {
+        // One write: a head and body sent apart meet Nagle's algorithm and a delayed ACK.
+        let mut response = head.into_bytes();
+        response.extend_from_slice(reply.body.as_bytes());
+        if stream.write_all(&response).await.is_err() {
             return;
         }
     }
