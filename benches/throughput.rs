@@ -7,7 +7,6 @@
 //!     BENCH_N=2000 BENCH_J=4,32,200 BENCH_REPEAT=3 cargo bench --bench throughput
 
 #[path = "../tests/it/server.rs"]
-#[allow(dead_code)]
 mod server;
 
 use std::process::{Command, Stdio};
@@ -56,6 +55,7 @@ fn measure(server: &server::MockServer, scenarios: &std::path::Path, dir: &std::
     // system's next creates slower, which is not what runner costs.
     let logs = dir.join(format!("logs-{j}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
     let started = Instant::now();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the peak RSS
     let child = Command::new(env!("CARGO_BIN_EXE_runner"))
         .current_dir(dir)
         .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))

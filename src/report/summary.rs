@@ -35,7 +35,7 @@ pub fn median(values: &[u64]) -> Option<u64> {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]).div_ceil(2) } else { sorted[mid] })
+    Some(if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]).div_ceil(2) } else { sorted[mid] })
 }
 
 /// Collects per-model figures as runs finish.

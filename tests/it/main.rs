@@ -16,6 +16,12 @@ pub struct Workspace {
     dir: tempfile::TempDir,
 }
 
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Workspace {
     pub fn new() -> Self {
         Self { dir: tempfile::tempdir().unwrap() }
