@@ -206,14 +206,19 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
         messages,
         turns,
         usage,
-        cost: RunCost {
-            input_usd: cost.input_usd,
-            output_usd: cost.output_usd,
-            total_usd: cost.total_usd,
-            prices: target.price.as_ref().map(|p| p.price),
-            price_source: target.price.as_ref().map(|p| p.source.clone()),
-            unpriced: target.price.is_none(),
-        },
+        cost: run_cost(cost, target.price.as_ref()),
+    }
+}
+
+/// A run's cost with the prices it was computed with.
+fn run_cost(cost: crate::pricing::Cost, price: Option<&PriceEntry>) -> RunCost {
+    RunCost {
+        input_usd: cost.input_usd,
+        output_usd: cost.output_usd,
+        total_usd: cost.total_usd,
+        prices: price.map(|p| p.price),
+        price_source: price.map(|p| p.source.clone()),
+        unpriced: price.is_none(),
     }
 }
 
@@ -247,14 +252,7 @@ fn crashed(job: &Job, shared: &Shared, reason: &str) -> RunRecord {
         messages: Vec::new(),
         turns: Vec::new(),
         usage: Default::default(),
-        cost: RunCost {
-            input_usd: 0.0,
-            output_usd: 0.0,
-            total_usd: 0.0,
-            prices: job.target.price.as_ref().map(|p| p.price),
-            price_source: job.target.price.as_ref().map(|p| p.source.clone()),
-            unpriced: job.target.price.is_none(),
-        },
+        cost: run_cost(Default::default(), job.target.price.as_ref()),
     }
 }
 
