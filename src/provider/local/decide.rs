@@ -1,0 +1,192 @@
+//! Whether the embedded model calls a tool, and which.
+//!
+//! Left to itself the model almost never starts a tool call, and when made to, it favours
+//! whichever tool is listed first and calls tools for small talk. So the choice is made in
+//! two steps:
+//!
+//! 1. **Evidence.** A tool is a candidate only when the user's message shares a content word
+//!    with the tool's name, description or parameter descriptions (lower-cased, plural and
+//!    -ing/-ed endings stripped, common words ignored). No candidate: answer in text.
+//! 2. **The model's preference**, scored in its own format: after `<tool_call>[` it either
+//!    closes an empty list (`]`: no call) or opens a call whose `"name"` is one of the
+//!    tools. Each option's log probability is compared with the same option's log
+//!    probability for a content-free user message (contextual calibration): what the model
+//!    prefers for *this* message, not what it prefers anyway. Among the candidates and "no
+//!    call" (handicapped by [`NONE_HANDICAP`], since step 1 already found evidence for a
+//!    tool), the highest calibrated score wins.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::model::Model;
+use super::sampler::log_mass;
+use super::{CALL_OPEN, Engine};
+use crate::provider::wire::{Message, ToolSpec};
+
+/// Subtracted from the calibrated score of "no call" when step 1 found candidates.
+pub const NONE_HANDICAP: f64 = 1.0;
+
+/// Words that say nothing about which tool is wanted.
+const COMMON: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does", "e", "for", "from", "g", "get", "give",
+    "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "please", "s", "so", "tell", "that", "the", "their", "this",
+    "to", "two", "what", "whats", "with", "would", "you", "your", "both", "how", "much", "right", "which", "who", "why",
+];
+
+/// Content words of `text`, reduced to a rough stem; `+` counts as "plus".
+pub fn content_words(text: &str) -> Vec<String> {
+    let text = text.replace('+', " plus ").to_lowercase();
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !w.chars().all(|c| c.is_ascii_digit()))
+        .filter(|w| !COMMON.contains(w))
+        .map(stem)
+        .filter(|w| w.len() > 1)
+        .collect()
+}
+
+fn stem(word: &str) -> String {
+    for suffix in ["ing", "ed", "es", "s"] {
+        if let Some(base) = word.strip_suffix(suffix)
+            && base.len() >= 3
+            && !(suffix == "s" && (base.ends_with('s') || base.ends_with('u')))
+        {
+            return base.to_owned();
+        }
+    }
+    word.to_owned()
+}
+
+/// The offered tools whose description shares a content word with `message`.
+pub fn candidates(message: &str, tools: &[ToolSpec]) -> Vec<usize> {
+    let asked = content_words(message);
+    tools
+        .iter()
+        .enumerate()
+        .filter(|(_, tool)| {
+            let mut about = format!("{} {}", tool.function.name.replace('_', " "), tool.function.description);
+            if let Some(properties) = tool.function.parameters["properties"].as_object() {
+                for (name, schema) in properties {
+                    about.push(' ');
+                    about.push_str(name);
+                    about.push(' ');
+                    about.push_str(schema["description"].as_str().unwrap_or_default());
+                }
+            }
+            let offered = content_words(&about);
+            asked.iter().any(|w| offered.contains(w))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The user message the calibration scores are computed for.
+const CONTENT_FREE: &str = "N/A";
+
+/// Calibration scores by rendered prompt (they depend on the system prompt and tools only).
+static CALIBRATION: Mutex<Option<HashMap<Vec<u32>, Vec<f64>>>> = Mutex::new(None);
+
+/// Log probabilities of the options after `prompt`: index 0 is "no call", 1 + i is tool i.
+fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec]) -> Result<(Vec<f64>, Model, u64), String> {
+    let mut opened = model.clone();
+    let (logits, count) = engine.force(&mut opened, CALL_OPEN)?;
+    let starts = |c: u8| {
+        move |id: u32| {
+            let t = engine.tokenizer.token_bytes(id);
+            t.iter().find(|b| !b.is_ascii_whitespace()) == Some(&c)
+        }
+    };
+    let none = log_mass(&logits, &starts(b']'));
+    let call = log_mass(&logits, &starts(b'{'));
+    let mut named = opened.clone();
+    let (logits, _) = engine.force(&mut named, "{\"name\":")?;
+    let mut scores = vec![none];
+    for tool in tools {
+        let text = format!(" {}", Value::String(tool.function.name.clone()));
+        scores.push(call + engine.log_prob(&mut named.clone(), logits.clone(), &text)?);
+    }
+    Ok((scores, opened, count))
+}
+
+/// The offered tool to call and the number of tokens fed into `model`, which then holds the
+/// prompt and [`CALL_OPEN`]; `None` to answer in text (`model` untouched).
+pub(crate) fn choose(engine: &Engine, model: &mut Model, messages: &[Message], tools: &[ToolSpec]) -> Result<Option<(usize, u64)>, String> {
+    let message = match messages.last() {
+        Some(Message::User { content }) => content.as_str(),
+        _ => return Ok(None),
+    };
+    let candidates = candidates(message, tools);
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let (scores, opened, count) = option_scores(engine, model, tools)?;
+    let baseline = calibration(engine, messages, tools)?;
+    let calibrated: Vec<f64> = scores.iter().zip(&baseline).map(|(s, b)| s - b).collect();
+    let mut best = 0;
+    let mut best_score = calibrated[0] - NONE_HANDICAP;
+    for &tool in &candidates {
+        if calibrated[tool + 1] > best_score {
+            best = tool + 1;
+            best_score = calibrated[tool + 1];
+        }
+    }
+    if std::env::var_os("RUNNER_DEBUG_DECISION").is_some() {
+        eprintln!("scores {scores:.2?} baseline {baseline:.2?} calibrated {calibrated:.2?} -> {best}");
+    }
+    if best == 0 {
+        return Ok(None);
+    }
+    *model = opened;
+    Ok(Some((best - 1, count)))
+}
+
+/// The option scores for the same conversation with a content-free last user message.
+fn calibration(engine: &Engine, messages: &[Message], tools: &[ToolSpec]) -> Result<Vec<f64>, String> {
+    let mut neutral = messages.to_vec();
+    if let Some(Message::User { content }) = neutral.last_mut() {
+        *content = CONTENT_FREE.to_owned();
+    }
+    let prompt = engine.tokenizer.encode(&engine.render(&neutral, tools)?);
+    if let Some(scores) = CALIBRATION.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|m| m.get(&prompt)) {
+        return Ok(scores.clone());
+    }
+    let mut model = engine.base.clone();
+    model.prefill(&prompt)?;
+    let (scores, _, _) = option_scores(engine, &mut model, tools)?;
+    let mut cache = CALIBRATION.lock().unwrap_or_else(|e| e.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() > 64 {
+        map.clear();
+    }
+    map.insert(prompt, scores.clone());
+    Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::ToolRegistry;
+
+    #[test]
+    fn content_words_drop_common_words_and_endings() {
+        assert_eq!(content_words("Is it raining in London?"), ["rain", "london"]);
+        assert_eq!(content_words("Calculate 7 + 8"), ["calculate", "plus"]);
+        assert_eq!(content_words("What's the weather?"), ["weather"]);
+    }
+
+    #[test]
+    fn candidates_need_shared_words() {
+        let registry = ToolRegistry::builtin();
+        let names: Vec<String> = registry.names().map(str::to_owned).collect();
+        let tools = registry.specs(&names);
+        let named = |message: &str| -> Vec<String> {
+            candidates(message, &tools).into_iter().map(|i| tools[i].function.name.clone()).collect()
+        };
+        assert_eq!(named("What's the weather in Paris?"), ["get_weather"]);
+        assert_eq!(named("reverse apple"), ["reverse_text"]);
+        assert_eq!(named("What is 2 plus 3?"), ["add_numbers"]);
+        assert!(named("Tell me a joke.").is_empty());
+        assert!(named("Hi! How are you?").is_empty());
+    }
+}
