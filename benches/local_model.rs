@@ -12,13 +12,7 @@ fn main() {
     let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let generate: usize = std::env::var("BENCH_GENERATE").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sources = acquire::Sources {
-        explicit: std::env::var_os("RUNNER_LOCAL_MODEL").map(Into::into),
-        cache_dir: acquire::cache_dir(std::env::var("RUNNER_CACHE_DIR").ok()),
-        hub_url: acquire::HUB_URL.to_owned(),
-        progress: false,
-        python: "python3".to_owned(),
-    };
+    let sources = acquire::Sources::from_env();
     let http = runner::provider::openai::http_client().unwrap();
     let path = runtime.block_on(acquire::locate(&sources, &http)).unwrap();
 

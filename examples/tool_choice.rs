@@ -23,13 +23,7 @@ fn main() {
     let file = std::env::args().nth(1).unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tool_choice.yaml").to_owned());
     let cases: Vec<Case> = serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sources = acquire::Sources {
-        explicit: std::env::var_os("RUNNER_LOCAL_MODEL").map(Into::into),
-        cache_dir: acquire::cache_dir(std::env::var("RUNNER_CACHE_DIR").ok()),
-        hub_url: acquire::HUB_URL.to_owned(),
-        progress: true,
-        python: "python3".to_owned(),
-    };
+    let sources = acquire::Sources::from_env();
     let http = runner::provider::openai::http_client().unwrap();
     let path = runtime.block_on(acquire::locate(&sources, &http)).unwrap();
     let provider = LocalProvider::load(&path).unwrap();

@@ -237,17 +237,10 @@ impl Settings {
     #[cfg(feature = "local")]
     async fn local_provider(&self, spec: &ModelSpec, http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
         use crate::provider::local::{LocalProvider, MODEL_NAME, acquire};
-        use std::io::IsTerminal;
         if spec.name != MODEL_NAME {
             return Err(format!("unknown embedded model `{spec}`: the embedded model is local:{MODEL_NAME}"));
         }
-        let sources = acquire::Sources {
-            explicit: self.env.var("RUNNER_LOCAL_MODEL").map(PathBuf::from),
-            cache_dir: acquire::cache_dir(self.env.var("RUNNER_CACHE_DIR")),
-            hub_url: self.env.var("RUNNER_LOCAL_MODEL_URL").unwrap_or_else(|| acquire::HUB_URL.to_owned()),
-            progress: std::io::stderr().is_terminal(),
-            python: self.env.var("RUNNER_PYTHON").unwrap_or_else(|| "python3".to_owned()),
-        };
+        let sources = acquire::Sources::from_vars(|key| self.env.var(key));
         let path = acquire::locate(&sources, http).await?;
         let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path))
             .await

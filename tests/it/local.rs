@@ -17,13 +17,7 @@ use crate::{Workspace, exec};
 fn model_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let sources = acquire::Sources {
-            explicit: std::env::var_os("RUNNER_LOCAL_MODEL").map(Into::into),
-            cache_dir: acquire::cache_dir(std::env::var("RUNNER_CACHE_DIR").ok()),
-            hub_url: acquire::HUB_URL.to_owned(),
-            progress: false,
-            python: "python3".to_owned(),
-        };
+        let sources = acquire::Sources::from_env();
         let http = runner::provider::openai::http_client().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(acquire::locate(&sources, &http)).expect("the embedded model's weights")
@@ -39,6 +33,17 @@ fn ask(messages: &[Message], tools: &[&str], sampling: Sampling) -> runner::prov
     let registry = ToolRegistry::builtin();
     let names: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
     provider().complete_blocking(messages, &registry.specs(&names), &sampling).unwrap()
+}
+
+/// `runner` in `ws` with no key, no model named, and the embedded model's weights.
+fn local_runner(ws: &Workspace) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runner"));
+    command
+        .current_dir(ws.path())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("RUNNER_MODEL")
+        .env("RUNNER_LOCAL_MODEL", model_path());
+    command
 }
 
 fn user(text: &str) -> Message {
@@ -136,14 +141,7 @@ fn runner_run_defaults_to_the_embedded_model_without_a_key() {
         "rev.yaml",
         "tools: [reverse_text]\nturns:\n  - user: reverse apple\n    expect:\n      tool_calls: [{name: reverse_text, arguments: {text: apple}}]\n      contains: elppa\n",
     );
-    let out = exec(
-        std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-            .current_dir(ws.path())
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("RUNNER_MODEL")
-            .env("RUNNER_LOCAL_MODEL", model_path())
-            .args(["run", "rev.yaml"]),
-    );
+    let out = exec(local_runner(&ws).args(["run", "rev.yaml"]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let (name, log) = ws.logs().remove(0);
     assert_eq!(name, "rev__local_smollm2-135m__1.json");
@@ -216,14 +214,7 @@ fn a_failed_acquisition_names_what_was_tried() {
 #[test]
 fn shipped_scenarios_pass_on_the_embedded_model() {
     let ws = Workspace::new();
-    let out = exec(
-        std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-            .current_dir(ws.path())
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("RUNNER_MODEL")
-            .env("RUNNER_LOCAL_MODEL", model_path())
-            .args(["run", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")]),
-    );
+    let out = exec(local_runner(&ws).args(["run", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("result: 5 of 5 runs passed"), "{}", out.stdout);
 }

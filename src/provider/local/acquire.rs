@@ -32,6 +32,27 @@ pub struct Sources {
     pub python: String,
 }
 
+impl Sources {
+    /// The sources named by `RUNNER_LOCAL_MODEL`, `RUNNER_CACHE_DIR`, `RUNNER_LOCAL_MODEL_URL`
+    /// and `RUNNER_PYTHON`, looked up with `var`; progress shows when standard error is a
+    /// terminal.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            explicit: var("RUNNER_LOCAL_MODEL").map(PathBuf::from),
+            cache_dir: cache_dir(var("RUNNER_CACHE_DIR")),
+            hub_url: var("RUNNER_LOCAL_MODEL_URL").unwrap_or_else(|| HUB_URL.to_owned()),
+            progress: std::io::stderr().is_terminal(),
+            python: var("RUNNER_PYTHON").unwrap_or_else(|| "python3".to_owned()),
+        }
+    }
+
+    /// [`Sources::from_vars`] over the process environment.
+    pub fn from_env() -> Self {
+        Self::from_vars(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+    }
+}
+
 /// The cache directory: `$RUNNER_CACHE_DIR`, else the platform cache dir + `runner/models`.
 pub fn cache_dir(runner_cache_dir: Option<String>) -> Option<PathBuf> {
     match runner_cache_dir {
