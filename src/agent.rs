@@ -28,6 +28,8 @@ pub struct Agent<'a> {
     pub context: &'a ToolContext,
     /// `None` for an unpriced model: its cost is 0.
     pub price: Option<&'a Price>,
+    /// When set, replies are streamed and their text handed here as it arrives.
+    pub on_text: Option<crate::provider::TextSink<'a>>,
 }
 
 /// What one turn produced. `error` set means the turn could not finish.
@@ -50,7 +52,13 @@ impl Agent<'_> {
         messages.push(Message::User { content: user.to_owned() });
         let mut rounds = 0;
         loop {
-            let request = CompletionRequest { model: self.model, messages, tools: self.tools, sampling: self.sampling };
+            let request = CompletionRequest {
+                model: self.model,
+                messages,
+                tools: self.tools,
+                sampling: self.sampling,
+                on_text: self.on_text,
+            };
             let exchange = self.provider.complete(request).await;
             let completion = match exchange.result {
                 Ok(completion) => completion,
@@ -234,6 +242,7 @@ mod tests {
             max_tool_rounds,
             context: &context,
             price: Some(&price),
+            on_text: None,
         };
         let mut messages = vec![];
         let outcome = agent.run_turn(&mut messages, "go").await;

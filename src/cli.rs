@@ -27,6 +27,18 @@ pub enum Command {
         #[arg(value_name = "PATHS", default_value = "scenarios")]
         paths: Vec<String>,
     },
+    /// Chat interactively; a token and cost summary at the end
+    Chat {
+        /// Model as PROVIDER:MODEL [default: RUNNER_MODEL, else runner.yaml, else
+        /// openai:gpt-4o-mini with OPENAI_API_KEY, else the embedded model]
+        #[arg(short = 'm', long = "model", value_name = "MODEL")]
+        model: Option<String>,
+        /// Where conversations are saved
+        #[arg(long, value_name = "DIR", default_value = "logs/conversations")]
+        logs_dir: PathBuf,
+    },
+    /// Answer one prompt (the argument, standard input, or both) and exit
+    Ask(AskArgs),
     /// List the built-in tools with their JSON schemas
     Tools,
     /// List the models runner knows, with provider and prices
@@ -79,4 +91,23 @@ pub struct RunArgs {
     /// Request timeout in seconds [default: runner.yaml's timeout_secs, else 120]
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The prompt; piped standard input is appended after it
+    #[arg(value_name = "PROMPT")]
+    pub prompt: Option<String>,
+
+    /// Model as PROVIDER:MODEL [default: as for chat]
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    pub model: Option<String>,
+
+    /// Print no usage and cost on standard error
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print the whole record (reply, requests, tool calls, usage, cost) as JSON instead
+    #[arg(long)]
+    pub json: bool,
 }

@@ -5,6 +5,7 @@
 //! reporters.
 
 pub mod agent;
+pub mod chat;
 pub mod check;
 pub mod cli;
 pub mod pricing;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use cli::{Cli, Command, RunArgs};
+use cli::{AskArgs, Cli, Command, RunArgs};
 use report::Reporter;
 use scenario::{ScenarioErrors, Validator, load_scenarios};
 use settings::{Settings, UsageError};
@@ -74,6 +75,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("ok: {} scenario(s) in {} file(s)", scenarios.len(), files.len());
             Ok(EXIT_PASSED)
         }
+        Command::Chat { model, logs_dir } => {
+            let settings = Settings::load(cli.config.as_deref(), None, None)?;
+            let http = provider::openai::http_client()?;
+            let mut models = ModelCache { settings: &settings, http: http.clone(), targets: HashMap::new() };
+            let name = model.unwrap_or_else(|| settings.default_model());
+            let target = models.resolve(&name).await?;
+            let session = chat::Session::new(target, http, settings.weather.clone(), random_seed());
+            Ok(chat::chat(session, &mut models, &logs_dir).await)
+        }
+        Command::Ask(args) => ask(cli.config.as_deref(), args).await,
         Command::Tools => {
             let mut out = std::io::stdout().lock();
             for tool in ToolRegistry::builtin().iter() {
@@ -169,6 +180,93 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
     println!("report: {}", report_path.display());
     let not_passed = outcome?;
     Ok(if not_passed == 0 { EXIT_PASSED } else { EXIT_FAILED })
+}
+
+/// Models resolved so far (the embedded model is loaded once).
+struct ModelCache<'a> {
+    settings: &'a Settings,
+    http: reqwest::Client,
+    targets: HashMap<String, Arc<runner::Target>>,
+}
+
+impl ModelCache<'_> {
+    async fn resolve(&mut self, text: &str) -> anyhow::Result<Arc<runner::Target>> {
+        let spec = self.settings.parse_model(text).map_err(UsageError)?;
+        if let Some(target) = self.targets.get(&spec.to_string()) {
+            return Ok(target.clone());
+        }
+        let provider = self.settings.provider(&spec, &self.http).await.map_err(UsageError)?;
+        let price = self.settings.prices.get(&spec.provider, &spec.name).cloned();
+        let target = Arc::new(runner::Target { spec, provider, price });
+        self.targets.insert(target.spec.to_string(), target.clone());
+        Ok(target)
+    }
+}
+
+impl chat::Models for ModelCache<'_> {
+    fn target<'a>(&'a mut self, name: &'a str) -> futures::future::BoxFuture<'a, Result<Arc<runner::Target>, String>> {
+        Box::pin(async move { self.resolve(name).await.map_err(|e| format!("{e:#}")) })
+    }
+}
+
+/// `runner ask`: the prompt from the argument and/or standard input; only the answer on
+/// standard output.
+async fn ask(config: Option<&std::path::Path>, args: AskArgs) -> anyhow::Result<u8> {
+    use std::io::{IsTerminal, Read};
+    let mut prompt = args.prompt.clone().unwrap_or_default();
+    if !std::io::stdin().is_terminal() {
+        let mut piped = String::new();
+        std::io::stdin().read_to_string(&mut piped).context("cannot read standard input")?;
+        if !piped.trim().is_empty() {
+            if !prompt.is_empty() {
+                prompt.push_str("\n\n");
+            }
+            prompt.push_str(piped.trim_end());
+        }
+    }
+    if prompt.trim().is_empty() {
+        return Err(UsageError("nothing to ask: give a prompt (runner ask \"...\") or pipe one (echo hi | runner ask)".into()).into());
+    }
+    let settings = Settings::load(config, None, None)?;
+    let http = provider::openai::http_client()?;
+    let mut models = ModelCache { settings: &settings, http: http.clone(), targets: HashMap::new() };
+    let target = models.resolve(&args.model.clone().unwrap_or_else(|| settings.default_model())).await?;
+    let mut session = chat::Session::new(target, http, settings.weather.clone(), random_seed());
+    let print = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    };
+    let turn = session.turn(&prompt, (!args.json).then_some(&print as provider::TextSink<'_>)).await;
+    if args.json {
+        let record = serde_json::json!({
+            "model": session.target.spec.to_string(),
+            "prompt": prompt,
+            "reply": turn.reply,
+            "error": turn.error,
+            "latency_ms": turn.latency_ms,
+            "requests": turn.requests,
+            "tool_calls": turn.tool_calls,
+            "usage": turn.usage,
+            "cost": turn.cost,
+            "unpriced": session.target.price.is_none(),
+        });
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else if turn.reply.is_some() {
+        println!();
+    }
+    if let Some(err) = &turn.error {
+        eprintln!("error: {err}");
+        return Ok(EXIT_FAILED);
+    }
+    if !args.quiet && !args.json {
+        let cost = if session.target.price.is_some() { format!("${:.6}", turn.cost.total_usd) } else { "unpriced".to_owned() };
+        eprintln!(
+            "{}: {} input + {} output = {} tokens, {cost}",
+            session.target.spec, turn.usage.prompt_tokens, turn.usage.completion_tokens, turn.usage.total_tokens
+        );
+    }
+    Ok(EXIT_PASSED)
 }
 
 /// A seed that differs from run to run, when `--seed` is not given.

@@ -136,6 +136,7 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
         max_tool_rounds: scenario.max_tool_rounds,
         context: &context,
         price: target.price.as_ref().map(|p| &p.price),
+        on_text: None,
     };
 
     let mut messages = Vec::new();

@@ -14,13 +14,29 @@ use crate::scenario::Sampling;
 use crate::usage::Usage;
 use wire::{Message, ToolCall, ToolSpec};
 
+/// Receives the reply's text as it arrives, piece by piece.
+pub type TextSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
 /// What one completion request sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct CompletionRequest<'a> {
     pub model: &'a str,
     pub messages: &'a [Message],
     pub tools: &'a [ToolSpec],
     pub sampling: &'a Sampling,
+    /// When set, the reply is streamed and its text handed here as it arrives.
+    pub on_text: Option<TextSink<'a>>,
+}
+
+impl std::fmt::Debug for CompletionRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionRequest")
+            .field("model", &self.model)
+            .field("messages", &self.messages.len())
+            .field("tools", &self.tools.len())
+            .field("streaming", &self.on_text.is_some())
+            .finish()
+    }
 }
 
 /// The model's reply to one request.

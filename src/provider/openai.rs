@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use super::wire::{ChatRequest, ChatResponse};
+use super::wire::{ChatChunk, ChatRequest, ChatResponse, FunctionCall, StreamOptions, ToolCall};
 use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, Secret};
 
 /// Longest error body kept in a log or message.
@@ -69,6 +69,8 @@ impl OpenAiProvider {
             max_completion_tokens: max_tokens
                 .filter(|_| self.max_tokens_field == MaxTokensField::MaxCompletionTokens),
             seed: request.sampling.seed,
+            stream: request.on_text.is_some().then_some(true),
+            stream_options: request.on_text.is_some().then_some(StreamOptions { include_usage: true }),
         };
         let body = match serde_json::to_vec(&body) {
             Ok(body) => body,
@@ -88,6 +90,11 @@ impl OpenAiProvider {
             Err(err) => return (Err(self.transport_error(&err)), None),
         };
         let status = response.status().as_u16();
+        if let Some(on_text) = request.on_text
+            && (200..300).contains(&status)
+        {
+            return (self.read_stream(response, on_text).await, Some(status));
+        }
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
             Err(err) => return (Err(self.transport_error(&err)), Some(status)),
@@ -117,6 +124,72 @@ impl OpenAiProvider {
             usage,
         };
         (Ok(completion), Some(status))
+    }
+
+    /// Reads a `text/event-stream` reply: text deltas go to `on_text` as they arrive, tool
+    /// calls are put together from their pieces, usage comes from the last chunk.
+    async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>) -> Result<Completion, ProviderError> {
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut completion = Completion::default();
+        let mut content = String::new();
+        let mut calls: Vec<ToolCall> = Vec::new();
+        let mut done = false;
+        while !done {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(err) => return Err(self.transport_error(&err)),
+            };
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    done = true;
+                    break;
+                }
+                let parsed: ChatChunk = serde_json::from_str(data).map_err(|err| ProviderError::InvalidResponse {
+                    reason: format!("not a Chat Completions stream chunk ({err})"),
+                    body: self.redact(&truncate(data, MAX_ERROR_BODY)),
+                })?;
+                if let Some(usage) = &parsed.usage {
+                    completion.usage = Some(usage.into());
+                }
+                for choice in parsed.choices {
+                    if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
+                        on_text(&text);
+                        content.push_str(&text);
+                    }
+                    for piece in choice.delta.tool_calls {
+                        while calls.len() <= piece.index {
+                            calls.push(ToolCall { id: String::new(), kind: "function".into(), function: FunctionCall { name: String::new(), arguments: String::new() } });
+                        }
+                        let call = &mut calls[piece.index];
+                        if let Some(id) = piece.id {
+                            call.id = id;
+                        }
+                        if let Some(function) = piece.function {
+                            call.function.name.push_str(function.name.as_deref().unwrap_or_default());
+                            call.function.arguments.push_str(function.arguments.as_deref().unwrap_or_default());
+                        }
+                    }
+                    if choice.finish_reason.is_some() {
+                        completion.finish_reason = choice.finish_reason;
+                    }
+                }
+            }
+        }
+        if !done {
+            return Err(ProviderError::InvalidResponse {
+                reason: "the stream ended before [DONE]".to_owned(),
+                body: self.redact(&truncate(&content, MAX_ERROR_BODY)),
+            });
+        }
+        completion.content = (!content.is_empty() || calls.is_empty()).then_some(content);
+        completion.tool_calls = calls;
+        Ok(completion)
     }
 
     fn transport_error(&self, err: &reqwest::Error) -> ProviderError {

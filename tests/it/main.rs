@@ -2,6 +2,7 @@
 
 #[cfg(feature = "local")]
 mod local;
+mod chat;
 mod run;
 mod server;
 

@@ -9,7 +9,7 @@ use crate::{KEY, Workspace, exec};
 
 /// Answers by the conversation's last user message, so replies do not depend on the order
 /// in which concurrent runs arrive.
-fn assistant(request: &Request) -> Reply {
+pub fn assistant(request: &Request) -> Reply {
     let last = request.last_message();
     let user = request.last_user();
     if user == "loop" {

@@ -302,3 +302,43 @@ pub fn tool_calls(calls: &[(&str, &str, Value)], prompt_tokens: u64, completion_
 pub fn api_error(status: u16, message: &str) -> Reply {
     Reply::json(status, json!({"error": {"message": message, "type": "server_error", "code": null}}))
 }
+
+/// The same reply as a Chat Completions event stream when the request asked for one: text
+/// in pieces, each tool call as an id-and-name piece then argument fragments, usage in a
+/// last chunk without choices, then `[DONE]`.
+pub fn as_stream(request: &Request, reply: Reply) -> Reply {
+    if request.json()["stream"] != true || reply.status != 200 {
+        return reply;
+    }
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    let message = &body["choices"][0]["message"];
+    let mut chunks = Vec::new();
+    let chunk = |delta: Value, finish: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    chunks.push(chunk(json!({"role": "assistant"}), Value::Null));
+    if let Some(text) = message["content"].as_str() {
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(4) {
+            chunks.push(chunk(json!({"content": piece.iter().collect::<String>()}), Value::Null));
+        }
+    }
+    if let Some(calls) = message["tool_calls"].as_array() {
+        for (index, call) in calls.iter().enumerate() {
+            chunks.push(chunk(
+                json!({"tool_calls": [{"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}]}),
+                Value::Null,
+            ));
+            let arguments: Vec<char> = call["function"]["arguments"].as_str().unwrap().chars().collect();
+            for piece in arguments.chunks(5) {
+                chunks.push(chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": piece.iter().collect::<String>()}}]}), Value::Null));
+            }
+        }
+    }
+    chunks.push(chunk(json!({}), body["choices"][0]["finish_reason"].clone()));
+    chunks.push(json!({"choices": [], "usage": body["usage"]}));
+    let mut text = String::new();
+    for chunk in chunks {
+        text.push_str(&format!("data: {chunk}\n\n"));
+    }
+    text.push_str("data: [DONE]\n\n");
+    Reply::bytes(200, text.into_bytes())
+}

@@ -86,7 +86,7 @@ impl LocalProvider {
 
     /// Blocking completion; [`Provider::complete`] runs it on a blocking thread.
     pub fn complete_blocking(&self, messages: &[Message], tools: &[ToolSpec], sampling: &crate::scenario::Sampling) -> Result<Completion, String> {
-        self.engine.complete(messages, tools, sampling)
+        self.engine.complete(messages, tools, sampling, None)
     }
 }
 
@@ -96,9 +96,19 @@ impl Provider for LocalProvider {
         let messages = request.messages.to_vec();
         let tools = request.tools.to_vec();
         let sampling = *request.sampling;
+        let on_text = request.on_text;
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let joined = tokio::task::spawn_blocking(move || engine.complete(&messages, &tools, &sampling)).await;
+            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let sink = on_text.is_some().then_some(sender);
+            let task = tokio::task::spawn_blocking(move || engine.complete(&messages, &tools, &sampling, sink.as_ref()));
+            // The model runs on a blocking thread; its text comes back here, piece by piece.
+            while let Some(piece) = receiver.recv().await {
+                if let Some(on_text) = on_text {
+                    on_text(&piece);
+                }
+            }
+            let joined = task.await;
             let result = match joined {
                 Ok(Ok(completion)) => Ok(completion),
                 Ok(Err(message)) => Err(ProviderError::Transport(format!("embedded model: {message}"))),
@@ -257,7 +267,13 @@ impl Engine {
         }
     }
 
-    fn complete(&self, messages: &[Message], tools: &[ToolSpec], sampling: &crate::scenario::Sampling) -> Result<Completion, String> {
+    fn complete(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        sampling: &crate::scenario::Sampling,
+        stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Completion, String> {
         // One generation at a time: candle spreads each one over every core already.
         static GATE: Mutex<()> = Mutex::new(());
         let _gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
@@ -288,7 +304,7 @@ impl Engine {
         let logits = model.feed(&[])?;
         let mut generated = 0;
         let copy = self.result_tokens(messages);
-        let mut completion = self.write_text(&mut model, logits, &mut sampler, max_tokens, &mut generated, &copy)?;
+        let mut completion = self.write_text(&mut model, logits, &mut sampler, max_tokens, &mut generated, &copy, stream)?;
         completion.usage = Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, generated) });
         Ok(completion)
     }
@@ -340,9 +356,21 @@ impl Engine {
     /// result's first token gets [`COPY_START_BIAS`], and once the answer has written a
     /// result's first k tokens, its next one gets [`COPY_NEXT_BIAS`]. A model this small
     /// otherwise paraphrases results away ("elppa" becomes "el-ppa").
-    fn write_text(&self, model: &mut Model, mut logits: Vec<f32>, sampler: &mut Sampler, max_tokens: usize, generated: &mut u64, copy: &[Vec<u32>]) -> Result<Completion, String> {
+    #[allow(clippy::too_many_arguments)]
+    fn write_text(
+        &self,
+        model: &mut Model,
+        mut logits: Vec<f32>,
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        generated: &mut u64,
+        copy: &[Vec<u32>],
+        stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Completion, String> {
         let mut ids: Vec<u32> = Vec::new();
         let mut finish = "length";
+        // Text already sent to `stream`, as the final answer (trimmed) spells it.
+        let mut sent = 0;
         for _ in 0..max_tokens {
             for sequence in copy {
                 let mut bias = |id: u32, by: f32| {
@@ -362,6 +390,19 @@ impl Engine {
                 break;
             }
             ids.push(next);
+            if let Some(stream) = stream {
+                // Send whole characters only; a token may end inside one.
+                let bytes = self.tokenizer.decode_bytes(&ids);
+                let valid = match std::str::from_utf8(&bytes) {
+                    Ok(text) => text,
+                    Err(err) => std::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or_default(),
+                };
+                let text = valid.trim_start();
+                if text.len() > sent {
+                    let _ = stream.send(text[sent..].to_owned());
+                    sent = text.len();
+                }
+            }
             logits = model.feed(&[next])?;
         }
         let text = self.tokenizer.decode(&ids).trim().to_owned();

@@ -1,0 +1,132 @@
+//! `runner chat` and `runner ask` through the binary, against the test server streaming.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::server::{MockServer, api_error, as_stream};
+use crate::{KEY, Outcome, Workspace, exec, outcome};
+
+fn assistant(request: &crate::server::Request) -> crate::server::Reply {
+    as_stream(request, crate::run::assistant(request))
+}
+
+/// Runs `command` with `stdin` piped in.
+fn piped(command: &mut Command, stdin: &str) -> Outcome {
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    outcome(child.wait_with_output().unwrap())
+}
+
+fn conversation_logs(ws: &Workspace) -> Vec<Value> {
+    let dir = ws.path().join("logs/conversations");
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn piped_chat_streams_calls_tools_and_sums_usage() {
+    let server = MockServer::start(assistant);
+    let ws = Workspace::new();
+    let out = piped(ws.runner(&server.url()).args(["chat", "-m", "openai:gpt-4o-mini"]), "reverse apple\nhello\nquit\n");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("You: reverse apple\nAssistant: Tool said: {\"result\":\"elppa\"}\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("Assistant: Hello there!\n"), "{}", out.stdout);
+    // Server usage: 20 + 40 (tool round and answer) + 11 input, 8 + 10 + 3 output.
+    assert!(out.stdout.contains("input tokens: 71\noutput tokens: 21\ntotal tokens: 92\n"), "{}", out.stdout);
+    let cost = (71.0 * 0.15 + 21.0 * 0.60) / 1e6;
+    assert!(out.stdout.contains(&format!("total cost: ${cost:.6}")), "{}", out.stdout);
+
+    let bodies = server.chat_bodies();
+    assert!(bodies.iter().all(|b| b["stream"] == true && b["stream_options"]["include_usage"] == true));
+    // The call was put together from its streamed pieces and answered by id.
+    assert_eq!(bodies[1]["messages"][1]["tool_calls"][0]["function"]["arguments"], "{\"text\":\"apple\"}");
+    assert_eq!(bodies[1]["messages"][2]["tool_call_id"], "call_rev");
+    // The second turn carries the first one.
+    assert_eq!(bodies[2]["messages"].as_array().unwrap().len(), 5);
+
+    let logs = conversation_logs(&ws);
+    assert_eq!(logs.len(), 1);
+    let log = &logs[0];
+    assert_eq!(log["model"]["name"], "gpt-4o-mini");
+    assert_eq!(log["messages"].as_array().unwrap().len(), 6);
+    let call = &log["turns"][0]["tool_calls"][0];
+    assert_eq!((call["name"].as_str(), &call["arguments"], &call["result"]), (Some("reverse_text"), &json!({"text": "apple"}), &json!({"result": "elppa"})));
+    assert!(call["duration_ms"].is_u64());
+    assert_eq!(log["usage"]["total_tokens"], 92);
+    assert_eq!(log["turns"][0]["requests"].as_array().unwrap().len(), 2);
+    assert!(!serde_json::to_string(log).unwrap().contains(KEY));
+}
+
+#[test]
+fn saved_chat_replays_with_runner_run() {
+    let server = MockServer::start(assistant);
+    let ws = Workspace::new();
+    let out = piped(ws.runner(&server.url()).args(["chat", "-m", "openai:gpt-4o-mini"]), "add and reverse\n/save saved.yaml\nexit\n");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let saved = std::fs::read_to_string(ws.path().join("saved.yaml")).unwrap();
+    assert!(saved.contains("add_numbers") && saved.contains("reverse_text"), "{saved}");
+    let out = exec(ws.runner(&server.url()).args(["check", "saved.yaml"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = exec(ws.runner(&server.url()).args(["run", "saved.yaml"]));
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let (_, log) = ws.logs().remove(0);
+    let calls = log["turns"][0]["tool_calls"].as_array().unwrap();
+    assert!(calls.iter().all(|c| c["pinned"] == true), "results come from the saved tool_results");
+    assert_eq!(log["turns"][0]["checks"][0]["check"], "tool_calls");
+    assert_eq!(log["turns"][0]["checks"][0]["passed"], true);
+}
+
+#[test]
+fn ask_takes_the_argument_stdin_or_both_and_prints_only_the_answer() {
+    let server = MockServer::start(assistant);
+    let ws = Workspace::new();
+    let out = exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "hello"]).stdin(Stdio::null()));
+    assert_eq!((out.code, out.stdout.as_str()), (0, "Hello there!\n"), "{}", out.stderr);
+    assert!(out.stderr.contains("11 input + 3 output = 14 tokens"), "{}", out.stderr);
+
+    let out = piped(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini"]), "hello\n");
+    assert_eq!(out.stdout, "Hello there!\n");
+
+    let out = piped(ws.runner(&server.url()).args(["ask", "-q", "-m", "openai:gpt-4o-mini", "summarise this"]), "line one\nline two\n");
+    assert_eq!(out.stdout, "You said: summarise this\n\nline one\nline two\n");
+    assert_eq!(out.stderr, "");
+    let last = server.chat_bodies().pop().unwrap();
+    assert_eq!(last["messages"][0]["content"], "summarise this\n\nline one\nline two");
+
+    let out = piped(ws.runner(&server.url()).args(["ask", "--json", "-m", "openai:gpt-4o-mini"]), "reverse apple");
+    assert_eq!(out.code, 0);
+    let record: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(record["reply"], "Tool said: {\"result\":\"elppa\"}");
+    assert_eq!(record["tool_calls"][0]["name"], "reverse_text");
+    assert_eq!(record["usage"]["total_tokens"], 78);
+}
+
+#[test]
+fn ask_errors_go_to_stderr_with_a_non_zero_exit() {
+    let server = MockServer::start(|_| api_error(500, "down for maintenance"));
+    let ws = Workspace::new();
+    let out = exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "hello"]).stdin(Stdio::null()));
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.contains("HTTP 500") && out.stderr.contains("down for maintenance"), "{}", out.stderr);
+
+    let out = exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini"]).stdin(Stdio::null()));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("nothing to ask"), "{}", out.stderr);
+}
+
+#[test]
+fn a_stream_without_done_is_an_error() {
+    let server = MockServer::start(|request| {
+        let full = as_stream(request, crate::server::text("partial answer", 5, 2));
+        let text = String::from_utf8(full.body).unwrap().replace("data: [DONE]\n\n", "");
+        crate::server::Reply::bytes(200, text.into_bytes())
+    });
+    let ws = Workspace::new();
+    let out = exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "hello"]).stdin(Stdio::null()));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("the stream ended before [DONE]"), "{}", out.stderr);
+}
