@@ -290,8 +290,7 @@ pub async fn chat(mut session: Session, models: &mut dyn Models, log_dir: &Path)
     if std::io::stdin().is_terminal() {
         println!("runner chat with {} — /help for commands, quit to end", session.target.spec);
     }
-    loop {
-        let Some(line) = tokio::task::block_in_place(|| input.read("You: ")) else { break };
+    while let Some(line) = tokio::task::block_in_place(|| input.read("You: ")) {
         let line = line.trim();
         if line.is_empty() {
             continue;
