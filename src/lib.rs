@@ -132,21 +132,11 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
             args.models.clone()
         }
     };
-    let mut targets: HashMap<String, Arc<runner::Target>> = HashMap::new();
-    for text in scenarios.iter().flat_map(wanted) {
-        let spec = settings.parse_model(&text).map_err(UsageError)?;
-        if targets.contains_key(&spec.to_string()) {
-            continue;
-        }
-        let provider = settings.provider(&spec, &http).await.map_err(UsageError)?;
-        let price = settings.prices.get(&spec.provider, &spec.name).cloned();
-        targets.insert(spec.to_string(), Arc::new(runner::Target { spec, provider, price }));
-    }
+    let mut models = ModelCache { settings: &settings, http: http.clone(), targets: HashMap::new() };
     let mut jobs = Vec::new();
     for scenario in scenarios.into_iter().map(Arc::new) {
         for text in wanted(&scenario) {
-            let key = settings.parse_model(&text).map_err(UsageError)?.to_string();
-            let target = &targets[&key];
+            let target = models.resolve(&text).await?;
             for repetition in 1..=args.repeat {
                 jobs.push(runner::Job { scenario: scenario.clone(), target: target.clone(), repetition });
             }
