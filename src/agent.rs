@@ -44,6 +44,34 @@ pub struct TurnOutcome {
     pub latency_ms: u64,
 }
 
+impl TurnOutcome {
+    /// The turn's record: `error` when it did not finish, else `failed` when a check failed,
+    /// else `passed`.
+    pub fn into_record(self, index: usize, user: &str, checks: Vec<crate::record::CheckRecord>) -> crate::record::TurnRecord {
+        use crate::record::Status;
+        let status = if self.error.is_some() {
+            Status::Error
+        } else if checks.iter().all(|c| c.passed) {
+            Status::Passed
+        } else {
+            Status::Failed
+        };
+        crate::record::TurnRecord {
+            index,
+            user: user.to_owned(),
+            reply: self.reply,
+            status,
+            error: self.error,
+            latency_ms: self.latency_ms,
+            requests: self.requests,
+            tool_calls: self.tool_calls,
+            usage: self.usage,
+            cost: self.cost,
+            checks,
+        }
+    }
+}
+
 impl Agent<'_> {
     /// Plays one user turn, appending every message to `messages`.
     pub async fn run_turn(&self, messages: &mut Vec<Message>, user: &str) -> TurnOutcome {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::agent::{Agent, TurnOutcome};
 use crate::pricing::{Cost, Price};
 use crate::provider::wire::{Message, ToolSpec};
-use crate::record::{RequestRecord, ToolCallRecord};
+use crate::record::TurnRecord;
 use crate::report::json::write_atomically;
 use crate::runner::Target;
 use crate::scenario::{DEFAULT_MAX_TOOL_ROUNDS, Sampling};
@@ -27,23 +27,10 @@ pub struct Session {
     specs: Vec<ToolSpec>,
     context: ToolContext,
     pub messages: Vec<Message>,
-    pub turns: Vec<TurnLog>,
+    pub turns: Vec<TurnRecord>,
     pub usage: Usage,
     pub cost: Cost,
     pub started_at: DateTime<Utc>,
-}
-
-/// What the conversation log keeps of a turn.
-#[derive(Debug, Clone, Serialize)]
-pub struct TurnLog {
-    pub user: String,
-    pub reply: Option<String>,
-    pub error: Option<String>,
-    pub latency_ms: u64,
-    pub requests: Vec<RequestRecord>,
-    pub tool_calls: Vec<ToolCallRecord>,
-    pub usage: Usage,
-    pub cost: Cost,
 }
 
 /// The saved conversation (`logs/conversations/<timestamp>.json`).
@@ -54,7 +41,7 @@ struct ConversationLog<'a> {
     finished_at: DateTime<Utc>,
     model: ModelConfig<'a>,
     messages: &'a [Message],
-    turns: &'a [TurnLog],
+    turns: &'a [TurnRecord],
     usage: Usage,
     cost: Cost,
     prices: Option<Price>,
@@ -90,7 +77,7 @@ impl Session {
     }
 
     /// Plays one user turn; text is handed to `on_text` as it arrives.
-    pub async fn turn(&mut self, user: &str, on_text: Option<crate::provider::TextSink<'_>>) -> TurnLog {
+    pub async fn turn(&mut self, user: &str, on_text: Option<crate::provider::TextSink<'_>>) -> TurnRecord {
         let no_results = BTreeMap::new();
         let sampling = Sampling::default();
         let agent = Agent {
@@ -113,18 +100,9 @@ impl Session {
         }
         self.usage += outcome.usage;
         self.cost += outcome.cost;
-        let log = TurnLog {
-            user: user.to_owned(),
-            reply: outcome.reply,
-            error: outcome.error,
-            latency_ms: outcome.latency_ms,
-            requests: outcome.requests,
-            tool_calls: outcome.tool_calls,
-            usage: outcome.usage,
-            cost: outcome.cost,
-        };
-        self.turns.push(log.clone());
-        log
+        let record = outcome.into_record(self.turns.len() + 1, user, Vec::new());
+        self.turns.push(record.clone());
+        record
     }
 
     /// Forgets the conversation (totals are kept).

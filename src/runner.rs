@@ -13,7 +13,7 @@ use crate::check::{TurnFacts, evaluate};
 use crate::pricing::PriceEntry;
 use crate::provider::Provider;
 use crate::provider::wire::Message;
-use crate::record::{ModelInfo, RunCost, RunRecord, ScenarioRef, Status, TurnRecord};
+use crate::record::{ModelInfo, RunCost, RunRecord, ScenarioRef, Status};
 use crate::report::{Reporter, json::write_log, safe_file_name};
 use crate::scenario::Scenario;
 use crate::settings::ModelSpec;
@@ -158,30 +158,13 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
             }),
             _ => Vec::new(),
         };
-        let turn_status = if outcome.error.is_some() {
-            Status::Error
-        } else if checks.iter().all(|c| c.passed) {
-            Status::Passed
-        } else {
-            Status::Failed
-        };
-        status = status.worst(turn_status);
         if let Some(err) = &outcome.error {
             error = Some(format!("turn {}: {err}", i + 1));
         }
-        turns.push(TurnRecord {
-            index: i + 1,
-            user: turn.user.clone(),
-            reply: outcome.reply,
-            status: turn_status,
-            error: outcome.error,
-            latency_ms: outcome.latency_ms,
-            requests: outcome.requests,
-            tool_calls: outcome.tool_calls,
-            usage: outcome.usage,
-            cost: outcome.cost,
-            checks,
-        });
+        let record = outcome.into_record(i + 1, &turn.user, checks);
+        let turn_status = record.status;
+        status = status.worst(turn_status);
+        turns.push(record);
         // The conversation cannot go on past a turn that did not finish.
         if turn_status == Status::Error {
             break;
