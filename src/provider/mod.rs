@@ -92,6 +92,19 @@ pub trait Provider: Send + Sync {
     fn base_url(&self) -> Option<&str>;
 }
 
+/// An error with its causes, `{:#}`-style: an HTTP client's top-level message alone rarely
+/// says what went wrong.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// A secret (an API key): never printed, never serialized.
 #[derive(Clone)]
 pub struct Secret(String);

@@ -196,15 +196,7 @@ impl OpenAiProvider {
         if err.is_timeout() {
             return ProviderError::Timeout(self.timeout);
         }
-        // `{:#}`-style chain: reqwest's top-level message alone rarely says what went wrong.
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        ProviderError::Transport(self.redact(&message))
+        ProviderError::Transport(self.redact(&super::error_chain(err)))
     }
 }
 

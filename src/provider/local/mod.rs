@@ -228,10 +228,7 @@ impl Engine {
                     ("system", content)
                 }
                 Message::User { content } => ("user", content.clone()),
-                Message::Assistant { content, tool_calls } if !tool_calls.is_empty() => {
-                    let _ = content;
-                    ("assistant", tool_call_text(tool_calls))
-                }
+                Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => ("assistant", tool_call_text(tool_calls)),
                 Message::Assistant { content, .. } => ("assistant", content.clone().unwrap_or_default()),
                 Message::Tool { content, .. } => ("tool", content.clone()),
             };
@@ -430,7 +427,7 @@ impl Engine {
     /// decoded under its schema's type. `model` holds the prompt and [`CALL_OPEN`].
     fn write_call(&self, model: &mut Model, sampler: &mut Sampler, tool: usize, tools: &[ToolSpec], asked: &str) -> Result<(ToolCall, u64), String> {
         let spec = &tools[tool].function;
-        let (mut logits, mut count) = self.force(model, &format!("{{\"name\": {}, \"arguments\": {{", Value::String(spec.name.clone())))?;
+        let (_, mut count) = self.force(model, &format!("{{\"name\": {}, \"arguments\": {{", Value::String(spec.name.clone())))?;
         let properties = spec.parameters["properties"].as_object().cloned().unwrap_or_default();
         let required: Vec<String> = match spec.parameters["required"].as_array() {
             Some(names) => names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect(),
@@ -439,18 +436,15 @@ impl Engine {
         let mut arguments = serde_json::Map::new();
         for (i, name) in required.iter().enumerate() {
             let separator = if i == 0 { "" } else { ", " };
-            let (after_key, n) = self.force(model, &format!("{separator}{}: ", Value::String(name.clone())))?;
-            logits = after_key;
+            let (logits, n) = self.force(model, &format!("{separator}{}: ", Value::String(name.clone())))?;
             count += n;
             let schema = properties.get(name).cloned().unwrap_or(Value::Null);
-            let (value, after, n) = self.write_value(model, sampler, logits, &schema, asked)?;
-            logits = after;
+            let (value, n) = self.write_value(model, sampler, logits, &schema, asked)?;
             count += n;
             arguments.insert(name.clone(), value);
         }
         let (_, n) = self.force(model, "}}\n]</tool_call>")?;
         count += n;
-        let _ = logits;
         let id = format!("call_{}", crate::tools::mix64(count ^ model.cached().len() as u64) % 1_000_000_000);
         let call = ToolCall {
             id,
@@ -462,30 +456,30 @@ impl Engine {
 
     /// One JSON value of the schema's type. Strings and numbers are grounded in the user's
     /// message `asked`: a string is a span of it, a number one of its numbers (when it has
-    /// any); a 135M model copies far more reliably than it composes. Returns the value, the
-    /// logits after it and the number of tokens written.
-    fn write_value(&self, model: &mut Model, sampler: &mut Sampler, logits: Vec<f32>, schema: &Value, asked: &str) -> Result<(Value, Vec<f32>, u64), String> {
+    /// any); a 135M model copies far more reliably than it composes. `logits` are those
+    /// after the key. Returns the value and the number of tokens written.
+    fn write_value(&self, model: &mut Model, sampler: &mut Sampler, logits: Vec<f32>, schema: &Value, asked: &str) -> Result<(Value, u64), String> {
         if let Some(options) = schema["enum"].as_array() {
             let choices: Vec<String> = options.iter().map(Value::to_string).collect();
-            let (index, logits, n) = self.choose_text(model, logits, &choices)?;
-            return Ok((options[index].clone(), logits, n));
+            let (index, _, n) = self.choose_text(model, logits, &choices)?;
+            return Ok((options[index].clone(), n));
         }
         match schema["type"].as_str() {
             Some("string") => self.write_string(model, sampler, asked),
             Some("integer") => self.write_number(model, sampler, logits, false, asked),
             Some("number") => self.write_number(model, sampler, logits, true, asked),
             Some("boolean") => {
-                let (index, logits, n) = self.choose_text(model, logits, &["true".to_owned(), "false".to_owned()])?;
-                Ok((Value::Bool(index == 0), logits, n))
+                let (index, _, n) = self.choose_text(model, logits, &["true".to_owned(), "false".to_owned()])?;
+                Ok((Value::Bool(index == 0), n))
             }
             _ => {
-                let (logits, n) = self.force(model, "null")?;
-                Ok((Value::Null, logits, n))
+                let (_, n) = self.force(model, "null")?;
+                Ok((Value::Null, n))
             }
         }
     }
 
-    fn write_string(&self, model: &mut Model, sampler: &mut Sampler, asked: &str) -> Result<(Value, Vec<f32>, u64), String> {
+    fn write_string(&self, model: &mut Model, sampler: &mut Sampler, asked: &str) -> Result<(Value, u64), String> {
         let (mut logits, mut count) = self.force(model, "\"")?;
         let mut bytes: Vec<u8> = Vec::new();
         for _ in 0..MAX_STRING_TOKENS {
@@ -523,12 +517,11 @@ impl Engine {
             logits = model.feed(&[next])?;
             count += 1;
         }
-        let (after, n) = self.force(model, "\"")?;
-        let _ = logits;
-        Ok((Value::String(String::from_utf8_lossy(&bytes).trim().to_owned()), after, count + n))
+        let (_, n) = self.force(model, "\"")?;
+        Ok((Value::String(String::from_utf8_lossy(&bytes).trim().to_owned()), count + n))
     }
 
-    fn write_number(&self, model: &mut Model, sampler: &mut Sampler, mut logits: Vec<f32>, fraction: bool, asked: &str) -> Result<(Value, Vec<f32>, u64), String> {
+    fn write_number(&self, model: &mut Model, sampler: &mut Sampler, mut logits: Vec<f32>, fraction: bool, asked: &str) -> Result<(Value, u64), String> {
         let numbers = numbers_in(asked, fraction);
         let mut text = String::new();
         let mut count = 0;
@@ -571,7 +564,7 @@ impl Engine {
             text = "0".into();
         }
         let value: Value = serde_json::from_str(&text).unwrap_or(json!(0));
-        Ok((value, logits, count))
+        Ok((value, count))
     }
 
     /// Picks one of `choices` (fixed texts) token by token, always staying on one of them,
