@@ -88,6 +88,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
 
+    /// Also write a JUnit XML report: a test suite per model, a test case per run
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
     /// Request timeout in seconds [default: runner.yaml's timeout_secs, else 120]
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,

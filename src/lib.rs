@@ -160,11 +160,25 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
     let mut progress = progress::Progress::new();
     let mut csv = csv;
     let concurrency = settings.concurrency(args.concurrency.map(|n| n as usize));
+    let mut junit = report::junit::Junit::default();
     let outcome = {
-        let mut reporters = (&mut summary, (&mut progress, &mut csv));
+        let mut reporters = (&mut summary, (&mut progress, (&mut csv, &mut junit)));
         runner::run_all(jobs, concurrency, shared, &mut reporters as &mut dyn Reporter).await
     };
     progress.finish();
+    if let Some(path) = &args.junit {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        report::json::write_atomically(path, junit.render().trim_end().as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY")
+        && !path.is_empty()
+    {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot open {path}"))?;
+        file.write_all(summary.render_markdown().as_bytes()).with_context(|| format!("cannot write {path}"))?;
+    }
     print!("{}", summary.render());
     println!("logs: {}", run_dir.display());
     println!("report: {}", report_path.display());

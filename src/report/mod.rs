@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod junit;
 pub mod summary;
 
 use std::path::Path;

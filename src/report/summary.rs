@@ -99,6 +99,23 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// The summary as a Markdown table (for `GITHUB_STEP_SUMMARY`).
+    pub fn render_markdown(&self) -> String {
+        let mut out = String::from("### runner\n\n| model | runs | passed | failed | errors | prompt tokens | completion tokens | cost (USD) | median turn (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for m in &self.models {
+            let cost = if m.unpriced { "unpriced".to_owned() } else { format!("{:.6}", m.cost_usd) };
+            let median = m.median_latency_ms().map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} | {} | {} | {cost} | {median} |\n",
+                m.model, m.runs, m.passed, m.failed, m.errors, m.usage.prompt_tokens, m.usage.completion_tokens
+            ));
+        }
+        out.push('\n');
+        out
+    }
+}
+
 impl Reporter for Summary {
     fn run_finished(&mut self, record: &RunRecord, _log: &Path) -> anyhow::Result<()> {
         let model = format!("{}:{}", record.model.provider, record.model.name);

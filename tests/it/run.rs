@@ -474,3 +474,89 @@ fn shipped_scenarios_are_valid_and_pass_with_a_model_that_calls_the_right_tools(
     let (_, weather) = ws.logs().into_iter().find(|(n, _)| n.starts_with("weather-paris")).unwrap();
     assert_eq!(weather["turns"][0]["tool_calls"][0]["pinned"], true);
 }
+
+/// The element tree of an XML document: (path of element names, attributes, text).
+fn xml_elements(xml: &str) -> Vec<(String, std::collections::HashMap<String, String>, String)> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    // Index in `out` of each open element, innermost last: text belongs to the innermost.
+    let mut open: Vec<usize> = Vec::new();
+    let mut out: Vec<(String, std::collections::HashMap<String, String>, String)> = Vec::new();
+    let attributes = |e: &quick_xml::events::BytesStart| {
+        e.attributes()
+            .map(|a| {
+                let a = a.unwrap();
+                (String::from_utf8(a.key.0.to_vec()).unwrap(), a.unescape_value().unwrap().into_owned())
+            })
+            .collect()
+    };
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Start(e) => {
+                path.push(String::from_utf8(e.name().0.to_vec()).unwrap());
+                open.push(out.len());
+                out.push((path.join("/"), attributes(&e), String::new()));
+            }
+            Event::Empty(e) => {
+                let name = String::from_utf8(e.name().0.to_vec()).unwrap();
+                out.push((format!("{}/{name}", path.join("/")), attributes(&e), String::new()));
+            }
+            Event::Text(t) => {
+                if let Some(&at) = open.last() {
+                    out[at].2.push_str(&t.unescape().unwrap());
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+                open.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert!(path.is_empty(), "every element closed");
+    out
+}
+
+#[test]
+fn junit_report_has_the_shape_ci_systems_read() {
+    let server = MockServer::start(assistant);
+    let ws = Workspace::new();
+    ws.write(
+        "j.yaml",
+        "name: ok\nturns:\n  - user: hello\n---\nname: fails\nturns:\n  - user: hello\n    expect: {contains: \"<goodbye>\"}\n---\nname: broken\nturns:\n  - user: boom\n",
+    );
+    let summary = ws.path().join("step-summary.md");
+    let out = exec(
+        ws.runner(&server.url())
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .args(["run", "j.yaml", "-m", "openai:gpt-4o-mini", "-m", "gpt-4o", "--repeat", "2", "--junit", "out/junit.xml"]),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let xml = std::fs::read_to_string(ws.path().join("out/junit.xml")).unwrap();
+    let elements = xml_elements(&xml);
+    let root = &elements[0];
+    assert_eq!(root.0, "testsuites");
+    assert_eq!((root.1["tests"].as_str(), root.1["failures"].as_str(), root.1["errors"].as_str()), ("12", "4", "4"));
+    let suites: Vec<_> = elements.iter().filter(|e| e.0 == "testsuites/testsuite").collect();
+    assert_eq!(suites.len(), 2, "one suite per model");
+    for suite in &suites {
+        assert_eq!((suite.1["tests"].as_str(), suite.1["failures"].as_str(), suite.1["errors"].as_str()), ("6", "2", "2"));
+        assert!(suite.1["time"].parse::<f64>().is_ok());
+    }
+    let cases: Vec<_> = elements.iter().filter(|e| e.0 == "testsuites/testsuite/testcase").collect();
+    assert_eq!(cases.len(), 12);
+    assert!(cases.iter().all(|c| c.1.contains_key("name") && c.1.contains_key("classname") && c.1["time"].parse::<f64>().is_ok()));
+    assert!(cases.iter().any(|c| c.1["name"] == "fails #2" && c.1["classname"] == "openai:gpt-4o.fails"));
+    let failures: Vec<_> = elements.iter().filter(|e| e.0 == "testsuites/testsuite/testcase/failure").collect();
+    assert_eq!(failures.len(), 4);
+    assert_eq!(failures[0].2, "turn 1: contains: reply does not contain \"<goodbye>\"");
+    let errors: Vec<_> = elements.iter().filter(|e| e.0 == "testsuites/testsuite/testcase/error").collect();
+    assert_eq!(errors.len(), 4);
+    assert!(errors[0].1["message"].contains("HTTP 500"));
+
+    let markdown = std::fs::read_to_string(&summary).unwrap();
+    assert!(markdown.contains("| `openai:gpt-4o-mini` | 6 | 2 | 2 | 2 |"), "{markdown}");
+    assert!(markdown.contains("| `openai:gpt-4o` | 6 | 2 | 2 | 2 |"), "{markdown}");
+}

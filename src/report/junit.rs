@@ -1,0 +1,148 @@
+//! JUnit XML (`--junit FILE`): one test suite per model, one test case per run, failed
+//! checks as failures, errors as errors, with timings. Read by CI systems' test reporters.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::Reporter;
+use crate::record::{RunRecord, Status};
+
+/// What a test case keeps of a run (the records themselves are not held).
+struct Case {
+    name: String,
+    classname: String,
+    file: String,
+    seconds: f64,
+    status: Status,
+    /// Failure or error text.
+    detail: String,
+    message: String,
+}
+
+/// Collects runs as they finish; [`Junit::render`] writes the document.
+#[derive(Default)]
+pub struct Junit {
+    /// (model, cases), in the order models first finished a run.
+    suites: Vec<(String, Vec<Case>)>,
+}
+
+impl Reporter for Junit {
+    fn run_finished(&mut self, record: &RunRecord, _log: &Path) -> anyhow::Result<()> {
+        let model = format!("{}:{}", record.model.provider, record.model.name);
+        let (message, detail) = match record.status {
+            Status::Passed => (String::new(), String::new()),
+            Status::Failed => {
+                let mut lines = Vec::new();
+                for turn in &record.turns {
+                    for check in turn.checks.iter().filter(|c| !c.passed) {
+                        lines.push(format!("turn {}: {}: {}", turn.index, check.check, check.detail));
+                    }
+                }
+                (format!("{} check(s) failed", lines.len()), lines.join("\n"))
+            }
+            Status::Error => {
+                let error = record.error.clone().unwrap_or_else(|| "error".to_owned());
+                (error.lines().next().unwrap_or_default().to_owned(), error)
+            }
+        };
+        let case = Case {
+            name: format!("{} #{}", record.scenario.name, record.repetition),
+            classname: format!("{model}.{}", record.scenario.name),
+            file: record.scenario.file.clone(),
+            seconds: record.duration_ms as f64 / 1000.0,
+            status: record.status,
+            detail,
+            message,
+        };
+        match self.suites.iter_mut().find(|(m, _)| *m == model) {
+            Some((_, cases)) => cases.push(case),
+            None => self.suites.push((model, vec![case])),
+        }
+        Ok(())
+    }
+}
+
+impl Junit {
+    /// The XML document.
+    pub fn render(&self) -> String {
+        let count = |cases: &[Case], status: Status| cases.iter().filter(|c| c.status == status).count();
+        let all: Vec<&Case> = self.suites.iter().flat_map(|(_, cases)| cases).collect();
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            out,
+            "<testsuites name=\"runner\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{:.3}\">",
+            all.len(),
+            all.iter().filter(|c| c.status == Status::Failed).count(),
+            all.iter().filter(|c| c.status == Status::Error).count(),
+            all.iter().map(|c| c.seconds).sum::<f64>()
+        );
+        for (model, cases) in &self.suites {
+            let _ = writeln!(
+                out,
+                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"0\" time=\"{:.3}\">",
+                escape(model),
+                cases.len(),
+                count(cases, Status::Failed),
+                count(cases, Status::Error),
+                cases.iter().map(|c| c.seconds).sum::<f64>()
+            );
+            for case in cases {
+                let _ = write!(
+                    out,
+                    "    <testcase name=\"{}\" classname=\"{}\" file=\"{}\" time=\"{:.3}\"",
+                    escape(&case.name),
+                    escape(&case.classname),
+                    escape(&case.file),
+                    case.seconds
+                );
+                let element = match case.status {
+                    Status::Passed => {
+                        out.push_str("/>\n");
+                        continue;
+                    }
+                    Status::Failed => "failure",
+                    Status::Error => "error",
+                };
+                let _ = writeln!(
+                    out,
+                    ">\n      <{element} message=\"{}\" type=\"{}\">{}</{element}>\n    </testcase>",
+                    escape(&case.message),
+                    case.status.as_str(),
+                    escape(&case.detail)
+                );
+            }
+            out.push_str("  </testsuite>\n");
+        }
+        out.push_str("</testsuites>\n");
+        out
+    }
+}
+
+/// Text made safe for XML attributes and content; characters XML 1.0 forbids are dropped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' | '\t' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_markup_and_drops_forbidden_characters() {
+        assert_eq!(escape("a<b & \"c\" 'd'>\u{1}"), "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;");
+        assert_eq!(escape("line\nnext"), "line\nnext");
+    }
+}
