@@ -283,20 +283,13 @@ fn random_seed() -> u64 {
 
 fn render_models(settings: &Settings) -> String {
     let mut out = String::from("USD per million tokens\n\n");
-    let rows: Vec<[String; 5]> = std::iter::once(["model".into(), "input".into(), "cached".into(), "output".into(), "source".into()])
+    let rows: Vec<Vec<String>> = std::iter::once(["model", "input", "cached", "output", "source"].map(String::from).to_vec())
         .chain(settings.prices.iter().map(|(key, entry)| {
             let p = &entry.price;
-            [key.to_owned(), format!("{:.3}", p.input), p.cached_input.map_or("-".into(), |c| format!("{c:.3}")), format!("{:.3}", p.output), entry.source.clone()]
+            vec![key.to_owned(), format!("{:.3}", p.input), p.cached_input.map_or("-".into(), |c| format!("{c:.3}")), format!("{:.3}", p.output), entry.source.clone()]
         }))
         .collect();
-    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-    for row in &rows {
-        out.push_str(&format!(
-            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {}\n",
-            row[0], row[1], row[2], row[3], row[4],
-            w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]
-        ));
-    }
+    out.push_str(&report::render_table(&rows, &[0, 4]));
     if !settings.config.endpoints.is_empty() {
         out.push_str("\nendpoints (runner.yaml)\n");
         for (name, endpoint) in &settings.config.endpoints {

@@ -68,6 +68,16 @@ impl std::ops::AddAssign for Cost {
     }
 }
 
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        let mut total = Self::default();
+        for cost in iter {
+            total += cost;
+        }
+        total
+    }
+}
+
 impl Price {
     /// Cost of `usage`: uncached input x input price + cached input x cached price
     /// + output x output price.

@@ -171,10 +171,7 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
         }
     }
     let usage = turns.iter().map(|t| t.usage).sum();
-    let mut cost = crate::pricing::Cost::default();
-    for turn in &turns {
-        cost += turn.cost;
-    }
+    let cost = turns.iter().map(|t| t.cost).sum();
     RunRecord {
         runner_version: env!("CARGO_PKG_VERSION"),
         run_id: shared.run_id.clone(),

@@ -40,6 +40,32 @@ impl<A: Reporter, B: Reporter> Reporter for (A, B) {
     }
 }
 
+/// Rows as aligned text columns two spaces apart: the columns in `left` aligned left, the
+/// others right; the first row is the header. Trailing spaces are trimmed.
+pub fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..columns).map(|col| rows.iter().filter_map(|r| r.get(col)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (col, cell) in row.iter().enumerate() {
+            if col > 0 {
+                line.push_str("  ");
+            }
+            let width = widths[col];
+            if left.contains(&col) {
+                line.push_str(&format!("{cell:<width$}"));
+            } else {
+                line.push_str(&format!("{cell:>width$}"));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// `text` made safe as a file name: letters, digits, `-`, `_` and single dots kept, every
 /// other character (separators, colons, control characters) replaced by `_`; never `..`,
 /// never hidden, never empty, at most 100 bytes.

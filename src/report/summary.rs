@@ -74,20 +74,7 @@ impl Summary {
                 m.median_latency_ms().map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
             ]);
         }
-        let widths: Vec<usize> = (0..header.len()).map(|col| rows.iter().map(|r| r[col].chars().count()).max().unwrap_or(0)).collect();
-        let mut out = String::new();
-        for row in &rows {
-            let mut line = String::new();
-            for (col, cell) in row.iter().enumerate() {
-                if col == 0 {
-                    line.push_str(&format!("{cell:<width$}", width = widths[col]));
-                } else {
-                    line.push_str(&format!("  {cell:>width$}", width = widths[col]));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
+        let mut out = super::render_table(&rows, &[0]);
         let (runs, passed) = (self.total_runs(), self.models.iter().map(|m| m.passed).sum::<usize>());
         let failed: usize = self.models.iter().map(|m| m.failed).sum();
         let errors: usize = self.models.iter().map(|m| m.errors).sum();
