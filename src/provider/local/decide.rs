@@ -15,9 +15,6 @@
 //!    call" (handicapped by [`NONE_HANDICAP`], since step 1 already found evidence for a
 //!    tool), the highest calibrated score wins.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde_json::Value;
 
 use super::model::Model;
@@ -84,9 +81,6 @@ pub fn candidates(message: &str, tools: &[ToolSpec]) -> Vec<usize> {
 /// The user message the calibration scores are computed for.
 const CONTENT_FREE: &str = "N/A";
 
-/// Calibration scores by rendered prompt (they depend on the system prompt and tools only).
-static CALIBRATION: Mutex<Option<HashMap<Vec<u32>, Vec<f64>>>> = Mutex::new(None);
-
 /// Log probabilities of the options after `prompt`: index 0 is "no call", 1 + i is tool i.
 fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec]) -> Result<(Vec<f64>, Model, u64), String> {
     let mut opened = model.clone();
@@ -148,18 +142,17 @@ fn calibration(engine: &Engine, messages: &[Message], tools: &[ToolSpec]) -> Res
         *content = CONTENT_FREE.to_owned();
     }
     let prompt = engine.tokenizer.encode(&engine.render(&neutral, tools)?);
-    if let Some(scores) = CALIBRATION.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|m| m.get(&prompt)) {
+    if let Some(scores) = engine.calibration.lock().unwrap_or_else(|e| e.into_inner()).get(&prompt) {
         return Ok(scores.clone());
     }
     let mut model = engine.base.clone();
     model.prefill(&prompt)?;
     let (scores, _, _) = option_scores(engine, &mut model, tools)?;
-    let mut cache = CALIBRATION.lock().unwrap_or_else(|e| e.into_inner());
-    let map = cache.get_or_insert_with(HashMap::new);
-    if map.len() > 64 {
-        map.clear();
+    let mut cache = engine.calibration.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 64 {
+        cache.clear();
     }
-    map.insert(prompt, scores.clone());
+    cache.insert(prompt, scores.clone());
     Ok(scores)
 }
 

@@ -47,8 +47,13 @@ pub(crate) struct Engine {
     templates: minijinja::Environment<'static>,
     /// The loaded weights with an empty cache.
     base: Model,
-    /// Caches of recent prompts; one generation at a time (both cores serve it).
+    /// Caches of recent prompts.
     slots: Mutex<Vec<Model>>,
+    /// One generation at a time: candle spreads each one over every core already.
+    gate: Mutex<()>,
+    /// Calibration scores of [`decide`] by rendered prompt (they depend on the system
+    /// prompt and tools only).
+    calibration: Mutex<std::collections::HashMap<Vec<u32>, Vec<f64>>>,
     stop: Vec<u32>,
     context_length: usize,
 }
@@ -68,6 +73,8 @@ impl LocalProvider {
                 templates,
                 base: loaded.model,
                 slots: Mutex::new(Vec::new()),
+                gate: Mutex::new(()),
+                calibration: Mutex::new(std::collections::HashMap::new()),
                 stop,
                 context_length: loaded.context_length,
             }),
@@ -271,9 +278,7 @@ impl Engine {
         sampling: &crate::scenario::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
-        // One generation at a time: candle spreads each one over every core already.
-        static GATE: Mutex<()> = Mutex::new(());
-        let _gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
 
         let max_tokens = sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
         let mut sampler = Sampler::new(sampling.temperature, sampling.top_p, sampling.seed.unwrap_or(0));
