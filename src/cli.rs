@@ -39,6 +39,10 @@ pub enum Command {
     },
     /// Answer one prompt (the argument, standard input, or both) and exit
     Ask(AskArgs),
+    /// Rebuild the comparison summary from CSV reports: merge shards, re-price at another model
+    Report(ReportArgs),
+    /// Print the JSON Schema of scenario files
+    Schema,
     /// List the built-in tools with their JSON schemas
     Tools,
     /// List the models runner knows, with provider and prices
@@ -95,6 +99,82 @@ pub struct RunArgs {
     /// Request timeout in seconds [default: runner.yaml's timeout_secs, else 120]
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+
+    /// Start no new run once the finished runs cost X USD; the rest are reported as not
+    /// started and runner exits with 3
+    #[arg(long, value_name = "X", value_parser = parse_usd)]
+    pub max_cost_usd: Option<f64>,
+
+    /// Start no new run after the first one that does not pass
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Run only the I-th of N deterministic slices of the run matrix (CI matrices); merge the
+    /// shards' reports with `runner report`
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+
+    /// Validate, print the run matrix and an upper bound of its cost, and call no model
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Refuse to run (exit 2) when a model has no known price
+    #[arg(long)]
+    pub require_prices: bool,
+}
+
+/// One slice of the run matrix: `index` of `count`, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether the run at `position` of the whole matrix belongs to this shard.
+    pub fn contains(&self, position: usize) -> bool {
+        position % self.count == self.index - 1
+    }
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let (index, count) = text.split_once('/').ok_or("expected I/N, e.g. 2/4")?;
+    let index: usize = index.trim().parse().map_err(|_| format!("`{index}` is not a shard number"))?;
+    let count: usize = count.trim().parse().map_err(|_| format!("`{count}` is not a shard count"))?;
+    if count == 0 || index == 0 || index > count {
+        return Err(format!("shard {index}/{count}: I must be between 1 and N"));
+    }
+    Ok(Shard { index, count })
+}
+
+fn parse_usd(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("`{text}` is not an amount in USD (e.g. 0.50)")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// CSV reports written by `runner run` (the shards of one run, or several runs)
+    #[arg(value_name = "FILES", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Re-price every recorded token count at this model's prices (PROVIDER:MODEL)
+    #[arg(long, value_name = "MODEL")]
+    pub price_as: Option<String>,
+
+    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, output})
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+
+    /// Also write the per-model summary as CSV to FILE
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+
+    /// Write the merged rows (one report, as `runner run` writes it) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub merged: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

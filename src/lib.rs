@@ -8,6 +8,7 @@ pub mod agent;
 pub mod chat;
 pub mod check;
 pub mod cli;
+pub mod plan;
 pub mod pricing;
 pub mod progress;
 pub mod provider;
@@ -15,6 +16,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod schema;
 pub mod settings;
 pub mod tools;
 pub mod usage;
@@ -38,6 +40,8 @@ pub const EXIT_PASSED: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad command line or invalid scenario file; nothing was run.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the cost budget (`--max-cost-usd`) stopped the batch before every run started.
+pub const EXIT_BUDGET: u8 = 3;
 
 /// Runs the command and turns the outcome into the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -85,6 +89,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(chat::chat(session, &mut models, &logs_dir).await)
         }
         Command::Ask(args) => ask(cli.config.as_deref(), args).await,
+        Command::Report(args) => report::merge::command(cli.config.as_deref(), args),
+        Command::Schema => {
+            println!("{}", scenario::SCHEMA.trim_end());
+            Ok(EXIT_PASSED)
+        }
         Command::Tools => {
             let mut out = std::io::stdout().lock();
             for tool in ToolRegistry::builtin().iter() {
@@ -122,31 +131,50 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
         }
     }
 
-    // Every model is resolved before any request, so a bad name or a missing key runs nothing.
-    let http = provider::openai::http_client()?;
+    // The run matrix, in a fixed order (files, scenarios within them, models, repetitions),
+    // so every shard of a CI matrix computes the same one.
     let default_model = settings.default_model();
-    let wanted = |scenario: &scenario::Scenario| -> Vec<String> {
-        if args.models.is_empty() {
-            vec![scenario.model.clone().unwrap_or_else(|| default_model.clone())]
-        } else {
-            args.models.clone()
-        }
-    };
-    let mut models = ModelCache { settings: &settings, http: http.clone(), targets: HashMap::new() };
-    let mut jobs = Vec::new();
+    let mut matrix = Vec::new();
     for scenario in scenarios.into_iter().map(Arc::new) {
-        for text in wanted(&scenario) {
-            let target = models.resolve(&text).await?;
+        let models = if args.models.is_empty() { vec![scenario.model.clone().unwrap_or_else(|| default_model.clone())] } else { args.models.clone() };
+        for text in models {
+            let spec = settings.parse_model(&text).map_err(UsageError)?;
             for repetition in 1..=args.repeat {
-                jobs.push(runner::Job { scenario: scenario.clone(), target: target.clone(), repetition });
+                matrix.push(plan::Planned { scenario: scenario.clone(), spec: spec.clone(), repetition });
             }
         }
+    }
+    if let Some(shard) = args.shard {
+        matrix = matrix.into_iter().enumerate().filter(|(position, _)| shard.contains(*position)).map(|(_, run)| run).collect();
+    }
+    let unpriced = plan::unpriced_models(&matrix, &settings.prices);
+    if !unpriced.is_empty() && (args.require_prices || args.max_cost_usd.is_some()) {
+        let why = if args.require_prices { "--require-prices" } else { "--max-cost-usd cannot be enforced" };
+        return Err(UsageError(format!(
+            "no known price for {} ({why}); add prices with --prices FILE or runner.yaml",
+            unpriced.join(", ")
+        ))
+        .into());
+    }
+    if args.dry_run {
+        print!("{}", plan::render_dry_run(&matrix, &settings.prices, args.shard));
+        return Ok(EXIT_PASSED);
+    }
+
+    // Every model is resolved before any request, so a bad name or a missing key runs nothing.
+    let http = provider::openai::http_client()?;
+    let mut models = ModelCache { settings: &settings, http: http.clone(), targets: HashMap::new() };
+    let mut jobs = Vec::with_capacity(matrix.len());
+    for run in matrix {
+        let target = models.resolve(&run.spec.to_string()).await?;
+        jobs.push(runner::Job { scenario: run.scenario, target, repetition: run.repetition });
     }
 
     let (run_id, run_dir) = runner::create_run_dir(&args.logs_dir)
         .with_context(|| format!("cannot create the log directory under {}", args.logs_dir.display()))?;
     let report_path = args.report.clone().unwrap_or_else(|| std::path::PathBuf::from("reports").join(format!("{run_id}.csv")));
-    let csv = report::csv::CsvReport::create(&report_path)?;
+    let summary_path = report::summary_path(&report_path);
+    let mut csv = report::csv::CsvReport::create(&report_path)?;
     let shared = Arc::new(runner::Shared {
         run_id,
         run_dir: run_dir.clone(),
@@ -158,14 +186,15 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
     });
     let mut summary = report::summary::Summary::default();
     let mut progress = progress::Progress::new();
-    let mut csv = csv;
     let concurrency = settings.concurrency(args.concurrency.map(|n| n as usize));
+    let limits = runner::Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
     let mut junit = report::junit::Junit::default();
     let outcome = {
         let mut reporters = (&mut summary, (&mut progress, (&mut csv, &mut junit)));
-        runner::run_all(jobs, concurrency, shared, &mut reporters as &mut dyn Reporter).await
+        runner::run_all(jobs, concurrency, limits, shared, &mut reporters as &mut dyn Reporter).await
     };
     progress.finish();
+    report::json::write_atomically(&summary_path, &summary.to_csv()?).with_context(|| format!("cannot write {}", summary_path.display()))?;
     if let Some(path) = &args.junit {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -173,17 +202,28 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
         report::json::write_atomically(path, junit.render().trim_end().as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    append_step_summary(&summary)?;
+    print!("{}", summary.render());
+    println!("logs: {}", run_dir.display());
+    println!("report: {}", report_path.display());
+    println!("summary: {}", summary_path.display());
+    let totals = outcome?;
+    Ok(match totals.stopped {
+        Some(runner::StopReason::Budget { .. }) if totals.not_started > 0 => EXIT_BUDGET,
+        _ if totals.not_passed > 0 => EXIT_FAILED,
+        _ => EXIT_PASSED,
+    })
+}
+
+/// Appends the Markdown summary to `$GITHUB_STEP_SUMMARY` when it is set.
+fn append_step_summary(summary: &report::summary::Summary) -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY")
         && !path.is_empty()
     {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot open {path}"))?;
         file.write_all(summary.render_markdown().as_bytes()).with_context(|| format!("cannot write {path}"))?;
     }
-    print!("{}", summary.render());
-    println!("logs: {}", run_dir.display());
-    println!("report: {}", report_path.display());
-    let not_passed = outcome?;
-    Ok(if not_passed == 0 { EXIT_PASSED } else { EXIT_FAILED })
+    Ok(())
 }
 
 /// Models resolved so far (the embedded model is loaded once).

@@ -50,7 +50,7 @@ impl Reporter for Progress {
         let slot = match record.status {
             Status::Passed => 0,
             Status::Failed => 1,
-            Status::Error => 2,
+            Status::Error | Status::NotStarted => 2,
         };
         self.counts[slot] += 1;
         if let Some(bar) = &self.bar {

@@ -11,11 +11,14 @@ use crate::usage::{Usage, UsageSource};
 
 /// How a run or a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Passed,
     Failed,
     Error,
+    /// Never started: the budget was spent, `--fail-fast` stopped the run, or it was
+    /// interrupted. Only summaries and reports carry it; a run that started never has it.
+    NotStarted,
 }
 
 impl Status {
@@ -24,13 +27,19 @@ impl Status {
             Status::Passed => "passed",
             Status::Failed => "failed",
             Status::Error => "error",
+            Status::NotStarted => "not_started",
         }
+    }
+
+    /// The status named `text` (as written by [`Status::as_str`]).
+    pub fn parse(text: &str) -> Option<Status> {
+        [Status::Passed, Status::Failed, Status::Error, Status::NotStarted].into_iter().find(|s| s.as_str() == text)
     }
 
     /// The worse of two outcomes: error > failed > passed.
     pub fn worst(self, other: Status) -> Status {
         let rank = |s: Status| match s {
-            Status::Passed => 0,
+            Status::NotStarted | Status::Passed => 0,
             Status::Failed => 1,
             Status::Error => 2,
         };

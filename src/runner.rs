@@ -14,7 +14,7 @@ use crate::pricing::PriceEntry;
 use crate::provider::Provider;
 use crate::provider::wire::Message;
 use crate::record::{ModelInfo, RunCost, RunRecord, ScenarioRef, Status};
-use crate::report::{Reporter, json::write_log, safe_file_name};
+use crate::report::{Reporter, Unstarted, json::write_log, safe_file_name};
 use crate::scenario::Scenario;
 use crate::settings::ModelSpec;
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig, mix64};
@@ -50,45 +50,125 @@ pub struct Shared {
     pub sampling_seed: Option<u64>,
 }
 
+/// Why the rest of a batch was not started.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    /// `--max-cost-usd`: the finished runs cost at least the budget.
+    Budget { limit_usd: f64, spent_usd: f64 },
+    /// `--fail-fast`: a run did not pass.
+    FailFast,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Budget { limit_usd, spent_usd } => {
+                write!(f, "budget of ${limit_usd} reached: ${spent_usd:.6} spent (--max-cost-usd)")
+            }
+            StopReason::FailFast => write!(f, "stopped after the first run that did not pass (--fail-fast)"),
+        }
+    }
+}
+
+/// When to stop starting runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Start no run once the finished runs cost this much.
+    pub max_cost_usd: Option<f64>,
+    /// Start no run once one did not pass.
+    pub fail_fast: bool,
+}
+
+/// How a batch ended.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub finished: usize,
+    pub not_passed: usize,
+    pub not_started: usize,
+    pub spent_usd: f64,
+    pub stopped: Option<StopReason>,
+}
+
 /// Plays every job with at most `concurrency` in flight, feeding each finished run to
-/// `reporter` as it finishes. Returns the number of runs that did not pass.
-pub async fn run_all(jobs: Vec<Job>, concurrency: usize, shared: Arc<Shared>, reporter: &mut dyn Reporter) -> anyhow::Result<usize> {
+/// `reporter` as it finishes. Once `limits` say stop, no further job starts: those in flight
+/// finish and the rest are reported as not started.
+pub async fn run_all(jobs: Vec<Job>, concurrency: usize, limits: Limits, shared: Arc<Shared>, reporter: &mut dyn Reporter) -> anyhow::Result<Totals> {
+    enum Ended {
+        Ran(Box<RunRecord>, Job),
+        NotStarted(Job),
+    }
     reporter.plan(jobs.len());
-    let mut not_passed = 0;
+    let mut totals = Totals::default();
     let mut report_error = None;
+    let stop: Arc<std::sync::OnceLock<StopReason>> = Arc::default();
     // Runs play on the runtime's workers; logs are written here, on the one task that also
     // reports, so files are created one at a time (concurrent creates in one directory
-    // contend on its lock and burn CPU the runs need).
-    let mut finished = futures::stream::iter(jobs)
-        .map(|job| {
-            let fallback = job.clone();
-            let task_shared = shared.clone();
-            let handle = tokio::spawn(async move { play(&job, &task_shared).await });
-            let shared = shared.clone();
+    // contend on its lock and burn CPU the runs need). A job is only started when
+    // `buffer_unordered` has room for it, so the stop check sees every finished run before.
+    let starter = stop.clone();
+    let (run_id, run_dir) = (shared.run_id.clone(), shared.run_dir.clone());
+    let mut ended = futures::stream::iter(jobs)
+        .map(move |job| {
+            let started = starter.get().is_none().then(|| {
+                let task_job = job.clone();
+                let task_shared = shared.clone();
+                (tokio::spawn(async move { play(&task_job, &task_shared).await }), shared.clone())
+            });
             async move {
+                let Some((handle, shared)) = started else { return Ended::NotStarted(job) };
                 match handle.await {
-                    Ok(record) => (record, fallback),
+                    Ok(record) => Ended::Ran(Box::new(record), job),
                     // A bug in a run must not take the batch down: record it as that run's error.
-                    Err(err) => (crashed(&fallback, &shared, &err.to_string()), fallback),
+                    Err(err) => Ended::Ran(Box::new(crashed(&job, &shared, &err.to_string())), job),
                 }
             }
         })
         .buffer_unordered(concurrency.max(1));
-    while let Some((record, job)) = finished.next().await {
-        let log = shared.run_dir.join(log_file_name(&job));
-        if let Err(err) = write_log(&log, &record) {
-            report_error.get_or_insert_with(|| anyhow::anyhow!("cannot write {}: {err}", log.display()));
-        }
-        if record.status != Status::Passed {
-            not_passed += 1;
-        }
-        if let Err(err) = reporter.run_finished(&record, &log) {
+    while let Some(end) = ended.next().await {
+        let outcome = match end {
+            Ended::Ran(record, job) => {
+                let log = run_dir.join(log_file_name(&job));
+                if let Err(err) = write_log(&log, &record) {
+                    report_error.get_or_insert_with(|| anyhow::anyhow!("cannot write {}: {err}", log.display()));
+                }
+                totals.finished += 1;
+                totals.spent_usd += record.cost.total_usd;
+                if record.status != Status::Passed {
+                    totals.not_passed += 1;
+                    if limits.fail_fast {
+                        let _ = stop.set(StopReason::FailFast);
+                    }
+                }
+                if let Some(limit_usd) = limits.max_cost_usd
+                    && totals.spent_usd >= limit_usd
+                {
+                    let _ = stop.set(StopReason::Budget { limit_usd, spent_usd: totals.spent_usd });
+                }
+                reporter.run_finished(&record, &log)
+            }
+            Ended::NotStarted(job) => {
+                totals.not_started += 1;
+                let reason = stop.get().map(ToString::to_string).unwrap_or_default();
+                let model = job.target.spec.to_string();
+                reporter.run_not_started(&Unstarted {
+                    run_id: &run_id,
+                    scenario: &job.scenario.name,
+                    file: &job.scenario.file,
+                    model: &model,
+                    repetition: job.repetition,
+                    unpriced: job.target.price.is_none(),
+                    reason: &reason,
+                })
+            }
+        };
+        if let Err(err) = outcome {
             report_error.get_or_insert(err);
         }
     }
+    totals.stopped = stop.get().cloned();
     match report_error {
         Some(err) => Err(err),
-        None => Ok(not_passed),
+        None => Ok(totals),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Sampling {
     pub seed: Option<u64>,
 }
 
+/// The JSON Schema of scenario files (`runner schema`); the shipped scenarios reference it.
+pub const SCHEMA: &str = include_str!("../schema/scenario.schema.json");
+
 /// A validated scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {

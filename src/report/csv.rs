@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::Reporter;
-use crate::record::RunRecord;
+use super::{Reporter, Unstarted};
+use crate::record::{RunRecord, Status};
 
 /// The report's columns, in order. The first fifteen are the contract; the rest add detail.
 pub const COLUMNS: &[&str] = &[
@@ -78,9 +78,32 @@ impl Reporter for CsvReport {
                 turn.error.as_deref().unwrap_or(""),
             ])?;
         }
+        if record.turns.is_empty() {
+            // A run that ended before its first turn still has its row, turn left empty.
+            let error = record.error.as_deref().unwrap_or("");
+            self.no_turn_row(&record.run_id, &record.scenario.name, &model, record.repetition, record.status, record.cost.unpriced, error)?;
+        }
         // A run's rows reach the file together, before the next run is reported.
         self.writer.flush()?;
         Ok(())
+    }
+
+    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
+        self.no_turn_row(run.run_id, run.scenario, run.model, run.repetition, Status::NotStarted, run.unpriced, run.reason)?;
+        self.writer.flush()?;
+        Ok(())
+    }
+}
+
+impl CsvReport {
+    /// The one row of a run without turns: zero tokens, zero cost, `turn` empty.
+    #[allow(clippy::too_many_arguments)]
+    fn no_turn_row(&mut self, run_id: &str, scenario: &str, model: &str, repetition: u32, status: Status, unpriced: bool, error: &str) -> csv::Result<()> {
+        let repetition = repetition.to_string();
+        let unpriced = if unpriced { "true" } else { "false" };
+        self.writer.write_record([
+            run_id, scenario, model, &repetition, "", status.as_str(), "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error,
+        ])
     }
 }
 

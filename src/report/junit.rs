@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::Reporter;
+use super::{Reporter, Unstarted};
 use crate::record::{RunRecord, Status};
 
 /// What a test case keeps of a run (the records themselves are not held).
@@ -40,7 +40,7 @@ impl Reporter for Junit {
                 }
                 (format!("{} check(s) failed", lines.len()), lines.join("\n"))
             }
-            Status::Error => {
+            Status::Error | Status::NotStarted => {
                 let error = record.error.clone().unwrap_or_else(|| "error".to_owned());
                 (error.lines().next().unwrap_or_default().to_owned(), error)
             }
@@ -54,15 +54,33 @@ impl Reporter for Junit {
             detail,
             message,
         };
-        match self.suites.iter_mut().find(|(m, _)| *m == model) {
-            Some((_, cases)) => cases.push(case),
-            None => self.suites.push((model, vec![case])),
-        }
+        self.push(model, case);
+        Ok(())
+    }
+
+    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
+        let case = Case {
+            name: format!("{} #{}", run.scenario, run.repetition),
+            classname: format!("{}.{}", run.model, run.scenario),
+            file: run.file.to_owned(),
+            seconds: 0.0,
+            status: Status::NotStarted,
+            detail: String::new(),
+            message: format!("not started: {}", run.reason),
+        };
+        self.push(run.model.to_owned(), case);
         Ok(())
     }
 }
 
 impl Junit {
+    fn push(&mut self, model: String, case: Case) {
+        match self.suites.iter_mut().find(|(m, _)| *m == model) {
+            Some((_, cases)) => cases.push(case),
+            None => self.suites.push((model, vec![case])),
+        }
+    }
+
     /// The XML document.
     pub fn render(&self) -> String {
         let count = |cases: &[Case], status: Status| cases.iter().filter(|c| c.status == status).count();
@@ -70,20 +88,22 @@ impl Junit {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = writeln!(
             out,
-            "<testsuites name=\"runner\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{:.3}\">",
+            "<testsuites name=\"runner\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             all.len(),
             all.iter().filter(|c| c.status == Status::Failed).count(),
             all.iter().filter(|c| c.status == Status::Error).count(),
+            all.iter().filter(|c| c.status == Status::NotStarted).count(),
             all.iter().map(|c| c.seconds).sum::<f64>()
         );
         for (model, cases) in &self.suites {
             let _ = writeln!(
                 out,
-                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"0\" time=\"{:.3}\">",
+                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
                 escape(model),
                 cases.len(),
                 count(cases, Status::Failed),
                 count(cases, Status::Error),
+                count(cases, Status::NotStarted),
                 cases.iter().map(|c| c.seconds).sum::<f64>()
             );
             for case in cases {
@@ -98,6 +118,10 @@ impl Junit {
                 let element = match case.status {
                     Status::Passed => {
                         out.push_str("/>\n");
+                        continue;
+                    }
+                    Status::NotStarted => {
+                        let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", escape(&case.message));
                         continue;
                     }
                     Status::Failed => "failure",

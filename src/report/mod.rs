@@ -4,6 +4,7 @@
 pub mod csv;
 pub mod json;
 pub mod junit;
+pub mod merge;
 pub mod summary;
 
 use std::path::Path;
@@ -16,6 +17,23 @@ pub trait Reporter {
     fn plan(&mut self, _total_runs: usize) {}
     /// Called for each finished run; `log` is where its JSON log was written.
     fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()>;
+    /// Called for each run of the plan that was never started, after the last run finished.
+    fn run_not_started(&mut self, _run: &Unstarted<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A run of the matrix that was never started, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Unstarted<'a> {
+    pub run_id: &'a str,
+    pub scenario: &'a str,
+    pub file: &'a str,
+    /// `PROVIDER:MODEL`.
+    pub model: &'a str,
+    pub repetition: u32,
+    pub unpriced: bool,
+    pub reason: &'a str,
 }
 
 impl<T: Reporter + ?Sized> Reporter for &mut T {
@@ -24,6 +42,9 @@ impl<T: Reporter + ?Sized> Reporter for &mut T {
     }
     fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()> {
         (**self).run_finished(record, log)
+    }
+    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
+        (**self).run_not_started(run)
     }
 }
 
@@ -38,6 +59,18 @@ impl<A: Reporter, B: Reporter> Reporter for (A, B) {
         let second = self.1.run_finished(record, log);
         first.and(second)
     }
+    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
+        let first = self.0.run_not_started(run);
+        let second = self.1.run_not_started(run);
+        first.and(second)
+    }
+}
+
+/// Where the per-model summary of the report at `report` goes: `NAME.summary.csv` beside it.
+pub fn summary_path(report: &Path) -> std::path::PathBuf {
+    let name = report.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".csv").unwrap_or(&name);
+    report.with_file_name(format!("{stem}.summary.csv"))
 }
 
 /// Rows as aligned text columns two spaces apart: the columns in `left` aligned left, the

@@ -1,33 +1,115 @@
-//! The end-of-run summary: per model, runs passed / failed / errored, tokens, cost, latency.
+//! The comparison summary: per model, runs passed / failed / errored / not started, pass
+//! rate, tokens, cost, cost per passing run, median and p95 turn latency; per scenario, how
+//! many of its repetitions passed. Built from finished runs as they arrive, or from the rows
+//! of CSV reports (`runner report`), with the same arithmetic.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use super::Reporter;
+use super::{Reporter, Unstarted};
 use crate::record::{RunRecord, Status};
 use crate::usage::Usage;
+
+/// What the summary keeps of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFacts {
+    pub scenario: String,
+    /// `PROVIDER:MODEL`.
+    pub model: String,
+    pub repetition: u32,
+    pub status: Status,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub unpriced: bool,
+    pub turn_latencies_ms: Vec<u64>,
+}
+
+impl RunFacts {
+    pub fn of_record(record: &RunRecord) -> Self {
+        Self {
+            scenario: record.scenario.name.clone(),
+            model: format!("{}:{}", record.model.provider, record.model.name),
+            repetition: record.repetition,
+            status: record.status,
+            usage: record.usage,
+            cost_usd: record.cost.total_usd,
+            unpriced: record.cost.unpriced,
+            turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
+        }
+    }
+
+    pub fn of_unstarted(run: &Unstarted<'_>) -> Self {
+        Self {
+            scenario: run.scenario.to_owned(),
+            model: run.model.to_owned(),
+            repetition: run.repetition,
+            status: Status::NotStarted,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            unpriced: run.unpriced,
+            turn_latencies_ms: Vec::new(),
+        }
+    }
+}
 
 /// Figures of one model across its runs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelStats {
     pub model: String,
+    /// Runs that finished: passed + failed + errors.
     pub runs: usize,
     pub passed: usize,
     pub failed: usize,
     pub errors: usize,
+    pub not_started: usize,
     pub usage: Usage,
     pub cost_usd: f64,
     pub unpriced: bool,
-    /// Latency of every turn, in finishing order.
+    /// Latency of every turn, in the order runs were added.
     pub turn_latencies_ms: Vec<u64>,
+    /// Scenarios of this model that passed some repetitions and failed others.
+    pub flaky: usize,
 }
 
 impl ModelStats {
+    /// Passed runs over finished runs.
+    pub fn pass_rate(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.passed as f64 / self.runs as f64)
+    }
+
+    /// Total cost over passed runs: what one passing run costs, failures included.
+    pub fn cost_per_pass(&self) -> Option<f64> {
+        (self.passed > 0).then(|| self.cost_usd / self.passed as f64)
+    }
+
     pub fn median_latency_ms(&self) -> Option<u64> {
         median(&self.turn_latencies_ms)
     }
+
+    pub fn p95_latency_ms(&self) -> Option<u64> {
+        percentile(&self.turn_latencies_ms, 95)
+    }
 }
 
-/// The median of `values` (the mean of the middle two for an even count).
+/// How one scenario fared on one model across its repetitions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioStats {
+    pub scenario: String,
+    pub model: String,
+    /// Repetitions that finished.
+    pub runs: usize,
+    pub passed: usize,
+    pub not_started: usize,
+}
+
+impl ScenarioStats {
+    /// Some repetitions passed and some did not.
+    pub fn flaky(&self) -> bool {
+        self.passed > 0 && self.passed < self.runs
+    }
+}
+
+/// The median of `values` (the mean of the middle two, rounded up, for an even count).
 pub fn median(values: &[u64]) -> Option<u64> {
     if values.is_empty() {
         return None;
@@ -38,10 +120,46 @@ pub fn median(values: &[u64]) -> Option<u64> {
     Some(if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]).div_ceil(2) } else { sorted[mid] })
 }
 
-/// Collects per-model figures as runs finish.
+/// The `p`th percentile of `values` by the nearest-rank method: the smallest value with at
+/// least p% of the values at or below it.
+pub fn percentile(values: &[u64], p: usize) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    Some(sorted[rank - 1])
+}
+
+/// The columns of `<report>.summary.csv`, one row per model.
+pub const CSV_COLUMNS: &[&str] = &[
+    "model",
+    "runs",
+    "passed",
+    "failed",
+    "errors",
+    "not_started",
+    "pass_rate",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "total_cost_usd",
+    "cost_per_passing_run_usd",
+    "median_turn_latency_ms",
+    "p95_turn_latency_ms",
+    "unpriced",
+    "flaky_scenarios",
+];
+
+/// Collects per-model and per-scenario figures as runs arrive.
 #[derive(Debug, Default)]
 pub struct Summary {
     models: Vec<ModelStats>,
+    scenarios: Vec<ScenarioStats>,
+    scenario_index: HashMap<(String, String), usize>,
+    /// Why runs were not started (the first reason given).
+    not_started_reason: Option<String>,
 }
 
 impl Summary {
@@ -49,88 +167,230 @@ impl Summary {
         &self.models
     }
 
+    pub fn scenarios(&self) -> &[ScenarioStats] {
+        &self.scenarios
+    }
+
+    /// Finished runs of every model.
     pub fn total_runs(&self) -> usize {
         self.models.iter().map(|m| m.runs).sum()
     }
 
+    pub fn not_started(&self) -> usize {
+        self.models.iter().map(|m| m.not_started).sum()
+    }
+
+    /// Every finished run passed (runs not started do not count against it).
     pub fn all_passed(&self) -> bool {
         self.models.iter().all(|m| m.passed == m.runs)
     }
 
-    /// The table printed at the end of `runner run`.
+    /// Adds one run.
+    pub fn add(&mut self, run: RunFacts) {
+        let model = match self.models.iter().position(|m| m.model == run.model) {
+            Some(index) => index,
+            None => {
+                self.models.push(ModelStats { model: run.model.clone(), ..ModelStats::default() });
+                self.models.len() - 1
+            }
+        };
+        let key = (run.scenario.clone(), run.model.clone());
+        let scenario = *self.scenario_index.entry(key).or_insert_with(|| {
+            self.scenarios.push(ScenarioStats { scenario: run.scenario.clone(), model: run.model.clone(), runs: 0, passed: 0, not_started: 0 });
+            self.scenarios.len() - 1
+        });
+        let stats = &mut self.models[model];
+        let per_scenario = &mut self.scenarios[scenario];
+        let was_flaky = per_scenario.flaky();
+        stats.unpriced |= run.unpriced;
+        match run.status {
+            Status::NotStarted => {
+                stats.not_started += 1;
+                per_scenario.not_started += 1;
+                return;
+            }
+            Status::Passed => stats.passed += 1,
+            Status::Failed => stats.failed += 1,
+            Status::Error => stats.errors += 1,
+        }
+        stats.runs += 1;
+        per_scenario.runs += 1;
+        if run.status == Status::Passed {
+            per_scenario.passed += 1;
+        }
+        match (was_flaky, per_scenario.flaky()) {
+            (false, true) => stats.flaky += 1,
+            (true, false) => stats.flaky -= 1,
+            _ => {}
+        }
+        stats.usage += run.usage;
+        stats.cost_usd += run.cost_usd;
+        stats.turn_latencies_ms.extend(run.turn_latencies_ms);
+    }
+
+    /// Records why runs were not started (kept once).
+    pub fn set_not_started_reason(&mut self, reason: &str) {
+        self.not_started_reason.get_or_insert_with(|| reason.to_owned());
+    }
+
+    /// Whether some scenario ran more than once on some model (`--repeat`).
+    fn repeated(&self) -> bool {
+        self.scenarios.iter().any(|s| s.runs + s.not_started > 1)
+    }
+
+    /// The table printed at the end of `runner run` and by `runner report`.
     pub fn render(&self) -> String {
-        let header = ["model", "runs", "passed", "failed", "errors", "prompt_tok", "completion_tok", "cost_usd", "median_ms"];
+        let header = [
+            "model", "runs", "passed", "failed", "errors", "pass_rate", "prompt_tok", "completion_tok", "cached_tok", "cost_usd", "usd/pass",
+            "median_ms", "p95_ms",
+        ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for m in &self.models {
+            let money = |value: Option<f64>| match value {
+                _ if m.unpriced => "unpriced".to_owned(),
+                Some(usd) => format!("{usd:.6}"),
+                None => "-".to_owned(),
+            };
             rows.push(vec![
                 m.model.clone(),
                 m.runs.to_string(),
                 m.passed.to_string(),
                 m.failed.to_string(),
                 m.errors.to_string(),
+                m.pass_rate().map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0)),
                 m.usage.prompt_tokens.to_string(),
                 m.usage.completion_tokens.to_string(),
-                if m.unpriced { "unpriced".to_owned() } else { format!("{:.6}", m.cost_usd) },
-                m.median_latency_ms().map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
+                m.usage.cached_tokens.to_string(),
+                money(Some(m.cost_usd)),
+                money(m.cost_per_pass()),
+                optional(m.median_latency_ms()),
+                optional(m.p95_latency_ms()),
             ]);
         }
         let mut out = super::render_table(&rows, &[0]);
-        let (runs, passed) = (self.total_runs(), self.models.iter().map(|m| m.passed).sum::<usize>());
+        if self.repeated() {
+            out.push('\n');
+            let mut rows = vec![["scenario", "model", "passed", ""].map(String::from).to_vec()];
+            for s in &self.scenarios {
+                rows.push(vec![s.scenario.clone(), s.model.clone(), format!("{}/{}", s.passed, s.runs), if s.flaky() { "flaky".into() } else { String::new() }]);
+            }
+            out.push_str(&super::render_table(&rows, &[0, 1, 3]));
+        }
+        let passed: usize = self.models.iter().map(|m| m.passed).sum();
         let failed: usize = self.models.iter().map(|m| m.failed).sum();
         let errors: usize = self.models.iter().map(|m| m.errors).sum();
-        out.push_str(&format!("\nresult: {passed} of {runs} runs passed ({failed} failed, {errors} with errors)\n"));
+        out.push_str(&format!("\nresult: {passed} of {} runs passed ({failed} failed, {errors} with errors)\n", self.total_runs()));
+        let flaky = self.scenarios.iter().filter(|s| s.flaky()).count();
+        if flaky > 0 {
+            out.push_str(&format!("flaky: {flaky} scenario(s) passed some repetitions and failed others\n"));
+        }
+        if self.not_started() > 0 {
+            let reason = self.not_started_reason.as_deref().unwrap_or("stopped");
+            out.push_str(&format!("not started: {} run(s) ({reason})\n", self.not_started()));
+        }
         if self.models.iter().any(|m| m.unpriced) {
             out.push_str("unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n");
         }
         out
     }
-}
 
-impl Summary {
-    /// The summary as a Markdown table (for `GITHUB_STEP_SUMMARY`).
+    /// The summary as Markdown tables (for `GITHUB_STEP_SUMMARY`).
     pub fn render_markdown(&self) -> String {
-        let mut out = String::from("### runner\n\n| model | runs | passed | failed | errors | prompt tokens | completion tokens | cost (USD) | median turn (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let mut out = String::from(
+            "### runner\n\n| model | runs | passed | failed | errors | not started | pass rate | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
         for m in &self.models {
-            let cost = if m.unpriced { "unpriced".to_owned() } else { format!("{:.6}", m.cost_usd) };
-            let median = m.median_latency_ms().map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+            let money = |value: Option<f64>| if m.unpriced { "unpriced".to_owned() } else { value.map_or_else(|| "-".to_owned(), |usd| format!("{usd:.6}")) };
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} | {} | {} | {cost} | {median} |\n",
-                m.model, m.runs, m.passed, m.failed, m.errors, m.usage.prompt_tokens, m.usage.completion_tokens
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                m.model,
+                m.runs,
+                m.passed,
+                m.failed,
+                m.errors,
+                m.not_started,
+                m.pass_rate().map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0)),
+                m.usage.prompt_tokens,
+                m.usage.completion_tokens,
+                money(Some(m.cost_usd)),
+                money(m.cost_per_pass()),
+                optional(m.median_latency_ms()),
+                optional(m.p95_latency_ms()),
             ));
+        }
+        let flaky: Vec<&ScenarioStats> = self.scenarios.iter().filter(|s| s.flaky()).collect();
+        if !flaky.is_empty() {
+            out.push_str("\n**Flaky** (passed some repetitions, failed others):\n\n| scenario | model | passed |\n|---|---|---:|\n");
+            for s in flaky {
+                out.push_str(&format!("| {} | `{}` | {}/{} |\n", s.scenario, s.model, s.passed, s.runs));
+            }
         }
         out.push('\n');
         out
     }
+
+    /// The per-model figures as CSV ([`CSV_COLUMNS`]).
+    pub fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record(CSV_COLUMNS)?;
+        for m in &self.models {
+            let money = |value: Option<f64>| value.map_or_else(String::new, super::csv::usd);
+            writer.write_record([
+                m.model.clone(),
+                m.runs.to_string(),
+                m.passed.to_string(),
+                m.failed.to_string(),
+                m.errors.to_string(),
+                m.not_started.to_string(),
+                m.pass_rate().map_or_else(String::new, |rate| format!("{rate:.4}")),
+                m.usage.prompt_tokens.to_string(),
+                m.usage.completion_tokens.to_string(),
+                m.usage.cached_tokens.to_string(),
+                money(Some(m.cost_usd)),
+                money(m.cost_per_pass()),
+                m.median_latency_ms().map_or_else(String::new, |ms| ms.to_string()),
+                m.p95_latency_ms().map_or_else(String::new, |ms| ms.to_string()),
+                m.unpriced.to_string(),
+                m.flaky.to_string(),
+            ])?;
+        }
+        Ok(writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    }
+}
+
+fn optional(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 impl Reporter for Summary {
     fn run_finished(&mut self, record: &RunRecord, _log: &Path) -> anyhow::Result<()> {
-        let model = format!("{}:{}", record.model.provider, record.model.name);
-        let index = match self.models.iter().position(|m| m.model == model) {
-            Some(index) => index,
-            None => {
-                self.models.push(ModelStats { model, ..ModelStats::default() });
-                self.models.len() - 1
-            }
-        };
-        let stats = &mut self.models[index];
-        stats.runs += 1;
-        match record.status {
-            Status::Passed => stats.passed += 1,
-            Status::Failed => stats.failed += 1,
-            Status::Error => stats.errors += 1,
-        }
-        stats.usage += record.usage;
-        stats.cost_usd += record.cost.total_usd;
-        stats.unpriced |= record.cost.unpriced;
-        stats.turn_latencies_ms.extend(record.turns.iter().map(|t| t.latency_ms));
+        self.add(RunFacts::of_record(record));
+        Ok(())
+    }
+
+    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
+        self.set_not_started_reason(run.reason);
+        self.add(RunFacts::of_unstarted(run));
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
+
+    fn run(scenario: &str, model: &str, status: Status, cost_usd: f64, latencies: &[u64]) -> RunFacts {
+        RunFacts {
+            scenario: scenario.into(),
+            model: model.into(),
+            repetition: 1,
+            status,
+            usage: Usage { cached_tokens: 3, ..Usage::new(10, 2) },
+            cost_usd,
+            unpriced: false,
+            turn_latencies_ms: latencies.to_vec(),
+        }
+    }
 
     #[test]
     fn medians() {
@@ -138,5 +398,68 @@ mod tests {
         assert_eq!(median(&[5]), Some(5));
         assert_eq!(median(&[9, 1, 5]), Some(5));
         assert_eq!(median(&[1, 2, 3, 10]), Some(3));
+    }
+
+    #[test]
+    fn p95_is_nearest_rank() {
+        assert_eq!(percentile(&[], 95), None);
+        assert_eq!(percentile(&[7], 95), Some(7));
+        let hundred: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!(percentile(&hundred, 95), Some(95));
+        assert_eq!(percentile(&hundred, 50), Some(50));
+        // 20 values: rank ceil(19) = 19th smallest.
+        let twenty: Vec<u64> = (1..=20).map(|v| v * 10).collect();
+        assert_eq!(percentile(&twenty, 95), Some(190));
+        // 10 values: rank ceil(9.5) = 10th, the largest.
+        assert_eq!(percentile(&(1..=10).collect::<Vec<_>>(), 95), Some(10));
+    }
+
+    #[test]
+    fn cost_per_passing_run_counts_every_run_cost() {
+        let mut summary = Summary::default();
+        summary.add(run("a", "m:x", Status::Passed, 0.25, &[100]));
+        summary.add(run("b", "m:x", Status::Failed, 0.5, &[300, 200]));
+        summary.add(run("c", "m:x", Status::Passed, 0.25, &[400]));
+        summary.add(run("d", "m:x", Status::Error, 0.0, &[]));
+        summary.add(RunFacts { status: Status::NotStarted, ..run("e", "m:x", Status::Passed, 0.0, &[]) });
+        let m = &summary.models()[0];
+        assert_eq!((m.runs, m.passed, m.failed, m.errors, m.not_started), (4, 2, 1, 1, 1));
+        assert_eq!(m.pass_rate(), Some(0.5));
+        assert_eq!(m.cost_per_pass(), Some(0.5));
+        assert_eq!(m.usage.prompt_tokens, 40);
+        assert_eq!(m.usage.cached_tokens, 12);
+        assert_eq!(m.median_latency_ms(), Some(250));
+        assert_eq!(m.p95_latency_ms(), Some(400));
+        let csv = String::from_utf8(summary.to_csv().unwrap()).unwrap();
+        assert_eq!(csv.lines().nth(1), Some("m:x,4,2,1,1,1,0.5000,40,8,12,1,0.5,250,400,false,0"));
+    }
+
+    #[test]
+    fn no_pass_no_cost_per_pass() {
+        let mut summary = Summary::default();
+        summary.add(run("a", "m:x", Status::Failed, 0.1, &[1]));
+        assert_eq!(summary.models()[0].cost_per_pass(), None);
+        assert!(summary.render().contains("  -  "), "{}", summary.render());
+    }
+
+    #[test]
+    fn flaky_scenarios_passed_some_repetitions_and_failed_others() {
+        let mut summary = Summary::default();
+        for status in [Status::Passed, Status::Failed, Status::Passed] {
+            summary.add(run("wobbly", "m:x", status, 0.0, &[1]));
+        }
+        for _ in 0..3 {
+            summary.add(run("steady", "m:x", Status::Passed, 0.0, &[1]));
+            summary.add(run("broken", "m:x", Status::Error, 0.0, &[1]));
+        }
+        let by_name = |name: &str| summary.scenarios().iter().find(|s| s.scenario == name).unwrap().clone();
+        assert_eq!((by_name("wobbly").passed, by_name("wobbly").runs, by_name("wobbly").flaky()), (2, 3, true));
+        assert!(!by_name("steady").flaky());
+        assert!(!by_name("broken").flaky());
+        assert_eq!(summary.models()[0].flaky, 1);
+        let text = summary.render();
+        assert!(text.lines().any(|l| l.starts_with("wobbly") && l.contains("2/3") && l.ends_with("flaky")), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("steady") && l.contains("3/3") && !l.contains("flaky")), "{text}");
+        assert!(summary.render_markdown().contains("| wobbly | `m:x` | 2/3 |"));
     }
 }

@@ -3,6 +3,7 @@
 #[cfg(feature = "local")]
 mod local;
 mod chat;
+mod compare;
 mod run;
 mod server;
 
@@ -75,14 +76,24 @@ impl Workspace {
 
     /// The rows of the only CSV report under `reports/`, as (header -> value) maps.
     pub fn csv_rows(&self) -> Vec<std::collections::HashMap<String, String>> {
-        let reports: Vec<_> = std::fs::read_dir(self.path().join("reports")).unwrap().flatten().collect();
+        let reports: Vec<_> = std::fs::read_dir(self.path().join("reports"))
+            .unwrap()
+            .flatten()
+            .filter(|entry| !entry.file_name().to_string_lossy().ends_with(".summary.csv"))
+            .collect();
         assert_eq!(reports.len(), 1, "expected one report");
-        let mut reader = csv::Reader::from_path(reports[0].path()).unwrap();
-        let headers = reader.headers().unwrap().clone();
-        reader
-            .records()
-            .map(|r| headers.iter().map(str::to_owned).zip(r.unwrap().iter().map(str::to_owned)).collect())
-            .collect()
+        read_csv(&reports[0].path())
+    }
+
+    /// The only per-model summary under `reports/`.
+    pub fn summary_rows(&self) -> Vec<std::collections::HashMap<String, String>> {
+        let summaries: Vec<_> = std::fs::read_dir(self.path().join("reports"))
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".summary.csv"))
+            .collect();
+        assert_eq!(summaries.len(), 1, "expected one summary");
+        read_csv(&summaries[0].path())
     }
 
     /// Every file under the directory, with its contents.
@@ -120,4 +131,11 @@ pub fn outcome(output: Output) -> Outcome {
 
 pub fn exec(command: &mut Command) -> Outcome {
     outcome(command.output().expect("runner starts"))
+}
+
+/// A CSV file's rows as (header -> value) maps.
+pub fn read_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader.records().map(|r| headers.iter().map(str::to_owned).zip(r.unwrap().iter().map(str::to_owned)).collect()).collect()
 }

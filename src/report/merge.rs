@@ -1,0 +1,185 @@
+//! `runner report FILES...`: the comparison summary rebuilt from CSV reports. The shards of
+//! one run merge into the summary an unsharded run would have printed; `--price-as` re-prices
+//! every recorded token count at another model's prices.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::summary::{RunFacts, Summary};
+use crate::cli::ReportArgs;
+use crate::pricing::PriceEntry;
+use crate::record::Status;
+use crate::settings::{Settings, UsageError};
+use crate::usage::Usage;
+
+/// Columns a report must have for its runs to be rebuilt.
+const REQUIRED: &[&str] = &["run_id", "scenario", "model", "repetition", "turn", "status", "prompt_tokens", "completion_tokens", "total_cost_usd", "latency_ms"];
+
+/// One run as its rows describe it.
+struct Run {
+    file: PathBuf,
+    run_id: String,
+    facts: RunFacts,
+    rows: Vec<csv::StringRecord>,
+}
+
+/// Runs read from reports, merged; keyed by (scenario, model, repetition).
+#[derive(Default)]
+pub struct Merged {
+    runs: Vec<Run>,
+    index: HashMap<(String, String, u32), usize>,
+    header: Option<csv::StringRecord>,
+}
+
+impl Merged {
+    /// Adds every row of the report at `path`. A run found in two reports is an error, except
+    /// that rows of a finished run replace a `not_started` row (a run completed later).
+    pub fn read(&mut self, path: &Path, price_as: Option<&PriceEntry>) -> Result<(), UsageError> {
+        let file = path.display();
+        let mut reader = csv::Reader::from_path(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
+        let header = reader.headers().map_err(|e| UsageError(format!("{file}:1: cannot read the header: {e}")))?.clone();
+        let column = |name: &str| header.iter().position(|h| h == name);
+        let missing: Vec<&str> = REQUIRED.iter().copied().filter(|c| column(c).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(UsageError(format!("{file}:1: expected a runner CSV report; missing column(s): {}", missing.join(", "))));
+        }
+        let at = |name: &str| column(name).expect("checked above");
+        let (cached, unpriced) = (column("cached_tokens"), column("unpriced"));
+        self.header.get_or_insert_with(|| header.clone());
+        for record in reader.records() {
+            let record = record.map_err(|e| UsageError(format!("{file}: {e}")))?;
+            let line = record.position().map_or(0, |p| p.line());
+            let field = |i: usize| record.get(i).unwrap_or("");
+            let number = |name: &str| -> Result<u64, UsageError> {
+                let text = field(at(name));
+                text.parse().map_err(|_| UsageError(format!("{file}:{line}: expected a whole number in `{name}`, found `{text}`")))
+            };
+            let status_text = field(at("status"));
+            let status = Status::parse(status_text)
+                .ok_or_else(|| UsageError(format!("{file}:{line}: expected status passed, failed, error or not_started, found `{status_text}`")))?;
+            let repetition = u32::try_from(number("repetition")?).map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
+            let usage = Usage { cached_tokens: cached.map(|i| field(i).parse().unwrap_or(0)).unwrap_or(0), ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?) };
+            let (cost_usd, row_unpriced) = match price_as {
+                Some(entry) => (entry.price.cost(&usage).total_usd, false),
+                None => {
+                    let text = field(at("total_cost_usd"));
+                    let cost = text.parse::<f64>().map_err(|_| UsageError(format!("{file}:{line}: expected an amount in `total_cost_usd`, found `{text}`")))?;
+                    (cost, unpriced.is_some_and(|i| field(i) == "true"))
+                }
+            };
+            let has_turn = !field(at("turn")).is_empty();
+            let row = Run {
+                file: path.to_path_buf(),
+                run_id: field(at("run_id")).to_owned(),
+                facts: RunFacts {
+                    scenario: field(at("scenario")).to_owned(),
+                    model: field(at("model")).to_owned(),
+                    repetition,
+                    status,
+                    usage,
+                    cost_usd,
+                    unpriced: row_unpriced,
+                    turn_latencies_ms: if has_turn { vec![number("latency_ms")?] } else { Vec::new() },
+                },
+                rows: vec![record.clone()],
+            };
+            self.add(row).map_err(|message| UsageError(format!("{file}:{line}: {message}")))?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, row: Run) -> Result<(), String> {
+        let key = (row.facts.scenario.clone(), row.facts.model.clone(), row.facts.repetition);
+        let Some(&index) = self.index.get(&key) else {
+            self.index.insert(key, self.runs.len());
+            self.runs.push(row);
+            return Ok(());
+        };
+        let run = &mut self.runs[index];
+        if row.facts.status == Status::NotStarted {
+            // A run that finished elsewhere (or later) keeps its result.
+            return Ok(());
+        }
+        if run.facts.status == Status::NotStarted {
+            *run = row;
+            return Ok(());
+        }
+        if run.file != row.file || run.run_id != row.run_id {
+            return Err(format!(
+                "run {} / {} / repetition {} is also in {} (run {}); merge the shards of one run, not overlapping runs",
+                key.0,
+                key.1,
+                key.2,
+                run.file.display(),
+                run.run_id
+            ));
+        }
+        // Another turn of the same run.
+        let facts = &mut run.facts;
+        facts.status = facts.status.worst(row.facts.status);
+        facts.usage += row.facts.usage;
+        facts.cost_usd += row.facts.cost_usd;
+        facts.unpriced |= row.facts.unpriced;
+        facts.turn_latencies_ms.extend(row.facts.turn_latencies_ms);
+        run.rows.extend(row.rows);
+        Ok(())
+    }
+
+    /// The summary of every run read.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for run in &self.runs {
+            summary.add(run.facts.clone());
+        }
+        summary
+    }
+
+    /// Every row, a run's rows together, under the first report's header.
+    pub fn write_rows(&self, path: &Path) -> anyhow::Result<()> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        if let Some(header) = &self.header {
+            writer.write_record(header)?;
+        }
+        for run in &self.runs {
+            for row in &run.rows {
+                writer.write_record(row)?;
+            }
+        }
+        let bytes = writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        super::json::write_atomically(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// `runner report`.
+pub fn command(config: Option<&Path>, args: ReportArgs) -> anyhow::Result<u8> {
+    let settings = Settings::load(config, args.prices.as_deref(), None)?;
+    let price_as = match &args.price_as {
+        Some(text) => {
+            let spec = settings.parse_model(text).map_err(UsageError)?;
+            let entry = settings.prices.get(&spec.provider, &spec.name).cloned();
+            Some((spec, entry.ok_or_else(|| UsageError(format!("no known price for {text}; add one with --prices FILE or runner.yaml")))?))
+        }
+        None => None,
+    };
+    let mut merged = Merged::default();
+    for path in &args.files {
+        merged.read(path, price_as.as_ref().map(|(_, entry)| entry))?;
+    }
+    let summary = merged.summary();
+    if let Some(path) = &args.summary {
+        super::json::write_atomically(path, &summary.to_csv()?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.merged {
+        merged.write_rows(path)?;
+    }
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", summary.render())?;
+    if let Some((spec, entry)) = &price_as {
+        let p = &entry.price;
+        writeln!(out, "costs: every model's recorded tokens re-priced at {spec}'s prices (input ${}, output ${} per million; {})", p.input, p.output, entry.source)?;
+    }
+    Ok(if summary.all_passed() { crate::EXIT_PASSED } else { crate::EXIT_FAILED })
+}
