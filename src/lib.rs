@@ -323,13 +323,20 @@ fn random_seed() -> u64 {
 
 fn render_models(settings: &Settings) -> String {
     let mut out = String::from("USD per million tokens\n\n");
-    let rows: Vec<Vec<String>> = std::iter::once(["model", "input", "cached", "output", "source"].map(String::from).to_vec())
+    let rows: Vec<Vec<String>> = std::iter::once(["model", "input", "cached", "output", "date", "source"].map(String::from).to_vec())
         .chain(settings.prices.iter().map(|(key, entry)| {
             let p = &entry.price;
-            vec![key.to_owned(), format!("{:.3}", p.input), p.cached_input.map_or("-".into(), |c| format!("{c:.3}")), format!("{:.3}", p.output), entry.source.clone()]
+            vec![
+                key.to_owned(),
+                format!("{:.3}", p.input),
+                p.cached_input.map_or("-".into(), |c| format!("{c:.3}")),
+                format!("{:.3}", p.output),
+                entry.date.clone().unwrap_or_else(|| "-".into()),
+                entry.source.clone(),
+            ]
         }))
         .collect();
-    out.push_str(&report::render_table(&rows, &[0, 4]));
+    out.push_str(&report::render_table(&rows, &[0, 4, 5]));
     if !settings.config.endpoints.is_empty() {
         out.push_str("\nendpoints (runner.yaml)\n");
         for (name, endpoint) in &settings.config.endpoints {

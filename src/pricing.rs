@@ -44,12 +44,37 @@ pub struct Price {
     pub output: f64,
 }
 
-/// One entry of the table: the price and where it came from.
+/// One entry of the table: the price, where it came from and when it was read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PriceEntry {
     #[serde(flatten)]
     pub price: Price,
     pub source: String,
+    /// When the price was read from its source (YYYY-MM-DD), where known.
+    pub date: Option<String>,
+}
+
+/// One entry of a price file: the price in USD per million tokens, and optionally where and
+/// when it was read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePrice {
+    pub input: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    pub output: f64,
+    /// Where the price comes from (a URL, a contract); default: the file it is in.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// When it was read, as YYYY-MM-DD.
+    #[serde(default)]
+    pub date: Option<String>,
+}
+
+impl From<Price> for FilePrice {
+    fn from(price: Price) -> Self {
+        Self { input: price.input, cached_input: price.cached_input, output: price.output, source: None, date: None }
+    }
 }
 
 /// Cost of some usage in USD. `input_usd` includes cached input.
@@ -98,23 +123,24 @@ pub struct PriceTable {
 }
 
 /// A price file: `PROVIDER:MODEL` -> price.
-pub type PriceFile = BTreeMap<String, Price>;
+pub type PriceFile = BTreeMap<String, FilePrice>;
 
 impl PriceTable {
     /// The built-in table.
     pub fn builtin() -> Self {
-        let source = format!("built-in: {BUILTIN_SOURCE}, {BUILTIN_DATE}");
+        let source = format!("built-in: {BUILTIN_SOURCE}");
         let entries = BUILTIN_OPENAI
             .iter()
             .map(|&(model, input, cached_input, output)| {
                 let price = Price { input, cached_input, output };
-                (format!("openai:{model}"), PriceEntry { price, source: source.clone() })
+                (format!("openai:{model}"), PriceEntry { price, source: source.clone(), date: Some(BUILTIN_DATE.to_owned()) })
             })
             .chain(std::iter::once((
                 "local:smollm2-135m".to_owned(),
                 PriceEntry {
                     price: Price { input: 0.0, cached_input: Some(0.0), output: 0.0 },
                     source: "embedded model: runs in-process, costs nothing".to_owned(),
+                    date: None,
                 },
             )))
             .collect();
@@ -124,7 +150,8 @@ impl PriceTable {
     /// Adds or overrides entries; `source` names where they came from (a file path).
     /// Keys must be `PROVIDER:MODEL`.
     pub fn extend(&mut self, prices: PriceFile, source: &str) -> Result<(), String> {
-        for (key, price) in prices {
+        for (key, entry) in prices {
+            let price = Price { input: entry.input, cached_input: entry.cached_input, output: entry.output };
             if !key.contains(':') {
                 return Err(format!("price key `{key}` must be PROVIDER:MODEL (e.g. openai:{key})"));
             }
@@ -135,7 +162,13 @@ impl PriceTable {
                     return Err(format!("price of `{key}`: {field} must be a non-negative number, got {value}"));
                 }
             }
-            self.entries.insert(key, PriceEntry { price, source: source.to_owned() });
+            if let Some(date) = &entry.date
+                && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err()
+            {
+                return Err(format!("price of `{key}`: expected date as YYYY-MM-DD, found `{date}`"));
+            }
+            let source = entry.source.unwrap_or_else(|| source.to_owned());
+            self.entries.insert(key, PriceEntry { price, source, date: entry.date });
         }
         Ok(())
     }
@@ -214,20 +247,26 @@ mod tests {
     fn user_prices_override_and_add() {
         let mut table = PriceTable::builtin();
         let mut file = PriceFile::new();
-        file.insert("openai:gpt-4o-mini".into(), Price { input: 9.0, cached_input: None, output: 9.0 });
-        file.insert("ollama:llama3.2:3b".into(), Price { input: 0.0, cached_input: None, output: 0.0 });
+        let dated = FilePrice { source: Some("contract 42".into()), date: Some("2026-11-01".into()), ..Price { input: 9.0, cached_input: None, output: 9.0 }.into() };
+        file.insert("openai:gpt-4o-mini".into(), dated);
+        file.insert("ollama:llama3.2:3b".into(), Price { input: 0.0, cached_input: None, output: 0.0 }.into());
         table.extend(file, "prices.yaml").unwrap();
-        assert_eq!(table.get("openai", "gpt-4o-mini").unwrap().price.input, 9.0);
+        let mini = table.get("openai", "gpt-4o-mini").unwrap();
+        assert_eq!((mini.price.input, mini.source.as_str(), mini.date.as_deref()), (9.0, "contract 42", Some("2026-11-01")));
         assert_eq!(table.get("ollama", "llama3.2:3b").unwrap().source, "prices.yaml");
+        assert_eq!(table.get("ollama", "llama3.2:3b").unwrap().date, None);
+        assert_eq!(PriceTable::builtin().get("openai", "gpt-4o").unwrap().date.as_deref(), Some(BUILTIN_DATE));
         assert_eq!(table.provider_of("llama3.2:3b"), Some("ollama"));
     }
 
     #[test]
     fn rejects_bare_keys_and_negative_prices() {
         let mut table = PriceTable::default();
-        let bare = PriceFile::from([("gpt-x".to_string(), Price { input: 1.0, cached_input: None, output: 1.0 })]);
+        let bare = PriceFile::from([("gpt-x".to_string(), Price { input: 1.0, cached_input: None, output: 1.0 }.into())]);
         assert!(table.extend(bare, "f").unwrap_err().contains("PROVIDER:MODEL"));
-        let negative = PriceFile::from([("a:b".to_string(), Price { input: -1.0, cached_input: None, output: 1.0 })]);
+        let negative = PriceFile::from([("a:b".to_string(), Price { input: -1.0, cached_input: None, output: 1.0 }.into())]);
         assert!(table.extend(negative, "f").unwrap_err().contains("non-negative"));
+        let undated = FilePrice { date: Some("last week".into()), ..Price { input: 1.0, cached_input: None, output: 1.0 }.into() };
+        assert!(table.extend(PriceFile::from([("a:b".to_string(), undated)]), "f").unwrap_err().contains("YYYY-MM-DD"));
     }
 }

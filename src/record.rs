@@ -95,6 +95,8 @@ pub struct RunCost {
     /// USD per million tokens; `null` when the model is unpriced.
     pub prices: Option<Price>,
     pub price_source: Option<String>,
+    /// When the prices were read from their source, where known.
+    pub price_date: Option<String>,
     /// No price is known for this model: the figures above are 0, not a real cost.
     pub unpriced: bool,
 }

@@ -279,6 +279,7 @@ fn run_cost(cost: crate::pricing::Cost, price: Option<&PriceEntry>) -> RunCost {
         total_usd: cost.total_usd,
         prices: price.map(|p| p.price),
         price_source: price.map(|p| p.source.clone()),
+        price_date: price.and_then(|p| p.date.clone()),
         unpriced: price.is_none(),
     }
 }

@@ -179,7 +179,8 @@ pub fn command(config: Option<&Path>, args: ReportArgs) -> anyhow::Result<u8> {
     write!(out, "{}", summary.render())?;
     if let Some((spec, entry)) = &price_as {
         let p = &entry.price;
-        writeln!(out, "costs: every model's recorded tokens re-priced at {spec}'s prices (input ${}, output ${} per million; {})", p.input, p.output, entry.source)?;
+        let date = entry.date.as_deref().map_or_else(String::new, |d| format!(", read {d}"));
+        writeln!(out, "costs: every model's recorded tokens re-priced at {spec}'s prices (input ${}, output ${} per million; {}{date})", p.input, p.output, entry.source)?;
     }
     Ok(if summary.all_passed() { crate::EXIT_PASSED } else { crate::EXIT_FAILED })
 }

@@ -354,7 +354,7 @@ impl Summary {
                 m.flaky.to_string(),
             ])?;
         }
-        Ok(writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+        writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
 

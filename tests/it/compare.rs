@@ -87,7 +87,7 @@ fn summary_csv_adds_up_and_repeats_find_flaky_scenarios() {
     let server = MockServer::start(move |request| {
         if request.last_user() == "coin" {
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            return text(if n % 2 == 0 { "heads" } else { "tails" }, 10, 2);
+            return text(if n.is_multiple_of(2) { "heads" } else { "tails" }, 10, 2);
         }
         assistant(request)
     });
