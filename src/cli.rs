@@ -100,6 +100,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
 
+    /// Retries of a failed model request (429, 5xx, lost connections, timeouts, cut bodies)
+    /// [default: runner.yaml's max_retries, else 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_retries: Option<u32>,
+
     /// Start no new run once the finished runs cost X USD; the rest are reported as not
     /// started and runner exits with 3
     #[arg(long, value_name = "X", value_parser = parse_usd)]

@@ -122,7 +122,10 @@ fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<scenario::S
 }
 
 async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyhow::Result<u8> {
-    let settings = Settings::load(config, args.prices.as_deref(), args.timeout)?;
+    let mut settings = Settings::load(config, args.prices.as_deref(), args.timeout)?;
+    if let Some(max_retries) = args.max_retries {
+        settings.retry.max_retries = max_retries;
+    }
     let mut scenarios = load(&settings, &args.paths)?;
     if let Some(filter) = &args.filter {
         scenarios.retain(|s| s.name.contains(filter.as_str()));

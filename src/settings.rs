@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::pricing::{PriceFile, PriceTable};
 use crate::provider::openai::OpenAiProvider;
+use crate::provider::retry::{Limiter, RetryPolicy};
 use crate::provider::{Provider, Secret};
 use crate::scenario::{yaml_error, yaml_options};
 use crate::tools::WeatherConfig;
@@ -66,6 +67,9 @@ pub struct ConfigFile {
     pub concurrency: Option<usize>,
     #[serde(default)]
     pub timeout_secs: Option<f64>,
+    /// Retries of a failed model request (429, 5xx, lost connections, timeouts).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
     /// Named OpenAI-compatible endpoints: the name is the provider part of a model name.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
@@ -113,6 +117,10 @@ pub struct Settings {
     pub prices: PriceTable,
     pub timeout: Duration,
     pub weather: WeatherConfig,
+    /// How remote model requests are retried (`--max-retries` may change it).
+    pub retry: RetryPolicy,
+    /// One in-flight bound per endpoint URL, shared by every model on it.
+    limiters: std::sync::Mutex<HashMap<String, Arc<Limiter>>>,
 }
 
 impl Settings {
@@ -155,7 +163,8 @@ impl Settings {
                 return Err(UsageError(format!("runner.yaml: endpoint name `{name}` is reserved or not a plain name")));
             }
         }
-        Ok(Self { env, config, prices: table, timeout, weather })
+        let retry = RetryPolicy { max_retries: config.max_retries.unwrap_or(RetryPolicy::default().max_retries), ..RetryPolicy::default() };
+        Ok(Self { env, config, prices: table, timeout, weather, retry, limiters: Default::default() })
     }
 
     /// Runs in flight: the command line's, else the file's, else the default.
@@ -216,7 +225,7 @@ impl Settings {
                          or OPENAI_BASE_URL for a server that needs none"
                     ));
                 }
-                Ok(Arc::new(OpenAiProvider::new(http.clone(), &base_url, key, self.timeout)))
+                Ok(Arc::new(self.remote(http, &base_url, key)))
             }
             "local" => self.local_provider(spec, http).await,
             name => {
@@ -227,13 +236,20 @@ impl Settings {
                     })?),
                     None => None,
                 };
-                Ok(Arc::new(OpenAiProvider::new(http.clone(), &endpoint.base_url, key, self.timeout)))
+                Ok(Arc::new(self.remote(http, &endpoint.base_url, key)))
             }
         }
     }
 }
 
 impl Settings {
+    /// A Chat Completions client for `base_url` with the retry policy and the endpoint's
+    /// shared in-flight bound.
+    fn remote(&self, http: &reqwest::Client, base_url: &str, key: Option<Secret>) -> OpenAiProvider {
+        let limiter = self.limiters.lock().unwrap_or_else(|e| e.into_inner()).entry(base_url.trim_end_matches('/').to_owned()).or_default().clone();
+        OpenAiProvider::new(http.clone(), base_url, key, self.timeout).with_retry(self.retry, limiter)
+    }
+
     #[cfg(feature = "local")]
     async fn local_provider(&self, spec: &ModelSpec, http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
         use crate::provider::local::{LocalProvider, MODEL_NAME, acquire};

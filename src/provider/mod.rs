@@ -3,6 +3,7 @@
 #[cfg(feature = "local")]
 pub mod local;
 pub mod openai;
+pub mod retry;
 pub mod wire;
 
 use std::time::Duration;
@@ -57,6 +58,9 @@ pub struct Attempt {
     /// HTTP status, when a response arrived.
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// When the attempt failed and another follows: the wait before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
 }
 
 /// The outcome of one request with every attempt made for it.

@@ -1,11 +1,13 @@
 //! The Chat Completions client: OpenAI and every OpenAI-compatible server.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use super::wire::{ChatChunk, ChatRequest, ChatResponse, FunctionCall, StreamOptions, ToolCall};
+use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
 use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, Secret};
 
 /// Longest error body kept in a log or message.
@@ -28,6 +30,24 @@ pub struct OpenAiProvider {
     api_key: Option<Secret>,
     timeout: Duration,
     max_tokens_field: MaxTokensField,
+    retry: RetryPolicy,
+    limiter: Arc<Limiter>,
+}
+
+/// One attempt's outcome and whether another attempt could fare better.
+struct Sent {
+    result: Result<Completion, ProviderError>,
+    status: Option<u16>,
+    /// Worth another attempt (a busy or failing server, a lost or cut reply).
+    retryable: bool,
+    /// The delay the server asked for.
+    asked: Option<Duration>,
+}
+
+impl Sent {
+    fn failed(error: ProviderError, status: Option<u16>, retryable: bool) -> Self {
+        Self { result: Err(error), status, retryable, asked: None }
+    }
 }
 
 impl OpenAiProvider {
@@ -46,7 +66,17 @@ impl OpenAiProvider {
             api_key,
             timeout,
             max_tokens_field,
+            retry: RetryPolicy::default(),
+            limiter: Arc::default(),
         }
+    }
+
+    /// Retries by `policy`; requests in flight bounded by `limiter` (one per endpoint, shared
+    /// by every model on it).
+    pub fn with_retry(mut self, policy: RetryPolicy, limiter: Arc<Limiter>) -> Self {
+        self.retry = policy;
+        self.limiter = limiter;
+        self
     }
 
     fn redact(&self, text: &str) -> String {
@@ -56,7 +86,7 @@ impl OpenAiProvider {
         }
     }
 
-    async fn send(&self, request: CompletionRequest<'_>) -> (Result<Completion, ProviderError>, Option<u16>) {
+    async fn send(&self, request: CompletionRequest<'_>) -> Sent {
         let max_tokens = request.sampling.max_tokens;
         let body = ChatRequest {
             model: request.model,
@@ -74,7 +104,7 @@ impl OpenAiProvider {
         };
         let body = match serde_json::to_vec(&body) {
             Ok(body) => body,
-            Err(err) => return (Err(ProviderError::Transport(format!("cannot encode request: {err}"))), None),
+            Err(err) => return Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false),
         };
         let mut builder = self
             .http
@@ -87,33 +117,46 @@ impl OpenAiProvider {
         }
         let response = match builder.send().await {
             Ok(response) => response,
-            Err(err) => return (Err(self.transport_error(&err)), None),
+            // Refused, reset or timed out before an answer: the request may be sent again.
+            Err(err) => return Sent::failed(self.transport_error(&err), None, true),
         };
         let status = response.status().as_u16();
+        let asked = asked_delay(response.headers());
         if let Some(on_text) = request.on_text
             && (200..300).contains(&status)
         {
-            return (self.read_stream(response, on_text).await, Some(status));
+            let mut delivered = false;
+            let result = self.read_stream(response, on_text, &mut delivered).await;
+            // Once text has reached the terminal, another attempt would print it twice.
+            let retryable = result.is_err() && !delivered;
+            return Sent { result, status: Some(status), retryable, asked: None };
         }
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
-            Err(err) => return (Err(self.transport_error(&err)), Some(status)),
+            // The body was cut short.
+            Err(err) => return Sent::failed(self.transport_error(&err), Some(status), true),
         };
         let text = || self.redact(&truncate(&String::from_utf8_lossy(&bytes), MAX_ERROR_BODY));
         if !(200..300).contains(&status) {
-            return (Err(ProviderError::Status { status, body: text() }), Some(status));
+            let body = text();
+            // As OpenAI's own clients do: 408, 409, 429 and 5xx are worth another attempt,
+            // except a 429 that says the account's quota is spent.
+            let retryable = matches!(status, 408 | 409 | 429 | 500..) && !(status == 429 && body.contains("insufficient_quota"));
+            return Sent { result: Err(ProviderError::Status { status, body }), status: Some(status), retryable, asked };
         }
         let parsed: ChatResponse = match serde_json::from_slice(&bytes) {
             Ok(parsed) => parsed,
             Err(err) => {
-                let reason = format!("not a Chat Completions response ({err})");
-                return (Err(ProviderError::InvalidResponse { reason, body: text() }), Some(status));
+                // JSON that ends early is a body cut short; other bad JSON would come again.
+                let truncated = err.is_eof();
+                let reason = if truncated { format!("the response body was cut short ({err})") } else { format!("not a Chat Completions response ({err})") };
+                return Sent::failed(ProviderError::InvalidResponse { reason, body: text() }, Some(status), truncated);
             }
         };
         let usage = parsed.usage.as_ref().map(Into::into);
         let Some(choice) = parsed.choices.into_iter().next() else {
             let reason = "response has no choices".to_owned();
-            return (Err(ProviderError::InvalidResponse { reason, body: text() }), Some(status));
+            return Sent::failed(ProviderError::InvalidResponse { reason, body: text() }, Some(status), false);
         };
         let message = choice.message;
         let content = message.content.or(message.refusal);
@@ -123,12 +166,12 @@ impl OpenAiProvider {
             finish_reason: choice.finish_reason,
             usage,
         };
-        (Ok(completion), Some(status))
+        Sent { result: Ok(completion), status: Some(status), retryable: false, asked: None }
     }
 
     /// Reads a `text/event-stream` reply: text deltas go to `on_text` as they arrive, tool
     /// calls are put together from their pieces, usage comes from the last chunk.
-    async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>) -> Result<Completion, ProviderError> {
+    async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, ProviderError> {
         let mut buffer: Vec<u8> = Vec::new();
         let mut completion = Completion::default();
         let mut content = String::new();
@@ -159,6 +202,7 @@ impl OpenAiProvider {
                 }
                 for choice in parsed.choices {
                     if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
+                        *delivered |= !text.is_empty();
                         on_text(&text);
                         content.push_str(&text);
                     }
@@ -203,15 +247,32 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
         Box::pin(async move {
-            let started = Instant::now();
-            let (result, status) = self.send(request).await;
-            let attempt = Attempt {
-                attempt: 1,
-                latency_ms: started.elapsed().as_millis() as u64,
-                status,
-                error: result.as_ref().err().map(ToString::to_string),
-            };
-            Exchange { result, attempts: vec![attempt] }
+            let mut attempts = Vec::new();
+            loop {
+                let permit = self.limiter.acquire().await;
+                let started = Instant::now();
+                let sent = self.send(request).await;
+                match &sent.result {
+                    Ok(_) => self.limiter.succeeded(),
+                    Err(_) if sent.status == Some(429) => self.limiter.throttled(&permit),
+                    Err(_) => {}
+                }
+                drop(permit);
+                let number = attempts.len() as u32 + 1;
+                let retry = sent.result.is_err() && sent.retryable && number <= self.retry.max_retries;
+                let wait = retry.then(|| self.retry.delay(number, sent.asked, jitter()));
+                attempts.push(Attempt {
+                    attempt: number,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                    status: sent.status,
+                    error: sent.result.as_ref().err().map(ToString::to_string),
+                    retry_in_ms: wait.map(|w| w.as_millis() as u64),
+                });
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Exchange { result: sent.result, attempts },
+                }
+            }
         })
     }
 

@@ -126,6 +126,7 @@ impl Provider for LocalProvider {
                 latency_ms: started.elapsed().as_millis() as u64,
                 status: None,
                 error: result.as_ref().err().map(ToString::to_string),
+                retry_in_ms: None,
             };
             Exchange { result, attempts: vec![attempt] }
         })
