@@ -160,12 +160,12 @@ impl OpenAiProvider {
         };
         let message = choice.message;
         let content = message.content.or(message.refusal);
-        let completion = Completion {
+        let completion = self.redact_completion(Completion {
             content,
             tool_calls: message.tool_calls.unwrap_or_default(),
             finish_reason: choice.finish_reason,
             usage,
-        };
+        });
         Sent { result: Ok(completion), status: Some(status), retryable: false, asked: None }
     }
 
@@ -203,7 +203,7 @@ impl OpenAiProvider {
                 for choice in parsed.choices {
                     if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
                         *delivered |= !text.is_empty();
-                        on_text(&text);
+                        on_text(&self.redact(&text));
                         content.push_str(&text);
                     }
                     for piece in choice.delta.tool_calls {
@@ -233,7 +233,19 @@ impl OpenAiProvider {
         }
         completion.content = (!content.is_empty() || calls.is_empty()).then_some(content);
         completion.tool_calls = calls;
-        Ok(completion)
+        Ok(self.redact_completion(completion))
+    }
+
+    /// A reply with the key replaced wherever a server echoed it (nothing in it reaches a
+    /// log or the terminal with the key).
+    fn redact_completion(&self, mut completion: Completion) -> Completion {
+        if self.api_key.is_some() {
+            completion.content = completion.content.map(|text| self.redact(&text));
+            for call in &mut completion.tool_calls {
+                call.function.arguments = self.redact(&call.function.arguments);
+            }
+        }
+        completion
     }
 
     fn transport_error(&self, err: &reqwest::Error) -> ProviderError {

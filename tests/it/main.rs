@@ -4,6 +4,7 @@
 mod local;
 mod chat;
 mod compare;
+mod faults;
 mod run;
 mod server;
 

@@ -99,19 +99,42 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Waited before answering.
     pub delay: Duration,
+    pub headers: Vec<(String, String)>,
+    pub cut: Cut,
+}
+
+/// How a reply is broken on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Sent whole.
+    None,
+    /// The connection is closed without a response.
+    Drop,
+    /// The head promises the whole body; half of it is sent, then the connection closes.
+    Truncate,
 }
 
 impl Reply {
     pub fn json(status: u16, body: Value) -> Self {
-        Self { status, body: body.to_string().into_bytes(), delay: Duration::ZERO }
+        Self::bytes(status, body.to_string().into_bytes())
     }
 
     pub fn bytes(status: u16, body: Vec<u8>) -> Self {
-        Self { status, body, delay: Duration::ZERO }
+        Self { status, body, delay: Duration::ZERO, headers: Vec::new(), cut: Cut::None }
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn cut(mut self, cut: Cut) -> Self {
+        self.cut = cut;
         self
     }
 }
@@ -218,14 +241,27 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             tokio::time::sleep(reply.delay).await;
         }
         state.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        if reply.cut == Cut::Drop {
+            return;
+        }
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
             reply.status,
             if reply.status < 400 { "OK" } else { "Error" },
             reply.body.len()
         );
+        for (name, value) in &reply.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
         // One write: a head and body sent apart meet Nagle's algorithm and a delayed ACK.
         let mut response = head.into_bytes();
+        if reply.cut == Cut::Truncate {
+            response.extend_from_slice(&reply.body[..reply.body.len() / 2]);
+            let _ = stream.write_all(&response).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
         response.extend_from_slice(&reply.body);
         if stream.write_all(&response).await.is_err() {
             return;
