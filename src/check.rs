@@ -25,17 +25,17 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
     for needle in &expect.contains {
         let passed = reply.contains(&needle.to_lowercase());
         let detail = if passed { format!("reply contains {needle:?}") } else { format!("reply does not contain {needle:?}") };
-        checks.push(CheckRecord { check: "contains", passed, detail });
+        checks.push(CheckRecord { check: "contains".into(), passed, detail });
     }
     for needle in &expect.not_contains {
         let passed = !reply.contains(&needle.to_lowercase());
         let detail = if passed { format!("reply does not contain {needle:?}") } else { format!("reply contains {needle:?}") };
-        checks.push(CheckRecord { check: "not_contains", passed, detail });
+        checks.push(CheckRecord { check: "not_contains".into(), passed, detail });
     }
     for regex in &expect.regex {
         let passed = regex.is_match(facts.reply);
         let verb = if passed { "matches" } else { "does not match" };
-        checks.push(CheckRecord { check: "regex", passed, detail: format!("reply {verb} /{}/", regex.as_str()) });
+        checks.push(CheckRecord { check: "regex".into(), passed, detail: format!("reply {verb} /{}/", regex.as_str()) });
     }
     if let Some(limit) = expect.max_cost_usd {
         let (passed, detail) = if facts.priced {
@@ -44,12 +44,12 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
         } else {
             (false, format!("cannot check a cost limit of ${limit}: the model has no price (add one with --prices)"))
         };
-        checks.push(CheckRecord { check: "max_cost_usd", passed, detail });
+        checks.push(CheckRecord { check: "max_cost_usd".into(), passed, detail });
     }
     if let Some(limit) = expect.max_latency_ms {
         let passed = facts.latency_ms <= limit;
         let detail = format!("turn took {} ms, limit {limit} ms", facts.latency_ms);
-        checks.push(CheckRecord { check: "max_latency_ms", passed, detail });
+        checks.push(CheckRecord { check: "max_latency_ms".into(), passed, detail });
     }
     checks
 }
@@ -59,7 +59,7 @@ fn check_tool_calls(expected: &[crate::scenario::ExpectedCall], actual: &[ToolCa
         let names: Vec<_> = actual.iter().map(|c| format!("{}({})", c.name, c.arguments)).collect();
         if names.is_empty() { "no tool".to_owned() } else { names.join(", ") }
     };
-    let fail = |detail: String| CheckRecord { check: "tool_calls", passed: false, detail };
+    let fail = |detail: String| CheckRecord { check: "tool_calls".into(), passed: false, detail };
     if expected.len() != actual.len() {
         return fail(format!("expected {} tool call(s), the model made {}: {}", expected.len(), actual.len(), called()));
     }
@@ -73,7 +73,7 @@ fn check_tool_calls(expected: &[crate::scenario::ExpectedCall], actual: &[ToolCa
             return fail(format!("call {}: {} arguments {} do not include {arguments}", i + 1, got.name, got.arguments));
         }
     }
-    CheckRecord { check: "tool_calls", passed: true, detail: format!("called {}", called()) }
+    CheckRecord { check: "tool_calls".into(), passed: true, detail: format!("called {}", called()) }
 }
 
 /// Whether `expected` is contained in `actual`: objects by key, recursively; arrays element

@@ -123,6 +123,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Finish an interrupted run: play only the runs of RUN_ID's matrix that have no finished
+    /// log in its directory, and complete its report (give the same PATHS and flags)
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
+
     /// Refuse to run (exit 2) when a model has no known price
     #[arg(long)]
     pub require_prices: bool,

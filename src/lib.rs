@@ -42,6 +42,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the cost budget (`--max-cost-usd`) stopped the batch before every run started.
 pub const EXIT_BUDGET: u8 = 3;
+/// Exit code: interrupted (Ctrl-C); what finished is kept.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs the command and turns the outcome into the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
@@ -167,19 +169,50 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
     // Every model is resolved before any request, so a bad name or a missing key runs nothing.
     let http = provider::openai::http_client()?;
     let mut models = ModelCache { settings: &settings, http: http.clone(), targets: HashMap::new() };
-    let mut jobs = Vec::with_capacity(matrix.len());
+    let mut jobs: Vec<runner::Job> = Vec::with_capacity(matrix.len());
     for run in matrix {
         let target = models.resolve(&run.spec.to_string()).await?;
         jobs.push(runner::Job { scenario: run.scenario, target, repetition: run.repetition });
     }
 
-    let (run_id, run_dir) = runner::create_run_dir(&args.logs_dir)
-        .with_context(|| format!("cannot create the log directory under {}", args.logs_dir.display()))?;
+    let (run_id, run_dir) = match &args.resume {
+        Some(run_id) => {
+            let dir = args.logs_dir.join(run_id);
+            if report::safe_file_name(run_id) != *run_id || !dir.is_dir() {
+                return Err(UsageError(format!("--resume {run_id}: no such run under {}", args.logs_dir.display())).into());
+            }
+            (run_id.clone(), dir)
+        }
+        None => runner::create_run_dir(&args.logs_dir)
+            .with_context(|| format!("cannot create the log directory under {}", args.logs_dir.display()))?,
+    };
+    // Resuming: runs with a finished log are done; their records go into the new report first.
+    let mut finished = Vec::new();
+    if args.resume.is_some() {
+        jobs.retain(|job| match runner::read_log(&run_dir.join(runner::log_file_name(job))) {
+            Some(record) => {
+                finished.push((record, run_dir.join(runner::log_file_name(job))));
+                false
+            }
+            None => true,
+        });
+    }
     let report_path = args.report.clone().unwrap_or_else(|| std::path::PathBuf::from("reports").join(format!("{run_id}.csv")));
     let summary_path = report::summary_path(&report_path);
-    let mut csv = report::csv::CsvReport::create(&report_path)?;
+    // A resumed report is rebuilt beside the old one and replaces it whole.
+    let staging = report_path.with_file_name(format!(".{}.partial", report_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let mut csv = report::csv::CsvReport::create(if finished.is_empty() { &report_path } else { &staging })?;
+    let mut summary = report::summary::Summary::default();
+    let mut junit = report::junit::Junit::default();
+    if !finished.is_empty() {
+        let mut reporters = (&mut summary, (&mut csv, &mut junit));
+        for (record, log) in &finished {
+            reporters.run_finished(record, log)?;
+        }
+        std::fs::rename(&staging, &report_path).with_context(|| format!("cannot replace {}", report_path.display()))?;
+    }
     let shared = Arc::new(runner::Shared {
-        run_id,
+        run_id: run_id.clone(),
         run_dir: run_dir.clone(),
         registry: ToolRegistry::builtin(),
         http,
@@ -187,15 +220,16 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
         seed: args.seed.unwrap_or_else(random_seed),
         sampling_seed: args.seed,
     });
-    let mut summary = report::summary::Summary::default();
     let mut progress = progress::Progress::new();
     let concurrency = settings.concurrency(args.concurrency.map(|n| n as usize));
     let limits = runner::Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
-    let mut junit = report::junit::Junit::default();
+    let control = runner::Control::new();
+    let listener = tokio::spawn(interrupts(control.clone()));
     let outcome = {
         let mut reporters = (&mut summary, (&mut progress, (&mut csv, &mut junit)));
-        runner::run_all(jobs, concurrency, limits, shared, &mut reporters as &mut dyn Reporter).await
+        runner::run_all(jobs, concurrency, limits, control.clone(), shared, &mut reporters as &mut dyn Reporter).await
     };
+    listener.abort();
     progress.finish();
     report::json::write_atomically(&summary_path, &summary.to_csv()?).with_context(|| format!("cannot write {}", summary_path.display()))?;
     if let Some(path) = &args.junit {
@@ -211,11 +245,26 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
     println!("report: {}", report_path.display());
     println!("summary: {}", summary_path.display());
     let totals = outcome?;
+    if control.interrupted() {
+        println!("resume: runner run ... --resume {run_id} (the same paths and flags) plays what did not finish");
+        return Ok(EXIT_INTERRUPTED);
+    }
     Ok(match totals.stopped {
         Some(runner::StopReason::Budget { .. }) if totals.not_started > 0 => EXIT_BUDGET,
-        _ if totals.not_passed > 0 => EXIT_FAILED,
+        _ if !summary.all_passed() => EXIT_FAILED,
         _ => EXIT_PASSED,
     })
+}
+
+/// Ctrl-C during `runner run`: the first stops new runs, the second aborts those in flight.
+async fn interrupts(control: Arc<runner::Control>) {
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if control.interrupt() == 1 {
+            eprintln!("\ninterrupted: no new run starts; the runs in flight finish (Ctrl-C again to abort them)");
+        } else {
+            eprintln!("\naborting the runs in flight");
+        }
+    }
 }
 
 /// Appends the Markdown summary to `$GITHUB_STEP_SUMMARY` when it is set.

@@ -1,7 +1,9 @@
 //! What a run leaves behind: the record written as its JSON log and summed into reports.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::pricing::{Cost, Price};
@@ -10,7 +12,7 @@ use crate::provider::wire::Message;
 use crate::usage::{Usage, UsageSource};
 
 /// How a run or a turn ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Passed,
@@ -48,9 +50,9 @@ impl Status {
 }
 
 /// One run: one scenario, one model, one repetition.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    pub runner_version: &'static str,
+    pub runner_version: Cow<'static, str>,
     pub run_id: String,
     pub scenario: ScenarioRef,
     pub model: ModelInfo,
@@ -68,14 +70,14 @@ pub struct RunRecord {
     pub cost: RunCost,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioRef {
     pub name: String,
     pub file: String,
 }
 
 /// The model as it was asked, with the sampling settings sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub provider: String,
     pub name: String,
@@ -87,7 +89,7 @@ pub struct ModelInfo {
 }
 
 /// Cost of a whole run and the prices it was computed with.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunCost {
     pub input_usd: f64,
     pub output_usd: f64,
@@ -102,7 +104,7 @@ pub struct RunCost {
 }
 
 /// One user turn and everything it caused.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TurnRecord {
     /// 1-based.
     pub index: usize,
@@ -121,7 +123,7 @@ pub struct TurnRecord {
 }
 
 /// One request to the model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -138,7 +140,7 @@ pub struct RequestRecord {
 }
 
 /// One tool call and its outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolCallRecord {
     pub id: String,
     pub name: String,
@@ -152,9 +154,9 @@ pub struct ToolCallRecord {
 }
 
 /// One expectation and whether it held.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckRecord {
-    pub check: &'static str,
+    pub check: Cow<'static, str>,
     pub passed: bool,
     pub detail: String,
 }

@@ -57,6 +57,8 @@ pub enum StopReason {
     Budget { limit_usd: f64, spent_usd: f64 },
     /// `--fail-fast`: a run did not pass.
     FailFast,
+    /// Ctrl-C.
+    Interrupted,
 }
 
 impl std::fmt::Display for StopReason {
@@ -66,6 +68,7 @@ impl std::fmt::Display for StopReason {
                 write!(f, "budget of ${limit_usd} reached: ${spent_usd:.6} spent (--max-cost-usd)")
             }
             StopReason::FailFast => write!(f, "stopped after the first run that did not pass (--fail-fast)"),
+            StopReason::Interrupted => write!(f, "interrupted"),
         }
     }
 }
@@ -77,6 +80,43 @@ pub struct Limits {
     pub max_cost_usd: Option<f64>,
     /// Start no run once one did not pass.
     pub fail_fast: bool,
+}
+
+/// Stops a batch from outside: the first interrupt starts no new run, the second aborts the
+/// runs in flight.
+pub struct Control {
+    stop: std::sync::OnceLock<StopReason>,
+    interrupts: std::sync::atomic::AtomicU32,
+    abort: tokio::sync::watch::Sender<bool>,
+}
+
+impl Control {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { stop: Default::default(), interrupts: Default::default(), abort: tokio::sync::watch::Sender::new(false) })
+    }
+
+    /// Counts an interrupt and acts on it; returns how many there have been.
+    pub fn interrupt(&self) -> u32 {
+        let count = self.interrupts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if count == 1 {
+            let _ = self.stop.set(StopReason::Interrupted);
+        } else {
+            self.abort.send_replace(true);
+        }
+        count
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.interrupts.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    fn stop(&self, reason: StopReason) {
+        let _ = self.stop.set(reason);
+    }
+
+    fn stopped(&self) -> Option<&StopReason> {
+        self.stop.get()
+    }
 }
 
 /// How a batch ended.
@@ -92,15 +132,23 @@ pub struct Totals {
 /// Plays every job with at most `concurrency` in flight, feeding each finished run to
 /// `reporter` as it finishes. Once `limits` say stop, no further job starts: those in flight
 /// finish and the rest are reported as not started.
-pub async fn run_all(jobs: Vec<Job>, concurrency: usize, limits: Limits, shared: Arc<Shared>, reporter: &mut dyn Reporter) -> anyhow::Result<Totals> {
+pub async fn run_all(
+    jobs: Vec<Job>,
+    concurrency: usize,
+    limits: Limits,
+    control: Arc<Control>,
+    shared: Arc<Shared>,
+    reporter: &mut dyn Reporter,
+) -> anyhow::Result<Totals> {
     enum Ended {
         Ran(Box<RunRecord>, Job),
         NotStarted(Job),
+        Aborted(Job),
     }
     reporter.plan(jobs.len());
     let mut totals = Totals::default();
     let mut report_error = None;
-    let stop: Arc<std::sync::OnceLock<StopReason>> = Arc::default();
+    let stop = control.clone();
     // Runs play on the runtime's workers; logs are written here, on the one task that also
     // reports, so files are created one at a time (concurrent creates in one directory
     // contend on its lock and burn CPU the runs need). A job is only started when
@@ -109,15 +157,23 @@ pub async fn run_all(jobs: Vec<Job>, concurrency: usize, limits: Limits, shared:
     let (run_id, run_dir) = (shared.run_id.clone(), shared.run_dir.clone());
     let mut ended = futures::stream::iter(jobs)
         .map(move |job| {
-            let started = starter.get().is_none().then(|| {
+            let started = starter.stopped().is_none().then(|| {
                 let task_job = job.clone();
                 let task_shared = shared.clone();
-                (tokio::spawn(async move { play(&task_job, &task_shared).await }), shared.clone())
+                let mut abort = starter.abort.subscribe();
+                let task = async move {
+                    tokio::select! {
+                        record = play(&task_job, &task_shared) => Some(record),
+                        _ = abort.wait_for(|aborted| *aborted) => None,
+                    }
+                };
+                (tokio::spawn(task), shared.clone())
             });
             async move {
                 let Some((handle, shared)) = started else { return Ended::NotStarted(job) };
                 match handle.await {
-                    Ok(record) => Ended::Ran(Box::new(record), job),
+                    Ok(Some(record)) => Ended::Ran(Box::new(record), job),
+                    Ok(None) => Ended::Aborted(job),
                     // A bug in a run must not take the batch down: record it as that run's error.
                     Err(err) => Ended::Ran(Box::new(crashed(&job, &shared, &err.to_string())), job),
                 }
@@ -136,19 +192,22 @@ pub async fn run_all(jobs: Vec<Job>, concurrency: usize, limits: Limits, shared:
                 if record.status != Status::Passed {
                     totals.not_passed += 1;
                     if limits.fail_fast {
-                        let _ = stop.set(StopReason::FailFast);
+                        stop.stop(StopReason::FailFast);
                     }
                 }
                 if let Some(limit_usd) = limits.max_cost_usd
                     && totals.spent_usd >= limit_usd
                 {
-                    let _ = stop.set(StopReason::Budget { limit_usd, spent_usd: totals.spent_usd });
+                    stop.stop(StopReason::Budget { limit_usd, spent_usd: totals.spent_usd });
                 }
                 reporter.run_finished(&record, &log)
             }
-            Ended::NotStarted(job) => {
+            end @ (Ended::NotStarted(_) | Ended::Aborted(_)) => {
                 totals.not_started += 1;
-                let reason = stop.get().map(ToString::to_string).unwrap_or_default();
+                let (job, reason) = match end {
+                    Ended::Aborted(job) => (job, "interrupted: aborted by a second Ctrl-C".to_owned()),
+                    Ended::NotStarted(job) | Ended::Ran(_, job) => (job, stop.stopped().map(ToString::to_string).unwrap_or_default()),
+                };
                 let model = job.target.spec.to_string();
                 reporter.run_not_started(&Unstarted {
                     run_id: &run_id,
@@ -165,11 +224,17 @@ pub async fn run_all(jobs: Vec<Job>, concurrency: usize, limits: Limits, shared:
             report_error.get_or_insert(err);
         }
     }
-    totals.stopped = stop.get().cloned();
+    totals.stopped = stop.stopped().cloned();
     match report_error {
         Some(err) => Err(err),
         None => Ok(totals),
     }
+}
+
+/// The run record in the log at `path`, when there is one and it is whole.
+pub fn read_log(path: &Path) -> Option<RunRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// `<scenario>__<model>__<repetition>.json`, safe for file systems.
@@ -253,7 +318,7 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let usage = turns.iter().map(|t| t.usage).sum();
     let cost = turns.iter().map(|t| t.cost).sum();
     RunRecord {
-        runner_version: env!("CARGO_PKG_VERSION"),
+        runner_version: env!("CARGO_PKG_VERSION").into(),
         run_id: shared.run_id.clone(),
         scenario: ScenarioRef { name: scenario.name.clone(), file: scenario.file.clone() },
         model: model_info(job, &sampling),
@@ -300,7 +365,7 @@ fn model_info(job: &Job, sampling: &crate::scenario::Sampling) -> ModelInfo {
 fn crashed(job: &Job, shared: &Shared, reason: &str) -> RunRecord {
     let now = Utc::now();
     RunRecord {
-        runner_version: env!("CARGO_PKG_VERSION"),
+        runner_version: env!("CARGO_PKG_VERSION").into(),
         run_id: shared.run_id.clone(),
         scenario: ScenarioRef { name: job.scenario.name.clone(), file: job.scenario.file.clone() },
         model: model_info(job, &job.scenario.sampling),

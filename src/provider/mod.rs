@@ -51,7 +51,7 @@ pub struct Completion {
 }
 
 /// One HTTP attempt of a request, as recorded in the log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Attempt {
     pub attempt: u32,
     pub latency_ms: u64,
@@ -59,7 +59,7 @@ pub struct Attempt {
     pub status: Option<u16>,
     pub error: Option<String>,
     /// When the attempt failed and another follows: the wait before it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_in_ms: Option<u64>,
 }
 

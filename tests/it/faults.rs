@@ -208,3 +208,135 @@ fn nothing_reaches_any_output_with_the_key_even_when_the_server_echoes_it() {
     let logs = ws.logs();
     assert!(logs.iter().any(|(_, l)| l.to_string().contains("[redacted]")), "the echo is kept, with the key replaced");
 }
+
+/// `runner run` started in the background on `count` single-turn scenarios.
+fn spawn_run(ws: &Workspace, server: &MockServer, count: usize, extra: &[&str]) -> std::process::Child {
+    let scenarios: Vec<String> = (1..=count).map(|i| format!("name: k{i:03}\nturns:\n  - user: hello\n  - user: again\n")).collect();
+    ws.write("s.yaml", &scenarios.join("---\n"));
+    ws.runner(&server.url())
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on the child's pid, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// The only run directory under logs/runs, and its id.
+fn run_dir(ws: &Workspace) -> (String, std::path::PathBuf) {
+    let dirs: Vec<_> = std::fs::read_dir(ws.path().join("logs/runs")).unwrap().flatten().collect();
+    assert_eq!(dirs.len(), 1);
+    (dirs[0].file_name().to_string_lossy().into_owned(), dirs[0].path())
+}
+
+#[test]
+fn ctrl_c_keeps_what_finished_and_resume_completes_the_run() {
+    let server = MockServer::start(|request| assistant(request).after(Duration::from_millis(150)));
+    let ws = Workspace::new();
+    let child = spawn_run(&ws, &server, 30, &["-j", "2", "--report", "r.csv"]);
+    // Two runs at a time, 300 ms each: about 8 runs finish in the first 1.2 s.
+    std::thread::sleep(Duration::from_millis(1200));
+    signal(&child, libc::SIGINT);
+    let out = crate::outcome(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 130, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("interrupted: no new run starts"), "{}", out.stderr);
+    let logs = ws.logs();
+    let finished = logs.len();
+    assert!((2..30).contains(&finished), "{finished} runs finished");
+    for (_, log) in &logs {
+        assert_eq!(log["status"], "passed", "runs in flight were let finish");
+    }
+    let rows = ws.csv_rows_of("r.csv");
+    assert_eq!(rows.iter().filter(|r| r["status"] == "passed").count(), finished * 2, "a row per turn of every finished run");
+    assert_eq!(rows.iter().filter(|r| r["status"] == "not_started").count(), 30 - finished);
+    assert!(out.stdout.contains(&format!("result: {finished} of {finished} runs passed")), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("not started: {} run(s) (interrupted)", 30 - finished)), "{}", out.stdout);
+    let requests_before = server.chat_bodies().len();
+    assert_eq!(requests_before, finished * 2, "no run was left half-played");
+
+    let (run_id, _) = run_dir(&ws);
+    let resumed = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "8", "--report", "r.csv", "--resume", &run_id]));
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert_eq!(server.chat_bodies().len(), 60, "only the runs that had not finished were played");
+    assert_eq!(ws.logs().len(), 30);
+    let rows = ws.csv_rows_of("r.csv");
+    assert_eq!(rows.len(), 60);
+    assert!(rows.iter().all(|r| r["status"] == "passed" && r["run_id"] == run_id));
+    let runs: BTreeSet<&str> = rows.iter().map(|r| r["scenario"].as_str()).collect();
+    assert_eq!(runs.len(), 30);
+    assert!(resumed.stdout.contains("result: 30 of 30 runs passed"), "{}", resumed.stdout);
+
+    let unknown = exec(ws.runner(&server.url()).args(["run", "s.yaml", "--resume", "no-such-run"]));
+    assert_eq!(unknown.code, 2);
+    assert!(unknown.stderr.contains("--resume no-such-run: no such run under logs/runs"), "{}", unknown.stderr);
+}
+
+#[test]
+fn a_second_ctrl_c_aborts_the_runs_in_flight() {
+    let server = MockServer::start(|request| assistant(request).after(Duration::from_secs(20)));
+    let ws = Workspace::new();
+    let child = spawn_run(&ws, &server, 4, &["-j", "2"]);
+    std::thread::sleep(Duration::from_millis(800));
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    let started = std::time::Instant::now();
+    let out = crate::outcome(child.wait_with_output().unwrap());
+    assert!(started.elapsed() < Duration::from_secs(10), "the second Ctrl-C does not wait for the runs");
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert!(ws.logs().is_empty(), "an aborted run leaves no log");
+    let rows = ws.csv_rows();
+    let reasons: Vec<&str> = rows.iter().map(|r| r["error"].as_str()).collect();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["status"] == "not_started"));
+    assert_eq!(reasons.iter().filter(|r| r.contains("aborted by a second Ctrl-C")).count(), 2, "{reasons:?}");
+}
+
+#[test]
+fn kill_9_at_any_moment_leaves_whole_logs_and_whole_rows() {
+    // 400 runs of two 25 ms requests, 32 at a time: about 0.7 s in all, killed part way.
+    let server = MockServer::start(|request| assistant(request).after(Duration::from_millis(25)));
+    let mut interrupted = 0;
+    for (round, delay_ms) in [150u64, 300, 450, 600].into_iter().enumerate() {
+        let ws = Workspace::new();
+        let child = spawn_run(&ws, &server, 400, &["-j", "32", "--report", "r.csv"]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait_with_output();
+        // Every log that exists parses (temporary files are named *.tmp).
+        let mut logs = 0;
+        if let Ok(dirs) = std::fs::read_dir(ws.path().join("logs/runs")) {
+            for file in dirs.flatten().flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten()) {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".json") {
+                    let text = std::fs::read_to_string(file.path()).unwrap();
+                    let log: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("round {round}: {name} is not whole: {e}"));
+                    assert_eq!(log["status"], "passed");
+                    logs += 1;
+                } else {
+                    assert!(name.ends_with(".json.tmp"), "{name}");
+                }
+            }
+        }
+        // Every row but the last is whole.
+        let text = std::fs::read_to_string(ws.path().join("r.csv")).unwrap_or_default();
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+        let width = reader.headers().map(|h| h.len()).unwrap_or(0);
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        for (i, row) in rows.iter().enumerate() {
+            if i + 1 < rows.len() || text.ends_with('\n') {
+                assert_eq!(row.len(), width, "round {round}: row {} is cut: {row:?}", i + 2);
+            }
+        }
+        println!("kill -9 after {delay_ms} ms: {logs} whole logs, {} rows", rows.len());
+        if logs < 400 {
+            interrupted += 1;
+        }
+    }
+    assert!(interrupted >= 2, "the kills must land while runs are being written");
+}

@@ -86,6 +86,11 @@ impl Workspace {
         read_csv(&reports[0].path())
     }
 
+    /// The rows of the report at `name` (relative to the workspace).
+    pub fn csv_rows_of(&self, name: &str) -> Vec<std::collections::HashMap<String, String>> {
+        read_csv(&self.path().join(name))
+    }
+
     /// The only per-model summary under `reports/`.
     pub fn summary_rows(&self) -> Vec<std::collections::HashMap<String, String>> {
         let summaries: Vec<_> = std::fs::read_dir(self.path().join("reports"))
