@@ -128,7 +128,7 @@ impl Session {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.json", self.started_at.format("%Y%m%dT%H%M%S%.3fZ")));
         let log = ConversationLog {
-            runner_version: env!("CARGO_PKG_VERSION").into(),
+            runner_version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,
             finished_at: Utc::now(),
             model: ModelConfig {

@@ -261,6 +261,12 @@ pub(crate) fn yaml_options() -> serde_saphyr::Options {
             max_aliases: 1_000,
             max_anchors: 1_000,
             max_depth: 64,
+            max_nodes: 250_000,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+            max_replay_stack_depth: 16,
+            max_alias_expansions_per_anchor: 1_000,
         },
     }
 }
@@ -274,10 +280,18 @@ pub(crate) fn yaml_error(path: &str, err: &serde_saphyr::Error) -> ScenarioError
 fn plain_message(err: &serde_saphyr::Error) -> String {
     let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
     let rendered = err.render_with_options(options);
-    match rendered.rfind(" at line ") {
+    let message = match rendered.find(" at line ") {
         Some(at) if rendered[at..].contains(", column ") => rendered[..at].to_owned(),
         _ => rendered,
+    };
+    if message.starts_with("budget breached") || message.contains("limit exceeded") {
+        // A YAML bomb or a runaway file: say which limit, and what the limits are.
+        return format!(
+            "expected a scenario file within runner's limits (64 levels of nesting, 250000 values, 10000 documents, \
+             1000 anchors and aliases, 100000 values expanded from aliases); {message}"
+        );
     }
+    message
 }
 
 fn invalid(path: &str, location: Location, message: impl Into<String>) -> ScenarioError {
@@ -640,5 +654,48 @@ turns:
         assert!(err.contains("empty file"), "{err}");
         let err = parse("turns: [{user: a}]\n---\nturns: [{user: b, bogus: 1}]\n").unwrap_err();
         assert!(err.starts_with("s.yaml:3:"), "{err}");
+    }
+
+    #[test]
+    fn yaml_bombs_are_refused_quickly_with_a_clear_error() {
+        let registry = crate::tools::ToolRegistry::builtin();
+        let check_model = |_: &str| Ok(());
+        let validator = Validator { tools: &registry, check_model: &check_model };
+        let parse = |text: &str| parse_scenarios(text, "bomb.yaml", "bomb", &validator).map(|_| ()).unwrap_err().0[0].to_string();
+
+        // Billion laughs: nine levels of nine aliases each would expand to 9^9 strings.
+        let mut laughs = String::from("tool_results:\n  get_weather:\n    a0: &a0 lol\n");
+        for level in 1..=9 {
+            let refs: Vec<String> = (0..9).map(|_| format!("*a{}", level - 1)).collect();
+            laughs.push_str(&format!("    a{level}: &a{level} [{}]\n", refs.join(", ")));
+        }
+        laughs.push_str("turns:\n  - user: hi\n");
+        let started = std::time::Instant::now();
+        let err = parse(&laughs);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+        assert!(err.starts_with("bomb.yaml:") && err.contains("alias"), "{err}");
+
+        let deep = format!("tool_results:\n  get_weather: {}x{}\nturns:\n  - user: hi\n", "[".repeat(200), "]".repeat(200));
+        let err = parse(&deep);
+        assert!(err.starts_with("bomb.yaml:") && err.contains("depth"), "{err}");
+
+        let documents = "turns:\n  - user: hi\n---\n".repeat(10_001);
+        let err = parse(&documents);
+        assert!(err.starts_with("bomb.yaml:") && err.contains("document"), "{err}");
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        let mut text = String::from("turns:\n  - user: \"");
+        text.push_str(&"x".repeat(MAX_FILE_BYTES as usize));
+        text.push_str("\"\n");
+        std::fs::write(&path, text).unwrap();
+        let registry = crate::tools::ToolRegistry::builtin();
+        let check_model = |_: &str| Ok(());
+        let validator = Validator { tools: &registry, check_model: &check_model };
+        let errors = load_scenarios(&[path.display().to_string()], &validator).unwrap_err();
+        assert!(errors.0[0].to_string().contains("larger than the 8 MiB a scenario file may be"), "{}", errors.0[0]);
     }
 }

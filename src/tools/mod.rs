@@ -121,6 +121,11 @@ impl ToolRegistry {
         let Some(tool) = self.get(name) else {
             return (arguments, Err(ToolError::Unknown(name.to_owned())));
         };
+        // The tool runs only on arguments its schema accepts; the model is told what is wrong.
+        let problems = crate::schema::validate(&tool.parameters(), &arguments);
+        if !problems.is_empty() {
+            return (arguments, Err(ToolError::BadArguments(problems.join("; "))));
+        }
         let result = tool.call(arguments.clone(), context).await;
         (arguments, result)
     }
@@ -171,6 +176,20 @@ mod tests {
         assert!(matches!(result, Err(ToolError::BadArguments(_))));
         let (_, result) = registry.call("add_numbers", r#"{"x": 2, "y": 3.5}"#, &ctx).await;
         assert_eq!(result.unwrap(), json!({"result": 5.5}));
+    }
+
+    #[tokio::test]
+    async fn arguments_are_checked_against_the_schema_before_the_tool_runs() {
+        let registry = ToolRegistry::builtin();
+        let ctx = context(1);
+        let (_, result) = registry.call("add_numbers", r#"{"x": 2}"#, &ctx).await;
+        let Err(ToolError::BadArguments(message)) = result else { panic!("{result:?}") };
+        assert_eq!(message, "/: expected `y`, which is required");
+        let (_, result) = registry.call("reverse_text", r#"{"text": 42}"#, &ctx).await;
+        let Err(ToolError::BadArguments(message)) = result else { panic!("{result:?}") };
+        assert_eq!(message, "/text: expected string, found integer");
+        let (_, result) = registry.call("get_random_number", r#"{"min": 1.5, "max": 3}"#, &ctx).await;
+        assert!(matches!(result, Err(ToolError::BadArguments(m)) if m.contains("/min: expected integer")));
     }
 
     #[test]
