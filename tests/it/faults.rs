@@ -340,3 +340,19 @@ fn kill_9_at_any_moment_leaves_whole_logs_and_whole_rows() {
     }
     assert!(interrupted >= 2, "the kills must land while runs are being written");
 }
+
+#[test]
+fn hostile_scenario_names_stay_inside_the_run_directory() {
+    let server = MockServer::start(assistant);
+    let ws = Workspace::new();
+    ws.write("s.yaml", "name: \"../../../escaped\\x01\\n.\"\nturns:\n  - user: hello\n---\nname: \"/abs/path\"\nturns:\n  - user: hello\n");
+    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, dir) = run_dir(&ws);
+    let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["_.__.__.__escaped__.__openai_gpt-4o-mini__1.json", "_abs_path__openai_gpt-4o-mini__1.json"]);
+    let everything: Vec<_> = ws.all_files().into_iter().map(|(p, _)| p).collect();
+    assert!(everything.iter().all(|p| p.starts_with(ws.path())));
+    assert!(!ws.path().parent().unwrap().join("escaped").exists());
+}
