@@ -106,10 +106,11 @@ fn main() {
         match outcome {
             Ok(Ok(_)) => accepted += 1,
             Ok(Err(errors)) => {
-                // Count distinct kinds of error (the message without positions).
+                // Count kinds of error: the message's first words, without position or quoted text.
                 let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
-                let kind: String = first.split(": ").skip(1).take(1).collect::<String>().chars().filter(|c| !c.is_ascii_digit()).take(60).collect();
-                messages.insert(kind);
+                let message = first.splitn(2, ": ").nth(1).unwrap_or_default();
+                let kind: String = message.split(['`', '"', ':', '(', ',']).next().unwrap_or_default().chars().filter(|c| !c.is_ascii_digit()).collect();
+                messages.insert(kind.trim().to_owned());
             }
             Err(_) => {
                 std::fs::create_dir_all("fuzz-crashes").expect("create fuzz-crashes");
@@ -128,7 +129,7 @@ fn main() {
         }
     }
     println!(
-        "fuzzed scenario loading for {seconds} s (seed {seed}): {runs} inputs ({:.0}/s), {accepted} loaded, {} distinct errors, 0 panics, slowest {:.1} ms",
+        "fuzzed scenario loading for {seconds} s (seed {seed}): {runs} inputs ({:.0}/s), {accepted} loaded, {} kinds of error, 0 panics, slowest {:.1} ms",
         runs as f64 / seconds as f64,
         messages.len(),
         slowest.as_secs_f64() * 1000.0
