@@ -67,8 +67,6 @@ pub struct ModelStats {
     pub unpriced: bool,
     /// Latency of every turn, in the order runs were added.
     pub turn_latencies_ms: Vec<u64>,
-    /// Scenarios of this model that passed some repetitions and failed others.
-    pub flaky: usize,
 }
 
 impl ModelStats {
@@ -201,7 +199,6 @@ impl Summary {
         });
         let stats = &mut self.models[model];
         let per_scenario = &mut self.scenarios[scenario];
-        let was_flaky = per_scenario.flaky();
         stats.unpriced |= run.unpriced;
         match run.status {
             Status::NotStarted => {
@@ -218,14 +215,14 @@ impl Summary {
         if run.status == Status::Passed {
             per_scenario.passed += 1;
         }
-        match (was_flaky, per_scenario.flaky()) {
-            (false, true) => stats.flaky += 1,
-            (true, false) => stats.flaky -= 1,
-            _ => {}
-        }
         stats.usage += run.usage;
         stats.cost_usd += run.cost_usd;
         stats.turn_latencies_ms.extend(run.turn_latencies_ms);
+    }
+
+    /// Scenarios of `model` that passed some repetitions and failed others.
+    pub fn flaky_scenarios(&self, model: &str) -> usize {
+        self.scenarios.iter().filter(|s| s.model == model && s.flaky()).count()
     }
 
     /// Records why runs were not started (kept once).
@@ -246,18 +243,14 @@ impl Summary {
         ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for m in &self.models {
-            let money = |value: Option<f64>| match value {
-                _ if m.unpriced => "unpriced".to_owned(),
-                Some(usd) => format!("{usd:.6}"),
-                None => "-".to_owned(),
-            };
+            let money = |value| money_cell(m, value);
             rows.push(vec![
                 m.model.clone(),
                 m.runs.to_string(),
                 m.passed.to_string(),
                 m.failed.to_string(),
                 m.errors.to_string(),
-                m.pass_rate().map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0)),
+                rate_cell(m),
                 m.usage.prompt_tokens.to_string(),
                 m.usage.completion_tokens.to_string(),
                 m.usage.cached_tokens.to_string(),
@@ -300,7 +293,7 @@ impl Summary {
             "### runner\n\n| model | runs | passed | failed | errors | not started | pass rate | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for m in &self.models {
-            let money = |value: Option<f64>| if m.unpriced { "unpriced".to_owned() } else { value.map_or_else(|| "-".to_owned(), |usd| format!("{usd:.6}")) };
+            let money = |value| money_cell(m, value);
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 m.model,
@@ -309,7 +302,7 @@ impl Summary {
                 m.failed,
                 m.errors,
                 m.not_started,
-                m.pass_rate().map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0)),
+                rate_cell(m),
                 m.usage.prompt_tokens,
                 m.usage.completion_tokens,
                 money(Some(m.cost_usd)),
@@ -351,11 +344,24 @@ impl Summary {
                 m.median_latency_ms().map_or_else(String::new, |ms| ms.to_string()),
                 m.p95_latency_ms().map_or_else(String::new, |ms| ms.to_string()),
                 m.unpriced.to_string(),
-                m.flaky.to_string(),
+                self.flaky_scenarios(&m.model).to_string(),
             ])?;
         }
         writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
     }
+}
+
+/// Dollars as shown in tables: `unpriced` for a model without a price, `-` when undefined.
+fn money_cell(m: &ModelStats, value: Option<f64>) -> String {
+    match value {
+        _ if m.unpriced => "unpriced".to_owned(),
+        Some(usd) => format!("{usd:.6}"),
+        None => "-".to_owned(),
+    }
+}
+
+fn rate_cell(m: &ModelStats) -> String {
+    m.pass_rate().map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0))
 }
 
 fn optional(value: Option<u64>) -> String {
@@ -456,7 +462,7 @@ mod tests {
         assert_eq!((by_name("wobbly").passed, by_name("wobbly").runs, by_name("wobbly").flaky()), (2, 3, true));
         assert!(!by_name("steady").flaky());
         assert!(!by_name("broken").flaky());
-        assert_eq!(summary.models()[0].flaky, 1);
+        assert_eq!(summary.flaky_scenarios("m:x"), 1);
         let text = summary.render();
         assert!(text.lines().any(|l| l.starts_with("wobbly") && l.contains("2/3") && l.ends_with("flaky")), "{text}");
         assert!(text.lines().any(|l| l.starts_with("steady") && l.contains("3/3") && !l.contains("flaky")), "{text}");
