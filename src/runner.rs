@@ -122,10 +122,8 @@ impl Control {
 /// How a batch ended.
 #[derive(Debug, Default)]
 pub struct Totals {
-    pub finished: usize,
-    pub not_passed: usize,
+    /// Runs of the plan that did not finish: never started, or aborted.
     pub not_started: usize,
-    pub spent_usd: f64,
     pub stopped: Option<StopReason>,
 }
 
@@ -147,13 +145,13 @@ pub async fn run_all(
     }
     reporter.plan(jobs.len());
     let mut totals = Totals::default();
+    let mut spent_usd = 0.0;
     let mut report_error = None;
-    let stop = control.clone();
     // Runs play on the runtime's workers; logs are written here, on the one task that also
     // reports, so files are created one at a time (concurrent creates in one directory
     // contend on its lock and burn CPU the runs need). A job is only started when
     // `buffer_unordered` has room for it, so the stop check sees every finished run before.
-    let starter = stop.clone();
+    let starter = control.clone();
     let (run_id, run_dir) = (shared.run_id.clone(), shared.run_dir.clone());
     let mut ended = futures::stream::iter(jobs)
         .map(move |job| {
@@ -181,50 +179,45 @@ pub async fn run_all(
         })
         .buffer_unordered(concurrency.max(1));
     while let Some(end) = ended.next().await {
-        let outcome = match end {
+        let (job, reason) = match end {
             Ended::Ran(record, job) => {
                 let log = run_dir.join(log_file_name(&job));
                 if let Err(err) = write_log(&log, &record) {
                     report_error.get_or_insert_with(|| anyhow::anyhow!("cannot write {}: {err}", log.display()));
                 }
-                totals.finished += 1;
-                totals.spent_usd += record.cost.total_usd;
-                if record.status != Status::Passed {
-                    totals.not_passed += 1;
-                    if limits.fail_fast {
-                        stop.stop(StopReason::FailFast);
-                    }
+                spent_usd += record.cost.total_usd;
+                if limits.fail_fast && record.status != Status::Passed {
+                    control.stop(StopReason::FailFast);
                 }
                 if let Some(limit_usd) = limits.max_cost_usd
-                    && totals.spent_usd >= limit_usd
+                    && spent_usd >= limit_usd
                 {
-                    stop.stop(StopReason::Budget { limit_usd, spent_usd: totals.spent_usd });
+                    control.stop(StopReason::Budget { limit_usd, spent_usd });
                 }
-                reporter.run_finished(&record, &log)
+                if let Err(err) = reporter.run_finished(&record, &log) {
+                    report_error.get_or_insert(err);
+                }
+                continue;
             }
-            end @ (Ended::NotStarted(_) | Ended::Aborted(_)) => {
-                totals.not_started += 1;
-                let (job, reason) = match end {
-                    Ended::Aborted(job) => (job, "interrupted: aborted by a second Ctrl-C".to_owned()),
-                    Ended::NotStarted(job) | Ended::Ran(_, job) => (job, stop.stopped().map(ToString::to_string).unwrap_or_default()),
-                };
-                let model = job.target.spec.to_string();
-                reporter.run_not_started(&Unstarted {
-                    run_id: &run_id,
-                    scenario: &job.scenario.name,
-                    file: &job.scenario.file,
-                    model: &model,
-                    repetition: job.repetition,
-                    unpriced: job.target.price.is_none(),
-                    reason: &reason,
-                })
-            }
+            Ended::NotStarted(job) => (job, control.stopped().map(ToString::to_string).unwrap_or_default()),
+            Ended::Aborted(job) => (job, "interrupted: aborted by a second Ctrl-C".to_owned()),
         };
-        if let Err(err) = outcome {
+        totals.not_started += 1;
+        let model = job.target.spec.to_string();
+        let unstarted = Unstarted {
+            run_id: &run_id,
+            scenario: &job.scenario.name,
+            file: &job.scenario.file,
+            model: &model,
+            repetition: job.repetition,
+            unpriced: job.target.price.is_none(),
+            reason: &reason,
+        };
+        if let Err(err) = reporter.run_not_started(&unstarted) {
             report_error.get_or_insert(err);
         }
     }
-    totals.stopped = stop.stopped().cloned();
+    totals.stopped = control.stopped().cloned();
     match report_error {
         Some(err) => Err(err),
         None => Ok(totals),
