@@ -125,7 +125,6 @@ impl Session {
 
     /// Writes the conversation log into `dir` (`<timestamp>.json`), atomically.
     pub fn save_log(&self, dir: &Path, error: Option<&str>) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.json", self.started_at.format("%Y%m%dT%H%M%S%.3fZ")));
         let log = ConversationLog {
             runner_version: env!("CARGO_PKG_VERSION"),

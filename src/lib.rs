@@ -162,7 +162,7 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
         .into());
     }
     if args.dry_run {
-        print!("{}", plan::render_dry_run(&matrix, &settings.prices, args.shard));
+        print!("{}", plan::render_dry_run(&matrix, &settings.prices, &unpriced, args.shard));
         return Ok(EXIT_PASSED);
     }
 
@@ -189,12 +189,15 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
     // Resuming: runs with a finished log are done; their records go into the new report first.
     let mut finished = Vec::new();
     if args.resume.is_some() {
-        jobs.retain(|job| match runner::read_log(&run_dir.join(runner::log_file_name(job))) {
-            Some(record) => {
-                finished.push((record, run_dir.join(runner::log_file_name(job))));
-                false
+        jobs.retain(|job| {
+            let log = run_dir.join(runner::log_file_name(job));
+            match runner::read_log(&log) {
+                Some(record) => {
+                    finished.push((record, log));
+                    false
+                }
+                None => true,
             }
-            None => true,
         });
     }
     let report_path = args.report.clone().unwrap_or_else(|| std::path::PathBuf::from("reports").join(format!("{run_id}.csv")));
@@ -233,9 +236,6 @@ async fn run_scenarios(config: Option<&std::path::Path>, args: RunArgs) -> anyho
     progress.finish();
     report::json::write_atomically(&summary_path, &summary.to_csv()?).with_context(|| format!("cannot write {}", summary_path.display()))?;
     if let Some(path) = &args.junit {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
         report::json::write_atomically(path, junit.render().trim_end().as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

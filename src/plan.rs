@@ -113,8 +113,9 @@ pub fn bound(scenario: &Scenario, registry: &ToolRegistry, counter: &Counter) ->
     Bound { requests, input_tokens: input, output_tokens: max_out.map(|max| max * requests) }
 }
 
-/// The dry run's report: the matrix (a row per scenario and model) and the cost bound.
-pub fn render_dry_run(matrix: &[Planned], prices: &PriceTable, shard: Option<Shard>) -> String {
+/// The dry run's report: the matrix (a row per scenario and model) and the cost bound;
+/// `unpriced` are the matrix's models without a price ([`unpriced_models`]).
+pub fn render_dry_run(matrix: &[Planned], prices: &PriceTable, unpriced: &[String], shard: Option<Shard>) -> String {
     let registry = ToolRegistry::builtin();
     let mut rows = vec![["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="].map(String::from).to_vec()];
     let mut groups: Vec<(&Planned, u64)> = Vec::new();
@@ -171,7 +172,6 @@ pub fn render_dry_run(matrix: &[Planned], prices: &PriceTable, shard: Option<Sha
         let how = if *exact { "" } else { " (an approximation: not this model's own tokenizer)" };
         out.push_str(&format!("tokens of {model}: counted with {tokenizer}{how}\n"));
     }
-    let unpriced = unpriced_models(matrix, prices);
     out.push_str(&format!("cost upper bound: ${total_usd:.6}"));
     if unbounded {
         out.push_str(" for the scenarios that set max_tokens; the others have no bound (set max_tokens to bound them)");
