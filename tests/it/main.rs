@@ -75,15 +75,21 @@ impl Workspace {
         logs
     }
 
-    /// The rows of the only CSV report under `reports/`, as (header -> value) maps.
-    pub fn csv_rows(&self) -> Vec<std::collections::HashMap<String, String>> {
-        let reports: Vec<_> = std::fs::read_dir(self.path().join("reports"))
+    /// The only file under `reports/` that is a per-model summary (`summary`) or a report.
+    pub fn report_file(&self, summary: bool) -> PathBuf {
+        let files: Vec<PathBuf> = std::fs::read_dir(self.path().join("reports"))
             .unwrap()
             .flatten()
-            .filter(|entry| !entry.file_name().to_string_lossy().ends_with(".summary.csv"))
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".summary.csv") == summary)
+            .map(|entry| entry.path())
             .collect();
-        assert_eq!(reports.len(), 1, "expected one report");
-        read_csv(&reports[0].path())
+        assert_eq!(files.len(), 1, "expected one {} under reports/", if summary { "summary" } else { "report" });
+        files.into_iter().next().unwrap()
+    }
+
+    /// The rows of the only CSV report under `reports/`, as (header -> value) maps.
+    pub fn csv_rows(&self) -> Vec<std::collections::HashMap<String, String>> {
+        read_csv(&self.report_file(false))
     }
 
     /// The rows of the report at `name` (relative to the workspace).
@@ -93,13 +99,7 @@ impl Workspace {
 
     /// The only per-model summary under `reports/`.
     pub fn summary_rows(&self) -> Vec<std::collections::HashMap<String, String>> {
-        let summaries: Vec<_> = std::fs::read_dir(self.path().join("reports"))
-            .unwrap()
-            .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".summary.csv"))
-            .collect();
-        assert_eq!(summaries.len(), 1, "expected one summary");
-        read_csv(&summaries[0].path())
+        read_csv(&self.report_file(true))
     }
 
     /// Every file under the directory, with its contents.

@@ -243,12 +243,7 @@ fn csv_rows_per_turn_sum_to_server_usage_and_cost() {
         assert_eq!(row["requests"], "1");
         assert_eq!(row["unpriced"], "false");
     }
-    let report = std::fs::read_dir(ws.path().join("reports"))
-        .unwrap()
-        .flatten()
-        .find(|entry| !entry.file_name().to_string_lossy().ends_with(".summary.csv"))
-        .unwrap();
-    let header: Vec<_> = std::fs::read_to_string(report.path())
+    let header: Vec<_> = std::fs::read_to_string(ws.report_file(false))
         .unwrap()
         .lines()
         .next()
