@@ -7,11 +7,14 @@ mod compare;
 mod faults;
 mod run;
 mod server;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+
+use server::{MockServer, Reply, Request};
 
 /// The API key the tests use; it must never appear in any output or file.
 pub const KEY: &str = "sk-test-4f9a7c1e-this-key-must-never-be-written";
@@ -144,4 +147,134 @@ pub fn read_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let headers = reader.headers().unwrap().clone();
     reader.records().map(|r| headers.iter().map(str::to_owned).zip(r.unwrap().iter().map(str::to_owned)).collect()).collect()
+}
+
+/// One invocation of runner, described and then run: a workspace with its files, an optional
+/// scripted server, the command line, the environment and standard input. A new test is a
+/// few lines:
+///
+/// ```ignore
+/// let run = Test::new().server(assistant).file("a.yaml", "turns:\n  - user: hello\n").args(["run", "a.yaml"]).run();
+/// run.success();
+/// assert_eq!(run.server().chat_bodies().len(), 1);
+/// ```
+pub struct Test {
+    ws: Workspace,
+    server: Option<MockServer>,
+    args: Vec<String>,
+    env: Vec<(String, Option<String>)>,
+    stdin: Option<String>,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Test {
+    pub fn new() -> Self {
+        Self { ws: Workspace::new(), server: None, args: Vec::new(), env: Vec::new(), stdin: None }
+    }
+
+    /// A scripted Chat Completions server on 127.0.0.1 that answers with `handler`; runner is
+    /// pointed at it with the test key. Without one, requests go to a closed port.
+    pub fn server(mut self, handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Self {
+        self.server = Some(MockServer::start(handler));
+        self
+    }
+
+    /// A file in the workspace (directories created).
+    pub fn file(self, name: &str, content: &str) -> Self {
+        self.ws.write(name, content);
+        self
+    }
+
+    /// Command-line arguments, appended.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// An environment variable for runner.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), Some(value.to_owned())));
+        self
+    }
+
+    /// An environment variable runner must not see.
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env.push((key.to_owned(), None));
+        self
+    }
+
+    /// Standard input (otherwise none).
+    pub fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.to_owned());
+        self
+    }
+
+    /// Runs runner to its end.
+    pub fn run(self) -> Ran {
+        let base_url = self.server.as_ref().map_or_else(|| "http://127.0.0.1:9".to_owned(), MockServer::url);
+        let mut command = self.ws.runner(&base_url);
+        command.args(&self.args);
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("runner starts");
+        if let Some(text) = &self.stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().unwrap();
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        let output = outcome(child.wait_with_output().unwrap());
+        Ran { ws: self.ws, server: self.server, output }
+    }
+}
+
+/// A finished invocation: its outcome, its workspace and its server.
+pub struct Ran {
+    pub ws: Workspace,
+    server: Option<MockServer>,
+    pub output: Outcome,
+}
+
+impl Ran {
+    /// The scripted server (the test gave one).
+    pub fn server(&self) -> &MockServer {
+        self.server.as_ref().expect("the test started no server")
+    }
+
+    /// Asserts the exit code, showing both outputs when it differs.
+    pub fn code(&self, expected: i32) -> &Self {
+        let out = &self.output;
+        assert_eq!(out.code, expected, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+        self
+    }
+
+    /// Asserts exit code 0.
+    pub fn success(&self) -> &Self {
+        self.code(0)
+    }
+
+    pub fn stdout(&self) -> &str {
+        &self.output.stdout
+    }
+
+    pub fn stderr(&self) -> &str {
+        &self.output.stderr
+    }
+}
+
+impl std::ops::Deref for Ran {
+    type Target = Workspace;
+    fn deref(&self) -> &Workspace {
+        &self.ws
+    }
 }
