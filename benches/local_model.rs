@@ -14,7 +14,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sources = acquire::Sources::from_env();
     let http = runner::provider::openai::http_client().unwrap();
-    let path = runtime.block_on(acquire::locate(&sources, &http)).unwrap();
+    let path = runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).unwrap();
 
     let started = Instant::now();
     let loaded = model::load(&path).unwrap();

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runner::scenario::{Validator, parse_scenarios};
-use runner::tools::{ToolRegistry, mix64};
+use runner::rng::mix64;
+use runner::tools::ToolRegistry;
 
 /// Pieces of YAML syntax worth inserting: they reach the parser's less travelled paths.
 const TOKENS: &[&str] = &[

@@ -5,8 +5,8 @@
 
 use runner::check::is_subset;
 use runner::provider::local::{LocalProvider, acquire};
-use runner::provider::wire::Message;
-use runner::scenario::Sampling;
+use runner::message::Message;
+use runner::provider::Sampling;
 use runner::tools::ToolRegistry;
 use serde::Deserialize;
 use serde_json::Value;
@@ -25,7 +25,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sources = acquire::Sources::from_env();
     let http = runner::provider::openai::http_client().unwrap();
-    let path = runtime.block_on(acquire::locate(&sources, &http)).unwrap();
+    let path = runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).unwrap();
     let provider = LocalProvider::load(&path).unwrap();
     let registry = ToolRegistry::builtin();
     let names: Vec<String> = registry.names().map(str::to_owned).collect();

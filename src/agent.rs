@@ -6,11 +6,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::message::{Message, ToolSpec};
 use crate::pricing::{Cost, Price};
-use crate::provider::wire::{Message, ToolSpec};
-use crate::provider::{CompletionRequest, Provider};
-use crate::record::{RequestRecord, ToolCallRecord};
-use crate::scenario::Sampling;
+use crate::provider::{CompletionRequest, Provider, Sampling};
+use crate::record::{RequestRecord, Status, ToolCallRecord, TurnRecord};
 use crate::tools::{ToolContext, ToolError, ToolRegistry, decode_arguments};
 use crate::usage::{Usage, UsageSource, estimate_tokens};
 
@@ -32,51 +31,12 @@ pub struct Agent<'a> {
     pub on_text: Option<crate::provider::TextSink<'a>>,
 }
 
-/// What one turn produced. `error` set means the turn could not finish.
-#[derive(Debug, Default)]
-pub struct TurnOutcome {
-    pub reply: Option<String>,
-    pub error: Option<String>,
-    pub requests: Vec<RequestRecord>,
-    pub tool_calls: Vec<ToolCallRecord>,
-    pub usage: Usage,
-    pub cost: Cost,
-    pub latency_ms: u64,
-}
-
-impl TurnOutcome {
-    /// The turn's record: `error` when it did not finish, else `failed` when a check failed,
-    /// else `passed`.
-    pub fn into_record(self, index: usize, user: &str, checks: Vec<crate::record::CheckRecord>) -> crate::record::TurnRecord {
-        use crate::record::Status;
-        let status = if self.error.is_some() {
-            Status::Error
-        } else if checks.iter().all(|c| c.passed) {
-            Status::Passed
-        } else {
-            Status::Failed
-        };
-        crate::record::TurnRecord {
-            index,
-            user: user.to_owned(),
-            reply: self.reply,
-            status,
-            error: self.error,
-            latency_ms: self.latency_ms,
-            requests: self.requests,
-            tool_calls: self.tool_calls,
-            usage: self.usage,
-            cost: self.cost,
-            checks,
-        }
-    }
-}
-
 impl Agent<'_> {
-    /// Plays one user turn, appending every message to `messages`.
-    pub async fn run_turn(&self, messages: &mut Vec<Message>, user: &str) -> TurnOutcome {
+    /// Plays user turn `index` (1-based), appending every message to `messages`. The record
+    /// has no checks yet; `error` set means the turn could not finish.
+    pub async fn run_turn(&self, messages: &mut Vec<Message>, index: usize, user: &str) -> TurnRecord {
         let started = Instant::now();
-        let mut outcome = TurnOutcome::default();
+        let mut outcome = TurnRecord::new(index, user);
         messages.push(Message::User { content: user.to_owned() });
         let mut rounds = 0;
         loop {
@@ -96,7 +56,7 @@ impl Agent<'_> {
                         latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
                         error: Some(error.clone()),
                         attempts: exchange.attempts,
-                        ..request_record(Usage::default(), UsageSource::Provider, 0.0)
+                        ..request_record(Usage::default(), UsageSource::Provider, Cost::default())
                     });
                     outcome.error = Some(format!("model request failed: {error}"));
                     break;
@@ -113,7 +73,7 @@ impl Agent<'_> {
                 latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
                 finish_reason: completion.finish_reason.clone(),
                 attempts: exchange.attempts,
-                ..request_record(usage, source, cost.total_usd)
+                ..request_record(usage, source, cost)
             });
 
             if completion.tool_calls.is_empty() {
@@ -144,6 +104,9 @@ impl Agent<'_> {
             }
         }
         outcome.latency_ms = started.elapsed().as_millis() as u64;
+        if outcome.error.is_some() {
+            outcome.status = Status::Error;
+        }
         outcome
     }
 
@@ -188,20 +151,8 @@ fn tool_message(record: &ToolCallRecord) -> String {
     }
 }
 
-fn request_record(usage: Usage, usage_source: UsageSource, cost_usd: f64) -> RequestRecord {
-    RequestRecord {
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
-        total_tokens: usage.total_tokens,
-        cached_tokens: usage.cached_tokens,
-        reasoning_tokens: usage.reasoning_tokens,
-        usage_source,
-        latency_ms: 0,
-        finish_reason: None,
-        cost_usd,
-        error: None,
-        attempts: Vec::new(),
-    }
+fn request_record(usage: Usage, usage_source: UsageSource, cost: Cost) -> RequestRecord {
+    RequestRecord { usage, usage_source, latency_ms: 0, finish_reason: None, cost, error: None, attempts: Vec::new() }
 }
 
 /// Usage counted by runner when the provider reports none.
@@ -219,7 +170,7 @@ fn estimate_usage(messages: &[Message], completion: &crate::provider::Completion
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::wire::{FunctionCall, ToolCall};
+    use crate::message::{FunctionCall, ToolCall};
     use crate::provider::{Completion, Exchange, ProviderError};
     use futures::future::BoxFuture;
     use std::sync::{Arc, Mutex};
@@ -253,7 +204,7 @@ mod tests {
         Ok(Completion { content: Some(text.into()), usage: Some(Usage::new(20, 3)), ..Completion::default() })
     }
 
-    async fn play(replies: Vec<Result<Completion, ProviderError>>, max_tool_rounds: u32, pinned: BTreeMap<String, Value>) -> (TurnOutcome, Vec<Message>, Arc<Scripted>) {
+    async fn play(replies: Vec<Result<Completion, ProviderError>>, max_tool_rounds: u32, pinned: BTreeMap<String, Value>) -> (TurnRecord, Vec<Message>, Arc<Scripted>) {
         let provider = Arc::new(Scripted { replies: Mutex::new(replies), seen: Mutex::new(vec![]) });
         let registry = ToolRegistry::builtin();
         let offered: Vec<String> = ["add_numbers", "reverse_text", "get_weather"].map(String::from).to_vec();
@@ -273,7 +224,7 @@ mod tests {
             on_text: None,
         };
         let mut messages = vec![];
-        let outcome = agent.run_turn(&mut messages, "go").await;
+        let outcome = agent.run_turn(&mut messages, 1, "go").await;
         (outcome, messages, provider)
     }
 
@@ -343,6 +294,7 @@ mod tests {
         let replies = vec![Err(ProviderError::Status { status: 500, body: "boom".into() })];
         let (outcome, _, _) = play(replies, 8, BTreeMap::new()).await;
         assert_eq!(outcome.error.as_deref(), Some("model request failed: HTTP 500: boom"));
+        assert_eq!(outcome.status, Status::Error);
         assert_eq!(outcome.requests[0].error.as_deref(), Some("HTTP 500: boom"));
     }
 }

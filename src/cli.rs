@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::plan::Shard;
+
 /// Replay scripted conversations with language models, check what they answer, and record
 /// tokens and cost.
 #[derive(Debug, Parser)]
@@ -116,7 +118,7 @@ pub struct RunArgs {
 
     /// Run only the I-th of N deterministic slices of the run matrix (CI matrices); merge the
     /// shards' reports with `runner report`
-    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
 
     /// Validate, print the run matrix and an upper bound of its cost, and call no model
@@ -131,30 +133,6 @@ pub struct RunArgs {
     /// Refuse to run (exit 2) when a model has no known price
     #[arg(long)]
     pub require_prices: bool,
-}
-
-/// One slice of the run matrix: `index` of `count`, 1-based.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    /// Whether the run at `position` of the whole matrix belongs to this shard.
-    pub fn contains(&self, position: usize) -> bool {
-        position % self.count == self.index - 1
-    }
-}
-
-fn parse_shard(text: &str) -> Result<Shard, String> {
-    let (index, count) = text.split_once('/').ok_or("expected I/N, e.g. 2/4")?;
-    let index: usize = index.trim().parse().map_err(|_| format!("`{index}` is not a shard number"))?;
-    let count: usize = count.trim().parse().map_err(|_| format!("`{count}` is not a shard count"))?;
-    if count == 0 || index == 0 || index > count {
-        return Err(format!("shard {index}/{count}: I must be between 1 and N"));
-    }
-    Ok(Shard { index, count })
 }
 
 fn parse_usd(text: &str) -> Result<f64, String> {

@@ -1,5 +1,6 @@
-//! The run matrix before anything runs: which runs, on which models, and what they can cost
-//! at most (`runner run --dry-run`).
+//! The run matrix before anything runs: which runs (scenarios, filter, models, repetitions,
+//! shard), whether their prices allow the batch (`--require-prices`, `--max-cost-usd`), and
+//! what they can cost at most (`runner run --dry-run`).
 //!
 //! The cost bound counts input tokens with the model family's tokenizer (o200k_base or
 //! cl100k_base, as OpenAI's tiktoken maps model names) and bounds everything the model adds
@@ -21,10 +22,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::cli::Shard;
 use crate::pricing::PriceTable;
+use crate::provider::ModelSpec;
 use crate::scenario::Scenario;
-use crate::settings::ModelSpec;
+use crate::settings::{Settings, UsageError};
 use crate::tools::ToolRegistry;
 
 /// Tokens of framing per message in OpenAI's chat format.
@@ -33,6 +34,98 @@ pub const MESSAGE_OVERHEAD: u64 = 4;
 pub const REPLY_PRIMING: u64 = 3;
 /// Tokens a tool round's results may add beyond the size of the request for them.
 pub const TOOL_RESULT_ALLOWANCE: u64 = 100;
+
+/// One slice of the run matrix: `index` of `count`, 1-based (`--shard I/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether the run at `position` of the whole matrix belongs to this shard.
+    pub fn contains(&self, position: usize) -> bool {
+        position % self.count == self.index - 1
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (index, count) = text.split_once('/').ok_or("expected I/N, e.g. 2/4")?;
+        let index: usize = index.trim().parse().map_err(|_| format!("`{index}` is not a shard number"))?;
+        let count: usize = count.trim().parse().map_err(|_| format!("`{count}` is not a shard count"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!("shard {index}/{count}: I must be between 1 and N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// What the command line asks of the matrix.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MatrixOptions<'a> {
+    /// `-m`: every scenario on each; empty: each scenario's own model, else the default.
+    pub models: &'a [String],
+    pub repeat: u32,
+    /// Only scenarios whose name contains this.
+    pub filter: Option<&'a str>,
+    pub shard: Option<Shard>,
+}
+
+/// The batch to run: every run in a fixed order (files, scenarios within them, models,
+/// repetitions), so every shard of a CI matrix computes the same one.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub runs: Vec<Planned>,
+    /// The models of `runs` without a price, each once, in order.
+    pub unpriced: Vec<String>,
+    pub shard: Option<Shard>,
+}
+
+impl Plan {
+    /// The matrix of `scenarios` as `options` ask.
+    pub fn new(settings: &Settings, mut scenarios: Vec<Scenario>, options: MatrixOptions<'_>) -> Result<Self, UsageError> {
+        if let Some(filter) = options.filter {
+            scenarios.retain(|s| s.name.contains(filter));
+            if scenarios.is_empty() {
+                return Err(UsageError(format!("no scenario name contains `{filter}`")));
+            }
+        }
+        let mut runs = Vec::new();
+        for scenario in scenarios.into_iter().map(Arc::new) {
+            let own = [scenario.model.clone().unwrap_or_else(|| settings.default_model.clone())];
+            let models = if options.models.is_empty() { &own[..] } else { options.models };
+            for text in models {
+                let spec = settings.parse_model(text)?;
+                for repetition in 1..=options.repeat {
+                    runs.push(Planned { scenario: scenario.clone(), spec: spec.clone(), repetition });
+                }
+            }
+        }
+        if let Some(shard) = options.shard {
+            runs = runs.into_iter().enumerate().filter(|(position, _)| shard.contains(*position)).map(|(_, run)| run).collect();
+        }
+        let unpriced = unpriced_models(&runs, &settings.prices);
+        Ok(Self { runs, unpriced, shard: options.shard })
+    }
+
+    /// Refuses a batch with unpriced models when prices are required or a budget must be
+    /// enforced.
+    pub fn check_prices(&self, require_prices: bool, budget: bool) -> Result<(), UsageError> {
+        if self.unpriced.is_empty() || !(require_prices || budget) {
+            return Ok(());
+        }
+        let why = if require_prices { "--require-prices" } else { "--max-cost-usd cannot be enforced" };
+        Err(UsageError(format!("no known price for {} ({why}); add prices with --prices FILE or runner.yaml", self.unpriced.join(", "))))
+    }
+
+    /// The dry run's report: the matrix and its cost bound.
+    pub fn render_dry_run(&self, prices: &PriceTable) -> String {
+        render_dry_run(&self.runs, prices, &self.unpriced, self.shard)
+    }
+}
 
 /// One run of the matrix, before its model is resolved.
 #[derive(Debug, Clone)]
@@ -44,7 +137,7 @@ pub struct Planned {
 }
 
 /// The models of `matrix` that have no price, each once, in order.
-pub fn unpriced_models(matrix: &[Planned], prices: &PriceTable) -> Vec<String> {
+fn unpriced_models(matrix: &[Planned], prices: &PriceTable) -> Vec<String> {
     let mut seen = BTreeSet::new();
     matrix
         .iter()
@@ -115,7 +208,7 @@ pub fn bound(scenario: &Scenario, registry: &ToolRegistry, counter: &Counter) ->
 
 /// The dry run's report: the matrix (a row per scenario and model) and the cost bound;
 /// `unpriced` are the matrix's models without a price ([`unpriced_models`]).
-pub fn render_dry_run(matrix: &[Planned], prices: &PriceTable, unpriced: &[String], shard: Option<Shard>) -> String {
+fn render_dry_run(matrix: &[Planned], prices: &PriceTable, unpriced: &[String], shard: Option<Shard>) -> String {
     let registry = ToolRegistry::builtin();
     let mut rows = vec![["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="].map(String::from).to_vec()];
     let mut groups: Vec<(&Planned, u64)> = Vec::new();

@@ -1,4 +1,7 @@
 //! What a run leaves behind: the record written as its JSON log and summed into reports.
+//! One vocabulary for every face: a scenario run, a chat conversation and `ask --json` are
+//! all a [`RunRecord`] (a conversation is a run without a scenario), and what reaches the
+//! reporters is a [`RunOutcome`]: a finished run, or one that never started.
 
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
@@ -6,9 +9,9 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pricing::{Cost, Price};
-use crate::provider::Attempt;
-use crate::provider::wire::Message;
+use crate::message::Message;
+use crate::pricing::{Cost, Price, PriceEntry};
+use crate::provider::{Attempt, ModelSpec, Sampling};
 use crate::usage::{Usage, UsageSource};
 
 /// How a run or a turn ended.
@@ -18,9 +21,6 @@ pub enum Status {
     Passed,
     Failed,
     Error,
-    /// Never started: the budget was spent, `--fail-fast` stopped the run, or it was
-    /// interrupted. Only summaries and reports carry it; a run that started never has it.
-    NotStarted,
 }
 
 impl Status {
@@ -29,23 +29,56 @@ impl Status {
             Status::Passed => "passed",
             Status::Failed => "failed",
             Status::Error => "error",
-            Status::NotStarted => "not_started",
         }
     }
 
     /// The status named `text` (as written by [`Status::as_str`]).
     pub fn parse(text: &str) -> Option<Status> {
-        [Status::Passed, Status::Failed, Status::Error, Status::NotStarted].into_iter().find(|s| s.as_str() == text)
+        [Status::Passed, Status::Failed, Status::Error].into_iter().find(|s| s.as_str() == text)
     }
 
     /// The worse of two outcomes: error > failed > passed.
     pub fn worst(self, other: Status) -> Status {
         let rank = |s: Status| match s {
-            Status::NotStarted | Status::Passed => 0,
+            Status::Passed => 0,
             Status::Failed => 1,
             Status::Error => 2,
         };
         if rank(other) > rank(self) { other } else { self }
+    }
+}
+
+/// The status column of a report row: a run's status, or `not_started`.
+pub const NOT_STARTED: &str = "not_started";
+
+/// What the reporters receive for each run of a batch.
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    /// The run played (well or not) and has its record.
+    Finished(Box<RunRecord>),
+    /// The run never started, or was aborted before it finished.
+    NotStarted(NotStarted),
+}
+
+/// A run of the matrix that never started, and why.
+#[derive(Debug, Clone)]
+pub struct NotStarted {
+    pub run_id: String,
+    pub scenario: ScenarioRef,
+    pub model: ModelSpec,
+    pub repetition: u32,
+    pub unpriced: bool,
+    /// The budget was spent, `--fail-fast` stopped the batch, or it was interrupted.
+    pub reason: String,
+}
+
+impl RunOutcome {
+    /// The run's status; `None` for a run that never started.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            RunOutcome::Finished(record) => Some(record.status),
+            RunOutcome::NotStarted(_) => None,
+        }
     }
 }
 
@@ -54,7 +87,8 @@ impl Status {
 pub struct RunRecord {
     pub runner_version: Cow<'static, str>,
     pub run_id: String,
-    pub scenario: ScenarioRef,
+    /// `None` for a conversation (`runner chat`, `runner ask`).
+    pub scenario: Option<ScenarioRef>,
     pub model: ModelInfo,
     pub repetition: u32,
     pub started_at: DateTime<Utc>,
@@ -79,21 +113,18 @@ pub struct ScenarioRef {
 /// The model as it was asked, with the sampling settings sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
-    pub provider: String,
-    pub name: String,
+    #[serde(flatten)]
+    pub spec: ModelSpec,
     pub base_url: Option<String>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub max_tokens: Option<u32>,
-    pub seed: Option<u64>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
 }
 
 /// Cost of a whole run and the prices it was computed with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunCost {
-    pub input_usd: f64,
-    pub output_usd: f64,
-    pub total_usd: f64,
+    #[serde(flatten)]
+    pub cost: Cost,
     /// USD per million tokens; `null` when the model is unpriced.
     pub prices: Option<Price>,
     pub price_source: Option<String>,
@@ -101,6 +132,19 @@ pub struct RunCost {
     pub price_date: Option<String>,
     /// No price is known for this model: the figures above are 0, not a real cost.
     pub unpriced: bool,
+}
+
+impl RunCost {
+    /// `cost`, computed at `price` (`None`: unpriced).
+    pub fn new(cost: Cost, price: Option<&PriceEntry>) -> Self {
+        Self {
+            cost,
+            prices: price.map(|p| p.price),
+            price_source: price.map(|p| p.source.clone()),
+            price_date: price.and_then(|p| p.date.clone()),
+            unpriced: price.is_none(),
+        }
+    }
 }
 
 /// One user turn and everything it caused.
@@ -122,21 +166,62 @@ pub struct TurnRecord {
     pub checks: Vec<CheckRecord>,
 }
 
+impl TurnRecord {
+    /// The turn's record before its checks: `error` when it did not finish, else `passed`.
+    pub fn new(index: usize, user: &str) -> Self {
+        Self {
+            index,
+            user: user.to_owned(),
+            reply: None,
+            status: Status::Passed,
+            error: None,
+            latency_ms: 0,
+            requests: Vec::new(),
+            tool_calls: Vec::new(),
+            usage: Usage::default(),
+            cost: Cost::default(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// Adds the turn's checks: a failed one makes a finished turn `failed`.
+    pub fn with_checks(mut self, checks: Vec<CheckRecord>) -> Self {
+        if self.status == Status::Passed && !checks.iter().all(|c| c.passed) {
+            self.status = Status::Failed;
+        }
+        self.checks = checks;
+        self
+    }
+}
+
 /// One request to the model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestRecord {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    pub cached_tokens: u64,
-    pub reasoning_tokens: u64,
+    #[serde(flatten)]
+    pub usage: Usage,
     /// `provider` when the figures are the provider's, `estimated` when it reported none.
     pub usage_source: UsageSource,
     pub latency_ms: u64,
     pub finish_reason: Option<String>,
-    pub cost_usd: f64,
+    /// The log keeps a request's total (`cost_usd`); the split is in the turn's `cost`.
+    #[serde(rename = "cost_usd", with = "total_usd")]
+    pub cost: Cost,
     pub error: Option<String>,
     pub attempts: Vec<Attempt>,
+}
+
+/// A request's cost in the log: its total. Read back, the total is all there is.
+mod total_usd {
+    use super::Cost;
+
+    pub fn serialize<S: serde::Serializer>(cost: &Cost, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(cost.total_usd)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cost, D::Error> {
+        let total_usd = <f64 as serde::Deserialize>::deserialize(deserializer)?;
+        Ok(Cost { input_usd: 0.0, output_usd: 0.0, total_usd })
+    }
 }
 
 /// One tool call and its outcome.
@@ -159,4 +244,36 @@ pub struct CheckRecord {
     pub check: Cow<'static, str>,
     pub passed: bool,
     pub detail: String,
+}
+
+/// Receives what becomes of each run, one at a time, in the order runs end: the JSON logs,
+/// the CSV report, the summary, JUnit and the progress bar are all reporters.
+pub trait Reporter {
+    /// Called once, before the first run starts.
+    fn plan(&mut self, _total_runs: usize) {}
+    /// Called for each run: as it finishes, or (for runs never started) after the last one.
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()>;
+}
+
+impl<T: Reporter + ?Sized> Reporter for &mut T {
+    fn plan(&mut self, total_runs: usize) {
+        (**self).plan(total_runs);
+    }
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        (**self).run_ended(outcome)
+    }
+}
+
+/// Several reporters fed the same events, in order; each hears every event even when one
+/// before it failed.
+impl<A: Reporter, B: Reporter> Reporter for (A, B) {
+    fn plan(&mut self, total_runs: usize) {
+        self.0.plan(total_runs);
+        self.1.plan(total_runs);
+    }
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        let first = self.0.run_ended(outcome);
+        let second = self.1.run_ended(outcome);
+        first.and(second)
+    }
 }

@@ -1,7 +1,6 @@
 //! Many runs at once: the matrix of scenarios x models x repetitions, at most `concurrency`
 //! in flight, each run's log written and its record reported as soon as it finishes.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,22 +9,12 @@ use futures::StreamExt;
 
 use crate::agent::Agent;
 use crate::check::{TurnFacts, evaluate};
-use crate::pricing::PriceEntry;
-use crate::provider::Provider;
-use crate::provider::wire::Message;
-use crate::record::{ModelInfo, RunCost, RunRecord, ScenarioRef, Status};
-use crate::report::{Reporter, Unstarted, json::write_log, safe_file_name};
+use crate::message::Message;
+use crate::provider::{Sampling, Target};
+use crate::record::{ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status};
+use crate::rng::mix64;
 use crate::scenario::Scenario;
-use crate::settings::ModelSpec;
-use crate::tools::{ToolContext, ToolRegistry, WeatherConfig, mix64};
-
-/// A model ready to be asked: its name, its provider and its price.
-pub struct Target {
-    pub spec: ModelSpec,
-    pub provider: Arc<dyn Provider>,
-    /// `None`: unpriced.
-    pub price: Option<PriceEntry>,
-}
+use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
 
 /// One run of the matrix.
 #[derive(Clone)]
@@ -39,8 +28,6 @@ pub struct Job {
 /// What every run shares.
 pub struct Shared {
     pub run_id: String,
-    /// `<logs-dir>/<run-id>`, already created.
-    pub run_dir: PathBuf,
     pub registry: ToolRegistry,
     pub http: reqwest::Client,
     pub weather: Arc<WeatherConfig>,
@@ -139,7 +126,7 @@ pub async fn run_all(
     reporter: &mut dyn Reporter,
 ) -> anyhow::Result<Totals> {
     enum Ended {
-        Ran(Box<RunRecord>, Job),
+        Ran(Box<RunRecord>),
         NotStarted(Job),
         Aborted(Job),
     }
@@ -147,12 +134,12 @@ pub async fn run_all(
     let mut totals = Totals::default();
     let mut spent_usd = 0.0;
     let mut report_error = None;
-    // Runs play on the runtime's workers; logs are written here, on the one task that also
-    // reports, so files are created one at a time (concurrent creates in one directory
+    // Runs play on the runtime's workers; reporters (the JSON logs among them) run here, on
+    // one task, so files are created one at a time (concurrent creates in one directory
     // contend on its lock and burn CPU the runs need). A job is only started when
     // `buffer_unordered` has room for it, so the stop check sees every finished run before.
     let starter = control.clone();
-    let (run_id, run_dir) = (shared.run_id.clone(), shared.run_dir.clone());
+    let run_id = shared.run_id.clone();
     let mut ended = futures::stream::iter(jobs)
         .map(move |job| {
             let started = starter.stopped().is_none().then(|| {
@@ -170,22 +157,18 @@ pub async fn run_all(
             async move {
                 let Some((handle, shared)) = started else { return Ended::NotStarted(job) };
                 match handle.await {
-                    Ok(Some(record)) => Ended::Ran(Box::new(record), job),
+                    Ok(Some(record)) => Ended::Ran(Box::new(record)),
                     Ok(None) => Ended::Aborted(job),
                     // A bug in a run must not take the batch down: record it as that run's error.
-                    Err(err) => Ended::Ran(Box::new(crashed(&job, &shared, &err.to_string())), job),
+                    Err(err) => Ended::Ran(Box::new(crashed(&job, &shared, &err.to_string()))),
                 }
             }
         })
         .buffer_unordered(concurrency.max(1));
     while let Some(end) = ended.next().await {
         let (job, reason) = match end {
-            Ended::Ran(record, job) => {
-                let log = run_dir.join(log_file_name(&job));
-                if let Err(err) = write_log(&log, &record) {
-                    report_error.get_or_insert_with(|| anyhow::anyhow!("cannot write {}: {err}", log.display()));
-                }
-                spent_usd += record.cost.total_usd;
+            Ended::Ran(record) => {
+                spent_usd += record.cost.cost.total_usd;
                 if limits.fail_fast && record.status != Status::Passed {
                     control.stop(StopReason::FailFast);
                 }
@@ -194,7 +177,7 @@ pub async fn run_all(
                 {
                     control.stop(StopReason::Budget { limit_usd, spent_usd });
                 }
-                if let Err(err) = reporter.run_finished(&record, &log) {
+                if let Err(err) = reporter.run_ended(&RunOutcome::Finished(record)) {
                     report_error.get_or_insert(err);
                 }
                 continue;
@@ -203,17 +186,15 @@ pub async fn run_all(
             Ended::Aborted(job) => (job, "interrupted: aborted by a second Ctrl-C".to_owned()),
         };
         totals.not_started += 1;
-        let model = job.target.spec.to_string();
-        let unstarted = Unstarted {
-            run_id: &run_id,
-            scenario: &job.scenario.name,
-            file: &job.scenario.file,
-            model: &model,
+        let not_started = NotStarted {
+            run_id: run_id.clone(),
+            scenario: scenario_ref(&job.scenario),
+            model: job.target.spec.clone(),
             repetition: job.repetition,
             unpriced: job.target.price.is_none(),
-            reason: &reason,
+            reason,
         };
-        if let Err(err) = reporter.run_not_started(&unstarted) {
+        if let Err(err) = reporter.run_ended(&RunOutcome::NotStarted(not_started)) {
             report_error.get_or_insert(err);
         }
     }
@@ -222,22 +203,6 @@ pub async fn run_all(
         Some(err) => Err(err),
         None => Ok(totals),
     }
-}
-
-/// The run record in the log at `path`, when there is one and it is whole.
-pub fn read_log(path: &Path) -> Option<RunRecord> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// `<scenario>__<model>__<repetition>.json`, safe for file systems.
-pub fn log_file_name(job: &Job) -> String {
-    format!(
-        "{}__{}__{}.json",
-        safe_file_name(&job.scenario.name),
-        safe_file_name(&job.target.spec.to_string()),
-        job.repetition
-    )
 }
 
 /// The seed of a run's tool random stream: the same `--seed`, scenario, model and repetition
@@ -285,7 +250,7 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let mut status = Status::Passed;
     let mut error = None;
     for (i, turn) in scenario.turns.iter().enumerate() {
-        let outcome = agent.run_turn(&mut messages, &turn.user).await;
+        let outcome = agent.run_turn(&mut messages, i + 1, &turn.user).await;
         let checks = match (&outcome.error, &outcome.reply) {
             (None, Some(reply)) => evaluate(&turn.expect, &TurnFacts {
                 reply,
@@ -299,7 +264,7 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
         if let Some(err) = &outcome.error {
             error = Some(format!("turn {}: {err}", i + 1));
         }
-        let record = outcome.into_record(i + 1, &turn.user, checks);
+        let record = outcome.with_checks(checks);
         let turn_status = record.status;
         status = status.worst(turn_status);
         turns.push(record);
@@ -313,8 +278,8 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
     RunRecord {
         runner_version: env!("CARGO_PKG_VERSION").into(),
         run_id: shared.run_id.clone(),
-        scenario: ScenarioRef { name: scenario.name.clone(), file: scenario.file.clone() },
-        model: model_info(job, &sampling),
+        scenario: Some(scenario_ref(scenario)),
+        model: model_info(job, sampling),
         repetition: job.repetition,
         started_at,
         finished_at: Utc::now(),
@@ -325,33 +290,16 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
         messages,
         turns,
         usage,
-        cost: run_cost(cost, target.price.as_ref()),
+        cost: RunCost::new(cost, target.price.as_ref()),
     }
 }
 
-/// A run's cost with the prices it was computed with.
-fn run_cost(cost: crate::pricing::Cost, price: Option<&PriceEntry>) -> RunCost {
-    RunCost {
-        input_usd: cost.input_usd,
-        output_usd: cost.output_usd,
-        total_usd: cost.total_usd,
-        prices: price.map(|p| p.price),
-        price_source: price.map(|p| p.source.clone()),
-        price_date: price.and_then(|p| p.date.clone()),
-        unpriced: price.is_none(),
-    }
+fn scenario_ref(scenario: &Scenario) -> ScenarioRef {
+    ScenarioRef { name: scenario.name.clone(), file: scenario.file.clone() }
 }
 
-fn model_info(job: &Job, sampling: &crate::scenario::Sampling) -> ModelInfo {
-    ModelInfo {
-        provider: job.target.spec.provider.clone(),
-        name: job.target.spec.name.clone(),
-        base_url: job.target.provider.base_url().map(str::to_owned),
-        temperature: sampling.temperature,
-        top_p: sampling.top_p,
-        max_tokens: sampling.max_tokens,
-        seed: sampling.seed,
-    }
+fn model_info(job: &Job, sampling: Sampling) -> ModelInfo {
+    ModelInfo { spec: job.target.spec.clone(), base_url: job.target.provider.base_url().map(str::to_owned), sampling }
 }
 
 /// The record of a run whose task died: no turns, status `error`, the reason.
@@ -360,8 +308,8 @@ fn crashed(job: &Job, shared: &Shared, reason: &str) -> RunRecord {
     RunRecord {
         runner_version: env!("CARGO_PKG_VERSION").into(),
         run_id: shared.run_id.clone(),
-        scenario: ScenarioRef { name: job.scenario.name.clone(), file: job.scenario.file.clone() },
-        model: model_info(job, &job.scenario.sampling),
+        scenario: Some(scenario_ref(&job.scenario)),
+        model: model_info(job, job.scenario.sampling),
         repetition: job.repetition,
         started_at: now,
         finished_at: now,
@@ -372,23 +320,6 @@ fn crashed(job: &Job, shared: &Shared, reason: &str) -> RunRecord {
         messages: Vec::new(),
         turns: Vec::new(),
         usage: Default::default(),
-        cost: run_cost(Default::default(), job.target.price.as_ref()),
+        cost: RunCost::new(Default::default(), job.target.price.as_ref()),
     }
-}
-
-/// A new sortable run id (UTC, millisecond precision) and its directory under `logs_dir`,
-/// created here; a clash with an existing directory gets a numeric suffix.
-pub fn create_run_dir(logs_dir: &Path) -> std::io::Result<(String, PathBuf)> {
-    std::fs::create_dir_all(logs_dir)?;
-    let base = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-    for n in 1.. {
-        let run_id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
-        let dir = logs_dir.join(&run_id);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((run_id, dir)),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
-        }
-    }
-    unreachable!("the loop returns")
 }

@@ -10,25 +10,17 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
+use crate::provider::Sampling;
 use crate::tools::ToolRegistry;
 
 /// Largest scenario file accepted.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// Tool rounds allowed in one turn when a scenario sets no `max_tool_rounds`.
 pub const DEFAULT_MAX_TOOL_ROUNDS: u32 = 8;
-
-/// Sampling settings sent with every request of a scenario.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Sampling {
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub max_tokens: Option<u32>,
-    pub seed: Option<u64>,
-}
 
 /// The JSON Schema of scenario files (`runner schema`); the shipped scenarios reference it.
 pub const SCHEMA: &str = include_str!("../schema/scenario.schema.json");

@@ -1,24 +1,19 @@
-//! Command line + environment + `.env` + `runner.yaml` -> one validated value.
-//! Nothing past this module reads the environment or the config file.
+//! Command line + environment + `.env` + `runner.yaml` -> one validated [`Settings`].
+//! Nothing past this module reads the environment or the config file, and nothing past the
+//! command layer and this module sees clap.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::pricing::{PriceFile, PriceTable};
-use crate::provider::openai::OpenAiProvider;
-use crate::provider::retry::{Limiter, RetryPolicy};
-use crate::provider::{Provider, Secret};
+use crate::provider::factory::OPENAI_DEFAULT_BASE_URL;
+use crate::provider::retry::RetryPolicy;
+use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret};
 use crate::scenario::{yaml_error, yaml_options};
 use crate::tools::WeatherConfig;
-
-/// OpenAI's API, where `OPENAI_BASE_URL` does not say otherwise.
-pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
-/// The embedded model's name.
-pub const LOCAL_MODEL: &str = "local:smollm2-135m";
 /// Request timeout when neither `--timeout` nor `runner.yaml` sets one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs in flight when neither `-j` nor `runner.yaml` sets it.
@@ -97,38 +92,40 @@ pub struct WeatherFile {
     pub forecast_url: Option<String>,
 }
 
-/// A model named as `PROVIDER:MODEL`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModelSpec {
-    pub provider: String,
-    pub name: String,
+/// What the command line says that settings need; every field is optional.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Flags<'a> {
+    /// `--config FILE`; else `./runner.yaml` when present.
+    pub config: Option<&'a Path>,
+    /// `--prices FILE`.
+    pub prices: Option<&'a Path>,
+    /// `--timeout SECS`.
+    pub timeout_secs: Option<f64>,
+    /// `--max-retries N`.
+    pub max_retries: Option<u32>,
+    /// `-j N`.
+    pub concurrency: Option<u32>,
 }
 
-impl std::fmt::Display for ModelSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.provider, self.name)
-    }
-}
-
-/// Everything the commands need, validated.
-pub struct Settings {
-    pub env: Env,
-    pub config: ConfigFile,
+/// Everything the commands need, validated: flags over `runner.yaml` over the environment
+/// (and `.env`) over defaults.
+pub(crate) struct Settings {
+    /// Used where neither the command line nor a scenario names a model: `RUNNER_MODEL`, else
+    /// the config file's, else gpt-4o-mini with an OpenAI key, else the embedded model.
+    pub default_model: String,
     pub prices: PriceTable,
-    pub timeout: Duration,
+    /// How each provider is reached.
+    pub providers: ProviderConfig,
+    /// Runs in flight at once.
+    pub concurrency: usize,
     pub weather: WeatherConfig,
-    /// How remote model requests are retried (`--max-retries` may change it).
-    pub retry: RetryPolicy,
-    /// One in-flight bound per endpoint URL, shared by every model on it.
-    limiters: std::sync::Mutex<HashMap<String, Arc<Limiter>>>,
 }
 
 impl Settings {
-    /// Loads `.env` and the config file (`config`, else `./runner.yaml` when present) and the
-    /// price file, with the command line's timeout winning over the file's.
-    pub fn load(config: Option<&Path>, prices: Option<&Path>, timeout_secs: Option<f64>) -> Result<Self, UsageError> {
+    /// Reads `.env`, the config file and the price file, and settles every value.
+    pub fn load(flags: Flags<'_>) -> Result<Self, UsageError> {
         let env = Env::load(Path::new("."))?;
-        let config_path = config.map(Path::to_path_buf).or_else(|| {
+        let config_path = flags.config.map(Path::to_path_buf).or_else(|| {
             let default = PathBuf::from("runner.yaml");
             default.is_file().then_some(default)
         });
@@ -136,16 +133,15 @@ impl Settings {
             Some(path) => read_yaml(path)?,
             None => ConfigFile::default(),
         };
-        let mut table = PriceTable::builtin();
+        let mut prices = PriceTable::builtin();
         if let Some(path) = &config_path {
-            table.extend(config.prices.clone(), &path.display().to_string()).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            prices.extend(config.prices.clone(), &path.display().to_string()).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         }
-        if let Some(path) = prices {
+        if let Some(path) = flags.prices {
             let file: PriceFile = read_yaml(path)?;
-            table.extend(file, &path.display().to_string()).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            prices.extend(file, &path.display().to_string()).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         }
-        let timeout_secs = timeout_secs.or(config.timeout_secs);
-        let timeout = match timeout_secs {
+        let timeout = match flags.timeout_secs.or(config.timeout_secs) {
             Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
             Some(secs) => return Err(UsageError(format!("timeout must be a positive number of seconds, got {secs}"))),
             None => DEFAULT_TIMEOUT,
@@ -158,118 +154,40 @@ impl Settings {
         if let Some(url) = env.var("RUNNER_FORECAST_URL").or_else(|| file.and_then(|w| w.forecast_url.clone())) {
             weather.forecast_url = url;
         }
-        for name in config.endpoints.keys() {
+        let mut endpoints = BTreeMap::new();
+        for (name, endpoint) in &config.endpoints {
             if name == "openai" || name == "local" || name.is_empty() || name.contains(':') {
                 return Err(UsageError(format!("runner.yaml: endpoint name `{name}` is reserved or not a plain name")));
             }
+            let key = endpoint.api_key_env.as_deref().and_then(|var| env.var(var)).map(Secret::new);
+            endpoints.insert(name.clone(), Endpoint { base_url: endpoint.base_url.clone(), key_var: endpoint.api_key_env.clone(), key });
         }
-        let retry = RetryPolicy { max_retries: config.max_retries.unwrap_or(RetryPolicy::default().max_retries), ..RetryPolicy::default() };
-        Ok(Self { env, config, prices: table, timeout, weather, retry, limiters: Default::default() })
-    }
-
-    /// Runs in flight: the command line's, else the file's, else the default.
-    pub fn concurrency(&self, flag: Option<usize>) -> usize {
-        flag.or(self.config.concurrency).unwrap_or(DEFAULT_CONCURRENCY).max(1)
-    }
-
-    /// Splits `PROVIDER:MODEL` at the first colon; a bare name is looked up in the price table.
-    pub fn parse_model(&self, text: &str) -> Result<ModelSpec, String> {
-        let text = text.trim();
-        let (provider, name) = match text.split_once(':') {
-            Some((provider, name)) => (provider, name),
-            None => match self.prices.provider_of(text) {
-                Some(provider) => (provider, text),
-                None => {
-                    return Err(format!(
-                        "unknown model `{text}`: name it as PROVIDER:MODEL (e.g. openai:{text}); `runner models` lists known ones"
-                    ));
-                }
-            },
+        let openai = Endpoint {
+            base_url: env.var("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned()),
+            key_var: Some("OPENAI_API_KEY".to_owned()),
+            key: env.var("OPENAI_API_KEY").map(Secret::new),
         };
-        if name.is_empty() {
-            return Err(format!("model `{text}` has no name after the provider"));
-        }
-        let known = provider == "openai" || provider == "local" || self.config.endpoints.contains_key(provider);
-        if !known {
-            let mut providers = vec!["openai".to_owned(), "local".to_owned()];
-            providers.extend(self.config.endpoints.keys().cloned());
-            return Err(format!(
-                "unknown provider `{provider}` in `{text}`; expected one of: {} (add endpoints in runner.yaml)",
-                providers.join(", ")
-            ));
-        }
-        Ok(ModelSpec { provider: provider.to_owned(), name: name.to_owned() })
-    }
-
-    /// The model used where neither the command line nor the scenario names one:
-    /// `RUNNER_MODEL`, else the config file's, else gpt-4o-mini with an OpenAI key, else the
-    /// embedded model.
-    pub fn default_model(&self) -> String {
-        self.env
+        let default_model = env
             .var("RUNNER_MODEL")
-            .or_else(|| self.config.model.clone())
-            .or_else(|| self.env.var("OPENAI_API_KEY").map(|_| "openai:gpt-4o-mini".to_owned()))
-            .unwrap_or_else(|| LOCAL_MODEL.to_owned())
+            .or_else(|| config.model.clone())
+            .or_else(|| openai.key.as_ref().map(|_| "openai:gpt-4o-mini".to_owned()))
+            .unwrap_or_else(|| LOCAL_MODEL.to_owned());
+        let retry = RetryPolicy { max_retries: flags.max_retries.or(config.max_retries).unwrap_or(RetryPolicy::default().max_retries), ..RetryPolicy::default() };
+        let providers = ProviderConfig {
+            openai,
+            endpoints,
+            timeout,
+            retry,
+            #[cfg(feature = "local")]
+            local: crate::provider::local::acquire::Sources::from_vars(|key| env.var(key)),
+        };
+        let concurrency = flags.concurrency.map(|n| n as usize).or(config.concurrency).unwrap_or(DEFAULT_CONCURRENCY).max(1);
+        Ok(Self { default_model, prices, providers, concurrency, weather })
     }
 
-    /// A provider for `spec` over the shared HTTP pool, or why there can be none. The
-    /// embedded model is located (downloaded into the cache if needed) and loaded here.
-    pub async fn provider(&self, spec: &ModelSpec, http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
-        match spec.provider.as_str() {
-            "openai" => {
-                let base_url = self.env.var("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned());
-                let key = self.env.var("OPENAI_API_KEY").map(Secret::new);
-                if key.is_none() && base_url.trim_end_matches('/') == OPENAI_DEFAULT_BASE_URL {
-                    return Err(format!(
-                        "{spec} needs an API key: set OPENAI_API_KEY (in the environment or a .env file), \
-                         or OPENAI_BASE_URL for a server that needs none"
-                    ));
-                }
-                Ok(Arc::new(self.remote(http, &base_url, key)))
-            }
-            "local" => self.local_provider(spec, http).await,
-            name => {
-                let endpoint = self.config.endpoints.get(name).ok_or_else(|| format!("unknown provider `{name}`"))?;
-                let key = match &endpoint.api_key_env {
-                    Some(var) => Some(self.env.var(var).map(Secret::new).ok_or_else(|| {
-                        format!("{spec} needs an API key: set {var} (in the environment or a .env file)")
-                    })?),
-                    None => None,
-                };
-                Ok(Arc::new(self.remote(http, &endpoint.base_url, key)))
-            }
-        }
-    }
-}
-
-impl Settings {
-    /// A Chat Completions client for `base_url` with the retry policy and the endpoint's
-    /// shared in-flight bound.
-    fn remote(&self, http: &reqwest::Client, base_url: &str, key: Option<Secret>) -> OpenAiProvider {
-        let limiter = self.limiters.lock().unwrap_or_else(|e| e.into_inner()).entry(base_url.trim_end_matches('/').to_owned()).or_default().clone();
-        OpenAiProvider::new(http.clone(), base_url, key, self.timeout).with_retry(self.retry, limiter)
-    }
-
-    #[cfg(feature = "local")]
-    async fn local_provider(&self, spec: &ModelSpec, http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
-        use crate::provider::local::{LocalProvider, MODEL_NAME, acquire};
-        if spec.name != MODEL_NAME {
-            return Err(format!("unknown embedded model `{spec}`: the embedded model is local:{MODEL_NAME}"));
-        }
-        let sources = acquire::Sources::from_vars(|key| self.env.var(key));
-        let path = acquire::locate(&sources, http).await?;
-        let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path))
-            .await
-            .map_err(|e| format!("loading the embedded model crashed: {e}"))??;
-        Ok(Arc::new(provider))
-    }
-
-    #[cfg(not(feature = "local"))]
-    async fn local_provider(&self, spec: &ModelSpec, _http: &reqwest::Client) -> Result<Arc<dyn Provider>, String> {
-        Err(format!(
-            "{spec}: this runner was built without the `local` feature. Set OPENAI_API_KEY (or put it in .env) \
-             to use openai:gpt-4o-mini, or name a model with --model / RUNNER_MODEL / runner.yaml"
-        ))
+    /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).
+    pub fn parse_model(&self, text: &str) -> Result<ModelSpec, UsageError> {
+        self.providers.parse_model(text, &self.prices).map_err(UsageError)
     }
 }
 

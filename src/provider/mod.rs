@@ -1,19 +1,85 @@
 //! Model providers behind one trait: send a conversation, get the model's next message.
+//! Here too: what names a model ([`ModelSpec`]), what a request samples with ([`Sampling`]),
+//! a model ready to be asked ([`Target`]), and the factory that makes one from a name.
 
+pub(crate) mod factory;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod openai;
-pub mod retry;
-pub mod wire;
+pub(crate) mod retry;
+mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::scenario::Sampling;
+use crate::message::{Message, ToolCall, ToolSpec};
+use crate::pricing::PriceEntry;
 use crate::usage::Usage;
-use wire::{Message, ToolCall, ToolSpec};
+
+pub(crate) use factory::{Endpoint, Models, ProviderConfig};
+
+/// The embedded model's name.
+pub const LOCAL_MODEL: &str = "local:smollm2-135m";
+
+/// A model named as `PROVIDER:MODEL`: the key of a model everywhere (logs, reports,
+/// summaries, prices). Displayed as `PROVIDER:MODEL`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub provider: String,
+    pub name: String,
+}
+
+impl ModelSpec {
+    /// `PROVIDER:MODEL` split at the first colon, as written in reports; `None` without a colon.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let (provider, name) = key.split_once(':')?;
+        Some(Self { provider: provider.to_owned(), name: name.to_owned() })
+    }
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.provider, self.name)
+    }
+}
+
+/// Sampling settings sent with every request of a conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+/// A model ready to be asked: its name, its provider and its price.
+pub struct Target {
+    pub spec: ModelSpec,
+    pub provider: Arc<dyn Provider>,
+    /// `None`: unpriced.
+    pub price: Option<PriceEntry>,
+}
+
+/// What fetching a model's weights tells whoever waits for it. The command layer draws it
+/// (a bar on a terminal); the core never prints.
+pub trait FetchProgress: Send + Sync {
+    /// A step worth a line of its own.
+    fn note(&self, _text: &str) {}
+    /// A download started; `total` bytes when the server said.
+    fn started(&self, _what: &str, _total: Option<u64>) {}
+    /// `bytes` more arrived.
+    fn advanced(&self, _bytes: u64) {}
+    /// The download ended, well or not.
+    fn finished(&self) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+
+impl FetchProgress for Quiet {}
 
 /// Receives the reply's text as it arrives, piece by piece.
 pub type TextSink<'a> = &'a (dyn Fn(&str) + Send + Sync);

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use super::wire::{ChatChunk, ChatRequest, ChatResponse, FunctionCall, StreamOptions, ToolCall};
+use super::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions};
+use crate::message::{FunctionCall, ToolCall};
 use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
 use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, Secret};
 

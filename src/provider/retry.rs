@@ -69,7 +69,7 @@ pub fn jitter() -> f64 {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let n = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ seed;
-    (crate::tools::mix64(n) >> 11) as f64 / (1u64 << 53) as f64
+    crate::rng::unit(n)
 }
 
 /// Bounds the requests in flight to one endpoint (see the module's documentation).

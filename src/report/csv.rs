@@ -1,16 +1,15 @@
 //! The CSV token and cost report: one row per turn, appended and flushed as each run finishes.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context;
 
-use super::{Reporter, Unstarted};
-use crate::record::{RunRecord, Status};
+use crate::record::{NOT_STARTED, Reporter, RunOutcome, RunRecord};
 
 /// The report's columns, in order. The first fifteen are the contract; the rest add detail.
-pub const COLUMNS: &[&str] = &[
+pub(crate) const COLUMNS: &[&str] = &[
     "run_id",
     "scenario",
     "model",
@@ -32,33 +31,65 @@ pub const COLUMNS: &[&str] = &[
     "error",
 ];
 
-/// Appends rows to a CSV file.
-pub struct CsvReport {
-    writer: csv::Writer<BufWriter<File>>,
+/// Writes report rows to any writer, a run's rows together, flushed as each run ends.
+pub(crate) struct CsvReport<W: Write> {
+    writer: csv::Writer<W>,
 }
 
-impl CsvReport {
+impl CsvReport<BufWriter<File>> {
     /// Creates `path` (and its directory) and writes the header.
     pub fn create(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+        Self::new(BufWriter::new(file))
+    }
+}
+
+impl<W: Write> CsvReport<W> {
+    /// A report over `out`, its header written.
+    pub fn new(out: W) -> anyhow::Result<Self> {
+        let mut writer = csv::Writer::from_writer(out);
         writer.write_record(COLUMNS)?;
         writer.flush()?;
         Ok(Self { writer })
     }
+
+    /// The row of a run without turns: zero tokens, zero cost, `turn` empty.
+    fn no_turn_row(&mut self, row: [&str; 4], status: &str, unpriced: bool, error: &str) -> csv::Result<()> {
+        let [run_id, scenario, model, repetition] = row;
+        let unpriced = if unpriced { "true" } else { "false" };
+        self.writer.write_record([
+            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error,
+        ])
+    }
 }
 
-impl Reporter for CsvReport {
-    fn run_finished(&mut self, record: &RunRecord, _log: &Path) -> anyhow::Result<()> {
+impl<W: Write> Reporter for CsvReport<W> {
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        match outcome {
+            RunOutcome::Finished(record) => self.finished(record)?,
+            RunOutcome::NotStarted(run) => {
+                let (model, repetition) = (run.model.to_string(), run.repetition.to_string());
+                self.no_turn_row([&run.run_id, &run.scenario.name, &model, &repetition], NOT_STARTED, run.unpriced, &run.reason)?;
+            }
+        }
+        // A run's rows reach the file together, before the next run is reported.
+        self.writer.flush()?;
+        Ok(())
+    }
+}
+
+impl<W: Write> CsvReport<W> {
+    fn finished(&mut self, record: &RunRecord) -> csv::Result<()> {
         let repetition = record.repetition.to_string();
-        let model = format!("{}:{}", record.model.provider, record.model.name);
+        let model = record.model.spec.to_string();
+        let scenario = record.scenario.as_ref().map_or("", |s| s.name.as_str());
         for turn in &record.turns {
             self.writer.write_record([
                 record.run_id.as_str(),
-                record.scenario.name.as_str(),
+                scenario,
                 model.as_str(),
                 repetition.as_str(),
                 &turn.index.to_string(),
@@ -81,34 +112,14 @@ impl Reporter for CsvReport {
         if record.turns.is_empty() {
             // A run that ended before its first turn still has its row, turn left empty.
             let error = record.error.as_deref().unwrap_or("");
-            self.no_turn_row(&record.run_id, &record.scenario.name, &model, record.repetition, record.status, record.cost.unpriced, error)?;
+            self.no_turn_row([&record.run_id, scenario, &model, &repetition], record.status.as_str(), record.cost.unpriced, error)?;
         }
-        // A run's rows reach the file together, before the next run is reported.
-        self.writer.flush()?;
         Ok(())
-    }
-
-    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
-        self.no_turn_row(run.run_id, run.scenario, run.model, run.repetition, Status::NotStarted, run.unpriced, run.reason)?;
-        self.writer.flush()?;
-        Ok(())
-    }
-}
-
-impl CsvReport {
-    /// The one row of a run without turns: zero tokens, zero cost, `turn` empty.
-    #[allow(clippy::too_many_arguments)]
-    fn no_turn_row(&mut self, run_id: &str, scenario: &str, model: &str, repetition: u32, status: Status, unpriced: bool, error: &str) -> csv::Result<()> {
-        let repetition = repetition.to_string();
-        let unpriced = if unpriced { "true" } else { "false" };
-        self.writer.write_record([
-            run_id, scenario, model, &repetition, "", status.as_str(), "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error,
-        ])
     }
 }
 
 /// A dollar amount with 10 decimals, trailing zeros dropped (`0.000046`, `0`).
-pub fn usd(value: f64) -> String {
+pub(crate) fn usd(value: f64) -> String {
     let text = format!("{value:.10}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" { "0".to_owned() } else { text.to_owned() }
@@ -116,7 +127,7 @@ pub fn usd(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::usd;
+    use super::*;
 
     #[test]
     fn dollars_are_exact_enough_and_short() {

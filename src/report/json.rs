@@ -1,39 +1,74 @@
-//! The per-run JSON log, written whole or not at all.
+//! The per-run JSON logs: `<logs-dir>/<run-id>/<scenario>__<model>__<repetition>.json`, each
+//! written whole or not at all as its run finishes. The run directory names the batch: its
+//! name is the run id.
 
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::record::RunRecord;
+use chrono::Utc;
 
-/// Writes `record` to `path` through a temporary file in the same directory and a rename,
-/// so a log that exists is always complete.
-pub fn write_log(path: &Path, record: &RunRecord) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    // The run directory exists already: no directory check per log.
-    replace(path, &bytes)
+use super::safe_file_name;
+use crate::atomic;
+use crate::provider::ModelSpec;
+use crate::record::{Reporter, RunOutcome, RunRecord};
+
+/// Writes each finished run's log into the batch's directory.
+pub(crate) struct JsonLogs {
+    run_id: String,
+    dir: PathBuf,
 }
 
-/// Writes `bytes` to `path` via `path.tmp` and a rename, creating `path`'s directory first.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+impl JsonLogs {
+    /// A new batch under `logs_dir`: a sortable run id (UTC, millisecond precision) and its
+    /// directory, created here; a clash with an existing directory gets a numeric suffix.
+    pub fn create(logs_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(logs_dir)?;
+        let base = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let mut n = 1;
+        loop {
+            let run_id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            let dir = logs_dir.join(&run_id);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(Self { run_id, dir }),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                Err(err) => return Err(err),
+            }
+        }
     }
-    replace(path, bytes)
+
+    /// The batch `run_id` under `logs_dir`, to finish it (`--resume`); `None` when there is no
+    /// such batch.
+    pub fn resume(logs_dir: &Path, run_id: &str) -> Option<Self> {
+        let dir = logs_dir.join(run_id);
+        (safe_file_name(run_id) == run_id && dir.is_dir()).then(|| Self { run_id: run_id.to_owned(), dir })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the log of `scenario` on `model`, repetition `repetition`, goes.
+    pub fn path(&self, scenario: &str, model: &ModelSpec, repetition: u32) -> PathBuf {
+        self.dir.join(format!("{}__{}__{repetition}.json", safe_file_name(scenario), safe_file_name(&model.to_string())))
+    }
 }
 
-/// Writes `bytes` to `path` via `path.tmp` and a rename, in a directory that exists.
-fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.write_all(b"\n")?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+impl Reporter for JsonLogs {
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        let RunOutcome::Finished(record) = outcome else { return Ok(()) };
+        let name = record.scenario.as_ref().map_or("conversation", |s| s.name.as_str());
+        let path = self.path(name, &record.model.spec, record.repetition);
+        let bytes = serde_json::to_vec_pretty(record)?;
+        // The run directory exists already: no directory check per log.
+        atomic::replace(&path, &bytes).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
     }
-    result
+}
+
+/// The run record in the log at `path`, when there is one and it is whole.
+pub(crate) fn read_log(path: &Path) -> Option<RunRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }

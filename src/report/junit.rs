@@ -2,10 +2,8 @@
 //! checks as failures, errors as errors, with timings. Read by CI systems' test reporters.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use super::{Reporter, Unstarted};
-use crate::record::{RunRecord, Status};
+use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 
 /// What a test case keeps of a run (the records themselves are not held).
 struct Case {
@@ -13,7 +11,8 @@ struct Case {
     classname: String,
     file: String,
     seconds: f64,
-    status: Status,
+    /// `None`: never started (a skipped case).
+    status: Option<Status>,
     /// Failure or error text.
     detail: String,
     message: String,
@@ -27,8 +26,30 @@ pub struct Junit {
 }
 
 impl Reporter for Junit {
-    fn run_finished(&mut self, record: &RunRecord, _log: &Path) -> anyhow::Result<()> {
-        let model = format!("{}:{}", record.model.provider, record.model.name);
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        let (model, case) = match outcome {
+            RunOutcome::Finished(record) => (record.model.spec.to_string(), Self::finished(record)),
+            RunOutcome::NotStarted(run) => {
+                let model = run.model.to_string();
+                let case = Case {
+                    name: format!("{} #{}", run.scenario.name, run.repetition),
+                    classname: format!("{model}.{}", run.scenario.name),
+                    file: run.scenario.file.clone(),
+                    seconds: 0.0,
+                    status: None,
+                    detail: String::new(),
+                    message: format!("not started: {}", run.reason),
+                };
+                (model, case)
+            }
+        };
+        self.push(model, case);
+        Ok(())
+    }
+}
+
+impl Junit {
+    fn finished(record: &RunRecord) -> Case {
         let (message, detail) = match record.status {
             Status::Passed => (String::new(), String::new()),
             Status::Failed => {
@@ -40,40 +61,23 @@ impl Reporter for Junit {
                 }
                 (format!("{} check(s) failed", lines.len()), lines.join("\n"))
             }
-            Status::Error | Status::NotStarted => {
+            Status::Error => {
                 let error = record.error.clone().unwrap_or_else(|| "error".to_owned());
                 (error.lines().next().unwrap_or_default().to_owned(), error)
             }
         };
-        let case = Case {
-            name: format!("{} #{}", record.scenario.name, record.repetition),
-            classname: format!("{model}.{}", record.scenario.name),
-            file: record.scenario.file.clone(),
+        let (scenario, file) = record.scenario.as_ref().map_or(("", ""), |s| (s.name.as_str(), s.file.as_str()));
+        Case {
+            name: format!("{scenario} #{}", record.repetition),
+            classname: format!("{}.{scenario}", record.model.spec),
+            file: file.to_owned(),
             seconds: record.duration_ms as f64 / 1000.0,
-            status: record.status,
+            status: Some(record.status),
             detail,
             message,
-        };
-        self.push(model, case);
-        Ok(())
+        }
     }
 
-    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
-        let case = Case {
-            name: format!("{} #{}", run.scenario, run.repetition),
-            classname: format!("{}.{}", run.model, run.scenario),
-            file: run.file.to_owned(),
-            seconds: 0.0,
-            status: Status::NotStarted,
-            detail: String::new(),
-            message: format!("not started: {}", run.reason),
-        };
-        self.push(run.model.to_owned(), case);
-        Ok(())
-    }
-}
-
-impl Junit {
     fn push(&mut self, model: String, case: Case) {
         match self.suites.iter_mut().find(|(m, _)| *m == model) {
             Some((_, cases)) => cases.push(case),
@@ -83,16 +87,16 @@ impl Junit {
 
     /// The XML document.
     pub fn render(&self) -> String {
-        let count = |cases: &[Case], status: Status| cases.iter().filter(|c| c.status == status).count();
+        let count = |cases: &[Case], status: Option<Status>| cases.iter().filter(|c| c.status == status).count();
         let all: Vec<&Case> = self.suites.iter().flat_map(|(_, cases)| cases).collect();
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = writeln!(
             out,
             "<testsuites name=\"runner\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             all.len(),
-            all.iter().filter(|c| c.status == Status::Failed).count(),
-            all.iter().filter(|c| c.status == Status::Error).count(),
-            all.iter().filter(|c| c.status == Status::NotStarted).count(),
+            all.iter().filter(|c| c.status == Some(Status::Failed)).count(),
+            all.iter().filter(|c| c.status == Some(Status::Error)).count(),
+            all.iter().filter(|c| c.status.is_none()).count(),
             all.iter().map(|c| c.seconds).sum::<f64>()
         );
         for (model, cases) in &self.suites {
@@ -101,9 +105,9 @@ impl Junit {
                 "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
                 escape(model),
                 cases.len(),
-                count(cases, Status::Failed),
-                count(cases, Status::Error),
-                count(cases, Status::NotStarted),
+                count(cases, Some(Status::Failed)),
+                count(cases, Some(Status::Error)),
+                count(cases, None),
                 cases.iter().map(|c| c.seconds).sum::<f64>()
             );
             for case in cases {
@@ -115,23 +119,23 @@ impl Junit {
                     escape(&case.file),
                     case.seconds
                 );
-                let element = match case.status {
-                    Status::Passed => {
+                let (element, status) = match case.status {
+                    Some(Status::Passed) => {
                         out.push_str("/>\n");
                         continue;
                     }
-                    Status::NotStarted => {
+                    None => {
                         let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", escape(&case.message));
                         continue;
                     }
-                    Status::Failed => "failure",
-                    Status::Error => "error",
+                    Some(status @ Status::Failed) => ("failure", status),
+                    Some(status @ Status::Error) => ("error", status),
                 };
                 let _ = writeln!(
                     out,
                     ">\n      <{element} message=\"{}\" type=\"{}\">{}</{element}>\n    </testcase>",
                     escape(&case.message),
-                    case.status.as_str(),
+                    status.as_str(),
                     escape(&case.detail)
                 );
             }

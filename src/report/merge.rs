@@ -1,18 +1,17 @@
-//! `runner report FILES...`: the comparison summary rebuilt from CSV reports. The shards of
-//! one run merge into the summary an unsharded run would have printed; `--price-as` re-prices
-//! every recorded token count at another model's prices.
+//! CSV reports read back (`runner report`): the runs their rows describe, merged across
+//! files. The shards of one run merge into the summary an unsharded run would have printed; a
+//! price entry given re-prices every recorded token count.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::summary::{RunFacts, Summary};
-use crate::cli::ReportArgs;
 use crate::pricing::PriceEntry;
-use crate::record::Status;
-use crate::settings::{Settings, UsageError};
+use crate::provider::ModelSpec;
+use crate::record::{NOT_STARTED, Status};
+use crate::settings::UsageError;
 use crate::usage::Usage;
 
 /// Columns a report must have for its runs to be rebuilt.
@@ -28,9 +27,9 @@ struct Run {
 
 /// Runs read from reports, merged; keyed by (scenario, model, repetition).
 #[derive(Default)]
-pub struct Merged {
+pub(crate) struct Merged {
     runs: Vec<Run>,
-    index: HashMap<(String, String, u32), usize>,
+    index: HashMap<(String, ModelSpec, u32), usize>,
     header: Option<csv::StringRecord>,
 }
 
@@ -58,8 +57,14 @@ impl Merged {
                 text.parse().map_err(|_| UsageError(format!("{file}:{line}: expected a whole number in `{name}`, found `{text}`")))
             };
             let status_text = field(at("status"));
-            let status = Status::parse(status_text)
-                .ok_or_else(|| UsageError(format!("{file}:{line}: expected status passed, failed, error or not_started, found `{status_text}`")))?;
+            let status = match Status::parse(status_text) {
+                Some(status) => Some(status),
+                None if status_text == NOT_STARTED => None,
+                None => return Err(UsageError(format!("{file}:{line}: expected status passed, failed, error or not_started, found `{status_text}`"))),
+            };
+            let model_text = field(at("model"));
+            let model = ModelSpec::from_key(model_text)
+                .ok_or_else(|| UsageError(format!("{file}:{line}: expected a model as PROVIDER:MODEL, found `{model_text}`")))?;
             let repetition = u32::try_from(number("repetition")?).map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
             let usage = Usage { cached_tokens: cached.map(|i| field(i).parse().unwrap_or(0)).unwrap_or(0), ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?) };
             let (cost_usd, row_unpriced) = match price_as {
@@ -76,7 +81,7 @@ impl Merged {
                 run_id: field(at("run_id")).to_owned(),
                 facts: RunFacts {
                     scenario: field(at("scenario")).to_owned(),
-                    model: field(at("model")).to_owned(),
+                    model,
                     repetition,
                     status,
                     usage,
@@ -99,11 +104,11 @@ impl Merged {
             return Ok(());
         };
         let run = &mut self.runs[index];
-        if row.facts.status == Status::NotStarted {
+        if row.facts.status.is_none() {
             // A run that finished elsewhere (or later) keeps its result.
             return Ok(());
         }
-        if run.facts.status == Status::NotStarted {
+        if run.facts.status.is_none() {
             *run = row;
             return Ok(());
         }
@@ -119,7 +124,10 @@ impl Merged {
         }
         // Another turn of the same run.
         let facts = &mut run.facts;
-        facts.status = facts.status.worst(row.facts.status);
+        facts.status = match (facts.status, row.facts.status) {
+            (Some(a), Some(b)) => Some(a.worst(b)),
+            (a, b) => a.or(b),
+        };
         facts.usage += row.facts.usage;
         facts.cost_usd += row.facts.cost_usd;
         facts.unpriced |= row.facts.unpriced;
@@ -149,38 +157,6 @@ impl Merged {
             }
         }
         let bytes = writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-        super::json::write_atomically(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+        crate::atomic::write_atomically(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
     }
-}
-
-/// `runner report`.
-pub fn command(config: Option<&Path>, args: ReportArgs) -> anyhow::Result<u8> {
-    let settings = Settings::load(config, args.prices.as_deref(), None)?;
-    let price_as = match &args.price_as {
-        Some(text) => {
-            let spec = settings.parse_model(text).map_err(UsageError)?;
-            let entry = settings.prices.get(&spec.provider, &spec.name).cloned();
-            Some((spec, entry.ok_or_else(|| UsageError(format!("no known price for {text}; add one with --prices FILE or runner.yaml")))?))
-        }
-        None => None,
-    };
-    let mut merged = Merged::default();
-    for path in &args.files {
-        merged.read(path, price_as.as_ref().map(|(_, entry)| entry))?;
-    }
-    let summary = merged.summary();
-    if let Some(path) = &args.summary {
-        super::json::write_atomically(path, &summary.to_csv()?).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if let Some(path) = &args.merged {
-        merged.write_rows(path)?;
-    }
-    let mut out = std::io::stdout().lock();
-    write!(out, "{}", summary.render())?;
-    if let Some((spec, entry)) = &price_as {
-        let p = &entry.price;
-        let date = entry.date.as_deref().map_or_else(String::new, |d| format!(", read {d}"));
-        writeln!(out, "costs: every model's recorded tokens re-priced at {spec}'s prices (input ${}, output ${} per million; {}{date})", p.input, p.output, entry.source)?;
-    }
-    Ok(if summary.all_passed() { crate::EXIT_PASSED } else { crate::EXIT_FAILED })
 }

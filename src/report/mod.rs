@@ -1,73 +1,18 @@
-//! Reporters: what runs become once they finish. Each receives every finished run as it
-//! finishes, so nothing waits for the end and memory stays flat.
+//! Reporters and exporters: what runs become once they end. Each reporter
+//! ([`crate::record::Reporter`]) receives every run as it ends, so nothing waits for the end
+//! and memory stays flat: the JSON logs, the CSV report, JUnit, the summary. `merge` reads
+//! reports back.
 
-pub mod csv;
-pub mod json;
-pub mod junit;
-pub mod merge;
-pub mod summary;
+pub(crate) mod csv;
+pub(crate) mod json;
+pub(crate) mod junit;
+pub(crate) mod merge;
+pub(crate) mod summary;
 
 use std::path::Path;
 
-use crate::record::RunRecord;
-
-/// Receives finished runs, one at a time, in the order they finish.
-pub trait Reporter {
-    /// Called once, before the first run starts.
-    fn plan(&mut self, _total_runs: usize) {}
-    /// Called for each finished run; `log` is where its JSON log was written.
-    fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()>;
-    /// Called for each run of the plan that was never started, after the last run finished.
-    fn run_not_started(&mut self, _run: &Unstarted<'_>) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
-/// A run of the matrix that was never started, and why.
-#[derive(Debug, Clone, Copy)]
-pub struct Unstarted<'a> {
-    pub run_id: &'a str,
-    pub scenario: &'a str,
-    pub file: &'a str,
-    /// `PROVIDER:MODEL`.
-    pub model: &'a str,
-    pub repetition: u32,
-    pub unpriced: bool,
-    pub reason: &'a str,
-}
-
-impl<T: Reporter + ?Sized> Reporter for &mut T {
-    fn plan(&mut self, total_runs: usize) {
-        (**self).plan(total_runs);
-    }
-    fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()> {
-        (**self).run_finished(record, log)
-    }
-    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
-        (**self).run_not_started(run)
-    }
-}
-
-/// Several reporters fed the same events, in order.
-impl<A: Reporter, B: Reporter> Reporter for (A, B) {
-    fn plan(&mut self, total_runs: usize) {
-        self.0.plan(total_runs);
-        self.1.plan(total_runs);
-    }
-    fn run_finished(&mut self, record: &RunRecord, log: &Path) -> anyhow::Result<()> {
-        let first = self.0.run_finished(record, log);
-        let second = self.1.run_finished(record, log);
-        first.and(second)
-    }
-    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
-        let first = self.0.run_not_started(run);
-        let second = self.1.run_not_started(run);
-        first.and(second)
-    }
-}
-
 /// Where the per-model summary of the report at `report` goes: `NAME.summary.csv` beside it.
-pub fn summary_path(report: &Path) -> std::path::PathBuf {
+pub(crate) fn summary_path(report: &Path) -> std::path::PathBuf {
     let name = report.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stem = name.strip_suffix(".csv").unwrap_or(&name);
     report.with_file_name(format!("{stem}.summary.csv"))
@@ -75,7 +20,7 @@ pub fn summary_path(report: &Path) -> std::path::PathBuf {
 
 /// Rows as aligned text columns two spaces apart: the columns in `left` aligned left, the
 /// others right; the first row is the header. Trailing spaces are trimmed.
-pub fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
+pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> =
         (0..columns).map(|col| rows.iter().filter_map(|r| r.get(col)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
@@ -102,7 +47,7 @@ pub fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
 /// `text` made safe as a file name: letters, digits, `-`, `_` and single dots kept, every
 /// other character (separators, colons, control characters) replaced by `_`; never `..`,
 /// never hidden, never empty, at most 100 bytes.
-pub fn safe_file_name(text: &str) -> String {
+pub(crate) fn safe_file_name(text: &str) -> String {
     let mut name = String::with_capacity(text.len());
     for c in text.chars() {
         let keep = c.is_ascii_alphanumeric() || c == '-' || c == '_' || (c == '.' && !name.ends_with('.'));

@@ -4,20 +4,19 @@
 //! of CSV reports (`runner report`), with the same arithmetic.
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use super::{Reporter, Unstarted};
-use crate::record::{RunRecord, Status};
+use crate::provider::ModelSpec;
+use crate::record::{Reporter, RunOutcome, Status};
 use crate::usage::Usage;
 
 /// What the summary keeps of one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunFacts {
     pub scenario: String,
-    /// `PROVIDER:MODEL`.
-    pub model: String,
+    pub model: ModelSpec,
     pub repetition: u32,
-    pub status: Status,
+    /// `None`: the run never started.
+    pub status: Option<Status>,
     pub usage: Usage,
     pub cost_usd: f64,
     pub unpriced: bool,
@@ -25,37 +24,36 @@ pub struct RunFacts {
 }
 
 impl RunFacts {
-    pub fn of_record(record: &RunRecord) -> Self {
-        Self {
-            scenario: record.scenario.name.clone(),
-            model: format!("{}:{}", record.model.provider, record.model.name),
-            repetition: record.repetition,
-            status: record.status,
-            usage: record.usage,
-            cost_usd: record.cost.total_usd,
-            unpriced: record.cost.unpriced,
-            turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
-        }
-    }
-
-    pub fn of_unstarted(run: &Unstarted<'_>) -> Self {
-        Self {
-            scenario: run.scenario.to_owned(),
-            model: run.model.to_owned(),
-            repetition: run.repetition,
-            status: Status::NotStarted,
-            usage: Usage::default(),
-            cost_usd: 0.0,
-            unpriced: run.unpriced,
-            turn_latencies_ms: Vec::new(),
+    pub fn of(outcome: &RunOutcome) -> Self {
+        match outcome {
+            RunOutcome::Finished(record) => Self {
+                scenario: record.scenario.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                model: record.model.spec.clone(),
+                repetition: record.repetition,
+                status: Some(record.status),
+                usage: record.usage,
+                cost_usd: record.cost.cost.total_usd,
+                unpriced: record.cost.unpriced,
+                turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
+            },
+            RunOutcome::NotStarted(run) => Self {
+                scenario: run.scenario.name.clone(),
+                model: run.model.clone(),
+                repetition: run.repetition,
+                status: None,
+                usage: Usage::default(),
+                cost_usd: 0.0,
+                unpriced: run.unpriced,
+                turn_latencies_ms: Vec::new(),
+            },
         }
     }
 }
 
 /// Figures of one model across its runs.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelStats {
-    pub model: String,
+    pub model: ModelSpec,
     /// Runs that finished: passed + failed + errors.
     pub runs: usize,
     pub passed: usize,
@@ -70,6 +68,10 @@ pub struct ModelStats {
 }
 
 impl ModelStats {
+    fn new(model: ModelSpec) -> Self {
+        Self { model, runs: 0, passed: 0, failed: 0, errors: 0, not_started: 0, usage: Usage::default(), cost_usd: 0.0, unpriced: false, turn_latencies_ms: Vec::new() }
+    }
+
     /// Passed runs over finished runs.
     pub fn pass_rate(&self) -> Option<f64> {
         (self.runs > 0).then(|| self.passed as f64 / self.runs as f64)
@@ -93,7 +95,7 @@ impl ModelStats {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScenarioStats {
     pub scenario: String,
-    pub model: String,
+    pub model: ModelSpec,
     /// Repetitions that finished.
     pub runs: usize,
     pub passed: usize,
@@ -155,16 +157,18 @@ pub const CSV_COLUMNS: &[&str] = &[
 pub struct Summary {
     models: Vec<ModelStats>,
     scenarios: Vec<ScenarioStats>,
-    scenario_index: HashMap<(String, String), usize>,
+    scenario_index: HashMap<(String, ModelSpec), usize>,
     /// Why runs were not started (the first reason given).
     not_started_reason: Option<String>,
 }
 
 impl Summary {
+    #[cfg(test)]
     pub fn models(&self) -> &[ModelStats] {
         &self.models
     }
 
+    #[cfg(test)]
     pub fn scenarios(&self) -> &[ScenarioStats] {
         &self.scenarios
     }
@@ -188,7 +192,7 @@ impl Summary {
         let model = match self.models.iter().position(|m| m.model == run.model) {
             Some(index) => index,
             None => {
-                self.models.push(ModelStats { model: run.model.clone(), ..ModelStats::default() });
+                self.models.push(ModelStats::new(run.model.clone()));
                 self.models.len() - 1
             }
         };
@@ -201,18 +205,18 @@ impl Summary {
         let per_scenario = &mut self.scenarios[scenario];
         stats.unpriced |= run.unpriced;
         match run.status {
-            Status::NotStarted => {
+            None => {
                 stats.not_started += 1;
                 per_scenario.not_started += 1;
                 return;
             }
-            Status::Passed => stats.passed += 1,
-            Status::Failed => stats.failed += 1,
-            Status::Error => stats.errors += 1,
+            Some(Status::Passed) => stats.passed += 1,
+            Some(Status::Failed) => stats.failed += 1,
+            Some(Status::Error) => stats.errors += 1,
         }
         stats.runs += 1;
         per_scenario.runs += 1;
-        if run.status == Status::Passed {
+        if run.status == Some(Status::Passed) {
             per_scenario.passed += 1;
         }
         stats.usage += run.usage;
@@ -221,8 +225,8 @@ impl Summary {
     }
 
     /// Scenarios of `model` that passed some repetitions and failed others.
-    pub fn flaky_scenarios(&self, model: &str) -> usize {
-        self.scenarios.iter().filter(|s| s.model == model && s.flaky()).count()
+    pub fn flaky_scenarios(&self, model: &ModelSpec) -> usize {
+        self.scenarios.iter().filter(|s| s.model == *model && s.flaky()).count()
     }
 
     /// Records why runs were not started (kept once).
@@ -245,7 +249,7 @@ impl Summary {
         for m in &self.models {
             let money = |value| money_cell(m, value);
             rows.push(vec![
-                m.model.clone(),
+                m.model.to_string(),
                 m.runs.to_string(),
                 m.passed.to_string(),
                 m.failed.to_string(),
@@ -265,7 +269,7 @@ impl Summary {
             out.push('\n');
             let mut rows = vec![["scenario", "model", "passed", ""].map(String::from).to_vec()];
             for s in &self.scenarios {
-                rows.push(vec![s.scenario.clone(), s.model.clone(), format!("{}/{}", s.passed, s.runs), if s.flaky() { "flaky".into() } else { String::new() }]);
+                rows.push(vec![s.scenario.clone(), s.model.to_string(), format!("{}/{}", s.passed, s.runs), if s.flaky() { "flaky".into() } else { String::new() }]);
             }
             out.push_str(&super::render_table(&rows, &[0, 1, 3]));
         }
@@ -329,7 +333,7 @@ impl Summary {
         for m in &self.models {
             let money = |value: Option<f64>| value.map_or_else(String::new, super::csv::usd);
             writer.write_record([
-                m.model.clone(),
+                m.model.to_string(),
                 m.runs.to_string(),
                 m.passed.to_string(),
                 m.failed.to_string(),
@@ -369,14 +373,11 @@ fn optional(value: Option<u64>) -> String {
 }
 
 impl Reporter for Summary {
-    fn run_finished(&mut self, record: &RunRecord, _log: &Path) -> anyhow::Result<()> {
-        self.add(RunFacts::of_record(record));
-        Ok(())
-    }
-
-    fn run_not_started(&mut self, run: &Unstarted<'_>) -> anyhow::Result<()> {
-        self.set_not_started_reason(run.reason);
-        self.add(RunFacts::of_unstarted(run));
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        if let RunOutcome::NotStarted(run) = outcome {
+            self.set_not_started_reason(&run.reason);
+        }
+        self.add(RunFacts::of(outcome));
         Ok(())
     }
 }
@@ -388,9 +389,9 @@ mod tests {
     fn run(scenario: &str, model: &str, status: Status, cost_usd: f64, latencies: &[u64]) -> RunFacts {
         RunFacts {
             scenario: scenario.into(),
-            model: model.into(),
+            model: ModelSpec::from_key(model).unwrap(),
             repetition: 1,
-            status,
+            status: Some(status),
             usage: Usage { cached_tokens: 3, ..Usage::new(10, 2) },
             cost_usd,
             unpriced: false,
@@ -427,7 +428,7 @@ mod tests {
         summary.add(run("b", "m:x", Status::Failed, 0.5, &[300, 200]));
         summary.add(run("c", "m:x", Status::Passed, 0.25, &[400]));
         summary.add(run("d", "m:x", Status::Error, 0.0, &[]));
-        summary.add(RunFacts { status: Status::NotStarted, ..run("e", "m:x", Status::Passed, 0.0, &[]) });
+        summary.add(RunFacts { status: None, ..run("e", "m:x", Status::Passed, 0.0, &[]) });
         let m = &summary.models()[0];
         assert_eq!((m.runs, m.passed, m.failed, m.errors, m.not_started), (4, 2, 1, 1, 1));
         assert_eq!(m.pass_rate(), Some(0.5));
@@ -462,7 +463,7 @@ mod tests {
         assert_eq!((by_name("wobbly").passed, by_name("wobbly").runs, by_name("wobbly").flaky()), (2, 3, true));
         assert!(!by_name("steady").flaky());
         assert!(!by_name("broken").flaky());
-        assert_eq!(summary.flaky_scenarios("m:x"), 1);
+        assert_eq!(summary.flaky_scenarios(&ModelSpec::from_key("m:x").unwrap()), 1);
         let text = summary.render();
         assert!(text.lines().any(|l| l.starts_with("wobbly") && l.contains("2/3") && l.ends_with("flaky")), "{text}");
         assert!(text.lines().any(|l| l.starts_with("steady") && l.contains("3/3") && !l.contains("flaky")), "{text}");

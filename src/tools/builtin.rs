@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(uniform(12345, 7, 7), 7);
         let mut seen = [false; 10];
         for i in 0..1000u64 {
-            let n = uniform(super::super::mix64(i), 1, 10);
+            let n = uniform(crate::rng::mix64(i), 1, 10);
             assert!((1..=10).contains(&n));
             seen[(n - 1) as usize] = true;
         }

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::provider::wire::{FunctionSpec, ToolSpec};
+use crate::message::{FunctionSpec, ToolSpec};
 pub use weather::WeatherConfig;
 
 /// Why a tool call produced no result. Sent back to the model as `{"error": "..."}`.
@@ -53,15 +53,8 @@ impl ToolContext {
     pub fn next_random(&self) -> u64 {
         let state = self.rng_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
             .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(state)
+        crate::rng::mix64(state)
     }
-}
-
-/// SplitMix64's output function: a well-spread 64-bit hash of `z`.
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Decodes `arguments` into the tool's typed arguments, or says what is wrong with them.

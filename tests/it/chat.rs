@@ -98,10 +98,15 @@ fn ask_takes_the_argument_stdin_or_both_and_prints_only_the_answer() {
 
     let out = piped(ws.runner(&server.url()).args(["ask", "--json", "-m", "openai:gpt-4o-mini"]), "reverse apple");
     assert_eq!(out.code, 0);
+    // The same record as a run's log: a run without a scenario.
     let record: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(record["reply"], "Tool said: {\"result\":\"elppa\"}");
-    assert_eq!(record["tool_calls"][0]["name"], "reverse_text");
+    assert_eq!(record["scenario"], Value::Null);
+    assert_eq!(record["status"], "passed");
+    assert_eq!(record["model"]["name"], "gpt-4o-mini");
+    assert_eq!(record["turns"][0]["reply"], "Tool said: {\"result\":\"elppa\"}");
+    assert_eq!(record["turns"][0]["tool_calls"][0]["name"], "reverse_text");
     assert_eq!(record["usage"]["total_tokens"], 78);
+    assert_eq!(record["cost"]["unpriced"], false);
 }
 
 #[test]

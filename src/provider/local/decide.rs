@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::model::Model;
 use super::sampler::log_mass;
 use super::{CALL_OPEN, Engine};
-use crate::provider::wire::{Message, ToolSpec};
+use crate::message::{Message, ToolSpec};
 
 /// Subtracted from the calibrated score of "no call" when step 1 found candidates.
 pub const NONE_HANDICAP: f64 = 1.0;
@@ -125,9 +125,7 @@ pub(crate) fn choose(engine: &Engine, model: &mut Model, messages: &[Message], t
             best_score = calibrated[tool + 1];
         }
     }
-    if std::env::var_os("RUNNER_DEBUG_DECISION").is_some() {
-        eprintln!("scores {scores:.2?} baseline {baseline:.2?} calibrated {calibrated:.2?} -> {best}");
-    }
+    tracing::debug!(?scores, ?baseline, ?calibrated, choice = best, "tool decision (0: no call)");
     if best == 0 {
         return Ok(None);
     }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::wire::{FunctionCall, Message, ToolCall, ToolSpec};
+use crate::message::{FunctionCall, Message, ToolCall, ToolSpec};
 use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError};
 use crate::usage::Usage;
 use model::Model;
@@ -92,7 +92,7 @@ impl LocalProvider {
     }
 
     /// Blocking completion; [`Provider::complete`] runs it on a blocking thread.
-    pub fn complete_blocking(&self, messages: &[Message], tools: &[ToolSpec], sampling: &crate::scenario::Sampling) -> Result<Completion, String> {
+    pub fn complete_blocking(&self, messages: &[Message], tools: &[ToolSpec], sampling: &crate::provider::Sampling) -> Result<Completion, String> {
         self.engine.complete(messages, tools, sampling, None)
     }
 }
@@ -276,7 +276,7 @@ impl Engine {
         &self,
         messages: &[Message],
         tools: &[ToolSpec],
-        sampling: &crate::scenario::Sampling,
+        sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
         let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
@@ -451,7 +451,7 @@ impl Engine {
         }
         let (_, n) = self.force(model, "}}\n]</tool_call>")?;
         count += n;
-        let id = format!("call_{}", crate::tools::mix64(count ^ model.cached().len() as u64) % 1_000_000_000);
+        let id = format!("call_{}", crate::rng::mix64(count ^ model.cached().len() as u64) % 1_000_000_000);
         let call = ToolCall {
             id,
             kind: "function".into(),

@@ -1,7 +1,7 @@
 //! Choosing the next token: greedy by default, or temperature and top-p with a seeded
 //! random stream, always over an allowed set when decoding is constrained.
 
-use crate::tools::mix64;
+use crate::rng::unit;
 
 /// Sampling settings of one request.
 pub struct Sampler {
@@ -18,7 +18,7 @@ impl Sampler {
 
     fn next_unit(&mut self) -> f64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        (mix64(self.state) >> 11) as f64 / (1u64 << 53) as f64
+        unit(self.state)
     }
 
     /// The next token among those `allowed` accepts (all when `None`), or `None` when

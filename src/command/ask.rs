@@ -1,0 +1,66 @@
+//! `runner ask [PROMPT]`: one prompt (the argument, standard input, or both) and its answer.
+//! Only the answer goes to standard output, streamed; usage and cost go to standard error.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{EXIT_FAILED, EXIT_PASSED};
+use crate::chat::Session;
+use crate::cli::AskArgs;
+use crate::progress::DownloadBar;
+use crate::provider::{Models, TextSink, openai::http_client};
+use crate::rng::random_seed;
+use crate::settings::{Flags, Settings, UsageError};
+
+pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
+    let prompt = read_prompt(args.prompt.as_deref())?;
+    let settings = Settings::load(Flags { config, ..Flags::default() })?;
+    let fetch = DownloadBar::new();
+    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
+    let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
+    let mut session = Session::new(target, models.http().clone(), settings.weather.clone(), random_seed());
+    let print = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    };
+    let turn = session.turn(&prompt, (!args.json).then_some(&print as TextSink<'_>)).await;
+    if args.json {
+        let record = session.record(turn.error.as_deref());
+        super::print(&format!("{}\n", serde_json::to_string_pretty(&record)?))?;
+    } else if turn.reply.is_some() {
+        super::print("\n")?;
+    }
+    if let Some(err) = &turn.error {
+        eprintln!("error: {err}");
+        return Ok(EXIT_FAILED);
+    }
+    if !args.quiet && !args.json {
+        let target = &session.target;
+        let cost = if target.price.is_some() { format!("${:.6}", turn.cost.total_usd) } else { "unpriced".to_owned() };
+        let usage = &turn.usage;
+        eprintln!("{}: {} input + {} output = {} tokens, {cost}", target.spec, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens);
+    }
+    Ok(EXIT_PASSED)
+}
+
+/// The argument, then (after a blank line) whatever is piped in.
+fn read_prompt(argument: Option<&str>) -> anyhow::Result<String> {
+    let mut prompt = argument.unwrap_or_default().to_owned();
+    if !std::io::stdin().is_terminal() {
+        let mut piped = String::new();
+        std::io::stdin().read_to_string(&mut piped).context("cannot read standard input")?;
+        if !piped.trim().is_empty() {
+            if !prompt.is_empty() {
+                prompt.push_str("\n\n");
+            }
+            prompt.push_str(piped.trim_end());
+        }
+    }
+    if prompt.trim().is_empty() {
+        return Err(UsageError("nothing to ask: give a prompt (runner ask \"...\") or pipe one (echo hi | runner ask)".into()).into());
+    }
+    Ok(prompt)
+}

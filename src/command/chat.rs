@@ -1,0 +1,174 @@
+//! `runner chat`: the interactive face. `You: ` / `Assistant: `, rustyline on a terminal and
+//! plain lines when piped, slash commands, and the token and cost summary at the end; the
+//! conversation is saved as a run record under `logs/conversations/`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use crate::atomic::write_atomically;
+use crate::chat::Session;
+use crate::message::Message;
+use crate::progress::DownloadBar;
+use crate::provider::{Models, openai::http_client};
+use crate::rng::random_seed;
+use crate::settings::{Flags, Settings, UsageError};
+
+const HELP: &str = "commands:
+  /help          this text
+  /model NAME    switch to another model (PROVIDER:MODEL)
+  /reset         start the conversation over
+  /usage         tokens and cost so far
+  /save FILE     write the conversation as a scenario file (runner run replays it)
+  quit, exit     end the session (as does end of input)
+";
+
+/// Lines typed or piped in.
+enum Input {
+    Terminal(Box<rustyline::DefaultEditor>),
+    Piped(std::io::StdinLock<'static>),
+}
+
+impl Input {
+    fn new() -> Self {
+        if std::io::stdin().is_terminal()
+            && let Ok(editor) = rustyline::DefaultEditor::new()
+        {
+            return Input::Terminal(Box::new(editor));
+        }
+        Input::Piped(std::io::stdin().lock())
+    }
+
+    /// The next line, `None` at end of input.
+    fn read(&mut self, prompt: &str) -> Option<String> {
+        match self {
+            Input::Terminal(editor) => loop {
+                match editor.readline(prompt) {
+                    Ok(line) => {
+                        let _ = editor.add_history_entry(line.as_str());
+                        return Some(line);
+                    }
+                    // Ctrl-C at the prompt clears the line; Ctrl-D ends the session.
+                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(_) => return None,
+                }
+            },
+            Input::Piped(stdin) => {
+                print!("{prompt}");
+                let _ = std::io::stdout().flush();
+                let mut line = String::new();
+                match std::io::BufRead::read_line(stdin, &mut line) {
+                    Ok(0) | Err(_) => {
+                        println!();
+                        None
+                    }
+                    Ok(_) => {
+                        // Echo piped input so the transcript reads like a session.
+                        println!("{}", line.trim_end());
+                        Some(line)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `runner chat`: the model named (else the default), then the loop.
+pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path) -> anyhow::Result<u8> {
+    let settings = Settings::load(Flags { config, ..Flags::default() })?;
+    let fetch = DownloadBar::new();
+    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
+    let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
+    let session = Session::new(target, models.http().clone(), settings.weather.clone(), random_seed());
+    Ok(converse(session, &mut models, log_dir).await)
+}
+
+/// Runs the interactive loop until quit, exit or end of input; prints the summary and saves
+/// the conversation log under `log_dir`. Returns the exit code.
+async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path) -> u8 {
+    let mut input = Input::new();
+    let mut last_error: Option<String> = None;
+    if std::io::stdin().is_terminal() {
+        println!("runner chat with {} — /help for commands, quit to end", session.target.spec);
+    }
+    while let Some(line) = tokio::task::block_in_place(|| input.read("You: ")) {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line {
+            "quit" | "exit" => break,
+            "/help" => print!("{HELP}"),
+            "/reset" => {
+                session.reset();
+                println!("(conversation reset)");
+            }
+            "/usage" => print!("{}", session.summary()),
+            _ if line.starts_with("/model") => {
+                let name = line["/model".len()..].trim();
+                if name.is_empty() {
+                    println!("model: {}", session.target.spec);
+                    continue;
+                }
+                match models.resolve(name).await {
+                    Ok(target) => {
+                        session.target = target;
+                        println!("(model: {})", session.target.spec);
+                    }
+                    Err(err) => eprintln!("error: {err}"),
+                }
+            }
+            _ if line.starts_with("/save") => {
+                let file = line["/save".len()..].trim();
+                if file.is_empty() {
+                    eprintln!("error: /save needs a file name");
+                    continue;
+                }
+                let name = Path::new(file).file_stem().map_or("chat".into(), |s| s.to_string_lossy().into_owned());
+                match session.to_scenario(&name).and_then(|yaml| write_atomically(Path::new(file), yaml.trim_end().as_bytes()).map_err(|e| e.to_string())) {
+                    Ok(()) => println!("(saved {file})"),
+                    Err(err) => eprintln!("error: cannot save {file}: {err}"),
+                }
+            }
+            _ if line.starts_with('/') => eprintln!("unknown command {line}; /help lists them"),
+            user => {
+                print!("Assistant: ");
+                let _ = std::io::stdout().flush();
+                let print = |text: &str| {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                };
+                let turn = tokio::select! {
+                    turn = session.turn(user, Some(&print)) => Some(turn),
+                    _ = tokio::signal::ctrl_c() => None,
+                };
+                println!();
+                match turn {
+                    None => {
+                        // The turn's future was dropped; take its half-written messages back.
+                        if let Some(at) = session.messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user)) {
+                            session.messages.truncate(at);
+                        }
+                        eprintln!("(answer stopped)");
+                    }
+                    Some(turn) => {
+                        if let Some(err) = &turn.error {
+                            eprintln!("error: {err}");
+                            last_error = Some(err.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    print!("{}", session.summary());
+    match session.save_log(log_dir, last_error.as_deref()) {
+        Ok(path) => {
+            println!("conversation saved to {}", path.display());
+            0
+        }
+        Err(err) => {
+            eprintln!("error: cannot save the conversation under {}: {err}", log_dir.display());
+            1
+        }
+    }
+}

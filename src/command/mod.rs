@@ -1,0 +1,61 @@
+//! The command layer: one file per command, each an outline of its steps. Only this layer,
+//! `cli`, `progress` and the interactive chat print; everything below it returns values or
+//! emits events to a reporter.
+
+pub(crate) mod ask;
+pub(crate) mod chat;
+pub(crate) mod check;
+pub(crate) mod models;
+pub(crate) mod report;
+pub(crate) mod run;
+pub(crate) mod schema;
+pub(crate) mod tools;
+
+use std::io::Write;
+
+use crate::cli::{Cli, Command};
+use crate::scenario::{Scenario, Validator, load_scenarios};
+use crate::settings::Settings;
+use crate::tools::ToolRegistry;
+
+/// Exit code: every run passed.
+pub const EXIT_PASSED: u8 = 0;
+/// Exit code: at least one run failed a check or ended in an error.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad command line or invalid scenario file; nothing was run.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the cost budget (`--max-cost-usd`) stopped the batch before every run started.
+pub const EXIT_BUDGET: u8 = 3;
+/// Exit code: interrupted (Ctrl-C); what finished is kept.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs one command; the `u8` is the exit code.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Run(args) => run::run(config, args).await,
+        Command::Check { paths } => check::check(config, &paths),
+        Command::Chat { model, logs_dir } => chat::chat(config, model, &logs_dir).await,
+        Command::Ask(args) => ask::ask(config, args).await,
+        Command::Report(args) => report::report(config, &args),
+        Command::Schema => schema::schema(),
+        Command::Tools => tools::tools(),
+        Command::Models { prices } => models::models(config, prices.as_deref()),
+    }
+}
+
+/// Every scenario of `paths`, validated against the built-in tools and the known models.
+fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
+    let registry = ToolRegistry::builtin();
+    let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);
+    let validator = Validator { tools: &registry, check_model: &check_model };
+    Ok(load_scenarios(paths, &validator)?)
+}
+
+/// Writes `text` to standard output. A closed pipe comes back as an error, which the top
+/// level ends on quietly (`runner tools | head -1`).
+fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}

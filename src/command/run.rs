@@ -1,0 +1,184 @@
+//! `runner run`: load → plan → run → report → exit code.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PASSED};
+use crate::atomic::write_atomically;
+use crate::cli::RunArgs;
+use crate::plan::{MatrixOptions, Plan};
+use crate::progress::{DownloadBar, Progress};
+use crate::provider::{Models, openai::http_client};
+use crate::record::{Reporter, RunOutcome, RunRecord};
+use crate::report::csv::CsvReport;
+use crate::report::json::{JsonLogs, read_log};
+use crate::report::junit::Junit;
+use crate::report::summary::Summary;
+use crate::report::summary_path;
+use crate::rng::random_seed;
+use crate::runner::{self, Control, Job, Limits, Shared, StopReason, Totals};
+use crate::settings::{Flags, Settings, UsageError};
+use crate::tools::ToolRegistry;
+
+pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<u8> {
+    let flags = Flags { config, prices: args.prices.as_deref(), timeout_secs: args.timeout, max_retries: args.max_retries, concurrency: args.concurrency };
+    let settings = Settings::load(flags)?;
+
+    // Load: every file validated before anything is sent.
+    let scenarios = super::load(&settings, &args.paths)?;
+
+    // Plan: the matrix, the shard, the price gate; a dry run ends here.
+    let matrix = MatrixOptions { models: &args.models, repeat: args.repeat, filter: args.filter.as_deref(), shard: args.shard };
+    let plan = Plan::new(&settings, scenarios, matrix)?;
+    plan.check_prices(args.require_prices, args.max_cost_usd.is_some())?;
+    if args.dry_run {
+        super::print(&plan.render_dry_run(&settings.prices))?;
+        return Ok(EXIT_PASSED);
+    }
+
+    // Every model is resolved before any request, so a bad name or a missing key runs nothing.
+    let fetch = DownloadBar::new();
+    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
+    let mut jobs = Vec::with_capacity(plan.runs.len());
+    for run in plan.runs {
+        let target = models.resolve(&run.spec.to_string()).await.map_err(UsageError)?;
+        jobs.push(Job { scenario: run.scenario, target, repetition: run.repetition });
+    }
+
+    // Run: a new batch, or the rest of an interrupted one.
+    let mut logs = open_logs(&args)?;
+    let finished = if args.resume.is_some() { take_finished(&logs, &mut jobs) } else { Vec::new() };
+    let report_path = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
+    let mut reports = Reports::create(&report_path, &finished)?;
+    let shared = Arc::new(Shared {
+        run_id: logs.run_id().to_owned(),
+        registry: ToolRegistry::builtin(),
+        http: models.http().clone(),
+        weather: Arc::new(settings.weather.clone()),
+        seed: args.seed.unwrap_or_else(random_seed),
+        sampling_seed: args.seed,
+    });
+    let limits = Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
+    let control = Control::new();
+    let listener = tokio::spawn(interrupts(control.clone()));
+    let mut progress = Progress::default();
+    let totals = {
+        let mut reporters = (&mut logs, (&mut progress, &mut reports));
+        runner::run_all(jobs, settings.concurrency, limits, control.clone(), shared, &mut reporters as &mut dyn Reporter).await
+    };
+    listener.abort();
+    progress.finish();
+
+    // Report: the summary beside the CSV, JUnit, the step summary, the table.
+    let summary_path = summary_path(&report_path);
+    reports.write(&summary_path, args.junit.as_deref())?;
+    let summary = &reports.summary;
+    let mut out = summary.render();
+    out.push_str(&format!("logs: {}\nreport: {}\nsummary: {}\n", logs.dir().display(), report_path.display(), summary_path.display()));
+    super::print(&out)?;
+
+    let totals = totals?;
+    if control.interrupted() {
+        super::print(&format!("resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n", logs.run_id()))?;
+    }
+    Ok(exit_code(&totals, &control, summary))
+}
+
+/// The batch's log directory: a new one, or the one `--resume` names.
+fn open_logs(args: &RunArgs) -> anyhow::Result<JsonLogs> {
+    match &args.resume {
+        Some(run_id) => JsonLogs::resume(&args.logs_dir, run_id)
+            .ok_or_else(|| UsageError(format!("--resume {run_id}: no such run under {}", args.logs_dir.display())).into()),
+        None => JsonLogs::create(&args.logs_dir).with_context(|| format!("cannot create the log directory under {}", args.logs_dir.display())),
+    }
+}
+
+/// Resuming: runs with a whole log are done; they leave `jobs` and their records come back.
+fn take_finished(logs: &JsonLogs, jobs: &mut Vec<Job>) -> Vec<RunRecord> {
+    let mut finished = Vec::new();
+    jobs.retain(|job| match read_log(&logs.path(&job.scenario.name, &job.target.spec, job.repetition)) {
+        Some(record) => {
+            finished.push(record);
+            false
+        }
+        None => true,
+    });
+    finished
+}
+
+/// The reports built as runs end: the CSV rows, the summary and JUnit.
+struct Reports {
+    csv: CsvReport<std::io::BufWriter<std::fs::File>>,
+    summary: Summary,
+    junit: Junit,
+}
+
+impl Reports {
+    /// Creates the CSV report at `path`. Resumed runs (`finished`) go in first; their report
+    /// is rebuilt beside the old one and replaces it whole.
+    fn create(path: &Path, finished: &[RunRecord]) -> anyhow::Result<Self> {
+        let staging = path.with_file_name(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        let csv = CsvReport::create(if finished.is_empty() { path } else { &staging })?;
+        let mut reports = Self { csv, summary: Summary::default(), junit: Junit::default() };
+        if !finished.is_empty() {
+            for record in finished {
+                reports.run_ended(&RunOutcome::Finished(Box::new(record.clone())))?;
+            }
+            std::fs::rename(&staging, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        }
+        Ok(reports)
+    }
+
+    /// The per-model summary CSV, JUnit when asked, and the GitHub step summary when set.
+    fn write(&self, summary_path: &Path, junit: Option<&Path>) -> anyhow::Result<()> {
+        write_atomically(summary_path, &self.summary.to_csv()?).with_context(|| format!("cannot write {}", summary_path.display()))?;
+        if let Some(path) = junit {
+            write_atomically(path, self.junit.render().trim_end().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+            use std::io::Write;
+            let path = PathBuf::from(path);
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            file.write_all(self.summary.render_markdown().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Reporter for Reports {
+    fn plan(&mut self, total_runs: usize) {
+        self.csv.plan(total_runs);
+    }
+
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        let csv = self.csv.run_ended(outcome);
+        let summary = self.summary.run_ended(outcome);
+        let junit = self.junit.run_ended(outcome);
+        csv.and(summary).and(junit)
+    }
+}
+
+/// 130 when interrupted, 3 when the budget left runs unstarted, 1 when a run did not pass.
+fn exit_code(totals: &Totals, control: &Control, summary: &Summary) -> u8 {
+    if control.interrupted() {
+        return EXIT_INTERRUPTED;
+    }
+    match totals.stopped {
+        Some(StopReason::Budget { .. }) if totals.not_started > 0 => EXIT_BUDGET,
+        _ if !summary.all_passed() => EXIT_FAILED,
+        _ => EXIT_PASSED,
+    }
+}
+
+/// Ctrl-C during `runner run`: the first stops new runs, the second aborts those in flight.
+async fn interrupts(control: Arc<Control>) {
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if control.interrupt() == 1 {
+            eprintln!("\ninterrupted: no new run starts; the runs in flight finish (Ctrl-C again to abort them)");
+        } else {
+            eprintln!("\naborting the runs in flight");
+        }
+    }
+}
