@@ -15,6 +15,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Show diagnostics on standard error (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -182,4 +186,21 @@ pub struct AskArgs {
     /// Print the whole record (reply, requests, tool calls, usage, cost) as JSON instead
     #[arg(long)]
     pub json: bool,
+}
+
+/// Diagnostics (`tracing` events from the core) on standard error: `RUST_LOG` when set, else
+/// warnings, `-v` runner's debug events, `-vv` its trace events.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "runner=debug",
+        _ => "runner=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

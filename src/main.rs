@@ -3,5 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    runner::main(runner::cli::Cli::parse())
+    let cli = runner::cli::Cli::parse();
+    runner::cli::init_tracing(cli.verbose);
+    runner::main(cli)
 }

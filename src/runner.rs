@@ -275,6 +275,7 @@ pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
     }
     let usage = turns.iter().map(|t| t.usage).sum();
     let cost = turns.iter().map(|t| t.cost).sum();
+    tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = status.as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
     RunRecord {
         runner_version: env!("CARGO_PKG_VERSION").into(),
         run_id: shared.run_id.clone(),

@@ -119,6 +119,8 @@ pub(crate) struct Settings {
     /// Runs in flight at once.
     pub concurrency: usize,
     pub weather: WeatherConfig,
+    /// `GITHUB_STEP_SUMMARY`: where `runner run` appends its Markdown summary.
+    pub step_summary: Option<PathBuf>,
 }
 
 impl Settings {
@@ -182,7 +184,8 @@ impl Settings {
             local: crate::provider::local::acquire::Sources::from_vars(|key| env.var(key)),
         };
         let concurrency = flags.concurrency.map(|n| n as usize).or(config.concurrency).unwrap_or(DEFAULT_CONCURRENCY).max(1);
-        Ok(Self { default_model, prices, providers, concurrency, weather })
+        let step_summary = env.var("GITHUB_STEP_SUMMARY").map(PathBuf::from);
+        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary })
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).

@@ -73,7 +73,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
 
     // Report: the summary beside the CSV, JUnit, the step summary, the table.
     let summary_path = summary_path(&report_path);
-    reports.write(&summary_path, args.junit.as_deref())?;
+    reports.write(&summary_path, args.junit.as_deref(), settings.step_summary.as_deref())?;
     let summary = &reports.summary;
     let mut out = summary.render();
     out.push_str(&format!("logs: {}\nreport: {}\nsummary: {}\n", logs.dir().display(), report_path.display(), summary_path.display()));
@@ -132,15 +132,14 @@ impl Reports {
     }
 
     /// The per-model summary CSV, JUnit when asked, and the GitHub step summary when set.
-    fn write(&self, summary_path: &Path, junit: Option<&Path>) -> anyhow::Result<()> {
+    fn write(&self, summary_path: &Path, junit: Option<&Path>, step_summary: Option<&Path>) -> anyhow::Result<()> {
         write_atomically(summary_path, &self.summary.to_csv()?).with_context(|| format!("cannot write {}", summary_path.display()))?;
         if let Some(path) = junit {
             write_atomically(path, self.junit.render().trim_end().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         }
-        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        if let Some(path) = step_summary {
             use std::io::Write;
-            let path = PathBuf::from(path);
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
             file.write_all(self.summary.render_markdown().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())

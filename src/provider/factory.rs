@@ -98,6 +98,7 @@ impl<'a> Models<'a> {
             return Ok(target.clone());
         }
         let provider = self.provider(&spec).await?;
+        tracing::debug!(model = %spec, base_url = ?provider.base_url(), "model resolved");
         let price = self.prices.get(&spec.provider, &spec.name).cloned();
         let target = Arc::new(Target { spec: spec.clone(), provider, price });
         self.resolved.insert(spec, target.clone());

@@ -281,6 +281,9 @@ impl Provider for OpenAiProvider {
                     error: sent.result.as_ref().err().map(ToString::to_string),
                     retry_in_ms: wait.map(|w| w.as_millis() as u64),
                 });
+                if let Some(last) = attempts.last() {
+                    tracing::debug!(url = %self.url, attempt = last.attempt, status = ?last.status, error = ?last.error, retry_in_ms = ?last.retry_in_ms, "request attempt");
+                }
                 match wait {
                     Some(wait) => tokio::time::sleep(wait).await,
                     None => return Exchange { result: sent.result, attempts },

@@ -3,6 +3,7 @@
 #[cfg(feature = "local")]
 mod local;
 mod chat;
+mod cli;
 mod compare;
 mod faults;
 mod run;
