@@ -3,6 +3,7 @@
 //! BENCH_REPEAT runs (default 5). The weights come through runner's own acquisition path.
 //!
 //!     cargo bench --bench local_model
+#![allow(unsafe_code)] // getrusage / wait4 for the peak-memory figure
 
 use std::time::Instant;
 
@@ -47,7 +48,7 @@ fn main() {
     // SAFETY: getrusage fills a plain struct for this process.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    println!("embedded model {}: {} threads, median of {repeat}", path.display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("embedded model {}: {} threads, median of {repeat}", path.display(), std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     println!("load (read + Q4_1->Q8_0): {load_s:.2} s");
     println!("prompt: {:.1} tok/s (400-token prompt)", median(&mut prompt_rates));
     println!("generate: {:.1} tok/s ({generate} tokens, greedy)", median(&mut gen_rates));

@@ -5,6 +5,7 @@
 //!
 //!     cargo bench --bench throughput
 //!     BENCH_N=2000 BENCH_J=4,32,200 BENCH_REPEAT=3 cargo bench --bench throughput
+#![allow(unsafe_code)] // getrusage / wait4 for the peak-memory figure
 
 #[path = "../tests/it/server.rs"]
 mod server;

@@ -108,7 +108,7 @@ fn main() {
             Ok(Ok(_)) => accepted += 1,
             Ok(Err(errors)) => {
                 // Count kinds of error: the message's first words, without position or quoted text.
-                let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
+                let first = errors.0.first().map(std::string::ToString::to_string).unwrap_or_default();
                 let message = first.split_once(": ").map_or("", |(_, message)| message);
                 let kind: String = message.split(['`', '"', ':', '(', ',']).next().unwrap_or_default().chars().filter(|c| !c.is_ascii_digit()).collect();
                 messages.insert(kind.trim().to_owned());

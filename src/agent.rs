@@ -14,7 +14,7 @@ use crate::tools::{ToolContext, ToolError, ToolRegistry, decode_arguments};
 use crate::usage::{Usage, UsageSource, estimate_tokens};
 
 /// Everything one conversation needs to talk to its model and run its tools.
-pub struct Agent<'a> {
+pub(crate) struct Agent<'a> {
     pub provider: &'a dyn Provider,
     pub model: &'a str,
     pub sampling: &'a Sampling,
@@ -34,7 +34,7 @@ pub struct Agent<'a> {
 impl Agent<'_> {
     /// Plays user turn `index` (1-based), appending every message to `messages`. The record
     /// has no checks yet; `error` set means the turn could not finish.
-    pub async fn run_turn(&self, messages: &mut Vec<Message>, index: usize, user: &str) -> TurnRecord {
+    pub(crate) async fn run_turn(&self, messages: &mut Vec<Message>, index: usize, user: &str) -> TurnRecord {
         let started = Instant::now();
         let mut outcome = TurnRecord::new(index, user);
         messages.push(Message::User { content: user.to_owned() });

@@ -34,7 +34,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(target: Arc<Target>, http: reqwest::Client, weather: WeatherConfig, seed: u64) -> Self {
+    pub(crate) fn new(target: Arc<Target>, http: reqwest::Client, weather: WeatherConfig, seed: u64) -> Self {
         let registry = ToolRegistry::builtin();
         let names: Vec<String> = registry.names().map(str::to_owned).collect();
         let specs = registry.specs(&names);
@@ -54,7 +54,7 @@ impl Session {
     }
 
     /// Plays one user turn; text is handed to `on_text` as it arrives.
-    pub async fn turn(&mut self, user: &str, on_text: Option<crate::provider::TextSink<'_>>) -> TurnRecord {
+    pub(crate) async fn turn(&mut self, user: &str, on_text: Option<crate::provider::TextSink<'_>>) -> TurnRecord {
         let no_results = BTreeMap::new();
         let sampling = Sampling::default();
         let agent = Agent {
@@ -82,12 +82,12 @@ impl Session {
     }
 
     /// Forgets the conversation (totals are kept).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.messages.clear();
     }
 
     /// The token and cost summary printed at the end of a session.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let cost = if self.target.price.is_some() {
             format!("${:.6}", self.cost.total_usd)
         } else {
@@ -100,7 +100,7 @@ impl Session {
     }
 
     /// The conversation as a run without a scenario; `error` is the last one seen.
-    pub fn record(&self, error: Option<&str>) -> RunRecord {
+    pub(crate) fn record(&self, error: Option<&str>) -> RunRecord {
         let finished_at = Utc::now();
         RunRecord {
             runner_version: env!("CARGO_PKG_VERSION").into(),
@@ -122,7 +122,7 @@ impl Session {
     }
 
     /// Writes the conversation's record into `dir` as `<timestamp>.json`, atomically.
-    pub fn save_log(&self, dir: &Path, error: Option<&str>) -> std::io::Result<PathBuf> {
+    pub(crate) fn save_log(&self, dir: &Path, error: Option<&str>) -> std::io::Result<PathBuf> {
         let record = self.record(error);
         let path = dir.join(format!("{}.json", record.run_id));
         let bytes = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
@@ -132,7 +132,7 @@ impl Session {
 
     /// The conversation so far as a scenario file: its user turns, the tools that were
     /// called with their results pinned, and `tool_calls` expectations matching what happened.
-    pub fn to_scenario(&self, name: &str) -> Result<String, String> {
+    pub(crate) fn to_scenario(&self, name: &str) -> Result<String, String> {
         #[derive(Serialize)]
         struct SavedScenario {
             name: String,

@@ -24,9 +24,9 @@ pub mod tools;
 
 // The vocabulary every layer shares.
 pub mod message;
-pub mod pricing;
+mod pricing;
 mod record;
-pub mod usage;
+mod usage;
 
 // What runs become, and the plumbing under them.
 mod atomic;

@@ -29,11 +29,11 @@ use crate::settings::{Settings, UsageError};
 use crate::tools::ToolRegistry;
 
 /// Tokens of framing per message in OpenAI's chat format.
-pub const MESSAGE_OVERHEAD: u64 = 4;
+pub(crate) const MESSAGE_OVERHEAD: u64 = 4;
 /// Tokens that prime every reply.
-pub const REPLY_PRIMING: u64 = 3;
+pub(crate) const REPLY_PRIMING: u64 = 3;
 /// Tokens a tool round's results may add beyond the size of the request for them.
-pub const TOOL_RESULT_ALLOWANCE: u64 = 100;
+pub(crate) const TOOL_RESULT_ALLOWANCE: u64 = 100;
 
 /// One slice of the run matrix: `index` of `count`, 1-based (`--shard I/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The matrix of `scenarios` as `options` ask.
-    pub fn new(settings: &Settings, mut scenarios: Vec<Scenario>, options: MatrixOptions<'_>) -> Result<Self, UsageError> {
+    pub(crate) fn new(settings: &Settings, mut scenarios: Vec<Scenario>, options: MatrixOptions<'_>) -> Result<Self, UsageError> {
         if let Some(filter) = options.filter {
             scenarios.retain(|s| s.name.contains(filter));
             if scenarios.is_empty() {
@@ -113,7 +113,7 @@ impl Plan {
 
     /// Refuses a batch with unpriced models when prices are required or a budget must be
     /// enforced.
-    pub fn check_prices(&self, require_prices: bool, budget: bool) -> Result<(), UsageError> {
+    pub(crate) fn check_prices(&self, require_prices: bool, budget: bool) -> Result<(), UsageError> {
         if self.unpriced.is_empty() || !(require_prices || budget) {
             return Ok(());
         }
@@ -122,14 +122,14 @@ impl Plan {
     }
 
     /// The dry run's report: the matrix and its cost bound.
-    pub fn render_dry_run(&self, prices: &PriceTable) -> String {
+    pub(crate) fn render_dry_run(&self, prices: &PriceTable) -> String {
         render_dry_run(&self.runs, prices, &self.unpriced, self.shard)
     }
 }
 
 /// One run of the matrix, before its model is resolved.
 #[derive(Debug, Clone)]
-pub struct Planned {
+pub(crate) struct Planned {
     pub scenario: Arc<Scenario>,
     pub spec: ModelSpec,
     /// 1-based.
@@ -149,7 +149,7 @@ fn unpriced_models(matrix: &[Planned], prices: &PriceTable) -> Vec<String> {
 
 /// The tokenizer used to count a model's input: OpenAI's mapping of model names, o200k_base
 /// (the current one) for models it does not know.
-pub struct Counter {
+pub(crate) struct Counter {
     pub name: &'static str,
     /// Exact for this model, or an approximation.
     pub exact: bool,
@@ -157,7 +157,7 @@ pub struct Counter {
 }
 
 impl Counter {
-    pub fn for_model(spec: &ModelSpec) -> Self {
+    pub(crate) fn for_model(spec: &ModelSpec) -> Self {
         use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
         let known = if spec.provider == "openai" { get_tokenizer(&spec.name) } else { None };
         match known {
@@ -167,14 +167,14 @@ impl Counter {
         }
     }
 
-    pub fn count(&self, text: &str) -> u64 {
+    pub(crate) fn count(&self, text: &str) -> u64 {
         self.bpe.encode_ordinary(text).len() as u64
     }
 }
 
 /// Upper bound of one run's tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bound {
+pub(crate) struct Bound {
     pub requests: u64,
     pub input_tokens: u64,
     /// `None`: the scenario sets no `max_tokens`, so nothing bounds the output.
@@ -182,7 +182,7 @@ pub struct Bound {
 }
 
 /// The most tokens one run of `scenario` can use, counted with `counter`.
-pub fn bound(scenario: &Scenario, registry: &ToolRegistry, counter: &Counter) -> Bound {
+pub(crate) fn bound(scenario: &Scenario, registry: &ToolRegistry, counter: &Counter) -> Bound {
     let specs = registry.specs(&scenario.tools);
     let tools = if specs.is_empty() { 0 } else { counter.count(&serde_json::to_string(&specs).unwrap_or_default()) };
     let message = |text: &str| MESSAGE_OVERHEAD + counter.count(text);

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::usage::Usage;
 
 /// Where the built-in prices come from, and when they were read.
-pub const BUILTIN_SOURCE: &str = "https://platform.openai.com/docs/pricing (standard tier)";
+pub(crate) const BUILTIN_SOURCE: &str = "https://platform.openai.com/docs/pricing (standard tier)";
 /// The date the built-in prices were read from [`BUILTIN_SOURCE`].
-pub const BUILTIN_DATE: &str = "2025-08-07";
+pub(crate) const BUILTIN_DATE: &str = "2025-08-07";
 
 /// (model, input, cached input, output), USD per million tokens, provider `openai`.
 const BUILTIN_OPENAI: &[(&str, f64, Option<f64>, f64)] = &[
@@ -58,7 +58,7 @@ pub struct PriceEntry {
 /// when it was read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilePrice {
+pub(crate) struct FilePrice {
     pub input: f64,
     #[serde(default)]
     pub cached_input: Option<f64>,
@@ -118,16 +118,16 @@ impl Price {
 
 /// Prices keyed by `PROVIDER:MODEL`.
 #[derive(Debug, Clone, Default)]
-pub struct PriceTable {
+pub(crate) struct PriceTable {
     entries: BTreeMap<String, PriceEntry>,
 }
 
 /// A price file: `PROVIDER:MODEL` -> price.
-pub type PriceFile = BTreeMap<String, FilePrice>;
+pub(crate) type PriceFile = BTreeMap<String, FilePrice>;
 
 impl PriceTable {
     /// The built-in table.
-    pub fn builtin() -> Self {
+    pub(crate) fn builtin() -> Self {
         let source = format!("built-in: {BUILTIN_SOURCE}");
         let entries = BUILTIN_OPENAI
             .iter()
@@ -149,7 +149,7 @@ impl PriceTable {
 
     /// Adds or overrides entries; `source` names where they came from (a file path).
     /// Keys must be `PROVIDER:MODEL`.
-    pub fn extend(&mut self, prices: PriceFile, source: &str) -> Result<(), String> {
+    pub(crate) fn extend(&mut self, prices: PriceFile, source: &str) -> Result<(), String> {
         for (key, entry) in prices {
             let price = Price { input: entry.input, cached_input: entry.cached_input, output: entry.output };
             if !key.contains(':') {
@@ -175,14 +175,14 @@ impl PriceTable {
 
     /// The entry for `provider:model`; a dated snapshot (`gpt-4o-2024-08-06`) falls back to
     /// its family (`gpt-4o`) when it has no entry of its own.
-    pub fn get(&self, provider: &str, model: &str) -> Option<&PriceEntry> {
+    pub(crate) fn get(&self, provider: &str, model: &str) -> Option<&PriceEntry> {
         self.entries
             .get(&format!("{provider}:{model}"))
             .or_else(|| self.entries.get(&format!("{provider}:{}", strip_snapshot_date(model)?)))
     }
 
     /// The provider of a bare model name, when the table knows the model under one provider.
-    pub fn provider_of(&self, model: &str) -> Option<&str> {
+    pub(crate) fn provider_of(&self, model: &str) -> Option<&str> {
         let family = strip_snapshot_date(model);
         self.entries.keys().find_map(|key| {
             let (provider, name) = key.split_once(':')?;
@@ -191,7 +191,7 @@ impl PriceTable {
     }
 
     /// Every entry, sorted by key.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &PriceEntry)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &PriceEntry)> {
         self.entries.iter().map(|(key, entry)| (key.as_str(), entry))
     }
 }

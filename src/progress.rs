@@ -18,7 +18,7 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Removes the bar so the summary prints on a clean screen.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -63,7 +63,7 @@ pub(crate) struct DownloadBar {
 }
 
 impl DownloadBar {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { terminal: std::io::stderr().is_terminal(), bar: Mutex::new(None) }
     }
 

@@ -17,14 +17,14 @@ use crate::usage::{Usage, UsageSource};
 /// How a run or a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     Passed,
     Failed,
     Error,
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Passed => "passed",
             Status::Failed => "failed",
@@ -33,12 +33,12 @@ impl Status {
     }
 
     /// The status named `text` (as written by [`Status::as_str`]).
-    pub fn parse(text: &str) -> Option<Status> {
+    pub(crate) fn parse(text: &str) -> Option<Status> {
         [Status::Passed, Status::Failed, Status::Error].into_iter().find(|s| s.as_str() == text)
     }
 
     /// The worse of two outcomes: error > failed > passed.
-    pub fn worst(self, other: Status) -> Status {
+    pub(crate) fn worst(self, other: Status) -> Status {
         let rank = |s: Status| match s {
             Status::Passed => 0,
             Status::Failed => 1,
@@ -49,11 +49,11 @@ impl Status {
 }
 
 /// The status column of a report row: a run's status, or `not_started`.
-pub const NOT_STARTED: &str = "not_started";
+pub(crate) const NOT_STARTED: &str = "not_started";
 
 /// What the reporters receive for each run of a batch.
 #[derive(Debug, Clone)]
-pub enum RunOutcome {
+pub(crate) enum RunOutcome {
     /// The run played (well or not) and has its record.
     Finished(Box<RunRecord>),
     /// The run never started, or was aborted before it finished.
@@ -62,7 +62,7 @@ pub enum RunOutcome {
 
 /// A run of the matrix that never started, and why.
 #[derive(Debug, Clone)]
-pub struct NotStarted {
+pub(crate) struct NotStarted {
     pub run_id: String,
     pub scenario: ScenarioRef,
     pub model: ModelSpec,
@@ -74,7 +74,7 @@ pub struct NotStarted {
 
 impl RunOutcome {
     /// The run's status; `None` for a run that never started.
-    pub fn status(&self) -> Option<Status> {
+    pub(crate) fn status(&self) -> Option<Status> {
         match self {
             RunOutcome::Finished(record) => Some(record.status),
             RunOutcome::NotStarted(_) => None,
@@ -84,7 +84,7 @@ impl RunOutcome {
 
 /// One run: one scenario, one model, one repetition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub runner_version: Cow<'static, str>,
     pub run_id: String,
     /// `None` for a conversation (`runner chat`, `runner ask`).
@@ -105,14 +105,14 @@ pub struct RunRecord {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScenarioRef {
+pub(crate) struct ScenarioRef {
     pub name: String,
     pub file: String,
 }
 
 /// The model as it was asked, with the sampling settings sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelInfo {
+pub(crate) struct ModelInfo {
     #[serde(flatten)]
     pub spec: ModelSpec,
     pub base_url: Option<String>,
@@ -122,7 +122,7 @@ pub struct ModelInfo {
 
 /// Cost of a whole run and the prices it was computed with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunCost {
+pub(crate) struct RunCost {
     #[serde(flatten)]
     pub cost: Cost,
     /// USD per million tokens; `null` when the model is unpriced.
@@ -136,7 +136,7 @@ pub struct RunCost {
 
 impl RunCost {
     /// `cost`, computed at `price` (`None`: unpriced).
-    pub fn new(cost: Cost, price: Option<&PriceEntry>) -> Self {
+    pub(crate) fn new(cost: Cost, price: Option<&PriceEntry>) -> Self {
         Self {
             cost,
             prices: price.map(|p| p.price),
@@ -149,7 +149,7 @@ impl RunCost {
 
 /// One user turn and everything it caused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TurnRecord {
+pub(crate) struct TurnRecord {
     /// 1-based.
     pub index: usize,
     pub user: String,
@@ -168,7 +168,7 @@ pub struct TurnRecord {
 
 impl TurnRecord {
     /// The turn's record before its checks: `error` when it did not finish, else `passed`.
-    pub fn new(index: usize, user: &str) -> Self {
+    pub(crate) fn new(index: usize, user: &str) -> Self {
         Self {
             index,
             user: user.to_owned(),
@@ -185,7 +185,7 @@ impl TurnRecord {
     }
 
     /// Adds the turn's checks: a failed one makes a finished turn `failed`.
-    pub fn with_checks(mut self, checks: Vec<CheckRecord>) -> Self {
+    pub(crate) fn with_checks(mut self, checks: Vec<CheckRecord>) -> Self {
         if self.status == Status::Passed && !checks.iter().all(|c| c.passed) {
             self.status = Status::Failed;
         }
@@ -196,7 +196,7 @@ impl TurnRecord {
 
 /// One request to the model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     #[serde(flatten)]
     pub usage: Usage,
     /// `provider` when the figures are the provider's, `estimated` when it reported none.
@@ -214,11 +214,11 @@ pub struct RequestRecord {
 mod total_usd {
     use super::Cost;
 
-    pub fn serialize<S: serde::Serializer>(cost: &Cost, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(cost: &Cost, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_f64(cost.total_usd)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cost, D::Error> {
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cost, D::Error> {
         let total_usd = <f64 as serde::Deserialize>::deserialize(deserializer)?;
         Ok(Cost { input_usd: 0.0, output_usd: 0.0, total_usd })
     }
@@ -248,7 +248,7 @@ pub struct CheckRecord {
 
 /// Receives what becomes of each run, one at a time, in the order runs end: the JSON logs,
 /// the CSV report, the summary, JUnit and the progress bar are all reporters.
-pub trait Reporter {
+pub(crate) trait Reporter {
     /// Called once, before the first run starts.
     fn plan(&mut self, _total_runs: usize) {}
     /// Called for each run: as it finishes, or (for runs never started) after the last one.

@@ -18,7 +18,7 @@ use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
 
 /// One run of the matrix.
 #[derive(Clone)]
-pub struct Job {
+pub(crate) struct Job {
     pub scenario: Arc<Scenario>,
     pub target: Arc<Target>,
     /// 1-based.
@@ -26,7 +26,7 @@ pub struct Job {
 }
 
 /// What every run shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub run_id: String,
     pub registry: ToolRegistry,
     pub http: reqwest::Client,
@@ -39,7 +39,7 @@ pub struct Shared {
 
 /// Why the rest of a batch was not started.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// `--max-cost-usd`: the finished runs cost at least the budget.
     Budget { limit_usd: f64, spent_usd: f64 },
     /// `--fail-fast`: a run did not pass.
@@ -62,7 +62,7 @@ impl std::fmt::Display for StopReason {
 
 /// When to stop starting runs.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Start no run once the finished runs cost this much.
     pub max_cost_usd: Option<f64>,
     /// Start no run once one did not pass.
@@ -71,19 +71,19 @@ pub struct Limits {
 
 /// Stops a batch from outside: the first interrupt starts no new run, the second aborts the
 /// runs in flight.
-pub struct Control {
+pub(crate) struct Control {
     stop: std::sync::OnceLock<StopReason>,
     interrupts: std::sync::atomic::AtomicU32,
     abort: tokio::sync::watch::Sender<bool>,
 }
 
 impl Control {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self { stop: Default::default(), interrupts: Default::default(), abort: tokio::sync::watch::Sender::new(false) })
     }
 
     /// Counts an interrupt and acts on it; returns how many there have been.
-    pub fn interrupt(&self) -> u32 {
+    pub(crate) fn interrupt(&self) -> u32 {
         let count = self.interrupts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if count == 1 {
             let _ = self.stop.set(StopReason::Interrupted);
@@ -93,7 +93,7 @@ impl Control {
         count
     }
 
-    pub fn interrupted(&self) -> bool {
+    pub(crate) fn interrupted(&self) -> bool {
         self.interrupts.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
@@ -108,7 +108,7 @@ impl Control {
 
 /// How a batch ended.
 #[derive(Debug, Default)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Runs of the plan that did not finish: never started, or aborted.
     pub not_started: usize,
     pub stopped: Option<StopReason>,
@@ -117,7 +117,7 @@ pub struct Totals {
 /// Plays every job with at most `concurrency` in flight, feeding each finished run to
 /// `reporter` as it finishes. Once `limits` say stop, no further job starts: those in flight
 /// finish and the rest are reported as not started.
-pub async fn run_all(
+pub(crate) async fn run_all(
     jobs: Vec<Job>,
     concurrency: usize,
     limits: Limits,
@@ -207,7 +207,7 @@ pub async fn run_all(
 
 /// The seed of a run's tool random stream: the same `--seed`, scenario, model and repetition
 /// give the same numbers, whatever else runs beside it.
-pub fn tool_seed(base: u64, job: &Job) -> u64 {
+pub(crate) fn tool_seed(base: u64, job: &Job) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64; // FNV-1a
     for part in [job.scenario.name.as_bytes(), job.target.spec.to_string().as_bytes(), &job.repetition.to_le_bytes()] {
         for &byte in part {
@@ -219,7 +219,7 @@ pub fn tool_seed(base: u64, job: &Job) -> u64 {
 }
 
 /// Plays one run to its end; every failure becomes part of the record.
-pub async fn play(job: &Job, shared: &Shared) -> RunRecord {
+pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let started_at = Utc::now();
     let started = Instant::now();
     let scenario = &job.scenario;

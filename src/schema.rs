@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// Every way `value` breaks `schema`, each as `PATH: what was expected`, where PATH is a
 /// JSON Pointer into `value` (`/turns/0/user`; empty for the root).
-pub fn validate(schema: &Value, value: &Value) -> Vec<String> {
+pub(crate) fn validate(schema: &Value, value: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     check(schema, schema, value, "", &mut errors);
     errors
@@ -140,7 +140,7 @@ fn type_names(expected: &Value) -> String {
 }
 
 /// The JSON type of `value`, as JSON Schema names it.
-pub fn kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

@@ -15,24 +15,24 @@ use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret};
 use crate::scenario::{yaml_error, yaml_options};
 use crate::tools::WeatherConfig;
 /// Request timeout when neither `--timeout` nor `runner.yaml` sets one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs in flight when neither `-j` nor `runner.yaml` sets it.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+pub(crate) const DEFAULT_CONCURRENCY: usize = 8;
 
 /// A problem with what the user asked for: exit code 2, nothing run.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// The process environment, falling back to a `.env` file in the working directory.
 #[derive(Debug, Default, Clone)]
-pub struct Env {
+pub(crate) struct Env {
     dotenv: HashMap<String, String>,
 }
 
 impl Env {
     /// Reads `.env` in `dir` when there is one.
-    pub fn load(dir: &Path) -> Result<Self, UsageError> {
+    pub(crate) fn load(dir: &Path) -> Result<Self, UsageError> {
         let path = dir.join(".env");
         let mut dotenv = HashMap::new();
         if path.is_file() {
@@ -46,7 +46,7 @@ impl Env {
     }
 
     /// A non-empty variable from the environment, else from `.env`.
-    pub fn var(&self, key: &str) -> Option<String> {
+    pub(crate) fn var(&self, key: &str) -> Option<String> {
         std::env::var(key).ok().or_else(|| self.dotenv.get(key).cloned()).filter(|v| !v.is_empty())
     }
 }
@@ -54,7 +54,7 @@ impl Env {
 /// `runner.yaml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Default model (`PROVIDER:MODEL`).
     #[serde(default)]
     pub model: Option<String>,
@@ -76,7 +76,7 @@ pub struct ConfigFile {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EndpointConfig {
+pub(crate) struct EndpointConfig {
     pub base_url: String,
     /// The environment variable that holds this endpoint's key; none sends no key.
     #[serde(default)]
@@ -85,7 +85,7 @@ pub struct EndpointConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WeatherFile {
+pub(crate) struct WeatherFile {
     #[serde(default)]
     pub geocoding_url: Option<String>,
     #[serde(default)]
@@ -125,7 +125,7 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// Reads `.env`, the config file and the price file, and settles every value.
-    pub fn load(flags: Flags<'_>) -> Result<Self, UsageError> {
+    pub(crate) fn load(flags: Flags<'_>) -> Result<Self, UsageError> {
         let env = Env::load(Path::new("."))?;
         let config_path = flags.config.map(Path::to_path_buf).or_else(|| {
             let default = PathBuf::from("runner.yaml");
@@ -189,7 +189,7 @@ impl Settings {
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).
-    pub fn parse_model(&self, text: &str) -> Result<ModelSpec, UsageError> {
+    pub(crate) fn parse_model(&self, text: &str) -> Result<ModelSpec, UsageError> {
         self.providers.parse_model(text, &self.prices).map_err(UsageError)
     }
 }

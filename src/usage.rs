@@ -57,7 +57,7 @@ impl std::iter::Sum for Usage {
 /// Where a request's token counts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum UsageSource {
+pub(crate) enum UsageSource {
     /// The provider reported them in its response.
     Provider,
     /// The provider reported none; runner estimated them (about four characters a token).
@@ -66,7 +66,7 @@ pub enum UsageSource {
 
 /// A rough token count for text when the provider reports no usage: one token per four
 /// bytes, rounded up. Marked as [`UsageSource::Estimated`] wherever it is used.
-pub fn estimate_tokens(text: &str) -> u64 {
+pub(crate) fn estimate_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 

@@ -39,7 +39,7 @@ pub(crate) struct ProviderConfig {
 
 impl ProviderConfig {
     /// Splits `PROVIDER:MODEL` at the first colon; a bare name is looked up in `prices`.
-    pub fn parse_model(&self, text: &str, prices: &PriceTable) -> Result<ModelSpec, String> {
+    pub(crate) fn parse_model(&self, text: &str, prices: &PriceTable) -> Result<ModelSpec, String> {
         let text = text.trim();
         let (provider, name) = match text.split_once(':') {
             Some((provider, name)) => (provider, name),
@@ -81,18 +81,18 @@ pub(crate) struct Models<'a> {
 
 impl<'a> Models<'a> {
     /// A factory over the shared HTTP pool; `fetch` hears about weight downloads.
-    pub fn new(config: &'a ProviderConfig, prices: &'a PriceTable, http: reqwest::Client, fetch: &'a dyn FetchProgress) -> Self {
+    pub(crate) fn new(config: &'a ProviderConfig, prices: &'a PriceTable, http: reqwest::Client, fetch: &'a dyn FetchProgress) -> Self {
         Self { config, prices, http, fetch, limiters: HashMap::new(), resolved: HashMap::new() }
     }
 
     /// The HTTP pool every remote provider and tool shares.
-    pub fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
     /// The target named `text`, or why there can be none (unknown model, missing key,
     /// weights that cannot be had).
-    pub async fn resolve(&mut self, text: &str) -> Result<Arc<Target>, String> {
+    pub(crate) async fn resolve(&mut self, text: &str) -> Result<Arc<Target>, String> {
         let spec = self.config.parse_model(text, self.prices)?;
         if let Some(target) = self.resolved.get(&spec) {
             return Ok(target.clone());

@@ -15,7 +15,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::Notify;
 
 /// Longest wait runner accepts from a server's `Retry-After`.
-pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(60);
+pub(crate) const MAX_SERVER_DELAY: Duration = Duration::from_secs(60);
 
 /// How failed requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,7 +50,7 @@ impl RetryPolicy {
 
 /// The delay a response asks for: `retry-after-ms` (milliseconds, OpenAI's), else
 /// `Retry-After` as seconds or an HTTP date.
-pub fn asked_delay(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn asked_delay(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|ms| ms.is_finite() && *ms >= 0.0) {
         return Some(Duration::from_secs_f64(ms / 1000.0));
@@ -65,7 +65,7 @@ pub fn asked_delay(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A number in [0, 1), different at every call (SplitMix64 over a counter seeded by the clock).
-pub fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let n = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ seed;
@@ -98,7 +98,7 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut state = self.limiter.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.limiter.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         state.in_flight -= 1;
         drop(state);
         self.limiter.released.notify_waiters();
@@ -113,7 +113,7 @@ impl Limiter {
             tokio::pin!(released);
             released.as_mut().enable();
             {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let room = state.limit.is_none_or(|limit| (state.in_flight as f64) < limit.floor().max(1.0));
                 if room {
                     state.in_flight += 1;
@@ -128,7 +128,7 @@ impl Limiter {
     /// The endpoint answered 429 to the request holding `permit`: halve what is in flight,
     /// once per round (429s to requests sent before the last cut are not counted again).
     pub fn throttled(&self, permit: &Permit) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.cut_at.is_some_and(|cut| permit.started < cut) {
             return;
         }
@@ -140,7 +140,7 @@ impl Limiter {
     /// A request succeeded: raise the bound by about one per round of successes; lift it
     /// once it passes the most ever in flight.
     pub fn succeeded(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(limit) = state.limit {
             let raised = limit + 1.0 / limit;
             state.limit = (raised <= state.peak as f64).then_some(raised);
@@ -151,7 +151,7 @@ impl Limiter {
 
     /// The current bound, `None` when unbounded.
     pub fn limit(&self) -> Option<usize> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).limit.map(|l| l.floor() as usize)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).limit.map(|l| l.floor() as usize)
     }
 }
 

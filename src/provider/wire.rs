@@ -7,7 +7,7 @@ use crate::message::{Message, ToolCall, ToolSpec};
 
 /// `POST /chat/completions` body.
 #[derive(Debug, Serialize)]
-pub struct ChatRequest<'a> {
+pub(super) struct ChatRequest<'a> {
     pub model: &'a str,
     pub messages: &'a [Message],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,13 +32,13 @@ pub struct ChatRequest<'a> {
 
 /// `stream_options`: ask for usage in the stream's last chunk.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct StreamOptions {
+pub(super) struct StreamOptions {
     pub include_usage: bool,
 }
 
 /// One `data:` chunk of a streamed response.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChatChunk {
+pub(super) struct ChatChunk {
     #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     #[serde(default)]
@@ -46,7 +46,7 @@ pub struct ChatChunk {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChunkChoice {
+pub(super) struct ChunkChoice {
     #[serde(default)]
     pub delta: Delta,
     #[serde(default)]
@@ -54,7 +54,7 @@ pub struct ChunkChoice {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Delta {
+pub(super) struct Delta {
     #[serde(default)]
     pub content: Option<String>,
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct Delta {
 /// A piece of a tool call: the first piece of each `index` carries its id and name, the
 /// rest carry fragments of its arguments.
 #[derive(Debug, Clone, Deserialize)]
-pub struct ToolCallDelta {
+pub(super) struct ToolCallDelta {
     #[serde(default)]
     pub index: usize,
     #[serde(default)]
@@ -76,7 +76,7 @@ pub struct ToolCallDelta {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct FunctionDelta {
+pub(super) struct FunctionDelta {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -85,7 +85,7 @@ pub struct FunctionDelta {
 
 /// `POST /chat/completions` response (non-streaming).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ChatResponse {
+pub(super) struct ChatResponse {
     #[serde(default)]
     pub choices: Vec<Choice>,
     #[serde(default)]
@@ -93,14 +93,14 @@ pub struct ChatResponse {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Choice {
+pub(super) struct Choice {
     pub message: ResponseMessage,
     #[serde(default)]
     pub finish_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ResponseMessage {
+pub(super) struct ResponseMessage {
     #[serde(default)]
     pub content: Option<String>,
     #[serde(default)]

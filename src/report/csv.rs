@@ -38,7 +38,7 @@ pub(crate) struct CsvReport<W: Write> {
 
 impl CsvReport<BufWriter<File>> {
     /// Creates `path` (and its directory) and writes the header.
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn create(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -49,7 +49,7 @@ impl CsvReport<BufWriter<File>> {
 
 impl<W: Write> CsvReport<W> {
     /// A report over `out`, its header written.
-    pub fn new(out: W) -> anyhow::Result<Self> {
+    pub(crate) fn new(out: W) -> anyhow::Result<Self> {
         let mut writer = csv::Writer::from_writer(out);
         writer.write_record(COLUMNS)?;
         writer.flush()?;

@@ -20,7 +20,7 @@ pub(crate) struct JsonLogs {
 impl JsonLogs {
     /// A new batch under `logs_dir`: a sortable run id (UTC, millisecond precision) and its
     /// directory, created here; a clash with an existing directory gets a numeric suffix.
-    pub fn create(logs_dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn create(logs_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(logs_dir)?;
         let base = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
         let mut n = 1;
@@ -37,21 +37,21 @@ impl JsonLogs {
 
     /// The batch `run_id` under `logs_dir`, to finish it (`--resume`); `None` when there is no
     /// such batch.
-    pub fn resume(logs_dir: &Path, run_id: &str) -> Option<Self> {
+    pub(crate) fn resume(logs_dir: &Path, run_id: &str) -> Option<Self> {
         let dir = logs_dir.join(run_id);
         (safe_file_name(run_id) == run_id && dir.is_dir()).then(|| Self { run_id: run_id.to_owned(), dir })
     }
 
-    pub fn run_id(&self) -> &str {
+    pub(crate) fn run_id(&self) -> &str {
         &self.run_id
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Where the log of `scenario` on `model`, repetition `repetition`, goes.
-    pub fn path(&self, scenario: &str, model: &ModelSpec, repetition: u32) -> PathBuf {
+    pub(crate) fn path(&self, scenario: &str, model: &ModelSpec, repetition: u32) -> PathBuf {
         self.dir.join(format!("{}__{}__{repetition}.json", safe_file_name(scenario), safe_file_name(&model.to_string())))
     }
 }

@@ -20,7 +20,7 @@ struct Case {
 
 /// Collects runs as they finish; [`Junit::render`] writes the document.
 #[derive(Default)]
-pub struct Junit {
+pub(crate) struct Junit {
     /// (model, cases), in the order models first finished a run.
     suites: Vec<(String, Vec<Case>)>,
 }
@@ -86,7 +86,7 @@ impl Junit {
     }
 
     /// The XML document.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let count = |cases: &[Case], status: Option<Status>| cases.iter().filter(|c| c.status == status).count();
         let all: Vec<&Case> = self.suites.iter().flat_map(|(_, cases)| cases).collect();
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");

@@ -36,7 +36,7 @@ pub(crate) struct Merged {
 impl Merged {
     /// Adds every row of the report at `path`. A run found in two reports is an error, except
     /// that rows of a finished run replace a `not_started` row (a run completed later).
-    pub fn read(&mut self, path: &Path, price_as: Option<&PriceEntry>) -> Result<(), UsageError> {
+    pub(crate) fn read(&mut self, path: &Path, price_as: Option<&PriceEntry>) -> Result<(), UsageError> {
         let file = path.display();
         let mut reader = csv::Reader::from_path(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
         let header = reader.headers().map_err(|e| UsageError(format!("{file}:1: cannot read the header: {e}")))?.clone();
@@ -50,7 +50,7 @@ impl Merged {
         self.header.get_or_insert_with(|| header.clone());
         for record in reader.records() {
             let record = record.map_err(|e| UsageError(format!("{file}: {e}")))?;
-            let line = record.position().map_or(0, |p| p.line());
+            let line = record.position().map_or(0, csv::Position::line);
             let field = |i: usize| record.get(i).unwrap_or("");
             let number = |name: &str| -> Result<u64, UsageError> {
                 let text = field(at(name));
@@ -66,7 +66,7 @@ impl Merged {
             let model = ModelSpec::from_key(model_text)
                 .ok_or_else(|| UsageError(format!("{file}:{line}: expected a model as PROVIDER:MODEL, found `{model_text}`")))?;
             let repetition = u32::try_from(number("repetition")?).map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
-            let usage = Usage { cached_tokens: cached.map(|i| field(i).parse().unwrap_or(0)).unwrap_or(0), ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?) };
+            let usage = Usage { cached_tokens: cached.map_or(0, |i| field(i).parse().unwrap_or(0)), ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?) };
             let (cost_usd, row_unpriced) = match price_as {
                 Some(entry) => (entry.price.cost(&usage).total_usd, false),
                 None => {
@@ -137,7 +137,7 @@ impl Merged {
     }
 
     /// The summary of every run read.
-    pub fn summary(&self) -> Summary {
+    pub(crate) fn summary(&self) -> Summary {
         let mut summary = Summary::default();
         for run in &self.runs {
             summary.add(run.facts.clone());
@@ -146,7 +146,7 @@ impl Merged {
     }
 
     /// Every row, a run's rows together, under the first report's header.
-    pub fn write_rows(&self, path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn write_rows(&self, path: &Path) -> anyhow::Result<()> {
         let mut writer = csv::Writer::from_writer(Vec::new());
         if let Some(header) = &self.header {
             writer.write_record(header)?;

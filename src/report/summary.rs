@@ -11,7 +11,7 @@ use crate::usage::Usage;
 
 /// What the summary keeps of one run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunFacts {
+pub(crate) struct RunFacts {
     pub scenario: String,
     pub model: ModelSpec,
     pub repetition: u32,
@@ -24,7 +24,7 @@ pub struct RunFacts {
 }
 
 impl RunFacts {
-    pub fn of(outcome: &RunOutcome) -> Self {
+    pub(crate) fn of(outcome: &RunOutcome) -> Self {
         match outcome {
             RunOutcome::Finished(record) => Self {
                 scenario: record.scenario.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
@@ -52,7 +52,7 @@ impl RunFacts {
 
 /// Figures of one model across its runs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ModelStats {
+pub(crate) struct ModelStats {
     pub model: ModelSpec,
     /// Runs that finished: passed + failed + errors.
     pub runs: usize,
@@ -73,27 +73,27 @@ impl ModelStats {
     }
 
     /// Passed runs over finished runs.
-    pub fn pass_rate(&self) -> Option<f64> {
+    pub(crate) fn pass_rate(&self) -> Option<f64> {
         (self.runs > 0).then(|| self.passed as f64 / self.runs as f64)
     }
 
     /// Total cost over passed runs: what one passing run costs, failures included.
-    pub fn cost_per_pass(&self) -> Option<f64> {
+    pub(crate) fn cost_per_pass(&self) -> Option<f64> {
         (self.passed > 0).then(|| self.cost_usd / self.passed as f64)
     }
 
-    pub fn median_latency_ms(&self) -> Option<u64> {
+    pub(crate) fn median_latency_ms(&self) -> Option<u64> {
         median(&self.turn_latencies_ms)
     }
 
-    pub fn p95_latency_ms(&self) -> Option<u64> {
+    pub(crate) fn p95_latency_ms(&self) -> Option<u64> {
         percentile(&self.turn_latencies_ms, 95)
     }
 }
 
 /// How one scenario fared on one model across its repetitions.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScenarioStats {
+pub(crate) struct ScenarioStats {
     pub scenario: String,
     pub model: ModelSpec,
     /// Repetitions that finished.
@@ -104,13 +104,13 @@ pub struct ScenarioStats {
 
 impl ScenarioStats {
     /// Some repetitions passed and some did not.
-    pub fn flaky(&self) -> bool {
+    pub(crate) fn flaky(&self) -> bool {
         self.passed > 0 && self.passed < self.runs
     }
 }
 
 /// The median of `values` (the mean of the middle two, rounded up, for an even count).
-pub fn median(values: &[u64]) -> Option<u64> {
+pub(crate) fn median(values: &[u64]) -> Option<u64> {
     if values.is_empty() {
         return None;
     }
@@ -122,7 +122,7 @@ pub fn median(values: &[u64]) -> Option<u64> {
 
 /// The `p`th percentile of `values` by the nearest-rank method: the smallest value with at
 /// least p% of the values at or below it.
-pub fn percentile(values: &[u64], p: usize) -> Option<u64> {
+pub(crate) fn percentile(values: &[u64], p: usize) -> Option<u64> {
     if values.is_empty() {
         return None;
     }
@@ -133,7 +133,7 @@ pub fn percentile(values: &[u64], p: usize) -> Option<u64> {
 }
 
 /// The columns of `<report>.summary.csv`, one row per model.
-pub const CSV_COLUMNS: &[&str] = &[
+pub(crate) const CSV_COLUMNS: &[&str] = &[
     "model",
     "runs",
     "passed",
@@ -154,7 +154,7 @@ pub const CSV_COLUMNS: &[&str] = &[
 
 /// Collects per-model and per-scenario figures as runs arrive.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     models: Vec<ModelStats>,
     scenarios: Vec<ScenarioStats>,
     scenario_index: HashMap<(String, ModelSpec), usize>,
@@ -164,31 +164,31 @@ pub struct Summary {
 
 impl Summary {
     #[cfg(test)]
-    pub fn models(&self) -> &[ModelStats] {
+    pub(crate) fn models(&self) -> &[ModelStats] {
         &self.models
     }
 
     #[cfg(test)]
-    pub fn scenarios(&self) -> &[ScenarioStats] {
+    pub(crate) fn scenarios(&self) -> &[ScenarioStats] {
         &self.scenarios
     }
 
     /// Finished runs of every model.
-    pub fn total_runs(&self) -> usize {
+    pub(crate) fn total_runs(&self) -> usize {
         self.models.iter().map(|m| m.runs).sum()
     }
 
-    pub fn not_started(&self) -> usize {
+    pub(crate) fn not_started(&self) -> usize {
         self.models.iter().map(|m| m.not_started).sum()
     }
 
     /// Every finished run passed (runs not started do not count against it).
-    pub fn all_passed(&self) -> bool {
+    pub(crate) fn all_passed(&self) -> bool {
         self.models.iter().all(|m| m.passed == m.runs)
     }
 
     /// Adds one run.
-    pub fn add(&mut self, run: RunFacts) {
+    pub(crate) fn add(&mut self, run: RunFacts) {
         let model = match self.models.iter().position(|m| m.model == run.model) {
             Some(index) => index,
             None => {
@@ -225,12 +225,12 @@ impl Summary {
     }
 
     /// Scenarios of `model` that passed some repetitions and failed others.
-    pub fn flaky_scenarios(&self, model: &ModelSpec) -> usize {
+    pub(crate) fn flaky_scenarios(&self, model: &ModelSpec) -> usize {
         self.scenarios.iter().filter(|s| s.model == *model && s.flaky()).count()
     }
 
     /// Records why runs were not started (kept once).
-    pub fn set_not_started_reason(&mut self, reason: &str) {
+    pub(crate) fn set_not_started_reason(&mut self, reason: &str) {
         self.not_started_reason.get_or_insert_with(|| reason.to_owned());
     }
 
@@ -240,12 +240,12 @@ impl Summary {
     }
 
     /// The table printed at the end of `runner run` and by `runner report`.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let header = [
             "model", "runs", "passed", "failed", "errors", "pass_rate", "prompt_tok", "completion_tok", "cached_tok", "cost_usd", "usd/pass",
             "median_ms", "p95_ms",
         ];
-        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+        let mut rows: Vec<Vec<String>> = vec![header.iter().map(std::string::ToString::to_string).collect()];
         for m in &self.models {
             let money = |value| money_cell(m, value);
             rows.push(vec![
@@ -292,7 +292,7 @@ impl Summary {
     }
 
     /// The summary as Markdown tables (for `GITHUB_STEP_SUMMARY`).
-    pub fn render_markdown(&self) -> String {
+    pub(crate) fn render_markdown(&self) -> String {
         let mut out = String::from(
             "### runner\n\n| model | runs | passed | failed | errors | not started | pass rate | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
@@ -327,7 +327,7 @@ impl Summary {
     }
 
     /// The per-model figures as CSV ([`CSV_COLUMNS`]).
-    pub fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record(CSV_COLUMNS)?;
         for m in &self.models {

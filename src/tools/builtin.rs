@@ -7,7 +7,7 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use super::{Tool, ToolContext, ToolError, parse_arguments};
 
-pub struct AddNumbers;
+pub(super) struct AddNumbers;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +45,7 @@ impl Tool for AddNumbers {
     }
 }
 
-pub struct ReverseText;
+pub(super) struct ReverseText;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,11 +77,11 @@ impl Tool for ReverseText {
 }
 
 /// Reverses user-perceived characters, so accents and emoji sequences stay whole.
-pub fn reverse_graphemes(text: &str) -> String {
+pub(super) fn reverse_graphemes(text: &str) -> String {
     text.graphemes(true).rev().collect()
 }
 
-pub struct GetCurrentTime;
+pub(super) struct GetCurrentTime;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +106,7 @@ impl Tool for GetCurrentTime {
     }
 }
 
-pub struct GetRandomNumber;
+pub(super) struct GetRandomNumber;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,7 +29,7 @@ impl Default for WeatherConfig {
     }
 }
 
-pub struct GetWeather;
+pub(super) struct GetWeather;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

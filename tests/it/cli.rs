@@ -31,10 +31,10 @@ fn diagnostics_show_with_v_and_never_hold_the_key() {
         .args(["-v", "run", "a.yaml", "-m", "openai:gpt-4o-mini"])
         .run();
     run.success();
-    assert!(run.stderr().contains("model resolved") && run.stderr().contains("run finished"), "{}", run.stderr());
-    assert!(!run.stderr().contains(crate::KEY));
+    assert!(run.stderr.contains("model resolved") && run.stderr.contains("run finished"), "{}", run.stderr);
+    assert!(!run.stderr.contains(crate::KEY));
 
     let quiet = Test::new().server(assistant).file("a.yaml", "turns:\n  - user: hello\n").args(["run", "a.yaml", "-m", "openai:gpt-4o-mini"]).run();
     quiet.success();
-    assert!(!quiet.stderr().contains("run finished"), "{}", quiet.stderr());
+    assert!(!quiet.stderr.contains("run finished"), "{}", quiet.stderr);
 }

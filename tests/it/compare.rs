@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::run::assistant;
 use crate::server::{MockServer, text};
-use crate::{Workspace, exec, read_csv};
+use crate::{Test, Workspace, exec, read_csv};
 
 type Row = HashMap<String, String>;
 
@@ -57,10 +57,12 @@ fn budget_stops_starting_runs_and_exits_3() {
 
 #[test]
 fn budget_needs_prices_to_be_enforced() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write("s.yaml", &scenarios(1, "hello", ""));
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:mystery", "--max-cost-usd", "1"]));
+    let out = Test::new()
+        .server(assistant)
+        .file("s.yaml", &scenarios(1, "hello", ""))
+        .args(["run", "s.yaml", "-m", "openai:mystery", "--max-cost-usd", "1"])
+        .run();
+    let server = out.server();
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("no known price for openai:mystery (--max-cost-usd cannot be enforced)"), "{}", out.stderr);
     assert!(server.requests().is_empty());
@@ -68,10 +70,12 @@ fn budget_needs_prices_to_be_enforced() {
 
 #[test]
 fn fail_fast_stops_after_the_first_run_that_does_not_pass() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write("s.yaml", &scenarios(4, "hello", "    expect:\n      contains: goodbye\n"));
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "1", "--fail-fast"]));
+    let out = Test::new()
+        .server(assistant)
+        .file("s.yaml", &scenarios(4, "hello", "    expect:\n      contains: goodbye\n"))
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "1", "--fail-fast"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(server.chat_bodies().len(), 1);
     let statuses: Vec<String> = ws.csv_rows().iter().map(|r| r["status"].clone()).collect();
@@ -204,10 +208,12 @@ fn report_reprices_recorded_tokens_at_another_models_prices() {
 
 #[test]
 fn dry_run_prints_the_matrix_and_a_cost_bound_and_calls_nothing() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write("s.yaml", "name: bounded\nmax_tokens: 50\nmax_tool_rounds: 2\ntools: [add_numbers]\nturns:\n  - user: add 2 and 3\n---\nname: open\nturns:\n  - user: hello\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "--dry-run", "-m", "openai:gpt-4o-mini", "--repeat", "3"]));
+    let out = Test::new()
+        .server(assistant)
+        .file("s.yaml", "name: bounded\nmax_tokens: 50\nmax_tool_rounds: 2\ntools: [add_numbers]\nturns:\n  - user: add 2 and 3\n---\nname: open\nturns:\n  - user: hello\n")
+        .args(["run", "s.yaml", "--dry-run", "-m", "openai:gpt-4o-mini", "--repeat", "3"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(server.requests().is_empty(), "a dry run sends nothing");
     assert!(!ws.path().join("logs").exists() && !ws.path().join("reports").exists(), "a dry run writes nothing");

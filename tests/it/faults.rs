@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::run::assistant;
 use crate::server::{Cut, MockServer, Reply, api_error};
-use crate::{KEY, Workspace, exec};
+use crate::{KEY, Test, Workspace, exec};
 
 /// The kinds of fault the server injects, in turn.
 const FAULTS: [&str; 5] = ["429", "500", "stall", "drop", "truncate"];
@@ -108,13 +108,15 @@ fn thirty_percent_faults_lose_no_run() {
 
 #[test]
 fn quota_exhaustion_and_bad_requests_are_not_retried() {
-    let server = MockServer::start(|request| match request.last_user().as_str() {
+    let out = Test::new()
+        .server(|request| match request.last_user().as_str() {
         "quota" => Reply::json(429, json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}})),
         _ => api_error(400, "Invalid 'messages'"),
-    });
-    let ws = Workspace::new();
-    ws.write("s.yaml", "name: q\nturns:\n  - user: quota\n---\nname: b\nturns:\n  - user: bad\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]));
+    })
+        .file("s.yaml", "name: q\nturns:\n  - user: quota\n---\nname: b\nturns:\n  - user: bad\n")
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 1);
     assert_eq!(server.chat_bodies().len(), 2, "one attempt each");
     for (_, log) in ws.logs() {
@@ -157,7 +159,8 @@ fn repeated_429s_lower_the_requests_in_flight() {
 
 #[test]
 fn malformed_replies_become_recorded_errors() {
-    let server = MockServer::start(|request| match request.last_user().as_str() {
+    let out = Test::new()
+        .server(|request| match request.last_user().as_str() {
         _ if request.last_message()["role"] == "tool" => crate::server::text("done", 1, 1),
         "invalid json" => Reply::bytes(200, b"{\"choices\": [oops ]}".to_vec()),
         "no choices" => Reply::json(200, json!({"id": "x", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}})),
@@ -165,13 +168,14 @@ fn malformed_replies_become_recorded_errors() {
             {"id": "c1", "type": "function", "function": {"name": "add_numbers", "arguments": "{x: 1,"}}]}, "finish_reason": "tool_calls"}]})),
         "html" => Reply::bytes(502, b"<html>Bad gateway</html>".to_vec()),
         other => crate::server::text(other, 1, 1),
-    });
-    let ws = Workspace::new();
-    ws.write(
+    })
+        .file(
         "s.yaml",
         "name: a\nturns:\n  - user: invalid json\n---\nname: b\nturns:\n  - user: no choices\n---\nname: c\nturns:\n  - user: not json args\n---\nname: d\nturns:\n  - user: html\n",
-    );
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--max-retries", "0"]));
+    )
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--max-retries", "0"])
+        .run();
+    let ws = &out.ws;
     assert_eq!(out.code, 1, "{}", out.stderr);
     let logs: BTreeMap<String, Value> = ws.logs().into_iter().map(|(_, l)| (l["scenario"]["name"].as_str().unwrap().to_owned(), l)).collect();
     let error = |name: &str| logs[name]["error"].as_str().unwrap_or_default().to_owned();
@@ -222,6 +226,7 @@ fn spawn_run(ws: &Workspace, server: &MockServer, count: usize, extra: &[&str]) 
         .unwrap()
 }
 
+#[allow(unsafe_code)]
 fn signal(child: &std::process::Child, signal: i32) {
     // SAFETY: kill(2) on the child's pid, which has not been reaped yet.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
@@ -326,7 +331,7 @@ fn kill_9_at_any_moment_leaves_whole_logs_and_whole_rows() {
         // Every row but the last is whole.
         let text = std::fs::read_to_string(ws.path().join("r.csv")).unwrap_or_default();
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
-        let width = reader.headers().map(|h| h.len()).unwrap_or(0);
+        let width = reader.headers().map_or(0, csv::StringRecord::len);
         let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
         for (i, row) in rows.iter().enumerate() {
             if i + 1 < rows.len() || text.ends_with('\n') {
@@ -343,12 +348,14 @@ fn kill_9_at_any_moment_leaves_whole_logs_and_whole_rows() {
 
 #[test]
 fn hostile_scenario_names_stay_inside_the_run_directory() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write("s.yaml", "name: \"../../../escaped\\x01\\n.\"\nturns:\n  - user: hello\n---\nname: \"/abs/path\"\nturns:\n  - user: hello\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]));
+    let out = Test::new()
+        .server(assistant)
+        .file("s.yaml", "name: \"../../../escaped\\x01\\n.\"\nturns:\n  - user: hello\n---\nname: \"/abs/path\"\nturns:\n  - user: hello\n")
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let ws = &out.ws;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let (_, dir) = run_dir(&ws);
+    let (_, dir) = run_dir(ws);
     let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["_.__.__.__escaped__.__openai_gpt-4o-mini__1.json", "_abs_path__openai_gpt-4o-mini__1.json"]);

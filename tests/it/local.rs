@@ -31,7 +31,7 @@ fn provider() -> &'static LocalProvider {
 
 fn ask(messages: &[Message], tools: &[&str], sampling: Sampling) -> runner::provider::Completion {
     let registry = ToolRegistry::builtin();
-    let names: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
+    let names: Vec<String> = tools.iter().map(std::string::ToString::to_string).collect();
     provider().complete_blocking(messages, &registry.specs(&names), &sampling).unwrap()
 }
 

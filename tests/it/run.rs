@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::server::{MockServer, Reply, Request, api_error, text, tool_calls};
-use crate::{KEY, Workspace, exec};
+use crate::{KEY, Test, Workspace, exec};
 
 /// Answers by the conversation's last user message, so replies do not depend on the order
 /// in which concurrent runs arrive.
@@ -45,10 +45,12 @@ pub fn assistant(request: &Request) -> Reply {
 
 #[test]
 fn text_reply_passes_and_is_logged() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write("hello.yaml", "system: Be brief.\ntemperature: 0\nturns:\n  - user: hello\n    expect:\n      contains: hello THERE\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "hello.yaml", "-m", "openai:gpt-4o-mini"]));
+    let out = Test::new()
+        .server(assistant)
+        .file("hello.yaml", "system: Be brief.\ntemperature: 0\nturns:\n  - user: hello\n    expect:\n      contains: hello THERE\n")
+        .args(["run", "hello.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     let bodies = server.chat_bodies();
@@ -92,13 +94,15 @@ fn text_reply_passes_and_is_logged() {
 
 #[test]
 fn tool_call_round_trip() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write(
+    let out = Test::new()
+        .server(assistant)
+        .file(
         "rev.yaml",
         "tools: [reverse_text, add_numbers]\nturns:\n  - user: reverse apple\n    expect:\n      tool_calls: [{name: reverse_text, arguments: {text: apple}}]\n      contains: elppa\n",
-    );
-    let out = exec(ws.runner(&server.url()).args(["run", "rev.yaml", "-m", "openai:gpt-4o-mini"]));
+    )
+        .args(["run", "rev.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let bodies = server.chat_bodies();
     assert_eq!(bodies.len(), 2);
@@ -127,13 +131,15 @@ fn tool_call_round_trip() {
 
 #[test]
 fn several_tool_calls_in_one_reply_run_in_order() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write(
+    let out = Test::new()
+        .server(assistant)
+        .file(
         "both.yaml",
         "turns:\n  - user: add and reverse\n    expect:\n      tool_calls:\n        - {name: add_numbers, arguments: {x: 2}}\n        - name: reverse_text\n      contains: [\"5\", cba]\n",
-    );
-    let out = exec(ws.runner(&server.url()).args(["run", "both.yaml", "-m", "openai:gpt-4o-mini"]));
+    )
+        .args(["run", "both.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let bodies = server.chat_bodies();
     let messages = bodies[1]["messages"].as_array().unwrap();
@@ -149,13 +155,15 @@ fn several_tool_calls_in_one_reply_run_in_order() {
 
 #[test]
 fn failed_check_exits_1_and_records_why() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write(
+    let out = Test::new()
+        .server(assistant)
+        .file(
         "f.yaml",
         "turns:\n  - user: hello\n    expect:\n      contains: goodbye\n      tool_calls: []\n  - user: second turn still plays\n",
-    );
-    let out = exec(ws.runner(&server.url()).args(["run", "f.yaml", "-m", "openai:gpt-4o-mini"]));
+    )
+        .args(["run", "f.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let ws = &out.ws;
     assert_eq!(out.code, 1, "{}", out.stderr);
     let (_, log) = &ws.logs()[0];
     assert_eq!(log["status"], "failed");
@@ -172,10 +180,12 @@ fn failed_check_exits_1_and_records_why() {
 
 #[test]
 fn api_error_is_recorded_and_the_batch_goes_on() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write("a.yaml", "name: broken\nturns:\n  - user: boom\n  - user: never sent\n---\nname: fine\nturns:\n  - user: hello\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "a.yaml", "-m", "openai:gpt-4o-mini"]));
+    let out = Test::new()
+        .server(assistant)
+        .file("a.yaml", "name: broken\nturns:\n  - user: boom\n  - user: never sent\n---\nname: fine\nturns:\n  - user: hello\n")
+        .args(["run", "a.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 1);
     let logs = ws.logs();
     assert_eq!(logs.len(), 2);
@@ -214,17 +224,19 @@ fn invalid_file_exits_2_and_sends_nothing() {
 fn csv_rows_per_turn_sum_to_server_usage_and_cost() {
     // 1000 prompt tokens (400 cached) and 500 completion tokens per request, at gpt-4o-mini's
     // built-in prices: 600 x 0.15 + 400 x 0.075 + 500 x 0.60 per million.
-    let server = MockServer::start(|_| {
+    let out = Test::new()
+        .server(|_| {
         Reply::json(200, json!({
             "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
                       "prompt_tokens_details": {"cached_tokens": 400},
                       "completion_tokens_details": {"reasoning_tokens": 100}}
         }))
-    });
-    let ws = Workspace::new();
-    ws.write("c.yaml", "turns:\n  - user: one\n  - user: two\n  - user: three\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "c.yaml", "-m", "openai:gpt-4o-mini", "--repeat", "2"]));
+    })
+        .file("c.yaml", "turns:\n  - user: one\n  - user: two\n  - user: three\n")
+        .args(["run", "c.yaml", "-m", "openai:gpt-4o-mini", "--repeat", "2"])
+        .run();
+    let ws = &out.ws;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let rows = ws.csv_rows();
     assert_eq!(rows.len(), 6, "3 turns x 2 repetitions");
@@ -304,10 +316,12 @@ fn api_key_is_written_nowhere() {
 
 #[test]
 fn max_tool_rounds_ends_the_turn_with_an_error() {
-    let server = MockServer::start(assistant);
-    let ws = Workspace::new();
-    ws.write("loop.yaml", "max_tool_rounds: 3\nturns:\n  - user: loop\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "loop.yaml", "-m", "openai:gpt-4o-mini"]));
+    let out = Test::new()
+        .server(assistant)
+        .file("loop.yaml", "max_tool_rounds: 3\nturns:\n  - user: loop\n")
+        .args(["run", "loop.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 1);
     let (_, log) = &ws.logs()[0];
     assert_eq!(log["status"], "error");

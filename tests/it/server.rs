@@ -1,6 +1,7 @@
 //! A real HTTP/1.1 server on 127.0.0.1 that answers from a handler: the tests' stand-in for
 //! a Chat Completions API (and for the weather service). It records every request it gets
 //! and how many were in flight at once.
+#![allow(unreachable_pub)] // also compiled into the benchmarks
 
 #![allow(dead_code)]
 

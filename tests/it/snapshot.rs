@@ -83,7 +83,7 @@ fn csv_report() {
 #[test]
 fn summary_table_and_markdown() {
     let run = comparison();
-    snapshot!("summary_text", run.stdout());
+    snapshot!("summary_text", &run.stdout);
     snapshot!("summary_markdown", std::fs::read_to_string(run.path().join("step.md")).unwrap());
 }
 
@@ -99,15 +99,15 @@ fn json_log() {
 fn help_texts() {
     let help = Test::new().env("COLUMNS", "100").args(["--help"]).run();
     help.success();
-    snapshot!("help", help.stdout());
+    snapshot!("help", &help.stdout);
     let run_help = Test::new().env("COLUMNS", "100").args(["run", "--help"]).run();
     run_help.success();
-    snapshot!("run_help", run_help.stdout());
+    snapshot!("run_help", &run_help.stdout);
 }
 
 #[test]
 fn models_table() {
     let models = Test::new().args(["models"]).run();
     models.success();
-    snapshot!("models", models.stdout());
+    snapshot!("models", &models.stdout);
 }

@@ -140,13 +140,13 @@ fn calibration(engine: &Engine, messages: &[Message], tools: &[ToolSpec]) -> Res
         *content = CONTENT_FREE.to_owned();
     }
     let prompt = engine.tokenizer.encode(&engine.render(&neutral, tools)?);
-    if let Some(scores) = engine.calibration.lock().unwrap_or_else(|e| e.into_inner()).get(&prompt) {
+    if let Some(scores) = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&prompt) {
         return Ok(scores.clone());
     }
     let mut model = engine.base.clone();
     model.prefill(&prompt)?;
     let (scores, _, _) = option_scores(engine, &mut model, tools)?;
-    let mut cache = engine.calibration.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if cache.len() > 64 {
         cache.clear();
     }

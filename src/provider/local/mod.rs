@@ -199,7 +199,7 @@ impl Engine {
                     }
                 }
                 Message::Assistant { content, .. } => {
-                    rendered.push(json!({"role": "assistant", "content": content.clone().unwrap_or_default()}))
+                    rendered.push(json!({"role": "assistant", "content": content.clone().unwrap_or_default()}));
                 }
                 Message::Tool { tool_call_id, content } => {
                     let name = names.get(tool_call_id.as_str()).copied().unwrap_or("tool");
@@ -251,7 +251,7 @@ impl Engine {
     /// A cache to continue from: the slot whose prompt is the longest prefix of `prompt`
     /// (taken out of the pool), else a fresh one.
     fn take_slot(&self, prompt: &[u32]) -> Model {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let best = slots
             .iter()
             .enumerate()
@@ -265,7 +265,7 @@ impl Engine {
     }
 
     fn put_slot(&self, model: Model) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         slots.push(model);
         if slots.len() > SLOTS {
             slots.remove(0);
@@ -279,7 +279,7 @@ impl Engine {
         sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
-        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
 
         let max_tokens = sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
         let mut sampler = Sampler::new(sampling.temperature, sampling.top_p, sampling.seed.unwrap_or(0));

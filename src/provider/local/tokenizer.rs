@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn merges_by_rank_and_round_trips() {
         let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into()];
-        tokens.extend(bytes_to_unicode().iter().map(|c| c.to_string()));
+        tokens.extend(bytes_to_unicode().iter().map(std::string::ToString::to_string));
         tokens.extend(["he", "ll", "hell", "Ġw", "o"].map(String::from));
         let types: Vec<i32> = (0..tokens.len()).map(|i| if i < 2 { 3 } else { 1 }).collect();
         let merges: Vec<String> = ["l l", "h e", "he ll"].map(String::from).to_vec();
