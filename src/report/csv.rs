@@ -130,6 +130,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_never_started_is_one_row_with_its_reason() {
+        use crate::provider::ModelSpec;
+        use crate::record::{NotStarted, ScenarioRef};
+        let mut report = CsvReport::new(Vec::new()).unwrap();
+        let run = NotStarted {
+            run_id: "r1".into(),
+            scenario: ScenarioRef { name: "s".into(), file: "s.yaml".into() },
+            model: ModelSpec::from_key("openai:gpt-4o-mini").unwrap(),
+            repetition: 2,
+            unpriced: false,
+            reason: "budget, reached".into(),
+        };
+        report.run_ended(&RunOutcome::NotStarted(run)).unwrap();
+        let text = String::from_utf8(report.writer.into_inner().unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], COLUMNS.join(","));
+        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\"");
+    }
+
+    #[test]
     fn dollars_are_exact_enough_and_short() {
         assert_eq!(usd(0.0), "0");
         assert_eq!(usd(46e-6), "0.000046");
