@@ -7,6 +7,8 @@ pub(crate) mod factory;
 pub mod local;
 pub mod openai;
 pub(crate) mod retry;
+mod secret;
+mod sse;
 mod wire;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::pricing::PriceEntry;
 use crate::usage::Usage;
 
 pub(crate) use factory::{Endpoint, Models, ProviderConfig};
+pub(crate) use secret::{Secret, StreamRedactor};
 
 /// The embedded model's name.
 pub const LOCAL_MODEL: &str = "local:smollm2-135m";
@@ -148,6 +151,12 @@ pub enum ProviderError {
     /// No response within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// The body stopped arriving: nothing for the length of the timeout.
+    #[error("the response stalled: nothing arrived for {0:?}")]
+    Stalled(Duration),
+    /// The server reported an error inside a streamed reply.
+    #[error("the server reported an error in the stream: {0}")]
+    Streamed(String),
     /// A response arrived but is not a Chat Completions response.
     #[error("invalid response: {reason}; body: {body}")]
     InvalidResponse { reason: String, body: String },
@@ -175,27 +184,3 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     message
 }
 
-/// A secret (an API key): never printed, never serialized.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// `text` with every occurrence of the secret replaced by `[redacted]`.
-    pub fn redact(&self, text: &str) -> String {
-        if self.0.is_empty() { text.to_owned() } else { text.replace(&self.0, "[redacted]") }
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}

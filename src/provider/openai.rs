@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use super::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions};
-use crate::message::{FunctionCall, ToolCall};
 use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
-use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, Secret};
+use super::sse::SseReader;
+use super::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, ToolCallDelta};
+use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, Secret, StreamRedactor};
+use crate::message::{FunctionCall, ToolCall};
 
 /// Longest error body kept in a log or message.
 const MAX_ERROR_BODY: usize = 16 * 1024;
@@ -53,7 +54,7 @@ impl Sent {
 
 impl OpenAiProvider {
     /// A client for `base_url` (e.g. `https://api.openai.com/v1`) over the shared `http` pool.
-    pub fn new(http: reqwest::Client, base_url: &str, api_key: Option<Secret>, timeout: Duration) -> Self {
+    pub(crate) fn new(http: reqwest::Client, base_url: &str, api_key: Option<Secret>, timeout: Duration) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
         let max_tokens_field = if base_url.starts_with("https://api.openai.com") {
             MaxTokensField::MaxCompletionTokens
@@ -74,7 +75,7 @@ impl OpenAiProvider {
 
     /// Retries by `policy`; requests in flight bounded by `limiter` (one per endpoint, shared
     /// by every model on it).
-    pub fn with_retry(mut self, policy: RetryPolicy, limiter: Arc<Limiter>) -> Self {
+    pub(crate) fn with_retry(mut self, policy: RetryPolicy, limiter: Arc<Limiter>) -> Self {
         self.retry = policy;
         self.limiter = limiter;
         self
@@ -107,19 +108,17 @@ impl OpenAiProvider {
             Ok(body) => body,
             Err(err) => return Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false),
         };
-        let mut builder = self
-            .http
-            .post(&self.url)
-            .timeout(self.timeout)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
+        let mut builder = self.http.post(&self.url).header(CONTENT_TYPE, "application/json").body(body);
         if let Some(key) = &self.api_key {
             builder = builder.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
         }
-        let response = match builder.send().await {
-            Ok(response) => response,
+        // The timeout bounds the wait for the first byte (connection and headers), then every
+        // wait between two pieces of the body: a stream that keeps delivering is never cut.
+        let response = match tokio::time::timeout(self.timeout, builder.send()).await {
+            Ok(Ok(response)) => response,
             // Refused, reset or timed out before an answer: the request may be sent again.
-            Err(err) => return Sent::failed(self.transport_error(&err), None, true),
+            Ok(Err(err)) => return Sent::failed(self.transport_error(&err), None, true),
+            Err(_) => return Sent::failed(ProviderError::Timeout(self.timeout), None, true),
         };
         let status = response.status().as_u16();
         let asked = asked_delay(response.headers());
@@ -127,17 +126,20 @@ impl OpenAiProvider {
             && (200..300).contains(&status)
         {
             let mut delivered = false;
-            let result = self.read_stream(response, on_text, &mut delivered).await;
-            // Once text has reached the terminal, another attempt would print it twice.
-            let retryable = result.is_err() && !delivered;
+            let (result, retryable) = match self.read_stream(response, on_text, &mut delivered).await {
+                Ok(completion) => (Ok(completion), false),
+                // Once text has reached the terminal, another attempt would print it twice.
+                Err((error, retryable)) => (Err(error), retryable && !delivered),
+            };
             return Sent { result, status: Some(status), retryable, asked: None };
         }
-        let bytes = match response.bytes().await {
+        let bytes = match self.read_body(response).await {
             Ok(bytes) => bytes,
-            // The body was cut short.
-            Err(err) => return Sent::failed(self.transport_error(&err), Some(status), true),
+            // The body was cut short, or stalled.
+            Err(error) => return Sent::failed(error, Some(status), true),
         };
-        let text = || self.redact(&truncate(&String::from_utf8_lossy(&bytes), MAX_ERROR_BODY));
+        // Redacted whole, then cut: a cut never leaves part of a key behind.
+        let text = || truncate(&self.redact(&String::from_utf8_lossy(&bytes)), MAX_ERROR_BODY);
         if !(200..300).contains(&status) {
             let body = text();
             // As OpenAI's own clients do: 408, 409, 429 and 5xx are worth another attempt,
@@ -170,80 +172,119 @@ impl OpenAiProvider {
         Sent { result: Ok(completion), status: Some(status), retryable: false, asked: None }
     }
 
-    /// Reads a `text/event-stream` reply: text deltas go to `on_text` as they arrive, tool
-    /// calls are put together from their pieces, usage comes from the last chunk.
-    async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, ProviderError> {
-        let mut buffer: Vec<u8> = Vec::new();
-        let mut completion = Completion::default();
-        let mut content = String::new();
-        let mut calls: Vec<ToolCall> = Vec::new();
-        let mut done = false;
-        while !done {
-            let chunk = match response.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(err) => return Err(self.transport_error(&err)),
+    /// The whole body, each wait for its next piece bounded by the timeout.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.next_chunk(&mut response).await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn next_chunk(&self, response: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, ProviderError> {
+        match tokio::time::timeout(self.timeout, response.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(err)) => Err(self.transport_error(&err)),
+            Err(_) => Err(ProviderError::Stalled(self.timeout)),
+        }
+    }
+
+    /// Reads a `text/event-stream` reply: text deltas go to `on_text` as they arrive (with
+    /// the key held back until it is known not to be one), tool calls are put together from
+    /// their pieces, usage comes from the last chunk. An error says whether another attempt
+    /// could fare better.
+    async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
+        let mut reader = SseReader::default();
+        let mut stream = StreamState::default();
+        let mut shown = StreamRedactor::new(self.api_key.as_ref());
+        let mut show = |text: &str| {
+            let safe = shown.push(text);
+            if !safe.is_empty() {
+                *delivered = true;
+                on_text(&safe);
+            }
+        };
+        while !stream.done {
+            let events = match self.next_chunk(&mut response).await.map_err(|e| (e, true))? {
+                Some(chunk) => reader.feed(&chunk),
+                None => {
+                    let events = reader.finish();
+                    if events.is_empty() {
+                        break;
+                    }
+                    events
+                }
             };
-            buffer.extend_from_slice(&chunk);
-            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim_end().strip_prefix("data:") else { continue };
-                let data = data.trim();
-                if data == "[DONE]" {
-                    done = true;
+            for data in events {
+                self.event(&data, &mut stream, &mut show)?;
+                if stream.done {
                     break;
-                }
-                let parsed: ChatChunk = serde_json::from_str(data).map_err(|err| ProviderError::InvalidResponse {
-                    reason: format!("not a Chat Completions stream chunk ({err})"),
-                    body: self.redact(&truncate(data, MAX_ERROR_BODY)),
-                })?;
-                if let Some(usage) = &parsed.usage {
-                    completion.usage = Some(usage.into());
-                }
-                for choice in parsed.choices {
-                    if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
-                        *delivered |= !text.is_empty();
-                        on_text(&self.redact(&text));
-                        content.push_str(&text);
-                    }
-                    for piece in choice.delta.tool_calls {
-                        while calls.len() <= piece.index {
-                            calls.push(ToolCall { id: String::new(), kind: "function".into(), function: FunctionCall { name: String::new(), arguments: String::new() } });
-                        }
-                        let call = &mut calls[piece.index];
-                        if let Some(id) = piece.id {
-                            call.id = id;
-                        }
-                        if let Some(function) = piece.function {
-                            call.function.name.push_str(function.name.as_deref().unwrap_or_default());
-                            call.function.arguments.push_str(function.arguments.as_deref().unwrap_or_default());
-                        }
-                    }
-                    if choice.finish_reason.is_some() {
-                        completion.finish_reason = choice.finish_reason;
-                    }
                 }
             }
         }
-        if !done {
-            return Err(ProviderError::InvalidResponse {
-                reason: "the stream ended before [DONE]".to_owned(),
-                body: self.redact(&truncate(&content, MAX_ERROR_BODY)),
-            });
+        let rest = shown.finish();
+        if !rest.is_empty() {
+            *delivered = true;
+            on_text(&rest);
         }
+        if !stream.done {
+            let error = ProviderError::InvalidResponse {
+                reason: "the stream ended before [DONE]".to_owned(),
+                body: truncate(&self.redact(&stream.content), MAX_ERROR_BODY),
+            };
+            // A connection cut mid-stream: another attempt may see the whole answer.
+            return Err((error, true));
+        }
+        let StreamState { mut completion, content, calls, .. } = stream;
         completion.content = (!content.is_empty() || calls.is_empty()).then_some(content);
         completion.tool_calls = calls;
         Ok(self.redact_completion(completion))
     }
 
+    /// One event of the stream.
+    fn event(&self, data: &str, stream: &mut StreamState, show: &mut impl FnMut(&str)) -> Result<(), (ProviderError, bool)> {
+        if data == "[DONE]" {
+            stream.done = true;
+            return Ok(());
+        }
+        let body = || truncate(&self.redact(data), MAX_ERROR_BODY);
+        // The same chunk would come again: not worth another attempt.
+        let parsed: ChatChunk = serde_json::from_str(data)
+            .map_err(|err| (ProviderError::InvalidResponse { reason: format!("not a Chat Completions stream chunk ({err})"), body: body() }, false))?;
+        if let Some(error) = parsed.error {
+            let message = error.get("message").and_then(|m| m.as_str()).map_or_else(|| error.to_string(), str::to_owned);
+            return Err((ProviderError::Streamed(truncate(&self.redact(&message), MAX_ERROR_BODY)), false));
+        }
+        if let Some(usage) = &parsed.usage {
+            stream.completion.usage = Some(usage.into());
+        }
+        for choice in parsed.choices {
+            if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
+                show(&text);
+                stream.content.push_str(&text);
+            }
+            for piece in choice.delta.tool_calls {
+                add_piece(stream, piece);
+            }
+            if choice.finish_reason.is_some() {
+                stream.completion.finish_reason = choice.finish_reason;
+            }
+        }
+        Ok(())
+    }
+
     /// A reply with the key replaced wherever a server echoed it (nothing in it reaches a
     /// log or the terminal with the key).
+    /// Text is redacted; a value the model produced as data (arguments, an id, a name, the
+    /// finish reason) is never rewritten, only replaced whole when it holds the key.
     fn redact_completion(&self, mut completion: Completion) -> Completion {
-        if self.api_key.is_some() {
-            completion.content = completion.content.map(|text| self.redact(&text));
+        if let Some(key) = &self.api_key {
+            completion.content = completion.content.map(|text| key.redact(&text));
+            completion.finish_reason = completion.finish_reason.map(|reason| key.screen(reason));
             for call in &mut completion.tool_calls {
-                call.function.arguments = self.redact(&call.function.arguments);
+                call.id = key.screen(std::mem::take(&mut call.id));
+                call.function.name = key.screen(std::mem::take(&mut call.function.name));
+                call.function.arguments = key.screen(std::mem::take(&mut call.function.arguments));
             }
         }
         completion
@@ -294,6 +335,55 @@ impl Provider for OpenAiProvider {
 
     fn base_url(&self) -> Option<&str> {
         Some(&self.base_url)
+    }
+}
+
+/// What a stream has delivered so far.
+#[derive(Default)]
+struct StreamState {
+    completion: Completion,
+    content: String,
+    calls: Vec<ToolCall>,
+    /// The server's `index` of each call in `calls` that came with one, in order.
+    indexes: Vec<usize>,
+    done: bool,
+}
+
+/// Adds a streamed piece to the tool calls. Its `index` names its call; a new index starts
+/// a new call, so a huge index allocates nothing. Without an index, a new id starts a new
+/// call. A name piece is appended only when it extends the name (some servers repeat the
+/// whole name in every piece).
+fn add_piece(stream: &mut StreamState, piece: ToolCallDelta) {
+    let calls = &mut stream.calls;
+    let new_id = |last: &ToolCall| piece.id.as_deref().is_some_and(|id| !id.is_empty() && !last.id.is_empty() && last.id != id);
+    let slot = match (piece.index, calls.last()) {
+        (Some(index), _) => match stream.indexes.iter().position(|&seen| seen == index) {
+            Some(slot) => slot,
+            None => {
+                stream.indexes.push(index);
+                calls.len()
+            }
+        },
+        (None, None) => 0,
+        (None, Some(last)) if new_id(last) => calls.len(),
+        (None, Some(_)) => calls.len() - 1,
+    };
+    if slot == calls.len() {
+        calls.push(ToolCall { id: String::new(), kind: "function".into(), function: FunctionCall { name: String::new(), arguments: String::new() } });
+    }
+    let call = &mut calls[slot];
+    if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+        call.id = id;
+    }
+    if let Some(function) = piece.function {
+        if let Some(name) = function.name {
+            if name.starts_with(call.function.name.as_str()) {
+                call.function.name = name;
+            } else {
+                call.function.name.push_str(&name);
+            }
+        }
+        call.function.arguments.push_str(function.arguments.as_deref().unwrap_or_default());
     }
 }
 

@@ -1,7 +1,7 @@
 //! Chat Completions request and response bodies, with the API's own field names. The
 //! messages themselves are [`crate::message`]'s.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::message::{Message, ToolCall, ToolSpec};
 
@@ -9,6 +9,7 @@ use crate::message::{Message, ToolCall, ToolSpec};
 #[derive(Debug, Serialize)]
 pub(super) struct ChatRequest<'a> {
     pub model: &'a str,
+    #[serde(serialize_with = "messages_on_the_wire")]
     pub messages: &'a [Message],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<&'a [ToolSpec]>,
@@ -36,18 +37,50 @@ pub(super) struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// The messages as the widest set of servers takes them: an assistant message that only
+/// calls tools says `"content": ""` (some servers refuse `null` there, and a missing field
+/// too). The log keeps `null`, as the API itself writes it.
+fn messages_on_the_wire<S: Serializer>(messages: &&[Message], serializer: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct ToolCallsOnly<'a> {
+        role: &'static str,
+        content: &'static str,
+        tool_calls: &'a [ToolCall],
+    }
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum OnWire<'a> {
+        AsIs(&'a Message),
+        ToolCallsOnly(ToolCallsOnly<'a>),
+    }
+    serializer.collect_seq(messages.iter().map(|message| match message {
+        Message::Assistant { content: None, tool_calls } if !tool_calls.is_empty() => {
+            OnWire::ToolCallsOnly(ToolCallsOnly { role: "assistant", content: "", tool_calls })
+        }
+        other => OnWire::AsIs(other),
+    }))
+}
+
+/// A field that a server may also send as `null`, meaning the same as leaving it out.
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializer: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// One `data:` chunk of a streamed response.
 #[derive(Debug, Clone, Deserialize)]
 pub(super) struct ChatChunk {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub choices: Vec<ChunkChoice>,
     #[serde(default)]
     pub usage: Option<WireUsage>,
+    /// An error the server reports inside the stream (`data: {"error": ...}`).
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub(super) struct ChunkChoice {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub delta: Delta,
     #[serde(default)]
     pub finish_reason: Option<String>,
@@ -59,16 +92,16 @@ pub(super) struct Delta {
     pub content: Option<String>,
     #[serde(default)]
     pub refusal: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub tool_calls: Vec<ToolCallDelta>,
 }
 
 /// A piece of a tool call: the first piece of each `index` carries its id and name, the
-/// rest carry fragments of its arguments.
+/// rest carry fragments of its arguments. Some servers leave `index` out.
 #[derive(Debug, Clone, Deserialize)]
 pub(super) struct ToolCallDelta {
     #[serde(default)]
-    pub index: usize,
+    pub index: Option<usize>,
     #[serde(default)]
     pub id: Option<String>,
     #[serde(default)]
@@ -86,7 +119,7 @@ pub(super) struct FunctionDelta {
 /// `POST /chat/completions` response (non-streaming).
 #[derive(Debug, Clone, Deserialize)]
 pub(super) struct ChatResponse {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub choices: Vec<Choice>,
     #[serde(default)]
     pub usage: Option<WireUsage>,
@@ -160,6 +193,26 @@ impl From<&WireUsage> for crate::usage::Usage {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tool_call_only_messages_carry_empty_content_on_the_wire() {
+        let call = ToolCall { id: "c".into(), kind: "function".into(), function: crate::message::FunctionCall { name: "f".into(), arguments: "{}".into() } };
+        let messages = [Message::Assistant { content: None, tool_calls: vec![call] }, Message::Assistant { content: None, tool_calls: vec![] }];
+        let body = ChatRequest { model: "m", messages: &messages, tools: None, tool_choice: None, temperature: None, top_p: None, max_tokens: None, max_completion_tokens: None, seed: None, stream: None, stream_options: None };
+        let wire = serde_json::to_value(&body).unwrap();
+        assert_eq!(wire["messages"][0], json!({"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}));
+        assert_eq!(wire["messages"][1], json!({"role": "assistant", "content": null}));
+        // The log keeps the API's own shape.
+        assert_eq!(serde_json::to_value(&messages[0]).unwrap()["content"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn null_lists_read_as_empty() {
+        let chunk: ChatChunk = serde_json::from_value(json!({"choices": [{"delta": {"content": "a", "tool_calls": null}, "finish_reason": null}]})).unwrap();
+        assert!(chunk.choices[0].delta.tool_calls.is_empty());
+        let chunk: ChatChunk = serde_json::from_value(json!({"choices": null, "usage": null})).unwrap();
+        assert!(chunk.choices.is_empty());
+    }
 
     #[test]
     fn usage_details_are_read() {
