@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::agent::Agent;
-use crate::atomic::write_atomically;
+use crate::files::write_atomically;
 use crate::message::{Message, ToolSpec};
 use crate::pricing::Cost;
 use crate::provider::{Sampling, Target};
@@ -121,10 +121,15 @@ impl Session {
         }
     }
 
-    /// Writes the conversation's record into `dir` as `<timestamp>.json`, atomically.
+    /// Where the conversation's log goes under `dir`: `<timestamp>.json`.
+    pub(crate) fn log_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.json", self.started_at.format("%Y%m%dT%H%M%S%.3fZ")))
+    }
+
+    /// Writes the conversation's record to [`Session::log_path`], atomically.
     pub(crate) fn save_log(&self, dir: &Path, error: Option<&str>) -> std::io::Result<PathBuf> {
         let record = self.record(error);
-        let path = dir.join(format!("{}.json", record.run_id));
+        let path = self.log_path(dir);
         let bytes = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
         write_atomically(&path, &bytes)?;
         Ok(path)
@@ -144,7 +149,8 @@ impl Session {
         #[derive(Serialize)]
         struct SavedTurn {
             user: String,
-            expect: SavedExpect,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            expect: Option<SavedExpect>,
         }
         #[derive(Serialize)]
         struct SavedExpect {
@@ -157,16 +163,21 @@ impl Session {
         }
         let mut tool_results = BTreeMap::new();
         let mut turns = Vec::new();
+        let offered: Vec<&str> = self.specs.iter().map(|s| s.function.name.as_str()).collect();
         for turn in self.turns.iter().filter(|t| t.error.is_none()) {
+            // A call `runner check` would refuse to expect (an unknown tool, arguments that are
+            // not a JSON object) leaves the turn without a tool_calls expectation.
+            let valid = turn.tool_calls.iter().all(|c| offered.contains(&c.name.as_str()) && c.arguments.is_object());
             let mut calls = Vec::new();
-            for call in &turn.tool_calls {
+            for call in turn.tool_calls.iter().filter(|_| valid) {
                 if let Some(result) = &call.result {
                     // One pinned result per tool: the first one seen.
                     tool_results.entry(call.name.clone()).or_insert_with(|| result.clone());
                 }
                 calls.push(SavedCall { name: call.name.clone(), arguments: call.arguments.clone() });
             }
-            turns.push(SavedTurn { user: turn.user.clone(), expect: SavedExpect { tool_calls: calls } });
+            let expect = valid.then_some(SavedExpect { tool_calls: calls });
+            turns.push(SavedTurn { user: turn.user.clone(), expect });
         }
         if turns.is_empty() {
             return Err("nothing to save yet: no finished turn".to_owned());

@@ -42,6 +42,10 @@ pub enum Command {
         /// Where conversations are saved
         #[arg(long, value_name = "DIR", default_value = "logs/conversations")]
         logs_dir: PathBuf,
+        /// Seconds to wait for a reply to start, and then between two pieces of it [default:
+        /// runner.yaml's timeout_secs, else 120]
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
     },
     /// Answer one prompt (the argument, standard input, or both) and exit
     Ask(AskArgs),
@@ -66,7 +70,8 @@ pub struct RunArgs {
     pub paths: Vec<String>,
 
     /// Model as PROVIDER:MODEL; repeat to run every scenario on each [default: the scenario's
-    /// model, else RUNNER_MODEL, else runner.yaml, else openai:gpt-4o-mini with OPENAI_API_KEY]
+    /// model, else RUNNER_MODEL, else runner.yaml, else openai:gpt-4o-mini with OPENAI_API_KEY,
+    /// else the embedded local:smollm2-135m]
     #[arg(short = 'm', long = "model", value_name = "MODEL")]
     pub models: Vec<String>,
 
@@ -102,7 +107,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
 
-    /// Request timeout in seconds [default: runner.yaml's timeout_secs, else 120]
+    /// Seconds to wait for a reply to start, and then between two pieces of it [default:
+    /// runner.yaml's timeout_secs, else 120]
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
 
@@ -186,6 +192,11 @@ pub struct AskArgs {
     /// Print the whole record (reply, requests, tool calls, usage, cost) as JSON instead
     #[arg(long)]
     pub json: bool,
+
+    /// Seconds to wait for a reply to start, and then between two pieces of it [default:
+    /// runner.yaml's timeout_secs, else 120]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
 }
 
 /// Diagnostics (`tracing` events from the core) on standard error: `RUST_LOG` when set, else

@@ -1,8 +1,15 @@
-//! Files written whole or not at all: a temporary file beside the target, then a rename. A
-//! reader (or a `--resume` after `kill -9`) never sees half a log or half a report.
+//! Files: names safe for any file system, and writes that are whole or nothing.
+//!
+//! A file is written to a temporary name beside the target, then renamed: a reader (or a
+//! `--resume` after `kill -9`) never sees half a log or half a report.
+//!
+//! Only a regular file (or nothing yet) is replaced that way. A symlink is written through:
+//! its target is replaced. Anything else at the path (`/dev/stdout`, a FIFO, a device) is
+//! written in place, never replaced by a regular file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `bytes` and a final newline to `path` via `path.tmp` and a rename, creating
 /// `path`'s directory first.
@@ -16,19 +23,57 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 /// Like [`write_atomically`], in a directory known to exist (no directory check on the hot
 /// path of per-run logs).
 pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path)?,
+        _ => path.to_path_buf(),
+    };
+    if std::fs::metadata(&path).is_ok_and(|meta| !meta.is_file()) {
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+        file.write_all(bytes)?;
+        return file.write_all(b"\n");
+    }
+    let tmp = temp_path(&path);
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.write_all(b"\n")?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A temporary name beside `path` that no other writer (in this process or another) uses.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}-{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    PathBuf::from(name)
+}
+
+/// Whether `path` names a regular file or nothing yet (a place files can be put beside).
+pub(crate) fn is_file_or_absent(path: &Path) -> bool {
+    std::fs::metadata(path).map_or(true, |meta| meta.is_file())
+}
+
+/// `text` made safe as a file name: letters, digits, `-`, `_` and single dots kept, every
+/// other character (separators, colons, control characters) replaced by `_`; never `..`,
+/// never hidden, never empty, at most 100 bytes.
+pub(crate) fn safe_file_name(text: &str) -> String {
+    let mut name = String::with_capacity(text.len());
+    for c in text.chars() {
+        let keep = c.is_ascii_alphanumeric() || c == '-' || c == '_' || (c == '.' && !name.ends_with('.'));
+        name.push(if keep { c } else { '_' });
+        if name.len() >= 100 {
+            break;
+        }
+    }
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name
 }
 
 #[cfg(test)]
@@ -49,6 +94,48 @@ mod tests {
         let blocked = dir.path().join("blocked");
         std::fs::create_dir_all(blocked.join("x")).unwrap();
         assert!(write_atomically(&blocked, b"x").is_err());
-        assert!(!dir.path().join("blocked.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(!left.iter().any(|n| n.to_string_lossy().ends_with(".tmp")), "{left:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_written_through_and_fifos_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.csv");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomically(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is still a link");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new\n");
+        // A FIFO is written to, not replaced by a regular file.
+        let fifo = dir.path().join("pipe");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path.
+        #[allow(unsafe_code)]
+        let made = unsafe { libc::mkfifo(name.as_ptr(), 0o600) };
+        assert_eq!(made, 0);
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::read(fifo).unwrap()
+        });
+        write_atomically(&fifo, b"through the pipe").unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the pipe\n");
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&std::fs::metadata(&fifo).unwrap().file_type()));
+        assert!(!is_file_or_absent(&fifo));
+        assert!(is_file_or_absent(&dir.path().join("nothing-yet")));
+    }
+
+    #[test]
+    fn names_are_safe() {
+        assert_eq!(safe_file_name("openai:gpt-4o-mini"), "openai_gpt-4o-mini");
+        assert_eq!(safe_file_name("ollama:llama3.2:3b"), "ollama_llama3.2_3b");
+        assert_eq!(safe_file_name("../../etc/passwd"), "_.__.__etc_passwd");
+        assert_eq!(safe_file_name("a/b\\c\n\u{7}"), "a_b_c__");
+        assert_eq!(safe_file_name(".hidden"), "_.hidden");
+        assert_eq!(safe_file_name(""), "_");
+        assert!(!safe_file_name("x..y").contains(".."));
+        assert_eq!(safe_file_name(&"a".repeat(300)).len(), 100);
     }
 }

@@ -29,14 +29,14 @@ mod record;
 mod usage;
 
 // What runs become, and the plumbing under them.
-mod atomic;
+mod files;
 mod report;
 pub mod rng;
 
 use std::process::ExitCode;
 
 use cli::Cli;
-pub use command::{EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PASSED, EXIT_USAGE};
+pub use command::{EXIT_BUDGET, EXIT_FAILED, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_PASSED, EXIT_TERMINATED, EXIT_USAGE};
 use scenario::ScenarioErrors;
 use settings::UsageError;
 

@@ -107,6 +107,7 @@ impl Plan {
         if let Some(shard) = options.shard {
             runs = runs.into_iter().enumerate().filter(|(position, _)| shard.contains(*position)).map(|(_, run)| run).collect();
         }
+        check_log_names(&runs)?;
         let unpriced = unpriced_models(&runs, &settings.prices);
         Ok(Self { runs, unpriced, shard: options.shard })
     }
@@ -125,6 +126,23 @@ impl Plan {
     pub(crate) fn render_dry_run(&self, prices: &PriceTable) -> String {
         render_dry_run(&self.runs, prices, &self.unpriced, self.shard)
     }
+}
+
+/// Two models whose names make the same log file name (`a:b` and `a_b`) would overwrite each
+/// other's logs: refused.
+fn check_log_names(runs: &[Planned]) -> Result<(), UsageError> {
+    let mut seen: Vec<(String, &ModelSpec)> = Vec::new();
+    for run in runs {
+        let key = crate::files::safe_file_name(&run.spec.to_string());
+        match seen.iter().find(|(k, _)| *k == key) {
+            Some((_, other)) if *other != &run.spec => {
+                return Err(UsageError(format!("models `{other}` and `{}` make the same log file name `{key}`; run them apart", run.spec)));
+            }
+            Some(_) => {}
+            None => seen.push((key, &run.spec)),
+        }
+    }
+    Ok(())
 }
 
 /// One run of the matrix, before its model is resolved.

@@ -44,8 +44,10 @@ pub(crate) enum StopReason {
     Budget { limit_usd: f64, spent_usd: f64 },
     /// `--fail-fast`: a run did not pass.
     FailFast,
-    /// Ctrl-C.
+    /// Ctrl-C or SIGTERM.
     Interrupted,
+    /// A log or report could not be written (a full disk, say): what runs next would be lost.
+    WriteFailed,
 }
 
 impl std::fmt::Display for StopReason {
@@ -56,6 +58,7 @@ impl std::fmt::Display for StopReason {
             }
             StopReason::FailFast => write!(f, "stopped after the first run that did not pass (--fail-fast)"),
             StopReason::Interrupted => write!(f, "interrupted"),
+            StopReason::WriteFailed => write!(f, "stopped: a log or report could not be written"),
         }
     }
 }
@@ -74,17 +77,26 @@ pub(crate) struct Limits {
 pub(crate) struct Control {
     stop: std::sync::OnceLock<StopReason>,
     interrupts: std::sync::atomic::AtomicU32,
+    /// The exit code the first interrupt asks for (130 for Ctrl-C, 143 for SIGTERM).
+    interrupt_code: std::sync::OnceLock<u8>,
     abort: tokio::sync::watch::Sender<bool>,
 }
 
 impl Control {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self { stop: Default::default(), interrupts: Default::default(), abort: tokio::sync::watch::Sender::new(false) })
+        Arc::new(Self {
+            stop: Default::default(),
+            interrupts: Default::default(),
+            interrupt_code: Default::default(),
+            abort: tokio::sync::watch::Sender::new(false),
+        })
     }
 
-    /// Counts an interrupt and acts on it; returns how many there have been.
-    pub(crate) fn interrupt(&self) -> u32 {
+    /// Counts an interrupt (its exit code: 130, 143) and acts on it; returns how many there
+    /// have been.
+    pub(crate) fn interrupt(&self, exit_code: u8) -> u32 {
         let count = self.interrupts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let _ = self.interrupt_code.set(exit_code);
         if count == 1 {
             let _ = self.stop.set(StopReason::Interrupted);
         } else {
@@ -93,8 +105,9 @@ impl Control {
         count
     }
 
-    pub(crate) fn interrupted(&self) -> bool {
-        self.interrupts.load(std::sync::atomic::Ordering::SeqCst) > 0
+    /// The exit code of the first interrupt, when there was one.
+    pub(crate) fn interrupted(&self) -> Option<u8> {
+        self.interrupt_code.get().copied()
     }
 
     fn stop(&self, reason: StopReason) {
@@ -112,11 +125,13 @@ pub(crate) struct Totals {
     /// Runs of the plan that did not finish: never started, or aborted.
     pub not_started: usize,
     pub stopped: Option<StopReason>,
+    /// Every failure to write a log or a report row, in order (each names its file).
+    pub write_errors: Vec<anyhow::Error>,
 }
 
 /// Plays every job with at most `concurrency` in flight, feeding each finished run to
-/// `reporter` as it finishes. Once `limits` say stop, no further job starts: those in flight
-/// finish and the rest are reported as not started.
+/// `reporter` as it finishes. Once `limits` say stop, or a reporter fails to write, no
+/// further job starts: those in flight finish and the rest are reported as not started.
 pub(crate) async fn run_all(
     jobs: Vec<Job>,
     concurrency: usize,
@@ -124,7 +139,7 @@ pub(crate) async fn run_all(
     control: Arc<Control>,
     shared: Arc<Shared>,
     reporter: &mut dyn Reporter,
-) -> anyhow::Result<Totals> {
+) -> Totals {
     enum Ended {
         Ran(Box<RunRecord>),
         NotStarted(Job),
@@ -133,7 +148,7 @@ pub(crate) async fn run_all(
     reporter.plan(jobs.len());
     let mut totals = Totals::default();
     let mut spent_usd = 0.0;
-    let mut report_error = None;
+    let mut write_errors = Vec::new();
     // Runs play on the runtime's workers; reporters (the JSON logs among them) run here, on
     // one task, so files are created one at a time (concurrent creates in one directory
     // contend on its lock and burn CPU the runs need). A job is only started when
@@ -178,7 +193,9 @@ pub(crate) async fn run_all(
                     control.stop(StopReason::Budget { limit_usd, spent_usd });
                 }
                 if let Err(err) = reporter.run_ended(&RunOutcome::Finished(record)) {
-                    report_error.get_or_insert(err);
+                    // A full disk would lose every run after this one: start no more.
+                    control.stop(StopReason::WriteFailed);
+                    write_errors.push(err);
                 }
                 continue;
             }
@@ -195,14 +212,12 @@ pub(crate) async fn run_all(
             reason,
         };
         if let Err(err) = reporter.run_ended(&RunOutcome::NotStarted(not_started)) {
-            report_error.get_or_insert(err);
+            write_errors.push(err);
         }
     }
     totals.stopped = control.stopped().cloned();
-    match report_error {
-        Some(err) => Err(err),
-        None => Ok(totals),
-    }
+    totals.write_errors = write_errors;
+    totals
 }
 
 /// The seed of a run's tool random stream: the same `--seed`, scenario, model and repetition

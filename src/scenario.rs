@@ -160,7 +160,8 @@ fn expand_paths(paths: &[String], errors: &mut Vec<ScenarioError>) -> Vec<Source
         let path = PathBuf::from(path);
         if path.is_dir() {
             let mut files = Vec::new();
-            if let Err(err) = collect_yaml_files(&path, &mut files) {
+            let mut visited = Vec::new();
+            if let Err(err) = collect_yaml_files(&path, &mut files, &mut visited) {
                 errors.push(ScenarioError::Unreadable { path: path.display().to_string(), message: err.to_string() });
             }
             if files.is_empty() {
@@ -192,16 +193,26 @@ fn expand_paths(paths: &[String], errors: &mut Vec<ScenarioError>) -> Vec<Source
     sources
 }
 
-fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Every `*.yaml` / `*.yml` regular file under `dir`, hidden entries skipped. A directory
+/// reached twice (a symlink loop, or two links to one place) is walked once; FIFOs, devices
+/// and sockets are not scenario files and are skipped.
+fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>, visited: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let real = std::fs::canonicalize(dir)?;
+    if visited.contains(&real) {
+        return Ok(());
+    }
+    visited.push(real);
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if hidden {
             continue;
         }
-        if path.is_dir() {
-            collect_yaml_files(&path, files)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        // Follows links; an entry that cannot be looked at (a dangling link) is no scenario.
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if meta.is_dir() {
+            collect_yaml_files(&path, files, visited)?;
+        } else if meta.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
         }
     }
@@ -212,7 +223,14 @@ fn read_source(source: &Source) -> Result<String, String> {
     let mut bytes = Vec::new();
     let read = match source {
         Source::Stdin => std::io::stdin().lock().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes),
-        Source::File(path) => std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)),
+        Source::File(path) => {
+            // Only regular files: opening a FIFO would wait for a writer forever.
+            match std::fs::metadata(path) {
+                Ok(meta) if !meta.is_file() => return Err("not a regular file".to_owned()),
+                _ => {}
+            }
+            std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        }
     };
     read.map_err(|err| err.to_string())?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -290,14 +308,19 @@ fn invalid(path: &str, location: Location, message: impl Into<String>) -> Scenar
     ScenarioError::Invalid { path: path.to_owned(), line: location.line(), column: location.column(), message: message.into() }
 }
 
+/// Scenario names must be unique, also once made safe as file names: `a/b` and `a:b` would
+/// otherwise write the same log.
 fn check_unique_names(scenarios: &[Scenario], errors: &mut Vec<ScenarioError>) {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
+    let mut seen: HashMap<String, (&str, &str)> = HashMap::new();
     for scenario in scenarios {
-        if let Some(first) = seen.insert(&scenario.name, &scenario.file) {
-            errors.push(ScenarioError::Unreadable {
-                path: scenario.file.clone(),
-                message: format!("scenario name `{}` is already used in {first}; names must be unique", scenario.name),
-            });
+        let key = crate::files::safe_file_name(&scenario.name);
+        if let Some((name, first)) = seen.insert(key.clone(), (&scenario.name, &scenario.file)) {
+            let message = if name == scenario.name {
+                format!("scenario name `{name}` is already used in {first}; names must be unique")
+            } else {
+                format!("scenario names `{}` and `{name}` (in {first}) make the same log file name `{key}`; rename one", scenario.name.escape_debug())
+            };
+            errors.push(ScenarioError::Unreadable { path: scenario.file.clone(), message });
         }
     }
 }

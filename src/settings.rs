@@ -14,6 +14,8 @@ use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret};
 use crate::scenario::{yaml_error, yaml_options};
 use crate::tools::WeatherConfig;
+/// The longest timeout accepted: a week (a larger one is a mistake, and overflows clocks).
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Request timeout when neither `--timeout` nor `runner.yaml` sets one.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs in flight when neither `-j` nor `runner.yaml` sets it.
@@ -144,8 +146,10 @@ impl Settings {
             prices.extend(file, &path.display().to_string()).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         }
         let timeout = match flags.timeout_secs.or(config.timeout_secs) {
-            Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
-            Some(secs) => return Err(UsageError(format!("timeout must be a positive number of seconds, got {secs}"))),
+            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_TIMEOUT.as_secs_f64() => Duration::from_secs_f64(secs),
+            Some(secs) => {
+                return Err(UsageError(format!("timeout must be more than 0 and at most {} seconds (a week), got {secs}", MAX_TIMEOUT.as_secs())));
+            }
             None => DEFAULT_TIMEOUT,
         };
         let mut weather = WeatherConfig::default();

@@ -16,7 +16,7 @@ use crate::settings::{Flags, Settings, UsageError};
 
 pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
     let prompt = read_prompt(args.prompt.as_deref())?;
-    let settings = Settings::load(Flags { config, ..Flags::default() })?;
+    let settings = Settings::load(Flags { config, timeout_secs: args.timeout, ..Flags::default() })?;
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
     let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;

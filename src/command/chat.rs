@@ -3,13 +3,15 @@
 //! conversation is saved as a run record under `logs/conversations/`.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use crate::atomic::write_atomically;
+use crate::files::write_atomically;
 use crate::chat::Session;
 use crate::message::Message;
 use crate::progress::DownloadBar;
 use crate::provider::{Models, openai::http_client};
+use crate::record::RunRecord;
 use crate::rng::random_seed;
 use crate::settings::{Flags, Settings, UsageError};
 
@@ -73,8 +75,8 @@ impl Input {
 }
 
 /// `runner chat`: the model named (else the default), then the loop.
-pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path) -> anyhow::Result<u8> {
-    let settings = Settings::load(Flags { config, ..Flags::default() })?;
+pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path, timeout_secs: Option<f64>) -> anyhow::Result<u8> {
+    let settings = Settings::load(Flags { config, timeout_secs, ..Flags::default() })?;
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
@@ -90,7 +92,13 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path)
     if std::io::stdin().is_terminal() {
         println!("runner chat with {} — /help for commands, quit to end", session.target.spec);
     }
-    while let Some(line) = tokio::task::block_in_place(|| input.read("You: ")) {
+    // SIGTERM or SIGHUP (a closed terminal) saves the conversation as it stands after its
+    // last finished turn, then ends the process.
+    let saved = Arc::new(Mutex::new(session.record(None)));
+    let guard = tokio::spawn(save_on_termination(saved.clone(), session.log_path(log_dir)));
+    loop {
+        *saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = session.record(last_error.as_deref());
+        let Some(line) = tokio::task::block_in_place(|| input.read("You: ")) else { break };
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -161,6 +169,7 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path)
         }
     }
     print!("{}", session.summary());
+    guard.abort();
     match session.save_log(log_dir, last_error.as_deref()) {
         Ok(path) => {
             println!("conversation saved to {}", path.display());
@@ -171,4 +180,15 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path)
             1
         }
     }
+}
+
+/// Waits for SIGTERM or SIGHUP, then writes `saved` to `path` and exits with the signal's code.
+async fn save_on_termination(saved: Arc<Mutex<RunRecord>>, path: PathBuf) {
+    let Some(code) = super::Signals::terminations().next().await else { return };
+    let record = saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    match serde_json::to_vec_pretty(&record).map_err(std::io::Error::other).and_then(|bytes| write_atomically(&path, &bytes)) {
+        Ok(()) => eprintln!("\nconversation saved to {}", path.display()),
+        Err(err) => eprintln!("\nerror: cannot save the conversation to {}: {err}", path.display()),
+    }
+    std::process::exit(i32::from(code));
 }

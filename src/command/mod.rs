@@ -28,6 +28,10 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_BUDGET: u8 = 3;
 /// Exit code: interrupted (Ctrl-C); what finished is kept.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code: terminated (SIGTERM), handled like Ctrl-C.
+pub const EXIT_TERMINATED: u8 = 143;
+/// Exit code: the terminal hung up (SIGHUP), handled like Ctrl-C.
+pub const EXIT_HANGUP: u8 = 129;
 
 /// Runs one command; the `u8` is the exit code.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -35,7 +39,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
         Command::Check { paths } => check::check(config, &paths),
-        Command::Chat { model, logs_dir } => chat::chat(config, model, &logs_dir).await,
+        Command::Chat { model, logs_dir, timeout } => chat::chat(config, model, &logs_dir, timeout).await,
         Command::Ask(args) => ask::ask(config, args).await,
         Command::Report(args) => report::report(config, &args),
         Command::Schema => schema::schema(),
@@ -58,4 +62,63 @@ fn print(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()
+}
+
+/// For `print(..).or_else(closed_pipe_is_fine)`: the reader went away, nothing else is wrong.
+fn closed_pipe_is_fine(err: std::io::Error) -> std::io::Result<()> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(err) }
+}
+
+/// The signals that stop a command the way Ctrl-C does, each with its exit code: SIGINT
+/// (130), SIGTERM (143, what CI sends on cancel or time-out) and SIGHUP (129, a closed
+/// terminal).
+struct Signals {
+    #[cfg(unix)]
+    streams: Vec<(tokio::signal::unix::Signal, u8)>,
+}
+
+impl Signals {
+    /// SIGINT, SIGTERM and SIGHUP.
+    fn all() -> Self {
+        Self::of(true)
+    }
+
+    /// SIGTERM and SIGHUP only (the chat handles Ctrl-C itself, turn by turn).
+    fn terminations() -> Self {
+        Self::of(false)
+    }
+
+    #[cfg_attr(not(unix), allow(unused_variables))]
+    fn of(interrupt: bool) -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut kinds = vec![(SignalKind::terminate(), EXIT_TERMINATED), (SignalKind::hangup(), EXIT_HANGUP)];
+            if interrupt {
+                kinds.insert(0, (SignalKind::interrupt(), EXIT_INTERRUPTED));
+            }
+            Self { streams: kinds.into_iter().filter_map(|(kind, code)| signal(kind).ok().map(|s| (s, code))).collect() }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The exit code of the next signal; `None` when no signal can arrive.
+    async fn next(&mut self) -> Option<u8> {
+        #[cfg(unix)]
+        {
+            if self.streams.is_empty() {
+                return None;
+            }
+            let waits = self.streams.iter_mut().map(|(stream, code)| {
+                let code = *code;
+                Box::pin(async move { stream.recv().await.map(|()| code) })
+            });
+            futures::future::select_all(waits).await.0
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.ok().map(|()| EXIT_INTERRUPTED)
+        }
+    }
 }

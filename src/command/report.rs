@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{EXIT_FAILED, EXIT_PASSED};
-use crate::atomic::write_atomically;
+use crate::files::write_atomically;
 use crate::cli::ReportArgs;
 use crate::report::merge::Merged;
 use crate::settings::{Flags, Settings, UsageError};
@@ -24,7 +24,9 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
     };
     let mut merged = Merged::default();
     for path in &args.files {
-        merged.read(path, price_as.as_ref().map(|(_, entry)| entry))?;
+        if !merged.read(path, price_as.as_ref().map(|(_, entry)| entry))? {
+            eprintln!("note: skipped {}: a per-model summary, not a report", path.display());
+        }
     }
     let summary = merged.summary();
     if let Some(path) = &args.summary {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PASSED};
-use crate::atomic::write_atomically;
+use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_PASSED};
+use crate::files::{is_file_or_absent, write_atomically};
 use crate::cli::RunArgs;
 use crate::plan::{MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
@@ -71,18 +71,29 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     listener.abort();
     progress.finish();
 
-    // Report: the summary beside the CSV, JUnit, the step summary, the table.
-    let summary_path = summary_path(&report_path);
-    reports.write(&summary_path, args.junit.as_deref(), settings.step_summary.as_deref())?;
+    // Report: the summary beside the CSV (not beside /dev/stdout), JUnit, the step summary,
+    // the table. Every log or row that could not be written is named.
+    let summary_path = is_file_or_absent(&report_path).then(|| summary_path(&report_path));
+    reports.write(summary_path.as_deref(), args.junit.as_deref())?;
+    if let Some(path) = &settings.step_summary
+        && let Err(err) = reports.append_step_summary(path)
+    {
+        eprintln!("warning: {err:#}");
+    }
+    for err in &totals.write_errors {
+        eprintln!("error: {err:#}");
+    }
     let summary = &reports.summary;
     let mut out = summary.render();
-    out.push_str(&format!("logs: {}\nreport: {}\nsummary: {}\n", logs.dir().display(), report_path.display(), summary_path.display()));
-    super::print(&out)?;
-
-    let totals = totals?;
-    if control.interrupted() {
-        super::print(&format!("resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n", logs.run_id()))?;
+    out.push_str(&format!("logs: {}\nreport: {}\n", logs.dir().display(), report_path.display()));
+    if let Some(path) = &summary_path {
+        out.push_str(&format!("summary: {}\n", path.display()));
     }
+    if control.interrupted().is_some() {
+        out.push_str(&format!("resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n", logs.run_id()));
+    }
+    // A reader that went away (`runner run | head -1`) does not change what the batch did.
+    super::print(&out).or_else(super::closed_pipe_is_fine)?;
     Ok(exit_code(&totals, &control, summary))
 }
 
@@ -131,18 +142,26 @@ impl Reports {
         Ok(reports)
     }
 
-    /// The per-model summary CSV, JUnit when asked, and the GitHub step summary when set.
-    fn write(&self, summary_path: &Path, junit: Option<&Path>, step_summary: Option<&Path>) -> anyhow::Result<()> {
-        write_atomically(summary_path, &self.summary.to_csv()?).with_context(|| format!("cannot write {}", summary_path.display()))?;
+    /// The per-model summary CSV and JUnit, when they have a place.
+    fn write(&self, summary_path: Option<&Path>, junit: Option<&Path>) -> anyhow::Result<()> {
+        if let Some(path) = summary_path {
+            write_atomically(path, &self.summary.to_csv()?).with_context(|| format!("cannot write {}", path.display()))?;
+        }
         if let Some(path) = junit {
             write_atomically(path, self.junit.render().trim_end().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         }
-        if let Some(path) = step_summary {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            file.write_all(self.summary.render_markdown().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-        }
         Ok(())
+    }
+
+    /// The Markdown summary appended to GitHub's step summary file.
+    fn append_step_summary(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY={}; the step summary is left out", path.display()))?;
+        file.write_all(self.summary.render_markdown().as_bytes()).with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -159,22 +178,25 @@ impl Reporter for Reports {
     }
 }
 
-/// 130 when interrupted, 3 when the budget left runs unstarted, 1 when a run did not pass.
+/// 130 (143 for SIGTERM) when interrupted, 3 when the budget left runs unstarted, 1 when a
+/// run did not pass or a log or row could not be written.
 fn exit_code(totals: &Totals, control: &Control, summary: &Summary) -> u8 {
-    if control.interrupted() {
-        return EXIT_INTERRUPTED;
+    if let Some(code) = control.interrupted() {
+        return code;
     }
     match totals.stopped {
         Some(StopReason::Budget { .. }) if totals.not_started > 0 => EXIT_BUDGET,
-        _ if !summary.all_passed() => EXIT_FAILED,
+        _ if !summary.all_passed() || !totals.write_errors.is_empty() => EXIT_FAILED,
         _ => EXIT_PASSED,
     }
 }
 
-/// Ctrl-C during `runner run`: the first stops new runs, the second aborts those in flight.
+/// Ctrl-C or SIGTERM (what CI sends on cancel) during `runner run`: the first stops new
+/// runs, the second aborts those in flight.
 async fn interrupts(control: Arc<Control>) {
-    while tokio::signal::ctrl_c().await.is_ok() {
-        if control.interrupt() == 1 {
+    let mut signals = super::Signals::all();
+    while let Some(code) = signals.next().await {
+        if control.interrupt(code) == 1 {
             eprintln!("\ninterrupted: no new run starts; the runs in flight finish (Ctrl-C again to abort them)");
         } else {
             eprintln!("\naborting the runs in flight");

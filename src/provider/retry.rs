@@ -19,7 +19,7 @@ pub(crate) const MAX_SERVER_DELAY: Duration = Duration::from_secs(60);
 
 /// How failed requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first attempt; 0 sends each request once.
     pub max_retries: u32,
     /// Backoff before the first retry; doubled for each further one.
@@ -39,7 +39,7 @@ impl RetryPolicy {
     /// one (at most [`MAX_SERVER_DELAY`]), else `base_delay x 2^(retry-1)` capped at
     /// `max_delay`, scaled by `jitter` in [0.5, 1] so clients that failed together do not
     /// retry together.
-    pub fn delay(&self, retry: u32, asked: Option<Duration>, jitter: f64) -> Duration {
+    pub(crate) fn delay(&self, retry: u32, asked: Option<Duration>, jitter: f64) -> Duration {
         if let Some(asked) = asked {
             return asked.min(MAX_SERVER_DELAY);
         }
@@ -74,7 +74,7 @@ pub(crate) fn jitter() -> f64 {
 
 /// Bounds the requests in flight to one endpoint (see the module's documentation).
 #[derive(Debug, Default)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     state: Mutex<LimiterState>,
     released: Notify,
 }
@@ -91,7 +91,7 @@ struct LimiterState {
 }
 
 /// A place in flight; given back when dropped.
-pub struct Permit {
+pub(crate) struct Permit {
     limiter: Arc<Limiter>,
     pub started: Instant,
 }
@@ -107,7 +107,7 @@ impl Drop for Permit {
 
 impl Limiter {
     /// Waits for a place in flight.
-    pub async fn acquire(self: &Arc<Self>) -> Permit {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Permit {
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -127,7 +127,7 @@ impl Limiter {
 
     /// The endpoint answered 429 to the request holding `permit`: halve what is in flight,
     /// once per round (429s to requests sent before the last cut are not counted again).
-    pub fn throttled(&self, permit: &Permit) {
+    pub(crate) fn throttled(&self, permit: &Permit) {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.cut_at.is_some_and(|cut| permit.started < cut) {
             return;
@@ -139,7 +139,7 @@ impl Limiter {
 
     /// A request succeeded: raise the bound by about one per round of successes; lift it
     /// once it passes the most ever in flight.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(limit) = state.limit {
             let raised = limit + 1.0 / limit;
@@ -150,7 +150,8 @@ impl Limiter {
     }
 
     /// The current bound, `None` when unbounded.
-    pub fn limit(&self) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> Option<usize> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).limit.map(|l| l.floor() as usize)
     }
 }

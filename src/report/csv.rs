@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::record::{NOT_STARTED, Reporter, RunOutcome, RunRecord};
+use crate::settings::UsageError;
 
 /// The report's columns, in order. The first fifteen are the contract; the rest add detail.
 pub(crate) const COLUMNS: &[&str] = &[
@@ -37,12 +38,21 @@ pub(crate) struct CsvReport<W: Write> {
 }
 
 impl CsvReport<BufWriter<File>> {
-    /// Creates `path` (and its directory) and writes the header.
+    /// Creates `path` (and its directory) and writes the header. The file is locked while
+    /// the report is written: a second runner writing the same report is refused instead of
+    /// tearing its rows.
     pub(crate) fn create(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        // Opened without truncating: the lock must be held before anything is cut.
+        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot create {}", path.display()))?;
+        if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+            return Err(UsageError(format!("{} is being written by another runner; give this run its own --report", path.display())).into());
+        }
+        if file.metadata().is_ok_and(|meta| meta.is_file()) {
+            file.set_len(0).with_context(|| format!("cannot truncate {}", path.display()))?;
+        }
         Self::new(BufWriter::new(file))
     }
 }

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
-use super::safe_file_name;
-use crate::atomic;
+use crate::files::{self, safe_file_name};
 use crate::provider::ModelSpec;
 use crate::record::{Reporter, RunOutcome, RunRecord};
 
@@ -63,7 +62,7 @@ impl Reporter for JsonLogs {
         let path = self.path(name, &record.model.spec, record.repetition);
         let bytes = serde_json::to_vec_pretty(record)?;
         // The run directory exists already: no directory check per log.
-        atomic::replace(&path, &bytes).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
+        files::replace(&path, &bytes).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
     }
 }
 

