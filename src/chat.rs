@@ -34,10 +34,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(target: Arc<Target>, http: reqwest::Client, weather: WeatherConfig, seed: u64) -> Self {
+    /// A conversation offering `tools` (every built-in when `None`).
+    pub(crate) fn new(target: Arc<Target>, tools: Option<&[String]>, http: reqwest::Client, weather: WeatherConfig, seed: u64) -> Self {
         let registry = ToolRegistry::builtin();
-        let names: Vec<String> = registry.names().map(str::to_owned).collect();
-        let specs = registry.specs(&names);
+        let all: Vec<String> = registry.names().map(str::to_owned).collect();
+        let specs = registry.specs(tools.unwrap_or(&all));
         let context = ToolContext::new(http, Arc::new(weather), seed);
         Self {
             target,
@@ -72,8 +73,9 @@ impl Session {
         let before = self.messages.len();
         let record = agent.run_turn(&mut self.messages, self.turns.len() + 1, user).await;
         if record.error.is_some() {
-            // A turn that did not finish leaves the conversation as it was before it.
-            self.messages.truncate(before);
+            // A turn that did not finish keeps its user message (the log's messages match its
+            // turns) and drops the rest: half a tool round would make the next request invalid.
+            self.messages.truncate(before + 1);
         }
         self.usage += record.usage;
         self.cost += record.cost;
@@ -86,15 +88,18 @@ impl Session {
         self.messages.clear();
     }
 
-    /// The token and cost summary printed at the end of a session.
+    /// The token and cost summary printed at the end of a session; figures runner estimated
+    /// (the server reported no usage) are marked.
     pub(crate) fn summary(&self) -> String {
         let cost = if self.target.price.is_some() {
             format!("${:.6}", self.cost.total_usd)
         } else {
             "$0 (unpriced: no known price for this model)".to_owned()
         };
+        let estimated = self.turns.iter().any(TurnRecord::estimated);
+        let (mark, note) = if estimated { ("~", " (estimated: the server reported no usage)") } else { ("", "") };
         format!(
-            "input tokens: {}\noutput tokens: {}\ntotal tokens: {}\ntotal cost: {cost}\n",
+            "input tokens: {mark}{}{note}\noutput tokens: {mark}{}\ntotal tokens: {mark}{}\ntotal cost: {mark}{cost}\n",
             self.usage.prompt_tokens, self.usage.completion_tokens, self.usage.total_tokens
         )
     }

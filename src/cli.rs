@@ -46,6 +46,8 @@ pub enum Command {
         /// runner.yaml's timeout_secs, else 120]
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        #[command(flatten)]
+        offer: OfferArgs,
     },
     /// Answer one prompt (the argument, standard input, or both) and exit
     Ask(AskArgs),
@@ -197,6 +199,21 @@ pub struct AskArgs {
     /// runner.yaml's timeout_secs, else 120]
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+
+    #[command(flatten)]
+    pub offer: OfferArgs,
+}
+
+/// What `ask` and `chat` offer the model, and how they ask.
+#[derive(Debug, Args)]
+pub struct OfferArgs {
+    /// Tools offered: comma-separated names, or `none` [default: every built-in tool]
+    #[arg(long, value_name = "NAMES|none")]
+    pub tools: Option<String>,
+
+    /// Ask for the whole reply at once instead of streaming it
+    #[arg(long)]
+    pub no_stream: bool,
 }
 
 /// Diagnostics (`tracing` events from the core) on standard error: `RUST_LOG` when set, else

@@ -184,6 +184,11 @@ impl TurnRecord {
         }
     }
 
+    /// Whether some of the turn's token counts are runner's estimates.
+    pub(crate) fn estimated(&self) -> bool {
+        self.requests.iter().any(|r| r.usage_source == UsageSource::Estimated)
+    }
+
     /// Adds the turn's checks: a failed one makes a finished turn `failed`.
     pub(crate) fn with_checks(mut self, checks: Vec<CheckRecord>) -> Self {
         if self.status == Status::Passed && !checks.iter().all(|c| c.passed) {

@@ -16,22 +16,24 @@ use crate::settings::{Flags, Settings, UsageError};
 
 pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
     let prompt = read_prompt(args.prompt.as_deref())?;
+    let tools = super::offered_tools(args.offer.tools.as_deref())?;
     let settings = Settings::load(Flags { config, timeout_secs: args.timeout, ..Flags::default() })?;
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
     let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let mut session = Session::new(target, models.http().clone(), settings.weather.clone(), random_seed());
+    let mut session = Session::new(target, tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
     let print = |text: &str| {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     };
-    let turn = session.turn(&prompt, (!args.json).then_some(&print as TextSink<'_>)).await;
+    let stream = !args.json && !args.offer.no_stream;
+    let turn = session.turn(&prompt, stream.then_some(&print as TextSink<'_>)).await;
     if args.json {
         let record = session.record(turn.error.as_deref());
         super::print(&format!("{}\n", serde_json::to_string_pretty(&record)?))?;
-    } else if turn.reply.is_some() {
-        super::print("\n")?;
+    } else if let Some(reply) = &turn.reply {
+        super::print(&if stream { "\n".to_owned() } else { format!("{reply}\n") })?;
     }
     if let Some(err) = &turn.error {
         eprintln!("error: {err}");
@@ -41,7 +43,11 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
         let target = &session.target;
         let cost = if target.price.is_some() { format!("${:.6}", turn.cost.total_usd) } else { "unpriced".to_owned() };
         let usage = &turn.usage;
-        eprintln!("{}: {} input + {} output = {} tokens, {cost}", target.spec, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens);
+        let (mark, note) = if turn.estimated() { ("~", ", estimated: the server reported no usage") } else { ("", "") };
+        eprintln!(
+            "{}: {mark}{} input + {mark}{} output = {mark}{} tokens{note}, {cost}",
+            target.spec, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+        );
     }
     Ok(EXIT_PASSED)
 }

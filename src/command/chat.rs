@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::files::write_atomically;
 use crate::chat::Session;
+use crate::cli::OfferArgs;
 use crate::message::Message;
 use crate::progress::DownloadBar;
-use crate::provider::{Models, openai::http_client};
+use crate::provider::{Models, TextSink, openai::http_client};
 use crate::record::RunRecord;
 use crate::rng::random_seed;
 use crate::settings::{Flags, Settings, UsageError};
@@ -75,18 +76,19 @@ impl Input {
 }
 
 /// `runner chat`: the model named (else the default), then the loop.
-pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path, timeout_secs: Option<f64>) -> anyhow::Result<u8> {
+pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path, timeout_secs: Option<f64>, offer: &OfferArgs) -> anyhow::Result<u8> {
+    let tools = super::offered_tools(offer.tools.as_deref())?;
     let settings = Settings::load(Flags { config, timeout_secs, ..Flags::default() })?;
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let session = Session::new(target, models.http().clone(), settings.weather.clone(), random_seed());
-    Ok(converse(session, &mut models, log_dir).await)
+    let session = Session::new(target, tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
+    Ok(converse(session, &mut models, log_dir, !offer.no_stream).await)
 }
 
 /// Runs the interactive loop until quit, exit or end of input; prints the summary and saves
 /// the conversation log under `log_dir`. Returns the exit code.
-async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path) -> u8 {
+async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path, stream: bool) -> u8 {
     let mut input = Input::new();
     let mut last_error: Option<String> = None;
     if std::io::stdin().is_terminal() {
@@ -146,9 +148,12 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path)
                     let _ = std::io::stdout().flush();
                 };
                 let turn = tokio::select! {
-                    turn = session.turn(user, Some(&print)) => Some(turn),
+                    turn = session.turn(user, stream.then_some(&print as TextSink<'_>)) => Some(turn),
                     _ = tokio::signal::ctrl_c() => None,
                 };
+                if let Some(reply) = turn.as_ref().and_then(|t| t.reply.as_deref()).filter(|_| !stream) {
+                    print!("{reply}");
+                }
                 println!();
                 match turn {
                     None => {

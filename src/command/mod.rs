@@ -39,7 +39,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
         Command::Check { paths } => check::check(config, &paths),
-        Command::Chat { model, logs_dir, timeout } => chat::chat(config, model, &logs_dir, timeout).await,
+        Command::Chat { model, logs_dir, timeout, offer } => chat::chat(config, model, &logs_dir, timeout, &offer).await,
         Command::Ask(args) => ask::ask(config, args).await,
         Command::Report(args) => report::report(config, &args),
         Command::Schema => schema::schema(),
@@ -54,6 +54,21 @@ fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> 
     let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);
     let validator = Validator { tools: &registry, check_model: &check_model };
     Ok(load_scenarios(paths, &validator)?)
+}
+
+/// The tools `--tools` names (`None`: every built-in), checked against the registry.
+fn offered_tools(flag: Option<&str>) -> Result<Option<Vec<String>>, crate::settings::UsageError> {
+    let Some(flag) = flag.map(str::trim) else { return Ok(None) };
+    if flag == "none" {
+        return Ok(Some(Vec::new()));
+    }
+    let registry = ToolRegistry::builtin();
+    let names: Vec<String> = flag.split(',').map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+    if let Some(unknown) = names.iter().find(|n| !registry.names().any(|k| k == n.as_str())) {
+        let known: Vec<&str> = registry.names().collect();
+        return Err(crate::settings::UsageError(format!("--tools: unknown tool `{unknown}`; known tools: {} (or none)", known.join(", "))));
+    }
+    Ok(Some(names))
 }
 
 /// Writes `text` to standard output. A closed pipe comes back as an error, which the top

@@ -154,6 +154,9 @@ pub enum ProviderError {
     /// The body stopped arriving: nothing for the length of the timeout.
     #[error("the response stalled: nothing arrived for {0:?}")]
     Stalled(Duration),
+    /// A streamed request got a success status and not a single event.
+    #[error("the server answered with an empty stream")]
+    EmptyStream,
     /// The server reported an error inside a streamed reply.
     #[error("the server reported an error in the stream: {0}")]
     Streamed(String),

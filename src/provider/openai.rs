@@ -227,6 +227,10 @@ impl OpenAiProvider {
             *delivered = true;
             on_text(&rest);
         }
+        if !stream.done && stream.events == 0 {
+            // 200 and nothing at all: what servers that cannot stream a tool choice send.
+            return Err((ProviderError::EmptyStream, false));
+        }
         if !stream.done {
             let error = ProviderError::InvalidResponse {
                 reason: "the stream ended before [DONE]".to_owned(),
@@ -243,6 +247,7 @@ impl OpenAiProvider {
 
     /// One event of the stream.
     fn event(&self, data: &str, stream: &mut StreamState, show: &mut impl FnMut(&str)) -> Result<(), (ProviderError, bool)> {
+        stream.events += 1;
         if data == "[DONE]" {
             stream.done = true;
             return Ok(());
@@ -301,6 +306,35 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
         Box::pin(async move {
+            let mut exchange = self.attempts(request).await;
+            // Some servers cannot stream a reply that may call tools: they answer 200 with an
+            // empty stream. The same request, not streamed, is the fallback; its text is shown
+            // whole.
+            if let (Some(on_text), false, Err(ProviderError::EmptyStream)) = (request.on_text, request.tools.is_empty(), &exchange.result) {
+                let plain = self.attempts(CompletionRequest { on_text: None, ..request }).await;
+                let first = exchange.attempts.len() as u32;
+                exchange.attempts.extend(plain.attempts.into_iter().map(|a| Attempt { attempt: a.attempt + first, ..a }));
+                if let Ok(completion) = &plain.result
+                    && let Some(text) = completion.content.as_deref().filter(|t| !t.is_empty())
+                {
+                    on_text(text);
+                }
+                exchange.result = plain.result;
+            }
+            exchange
+        })
+    }
+
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+}
+
+impl OpenAiProvider {
+    /// Sends `request`, and again while the retry policy says another attempt could fare
+    /// better.
+    async fn attempts(&self, request: CompletionRequest<'_>) -> Exchange {
+        {
             let mut attempts = Vec::new();
             loop {
                 let permit = self.limiter.acquire().await;
@@ -330,11 +364,7 @@ impl Provider for OpenAiProvider {
                     None => return Exchange { result: sent.result, attempts },
                 }
             }
-        })
-    }
-
-    fn base_url(&self) -> Option<&str> {
-        Some(&self.base_url)
+        }
     }
 }
 
@@ -346,6 +376,8 @@ struct StreamState {
     calls: Vec<ToolCall>,
     /// The server's `index` of each call in `calls` that came with one, in order.
     indexes: Vec<usize>,
+    /// Events read, `[DONE]` included.
+    events: usize,
     done: bool,
 }
 

@@ -126,6 +126,11 @@ fn route(request: &Request) -> Reply {
             ]}, "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
         })),
+        // A server that cannot stream a reply that may call tools: 200 and an empty body.
+        "no-streamed-tools" if streaming && request.json()["tools"].is_array() => Reply::bytes(200, Vec::new()),
+        "no-streamed-tools" => text("answered without streaming", 5, 5),
+        // No usage anywhere.
+        "no-usage" => stream(&[delta(json!({"content": "twelve bytes"})), finish("stop")], "\n"),
         other => text(&format!("You said: {other}"), 5, 5),
     }
 }
@@ -300,4 +305,46 @@ fn a_saved_chat_passes_check_whatever_the_model_called() {
     let saved = std::fs::read_to_string(run.path().join("saved.yaml")).unwrap();
     assert!(saved.contains("reverse_text"), "{saved}");
     assert!(!saved.contains("teleport"), "{saved}");
+}
+
+#[test]
+fn ask_falls_back_to_a_plain_request_when_streamed_tools_are_refused() {
+    let run = ask("fault:no-streamed-tools");
+    run.success();
+    assert_eq!(run.stdout, "answered without streaming\n");
+    let bodies = run.server().chat_bodies();
+    assert_eq!(bodies.len(), 2, "a streamed request, then the same one plain");
+    assert_eq!((bodies[0]["stream"].clone(), bodies[1]["stream"].clone()), (json!(true), Value::Null));
+}
+
+#[test]
+fn ask_and_chat_take_no_stream_and_tools() {
+    let run = Test::new().server(hostile).args(["ask", "-m", "openai:gpt-4o-mini", "--no-stream", "--tools", "reverse_text,add_numbers", "hi"]).run();
+    run.success();
+    assert_eq!(run.stdout, "You said: hi\n");
+    let body = &run.server().chat_bodies()[0];
+    assert_eq!(body["stream"], Value::Null);
+    let offered: Vec<&str> = body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(offered, ["reverse_text", "add_numbers"]);
+
+    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini", "--tools", "none"]).stdin("hi\nquit\n").run();
+    run.success();
+    assert_eq!(run.server().chat_bodies()[0]["tools"], Value::Null, "no tools offered");
+
+    let run = Test::new().server(hostile).args(["ask", "-m", "openai:gpt-4o-mini", "--tools", "teleport", "hi"]).run();
+    run.code(2);
+    assert!(run.stderr.contains("unknown tool `teleport`"), "{}", run.stderr);
+}
+
+#[test]
+fn estimated_tokens_are_marked_as_estimates() {
+    let run = ask("fault:no-usage");
+    run.success();
+    assert!(run.stderr.contains("~") && run.stderr.contains("estimated"), "{}", run.stderr);
+    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:no-usage\nquit\n").run();
+    run.success();
+    assert!(run.stdout.contains("input tokens: ~") && run.stdout.contains("(estimated"), "{}", run.stdout);
+    // Measured figures carry no mark.
+    let run = ask("hello");
+    assert!(!run.stderr.contains('~'), "{}", run.stderr);
 }
