@@ -75,13 +75,25 @@ pub(crate) struct MatrixOptions<'a> {
 }
 
 /// The batch to run: every run in a fixed order (files, scenarios within them, models,
-/// repetitions), so every shard of a CI matrix computes the same one.
+/// repetitions), so every shard of a CI matrix computes the same one. The runs themselves
+/// are made as they are needed, never stored: 10,000 scenarios x `--repeat 1000` is ten
+/// thousand cells, not ten million runs.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub runs: Vec<Planned>,
-    /// The models of `runs` without a price, each once, in order.
-    pub unpriced: Vec<String>,
+    /// Every scenario on every model it runs on, in matrix order.
+    pub cells: Vec<Cell>,
+    /// Repetitions of every cell.
+    pub repeat: u32,
     pub shard: Option<Shard>,
+    /// The models of this shard's runs without a price, each once, in order.
+    pub unpriced: Vec<String>,
+}
+
+/// One scenario on one model; its runs are its repetitions.
+#[derive(Debug, Clone)]
+pub(crate) struct Cell {
+    pub scenario: Arc<Scenario>,
+    pub spec: ModelSpec,
 }
 
 impl Plan {
@@ -93,23 +105,54 @@ impl Plan {
                 return Err(UsageError(format!("no scenario name contains `{filter}`")));
             }
         }
-        let mut runs = Vec::new();
+        let mut cells = Vec::new();
         for scenario in scenarios.into_iter().map(Arc::new) {
             let own = [scenario.model.clone().unwrap_or_else(|| settings.default_model.clone())];
             let models = if options.models.is_empty() { &own[..] } else { options.models };
             for text in models {
-                let spec = settings.parse_model(text)?;
-                for repetition in 1..=options.repeat {
-                    runs.push(Planned { scenario: scenario.clone(), spec: spec.clone(), repetition });
-                }
+                cells.push(Cell { scenario: scenario.clone(), spec: settings.parse_model(text)? });
             }
         }
-        if let Some(shard) = options.shard {
-            runs = runs.into_iter().enumerate().filter(|(position, _)| shard.contains(*position)).map(|(_, run)| run).collect();
+        check_log_names(&cells)?;
+        let mut plan = Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new() };
+        let mut seen = BTreeSet::new();
+        for (i, cell) in plan.cells.iter().enumerate() {
+            let model = cell.spec.to_string();
+            if plan.runs_of(i) > 0 && settings.prices.get(&cell.spec.provider, &cell.spec.name).is_none() && seen.insert(model.clone()) {
+                plan.unpriced.push(model);
+            }
         }
-        check_log_names(&runs)?;
-        let unpriced = unpriced_models(&runs, &settings.prices);
-        Ok(Self { runs, unpriced, shard: options.shard })
+        Ok(plan)
+    }
+
+    /// This shard's runs in matrix order, as (cell index, repetition from 1).
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let repeat = self.repeat;
+        (0..self.cells.len())
+            .flat_map(move |cell| (1..=repeat).map(move |repetition| (cell, repetition)))
+            .enumerate()
+            .filter(|(position, _)| self.shard.is_none_or(|shard| shard.contains(*position)))
+            .map(|(_, run)| run)
+    }
+
+    /// How many of cell `cell`'s runs belong to this shard.
+    pub(crate) fn runs_of(&self, cell: usize) -> u64 {
+        let repeat = u64::from(self.repeat);
+        let start = cell as u64 * repeat;
+        match self.shard {
+            None => repeat,
+            Some(shard) => {
+                // Positions p < x with p % count == index - 1.
+                let (count, rest) = (shard.count as u64, shard.index as u64 - 1);
+                let below = |x: u64| if x > rest { (x - rest - 1) / count + 1 } else { 0 };
+                below(start + repeat) - below(start)
+            }
+        }
+    }
+
+    /// How many runs this shard has.
+    pub(crate) fn len(&self) -> u64 {
+        (0..self.cells.len()).map(|cell| self.runs_of(cell)).sum()
     }
 
     /// Refuses a batch with unpriced models when prices are required or a budget must be
@@ -122,17 +165,13 @@ impl Plan {
         Err(UsageError(format!("no known price for {} ({why}); add prices with --prices FILE or runner.yaml", self.unpriced.join(", "))))
     }
 
-    /// The dry run's report: the matrix and its cost bound.
-    pub(crate) fn render_dry_run(&self, prices: &PriceTable) -> String {
-        render_dry_run(&self.runs, prices, &self.unpriced, self.shard)
-    }
 }
 
 /// Two models whose names make the same log file name (`a:b` and `a_b`) would overwrite each
 /// other's logs: refused.
-fn check_log_names(runs: &[Planned]) -> Result<(), UsageError> {
+fn check_log_names(cells: &[Cell]) -> Result<(), UsageError> {
     let mut seen: Vec<(String, &ModelSpec)> = Vec::new();
-    for run in runs {
+    for run in cells {
         let key = crate::files::safe_file_name(&run.spec.to_string());
         match seen.iter().find(|(k, _)| *k == key) {
             Some((_, other)) if *other != &run.spec => {
@@ -143,26 +182,6 @@ fn check_log_names(runs: &[Planned]) -> Result<(), UsageError> {
         }
     }
     Ok(())
-}
-
-/// One run of the matrix, before its model is resolved.
-#[derive(Debug, Clone)]
-pub(crate) struct Planned {
-    pub scenario: Arc<Scenario>,
-    pub spec: ModelSpec,
-    /// 1-based.
-    pub repetition: u32,
-}
-
-/// The models of `matrix` that have no price, each once, in order.
-fn unpriced_models(matrix: &[Planned], prices: &PriceTable) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    matrix
-        .iter()
-        .filter(|run| prices.get(&run.spec.provider, &run.spec.name).is_none())
-        .map(|run| run.spec.to_string())
-        .filter(|model| seen.insert(model.clone()))
-        .collect()
 }
 
 /// The tokenizer used to count a model's input: OpenAI's mapping of model names, o200k_base
@@ -224,74 +243,78 @@ pub(crate) fn bound(scenario: &Scenario, registry: &ToolRegistry, counter: &Coun
     Bound { requests, input_tokens: input, output_tokens: max_out.map(|max| max * requests) }
 }
 
-/// The dry run's report: the matrix (a row per scenario and model) and the cost bound;
-/// `unpriced` are the matrix's models without a price ([`unpriced_models`]).
-fn render_dry_run(matrix: &[Planned], prices: &PriceTable, unpriced: &[String], shard: Option<Shard>) -> String {
-    let registry = ToolRegistry::builtin();
-    let mut rows = vec![["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="].map(String::from).to_vec()];
-    let mut groups: Vec<(&Planned, u64)> = Vec::new();
-    for run in matrix {
-        match groups.last_mut() {
-            Some((first, count)) if Arc::ptr_eq(&first.scenario, &run.scenario) && first.spec == run.spec => *count += 1,
-            _ => groups.push((run, 1)),
-        }
-    }
-    let mut total_usd = 0.0;
-    let mut unbounded = false;
-    let mut counters: Vec<(String, &'static str, bool)> = Vec::new();
-    for (run, runs) in &groups {
-        let counter = Counter::for_model(&run.spec);
-        let model = run.spec.to_string();
-        if !counters.iter().any(|(m, ..)| *m == model) {
-            counters.push((model.clone(), counter.name, counter.exact));
-        }
-        let one = bound(&run.scenario, &registry, &counter);
-        let price = prices.get(&run.spec.provider, &run.spec.name);
-        let free = price.is_some_and(|entry| entry.price.input == 0.0 && entry.price.output == 0.0);
-        let cost = match (price, one.output_tokens) {
-            (None, _) => "unpriced".to_owned(),
-            (Some(_), None) if free => format!("{:.6}", 0.0),
-            (Some(_), None) => {
-                unbounded = true;
-                "no bound".to_owned()
+impl Plan {
+    /// The dry run's report: the matrix (a row per scenario and model) and the cost bound.
+    pub(crate) fn render_dry_run(&self, prices: &PriceTable) -> String {
+        let registry = ToolRegistry::builtin();
+        let mut rows = vec![["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="].map(String::from).to_vec()];
+        let mut total_usd = 0.0;
+        let (mut bounded, mut unbounded) = (false, false);
+        let mut counters: Vec<(String, &'static str, bool)> = Vec::new();
+        let mut scenarios = BTreeSet::new();
+        for (i, cell) in self.cells.iter().enumerate() {
+            let runs = self.runs_of(i);
+            if runs == 0 {
+                continue;
             }
-            (Some(entry), Some(output)) => {
-                let usage = crate::usage::Usage::new(one.input_tokens * runs, output * runs);
-                let usd = entry.price.cost(&usage).total_usd;
-                total_usd += usd;
-                format!("{usd:.6}")
+            scenarios.insert(cell.scenario.name.as_str());
+            let counter = Counter::for_model(&cell.spec);
+            let model = cell.spec.to_string();
+            if !counters.iter().any(|(m, ..)| *m == model) {
+                counters.push((model.clone(), counter.name, counter.exact));
             }
-        };
-        rows.push(vec![
-            run.scenario.name.clone(),
-            model,
-            runs.to_string(),
-            (one.requests * runs).to_string(),
-            // Without max_tokens the model's own replies, read again by later requests, have
-            // no bound either.
-            one.output_tokens.map_or_else(|| "no bound".to_owned(), |_| (one.input_tokens * runs).to_string()),
-            one.output_tokens.map_or_else(|| "no max_tokens".to_owned(), |t| (t * runs).to_string()),
-            cost,
-        ]);
+            let one = bound(&cell.scenario, &registry, &counter);
+            let price = prices.get(&cell.spec.provider, &cell.spec.name);
+            let free = price.is_some_and(|entry| entry.price.input == 0.0 && entry.price.output == 0.0);
+            let cost = match (price, one.output_tokens) {
+                (None, _) => "unpriced".to_owned(),
+                (Some(_), None) if free => format!("{:.6}", 0.0),
+                (Some(_), None) => {
+                    unbounded = true;
+                    "no bound".to_owned()
+                }
+                (Some(entry), Some(output)) => {
+                    let usage = crate::usage::Usage::new(one.input_tokens * runs, output * runs);
+                    let usd = entry.price.cost(&usage).total_usd;
+                    total_usd += usd;
+                    bounded = true;
+                    format!("{usd:.6}")
+                }
+            };
+            rows.push(vec![
+                cell.scenario.name.escape_debug().to_string(),
+                model,
+                runs.to_string(),
+                (one.requests * runs).to_string(),
+                // Without max_tokens the model's own replies, read again by later requests,
+                // have no bound either.
+                one.output_tokens.map_or_else(|| "no bound".to_owned(), |_| (one.input_tokens * runs).to_string()),
+                one.output_tokens.map_or_else(|| "no max_tokens".to_owned(), |t| (t * runs).to_string()),
+                cost,
+            ]);
+        }
+        let shard = self.shard.map_or_else(String::new, |s| format!(", shard {}/{}", s.index, s.count));
+        let mut out = format!("dry run: {} run(s) of {} scenario(s) on {} model(s){shard}; no model is called\n\n", self.len(), scenarios.len(), counters.len());
+        out.push_str(&crate::report::render_table(&rows, &[0, 1]));
+        out.push('\n');
+        for (model, tokenizer, exact) in &counters {
+            let how = if *exact { "" } else { " (an approximation: not this model's own tokenizer)" };
+            out.push_str(&format!("tokens of {model}: counted with {tokenizer}{how}\n"));
+        }
+        if unbounded && !bounded {
+            out.push_str("cost upper bound: none (no scenario sets max_tokens; set it to bound the output)");
+        } else {
+            out.push_str(&format!("cost upper bound: ${total_usd:.6}"));
+            if unbounded {
+                out.push_str(" for the scenarios that set max_tokens; the others have no bound (set max_tokens to bound them)");
+            }
+        }
+        out.push('\n');
+        if !self.unpriced.is_empty() {
+            out.push_str(&format!("unpriced: {} (counted as $0)\n", self.unpriced.join(", ")));
+        }
+        out
     }
-    let scenarios: BTreeSet<&str> = matrix.iter().map(|r| r.scenario.name.as_str()).collect();
-    let shard = shard.map_or_else(String::new, |s| format!(", shard {}/{}", s.index, s.count));
-    let mut out = format!("dry run: {} run(s) of {} scenario(s) on {} model(s){shard}; no model is called\n\n", matrix.len(), scenarios.len(), counters.len());
-    out.push_str(&crate::report::render_table(&rows, &[0, 1]));
-    out.push('\n');
-    for (model, tokenizer, exact) in &counters {
-        let how = if *exact { "" } else { " (an approximation: not this model's own tokenizer)" };
-        out.push_str(&format!("tokens of {model}: counted with {tokenizer}{how}\n"));
-    }
-    out.push_str(&format!("cost upper bound: ${total_usd:.6}"));
-    if unbounded {
-        out.push_str(" for the scenarios that set max_tokens; the others have no bound (set max_tokens to bound them)");
-    }
-    out.push('\n');
-    if !unpriced.is_empty() {
-        out.push_str(&format!("unpriced: {} (counted as $0)\n", unpriced.join(", ")));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -331,6 +354,27 @@ mod tests {
         let b = bound(&s, &ToolRegistry::builtin(), &counter);
         assert_eq!(b.output_tokens, None);
         assert_eq!(b.requests, u64::from(s.max_tool_rounds) + 1);
+    }
+
+    #[test]
+    fn shards_split_the_lazy_matrix_exactly() {
+        let cells: Vec<Cell> = (0..7)
+            .map(|i| Cell { scenario: Arc::new(scenario(&format!("name: s{i}\nturns:\n  - user: hi\n"))), spec: ModelSpec { provider: "openai".into(), name: "m".into() } })
+            .collect();
+        let whole = Plan { cells: cells.clone(), repeat: 5, shard: None, unpriced: Vec::new() };
+        assert_eq!(whole.len(), 35);
+        let mut seen = Vec::new();
+        for index in 1..=4 {
+            let plan = Plan { cells: cells.clone(), repeat: 5, shard: Some(Shard { index, count: 4 }), unpriced: Vec::new() };
+            let runs: Vec<(usize, u32)> = plan.runs().collect();
+            assert_eq!(runs.len() as u64, plan.len(), "shard {index}");
+            for cell in 0..cells.len() {
+                assert_eq!(plan.runs_of(cell), runs.iter().filter(|(c, _)| *c == cell).count() as u64, "shard {index}, cell {cell}");
+            }
+            seen.extend(runs);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, whole.runs().collect::<Vec<_>>(), "the shards cover every run once");
     }
 
     #[test]

@@ -133,7 +133,8 @@ pub(crate) struct Totals {
 /// `reporter` as it finishes. Once `limits` say stop, or a reporter fails to write, no
 /// further job starts: those in flight finish and the rest are reported as not started.
 pub(crate) async fn run_all(
-    jobs: Vec<Job>,
+    jobs: impl Iterator<Item = Job>,
+    total: usize,
     concurrency: usize,
     limits: Limits,
     control: Arc<Control>,
@@ -145,7 +146,7 @@ pub(crate) async fn run_all(
         NotStarted(Job),
         Aborted(Job),
     }
-    reporter.plan(jobs.len());
+    reporter.plan(total);
     let mut totals = Totals::default();
     let mut spent_usd = 0.0;
     let mut write_errors = Vec::new();

@@ -1,5 +1,6 @@
 //! `runner run`: load → plan → run → report → exit code.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use anyhow::Context;
 use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_PASSED};
 use crate::files::{is_file_or_absent, write_atomically};
 use crate::cli::RunArgs;
-use crate::plan::{MatrixOptions, Plan};
+use crate::plan::{Cell, MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
 use crate::provider::{Models, openai::http_client};
 use crate::record::{Reporter, RunOutcome, RunRecord};
@@ -41,15 +42,19 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     // Every model is resolved before any request, so a bad name or a missing key runs nothing.
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
-    let mut jobs = Vec::with_capacity(plan.runs.len());
-    for run in plan.runs {
-        let target = models.resolve(&run.spec.to_string()).await.map_err(UsageError)?;
-        jobs.push(Job { scenario: run.scenario, target, repetition: run.repetition });
+    let mut targets = Vec::with_capacity(plan.cells.len());
+    for cell in &plan.cells {
+        targets.push(models.resolve(&cell.spec.to_string()).await.map_err(UsageError)?);
     }
 
-    // Run: a new batch, or the rest of an interrupted one.
+    // Run: a new batch, or the rest of an interrupted one. Jobs are made as they start.
     let mut logs = open_logs(&args)?;
-    let finished = if args.resume.is_some() { take_finished(&logs, &mut jobs) } else { Vec::new() };
+    let (finished, done) = if args.resume.is_some() { read_finished(&logs, &plan) } else { Default::default() };
+    let total = usize::try_from(plan.len()).unwrap_or(usize::MAX) - done.len();
+    let jobs = plan
+        .runs()
+        .filter(|run| !done.contains(run))
+        .map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
     let report_path = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
     let mut reports = Reports::create(&report_path, &finished)?;
     let shared = Arc::new(Shared {
@@ -66,7 +71,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut progress = Progress::default();
     let totals = {
         let mut reporters = (&mut logs, (&mut progress, &mut reports));
-        runner::run_all(jobs, settings.concurrency, limits, control.clone(), shared, &mut reporters as &mut dyn Reporter).await
+        runner::run_all(jobs, total, settings.concurrency, limits, control.clone(), shared, &mut reporters as &mut dyn Reporter).await
     };
     listener.abort();
     progress.finish();
@@ -106,17 +111,19 @@ fn open_logs(args: &RunArgs) -> anyhow::Result<JsonLogs> {
     }
 }
 
-/// Resuming: runs with a whole log are done; they leave `jobs` and their records come back.
-fn take_finished(logs: &JsonLogs, jobs: &mut Vec<Job>) -> Vec<RunRecord> {
+/// Resuming: the runs of the plan with a whole log are done; their records, and which runs
+/// they are.
+fn read_finished(logs: &JsonLogs, plan: &Plan) -> (Vec<RunRecord>, HashSet<(usize, u32)>) {
     let mut finished = Vec::new();
-    jobs.retain(|job| match read_log(&logs.path(&job.scenario.name, &job.target.spec, job.repetition)) {
-        Some(record) => {
+    let mut done = HashSet::new();
+    for (cell, repetition) in plan.runs() {
+        let Cell { scenario, spec } = &plan.cells[cell];
+        if let Some(record) = read_log(&logs.path(&scenario.name, spec, repetition)) {
             finished.push(record);
-            false
+            done.insert((cell, repetition));
         }
-        None => true,
-    });
-    finished
+    }
+    (finished, done)
 }
 
 /// The reports built as runs end: the CSV rows, the summary and JUnit.

@@ -212,3 +212,18 @@ fn runner_report_skips_summary_files_a_glob_also_matches() {
     assert!(out.stderr.contains("skipped reports/shard-1.summary.csv"), "{}", out.stderr);
     assert!(out.stdout.contains("result: 1 of 1 runs passed"), "{}", out.stdout);
 }
+
+#[test]
+fn a_huge_matrix_is_never_built() {
+    // 10,000 scenarios x --repeat 1000: ten million runs, counted but never materialised.
+    let mut test = Test::new();
+    for file in 0..10 {
+        let body: Vec<String> = (0..1000).map(|i| format!("name: f{file}s{i}\nmax_tokens: 5\nturns:\n  - user: hi\n")).collect();
+        test = test.file(&format!("many/f{file}.yaml"), &body.join("---\n"));
+    }
+    let started = std::time::Instant::now();
+    let run = test.args(["run", "many", "-m", "openai:gpt-4o-mini", "--repeat", "1000", "--dry-run"]).run();
+    run.success();
+    assert!(run.stdout.starts_with("dry run: 10000000 run(s) of 10000 scenario(s) on 1 model(s)"), "{}", &run.stdout[..200.min(run.stdout.len())]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
