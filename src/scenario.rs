@@ -298,10 +298,28 @@ fn plain_message(err: &serde_saphyr::Error) -> String {
         // A YAML bomb or a runaway file: say which limit, and what the limits are.
         return format!(
             "expected a scenario file within runner's limits (64 levels of nesting, 250000 values, 10000 documents, \
-             1000 anchors and aliases, 100000 values expanded from aliases); {message}"
+             1000 anchors and aliases, 100000 values expanded from aliases); {}",
+            limit_sentence(&message)
         );
     }
     message
+}
+
+/// The parser's account of a breached limit (`budget breached: Documents { documents: 10001 }`)
+/// as a sentence: `this file goes past it: 10001 documents`.
+fn limit_sentence(message: &str) -> String {
+    let detail = message.strip_prefix("budget breached:").unwrap_or(message).trim();
+    // `Kind { field: number, ... }` -> `number field, ...`
+    let Some((_, fields)) = detail.split_once('{') else { return format!("this file goes past it: {detail}") };
+    let parts: Vec<String> = fields
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|field| {
+            let (name, value) = field.split_once(':')?;
+            Some(format!("{} {}", value.trim(), name.trim().replace('_', " ")))
+        })
+        .collect();
+    if parts.is_empty() { format!("this file goes past it: {detail}") } else { format!("this file goes past it: {}", parts.join(", ")) }
 }
 
 fn invalid(path: &str, location: Location, message: impl Into<String>) -> ScenarioError {

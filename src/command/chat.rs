@@ -79,6 +79,8 @@ impl Input {
 pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path, timeout_secs: Option<f64>, offer: &OfferArgs) -> anyhow::Result<u8> {
     let tools = super::offered_tools(offer.tools.as_deref())?;
     let settings = Settings::load(Flags { config, timeout_secs, ..Flags::default() })?;
+    // Said now, not after the conversation it could not save.
+    check_writable(log_dir)?;
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
@@ -113,7 +115,7 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
                 println!("(conversation reset)");
             }
             "/usage" => print!("{}", session.summary()),
-            _ if line.starts_with("/model") => {
+            _ if line == "/model" || line.starts_with("/model ") => {
                 let name = line["/model".len()..].trim();
                 if name.is_empty() {
                     println!("model: {}", session.target.spec);
@@ -127,7 +129,7 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
                     Err(err) => eprintln!("error: {err}"),
                 }
             }
-            _ if line.starts_with("/save") => {
+            _ if line == "/save" || line.starts_with("/save ") => {
                 let file = line["/save".len()..].trim();
                 if file.is_empty() {
                     eprintln!("error: /save needs a file name");
@@ -196,4 +198,13 @@ async fn save_on_termination(saved: Arc<Mutex<RunRecord>>, path: PathBuf) {
         Err(err) => eprintln!("\nerror: cannot save the conversation to {}: {err}", path.display()),
     }
     std::process::exit(i32::from(code));
+}
+
+/// Whether conversations can be saved under `dir` (created if needed).
+fn check_writable(dir: &Path) -> Result<(), UsageError> {
+    let probe = crate::files::temp_path(&dir.join(".write-check"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|err| UsageError(format!("cannot save conversations under {}: {err} (--logs-dir)", dir.display())))
 }

@@ -100,6 +100,13 @@ impl<'a> Models<'a> {
         let provider = self.provider(&spec).await?;
         tracing::debug!(model = %spec, base_url = ?provider.base_url(), "model resolved");
         let price = self.prices.get(&spec.provider, &spec.name).cloned();
+        if price.is_none()
+            && spec.provider == "openai"
+            && let Some(near) = self.prices.iter().map(|(key, _)| key).filter(|key| key.starts_with("openai:")).find(|key| edit_distance(&key[7..], &spec.name) <= 2)
+        {
+            // Unknown names are kept (new models appear), but a near miss is worth a word.
+            tracing::warn!("unknown model `{spec}`: did you mean `{near}`? (going on with `{spec}`)");
+        }
         let target = Arc::new(Target { spec: spec.clone(), provider, price });
         self.resolved.insert(spec, target.clone());
         Ok(target)
@@ -115,7 +122,7 @@ impl<'a> Models<'a> {
                          or OPENAI_BASE_URL for a server that needs none"
                     ));
                 }
-                Ok(Arc::new(self.remote(&openai.clone())))
+                Ok(Arc::new(self.remote(&openai.clone())?))
             }
             "local" => self.local(spec).await,
             name => {
@@ -123,15 +130,19 @@ impl<'a> Models<'a> {
                 if let (Some(var), None) = (&endpoint.key_var, &endpoint.key) {
                     return Err(format!("{spec} needs an API key: set {var} (in the environment or a .env file)"));
                 }
-                Ok(Arc::new(self.remote(&endpoint)))
+                Ok(Arc::new(self.remote(&endpoint)?))
             }
         }
     }
 
     /// A Chat Completions client with the retry policy and the endpoint's shared bound.
-    fn remote(&mut self, endpoint: &Endpoint) -> OpenAiProvider {
+    fn remote(&mut self, endpoint: &Endpoint) -> Result<OpenAiProvider, String> {
+        let url = endpoint.base_url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
+            return Err(format!("base URL `{url}` is not an http:// or https:// URL (OPENAI_BASE_URL, or base_url in runner.yaml)"));
+        }
         let limiter = self.limiters.entry(endpoint.base_url.trim_end_matches('/').to_owned()).or_default().clone();
-        OpenAiProvider::new(self.http.clone(), &endpoint.base_url, endpoint.key.clone(), self.config.timeout).with_retry(self.config.retry, limiter)
+        Ok(OpenAiProvider::new(self.http.clone(), url, endpoint.key.clone(), self.config.timeout).with_retry(self.config.retry, limiter))
     }
 
     #[cfg(feature = "local")]
@@ -154,5 +165,34 @@ impl<'a> Models<'a> {
             "{spec}: this runner was built without the `local` feature. Set OPENAI_API_KEY (or put it in .env) \
              to use openai:gpt-4o-mini, or name a model with --model / RUNNER_MODEL / runner.yaml"
         ))
+    }
+}
+
+/// Levenshtein distance between two short names, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("gpt4o-mini", "gpt-4o-mini"), 1);
+        assert_eq!(edit_distance("gpt-4o-mini", "gpt-4o-mini"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert!(edit_distance("llama3", "gpt-4o") > 2);
     }
 }

@@ -269,7 +269,7 @@ impl Summary {
             out.push('\n');
             let mut rows = vec![["scenario", "model", "passed", ""].map(String::from).to_vec()];
             for s in &self.scenarios {
-                rows.push(vec![s.scenario.clone(), s.model.to_string(), format!("{}/{}", s.passed, s.runs), if s.flaky() { "flaky".into() } else { String::new() }]);
+                rows.push(vec![s.scenario.escape_debug().to_string(), s.model.to_string().escape_debug().to_string(), format!("{}/{}", s.passed, s.runs), if s.flaky() { "flaky".into() } else { String::new() }]);
             }
             out.push_str(&super::render_table(&rows, &[0, 1, 3]));
         }

@@ -130,19 +130,17 @@ async fn fetch_json<T: for<'de> Deserialize<'de>>(
     query: &[(&str, String)],
 ) -> Result<T, ToolError> {
     let unavailable = |err: &dyn std::fmt::Display| ToolError::Failed(format!("weather service unavailable: {err}"));
-    let response = context
-        .http
-        .get(url)
-        .query(query)
-        .timeout(context.weather.timeout)
-        .send()
-        .await
-        .map_err(|err| unavailable(&err))?;
+    let timeout = context.weather.timeout;
+    // A time-out says so (reqwest reports one met while reading the body as a decoding error).
+    let failed = |err: reqwest::Error| {
+        if err.is_timeout() { unavailable(&format!("no answer from {url} within {timeout:?}")) } else { unavailable(&crate::provider::error_chain(&err)) }
+    };
+    let response = context.http.get(url).query(query).timeout(timeout).send().await.map_err(failed)?;
     let status = response.status();
     if !status.is_success() {
         return Err(unavailable(&format!("HTTP {status} from {url}")));
     }
-    let bytes = response.bytes().await.map_err(|err| unavailable(&err))?;
+    let bytes = response.bytes().await.map_err(failed)?;
     serde_json::from_slice(&bytes).map_err(|err| unavailable(&format!("unexpected response from {url}: {err}")))
 }
 

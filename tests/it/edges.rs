@@ -227,3 +227,28 @@ fn a_huge_matrix_is_never_built() {
     assert!(run.stdout.starts_with("dry run: 10000000 run(s) of 10000 scenario(s) on 1 model(s)"), "{}", &run.stdout[..200.min(run.stdout.len())]);
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn rough_edges_say_what_is_wrong() {
+    // A near miss of a known model: a warning, and the run still goes to the server.
+    let run = Test::new().server(assistant).file("s.yaml", "turns:\n  - user: hello\n").args(["run", "s.yaml", "-m", "openai:gpt4o-mini"]).run();
+    run.success();
+    assert!(run.stderr.contains("did you mean `openai:gpt-4o-mini`?"), "{}", run.stderr);
+    // A base URL without a scheme: said before anything is sent.
+    let run = Test::new().env("OPENAI_BASE_URL", " localhost:8080/v1").file("s.yaml", "turns:\n  - user: hello\n").args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    run.code(2);
+    assert!(run.stderr.contains("is not an http:// or https:// URL"), "{}", run.stderr);
+    // A limit breached: a sentence, not a debug dump.
+    let docs: Vec<&str> = (0..10_001).map(|_| "turns:\n  - user: hi\n").collect();
+    let run = Test::new().file("docs.yaml", &docs.join("---\n")).args(["check", "docs.yaml"]).run();
+    run.code(2);
+    assert!(run.stderr.contains("this file goes past it: 10001 documents"), "{}", run.stderr);
+    assert!(!run.stderr.contains('{'), "{}", run.stderr);
+    // /modelx is not /model x; an unwritable --logs-dir is said at once.
+    let run = Test::new().server(assistant).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("/modelx\nquit\n").run();
+    run.success();
+    assert!(run.stderr.contains("unknown command /modelx"), "{}", run.stderr);
+    let run = Test::new().file("blocked", "a file where a directory should be").args(["chat", "-m", "openai:gpt-4o-mini", "--logs-dir", "blocked/conversations"]).stdin("hello\nquit\n").run();
+    run.code(2);
+    assert!(run.stderr.contains("cannot save conversations under blocked/conversations"), "{}", run.stderr);
+}

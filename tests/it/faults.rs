@@ -313,7 +313,7 @@ fn kill_9_at_any_moment_leaves_whole_logs_and_whole_rows() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         signal(&child, libc::SIGKILL);
         let _ = child.wait_with_output();
-        // Every log that exists parses (temporary files are named *.tmp).
+        // Every log that exists parses (temporary files are named NAME.json.PID-N.tmp).
         let mut logs = 0;
         if let Ok(dirs) = std::fs::read_dir(ws.path().join("logs/runs")) {
             for file in dirs.flatten().flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten()) {
@@ -324,7 +324,7 @@ fn kill_9_at_any_moment_leaves_whole_logs_and_whole_rows() {
                     assert_eq!(log["status"], "passed");
                     logs += 1;
                 } else {
-                    assert!(name.ends_with(".json.tmp"), "{name}");
+                    assert!(name.contains(".json.") && name.ends_with(".tmp"), "{name}");
                 }
             }
         }

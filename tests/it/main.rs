@@ -11,6 +11,7 @@ mod compare;
 mod edges;
 mod faults;
 mod hostile;
+mod readme;
 mod run;
 mod server;
 mod snapshot;
