@@ -39,24 +39,44 @@ impl Agent<'_> {
         let mut outcome = TurnRecord::new(index, user);
         messages.push(Message::User { content: user.to_owned() });
         let mut rounds = 0;
+        // What a streamed reply has shown, so a reply that fails half way still counts.
+        let shown = std::sync::Mutex::new(String::new());
+        let show = |text: &str| {
+            shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(text);
+            if let Some(on_text) = self.on_text {
+                on_text(text);
+            }
+        };
         loop {
+            shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
             let request = CompletionRequest {
                 model: self.model,
                 messages,
                 tools: self.tools,
                 sampling: self.sampling,
-                on_text: self.on_text,
+                on_text: self.on_text.map(|_| &show as crate::provider::TextSink<'_>),
             };
             let exchange = self.provider.complete(request).await;
             let completion = match exchange.result {
                 Ok(completion) => completion,
                 Err(err) => {
                     let error = err.to_string();
+                    // Text shown before the failure was generated, and paid for: estimated.
+                    let partial = std::mem::take(&mut *shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                    let (usage, source) = if partial.is_empty() {
+                        (Usage::default(), UsageSource::Provider)
+                    } else {
+                        let arrived = crate::provider::Completion { content: Some(partial), ..Default::default() };
+                        (estimate_usage(messages, &arrived), UsageSource::Estimated)
+                    };
+                    let cost = self.price.map(|p| p.cost(&usage)).unwrap_or_default();
+                    outcome.usage += usage;
+                    outcome.cost += cost;
                     outcome.requests.push(RequestRecord {
                         latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
                         error: Some(error.clone()),
                         attempts: exchange.attempts,
-                        ..request_record(Usage::default(), UsageSource::Provider, Cost::default())
+                        ..request_record(usage, source, cost)
                     });
                     outcome.error = Some(format!("model request failed: {error}"));
                     break;

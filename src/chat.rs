@@ -14,10 +14,10 @@ use crate::files::write_atomically;
 use crate::message::{Message, ToolSpec};
 use crate::pricing::Cost;
 use crate::provider::{Sampling, Target};
-use crate::record::{ModelInfo, RunCost, RunRecord, Status, TurnRecord};
+use crate::record::{ModelInfo, RequestRecord, RunCost, RunRecord, Status, TurnRecord};
 use crate::scenario::DEFAULT_MAX_TOOL_ROUNDS;
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
-use crate::usage::Usage;
+use crate::usage::{Usage, UsageSource, estimate_tokens};
 
 /// One conversation: its messages, what each turn did, and the running totals.
 pub(crate) struct Session {
@@ -71,7 +71,8 @@ impl Session {
             on_text,
         };
         let before = self.messages.len();
-        let record = agent.run_turn(&mut self.messages, self.turns.len() + 1, user).await;
+        let mut record = agent.run_turn(&mut self.messages, self.turns.len() + 1, user).await;
+        record.model = Some(self.target.spec.clone());
         if record.error.is_some() {
             // A turn that did not finish keeps its user message (the log's messages match its
             // turns) and drops the rest: half a tool round would make the next request invalid.
@@ -79,6 +80,37 @@ impl Session {
         }
         self.usage += record.usage;
         self.cost += record.cost;
+        self.turns.push(record.clone());
+        record
+    }
+
+    /// Records a turn stopped half way (Ctrl-C): its user message stays in the conversation,
+    /// and what was shown of the answer counts, estimated, as it was paid for.
+    pub(crate) fn stopped(&mut self, user: &str, shown: &str) -> TurnRecord {
+        if let Some(at) = self.messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user)) {
+            self.messages.truncate(at + 1);
+        }
+        let prompt = serde_json::to_string(&self.messages).map_or(0, |text| estimate_tokens(&text));
+        let usage = Usage::new(prompt, estimate_tokens(shown));
+        let cost = self.target.price.as_ref().map(|p| p.price.cost(&usage)).unwrap_or_default();
+        let mut record = TurnRecord::new(self.turns.len() + 1, user);
+        record.status = Status::Error;
+        record.error = Some("answer stopped (Ctrl-C)".to_owned());
+        record.reply = (!shown.is_empty()).then(|| shown.to_owned());
+        record.requests.push(RequestRecord {
+            usage,
+            usage_source: UsageSource::Estimated,
+            latency_ms: 0,
+            finish_reason: None,
+            cost,
+            error: record.error.clone(),
+            attempts: Vec::new(),
+        });
+        record.usage = usage;
+        record.cost = cost;
+        record.model = Some(self.target.spec.clone());
+        self.usage += usage;
+        self.cost += cost;
         self.turns.push(record.clone());
         record
     }
@@ -187,7 +219,9 @@ impl Session {
         if turns.is_empty() {
             return Err("nothing to save yet: no finished turn".to_owned());
         }
-        let scenario = SavedScenario { name: name.to_owned(), model: self.target.spec.to_string(), tool_results, turns };
+        // A scenario has one model: the one that played its first turn.
+        let model = self.turns.iter().filter(|t| t.error.is_none()).find_map(|t| t.model.as_ref()).unwrap_or(&self.target.spec);
+        let scenario = SavedScenario { name: name.to_owned(), model: model.to_string(), tool_results, turns };
         serde_saphyr::to_string(&scenario).map_err(|e| e.to_string())
     }
 }

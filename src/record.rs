@@ -164,6 +164,10 @@ pub(crate) struct TurnRecord {
     pub usage: Usage,
     pub cost: Cost,
     pub checks: Vec<CheckRecord>,
+    /// The model that played this turn, where a conversation can switch models (`/model` in
+    /// `runner chat`); a scenario run's turns all use the run's model and leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
 }
 
 impl TurnRecord {
@@ -181,6 +185,7 @@ impl TurnRecord {
             usage: Usage::default(),
             cost: Cost::default(),
             checks: Vec::new(),
+            model: None,
         }
     }
 

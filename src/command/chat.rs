@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use crate::files::write_atomically;
 use crate::chat::Session;
 use crate::cli::OfferArgs;
-use crate::message::Message;
 use crate::progress::DownloadBar;
 use crate::provider::{Models, TextSink, openai::http_client};
 use crate::record::RunRecord;
@@ -145,7 +144,9 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
             user => {
                 print!("Assistant: ");
                 let _ = std::io::stdout().flush();
+                let shown = Mutex::new(String::new());
                 let print = |text: &str| {
+                    shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(text);
                     print!("{text}");
                     let _ = std::io::stdout().flush();
                 };
@@ -159,10 +160,9 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
                 println!();
                 match turn {
                     None => {
-                        // The turn's future was dropped; take its half-written messages back.
-                        if let Some(at) = session.messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user)) {
-                            session.messages.truncate(at);
-                        }
+                        // The turn's future was dropped: what it showed still counts.
+                        let shown = shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                        session.stopped(user, &shown);
                         eprintln!("(answer stopped)");
                     }
                     Some(turn) => {

@@ -135,3 +135,21 @@ fn a_stream_without_done_is_an_error() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("the stream ended before [DONE]"), "{}", out.stderr);
 }
+
+#[test]
+fn each_chat_turn_records_the_model_that_played_it() {
+    let run = crate::Test::new()
+        .server(assistant)
+        .args(["chat", "-m", "openai:gpt-4o-mini"])
+        .stdin("hello\n/model openai:gpt-4.1-nano\nhello\n/save s.yaml\nquit\n")
+        .run();
+    run.success();
+    let log = &conversation_logs(&run.ws)[0];
+    assert_eq!(log["turns"][0]["model"], json!({"provider": "openai", "name": "gpt-4o-mini"}));
+    assert_eq!(log["turns"][1]["model"], json!({"provider": "openai", "name": "gpt-4.1-nano"}));
+    let bodies = run.server().chat_bodies();
+    assert_eq!((bodies[0]["model"].as_str(), bodies[1]["model"].as_str()), (Some("gpt-4o-mini"), Some("gpt-4.1-nano")));
+    // The saved scenario names the model of its first turn, not the last one switched to.
+    let saved = std::fs::read_to_string(run.path().join("s.yaml")).unwrap();
+    assert!(saved.contains("model: openai:gpt-4o-mini"), "{saved}");
+}

@@ -252,3 +252,34 @@ fn rough_edges_say_what_is_wrong() {
     run.code(2);
     assert!(run.stderr.contains("cannot save conversations under blocked/conversations"), "{}", run.stderr);
 }
+
+#[test]
+fn a_chat_answer_stopped_with_ctrl_c_still_counts() {
+    let server = MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_secs(3)));
+    let ws = Workspace::new();
+    let mut child = ws
+        .runner(&server.url())
+        .args(["chat", "-m", "openai:gpt-4o-mini"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"hello\n").unwrap();
+    wait_for(|| server.requests().len() == 1);
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut stdin, b"quit\n").unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("input tokens: ~"), "the stopped turn is in the totals: {stdout}");
+    let dir = ws.path().join("logs/conversations");
+    let file = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+    let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(log["turns"][0]["error"], "answer stopped (Ctrl-C)");
+    assert!(log["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(log["messages"][0]["content"], "hello", "the stopped turn's user message stays");
+}
