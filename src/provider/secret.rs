@@ -214,6 +214,40 @@ mod tests {
         assert_eq!(redactor.finish(), "");
     }
 
+    /// Property: a key anywhere in any text, the text cut anywhere, never shows; everything
+    /// else shows unchanged. 2,000 random texts.
+    #[test]
+    fn no_split_of_any_text_shows_the_key() {
+        let s = secret(KEY);
+        let mut state = 7u64;
+        let mut next = |bound: u64| {
+            state = crate::rng::mix64(state.wrapping_add(0x9E37_79B9_7F4A_7C15));
+            state % bound
+        };
+        let alphabet: Vec<char> = "sk-test-CANRY0123 aé漢".chars().collect();
+        for _ in 0..2000 {
+            let mut text = String::new();
+            for _ in 0..next(60) {
+                if next(15) == 0 {
+                    text.push_str(KEY);
+                } else {
+                    text.push(alphabet[next(alphabet.len() as u64) as usize]);
+                }
+            }
+            let chars: Vec<char> = text.chars().collect();
+            let mut redactor = StreamRedactor::new(Some(&s));
+            let mut shown = String::new();
+            let mut from = 0;
+            while from < chars.len() {
+                let to = (from + 1 + next(12) as usize).min(chars.len());
+                shown.push_str(&redactor.push(&chars[from..to].iter().collect::<String>()));
+                from = to;
+            }
+            shown.push_str(&redactor.finish());
+            assert_eq!(shown, text.replace(KEY, MARK), "{text:?}");
+        }
+    }
+
     #[test]
     fn unescape_decodes_json_escapes() {
         assert_eq!(unescape(r#"a\u0062c \/ \" \\ \ud83d\ude00 \uzz"#), "abc / \" \\ \u{1F600} \\uzz");

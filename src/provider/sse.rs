@@ -102,6 +102,40 @@ mod tests {
         }
     }
 
+    /// Property: whatever the line endings and wherever the bytes are split, the events read
+    /// are the events written. 2,000 random streams, each cut at random points.
+    #[test]
+    fn any_split_of_any_stream_reads_the_same_events() {
+        let mut state = 42u64;
+        let mut next = |bound: u64| {
+            state = crate::rng::mix64(state.wrapping_add(0x9E37_79B9_7F4A_7C15));
+            state % bound
+        };
+        for _ in 0..2000 {
+            let count = 1 + next(6);
+            let events: Vec<String> = (0..count).map(|i| format!("{{\"n\":{i},\"text\":\"{}\"}}", "x".repeat(next(20) as usize))).collect();
+            let end = ["\n", "\r\n", "\r"][next(3) as usize];
+            let mut text = String::new();
+            for event in &events {
+                if next(4) == 0 {
+                    text.push_str(&format!(": comment{end}"));
+                }
+                text.push_str(&format!("data: {event}{end}{end}"));
+            }
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = (0..next(8)).map(|_| next(bytes.len() as u64 + 1) as usize).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                pieces.push(&bytes[from..cut]);
+                from = cut;
+            }
+            pieces.push(&bytes[from..]);
+            assert_eq!(read(&pieces), events, "{text:?} cut into {} pieces", pieces.len());
+        }
+    }
+
     #[test]
     fn multi_line_data_is_joined() {
         assert_eq!(read(&[b"data: {\"a\":\ndata: 1}\n\n"]), ["{\"a\":\n1}"]);
