@@ -283,3 +283,32 @@ fn a_chat_answer_stopped_with_ctrl_c_still_counts() {
     assert!(log["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(log["messages"][0]["content"], "hello", "the stopped turn's user message stays");
 }
+
+#[test]
+fn the_timeout_bounds_waits_not_a_stream_that_keeps_coming() {
+    // A streamed answer in 8 pieces, one every 400 ms: 3.2 s in all, against --timeout 1.
+    let server = MockServer::start(|request| {
+        crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(400)).cut(crate::server::Cut::Drip(8))
+    });
+    let ws = Workspace::new();
+    let out = crate::exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"]).stdin(Stdio::null()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "Hello there!\n");
+    // A stall longer than the timeout is cut, and says so.
+    let stalled = MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(1500)).cut(crate::server::Cut::Drip(2)));
+    ws.write("runner.yaml", "max_retries: 0\n");
+    let out = crate::exec(ws.runner(&stalled.url()).args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"]).stdin(Stdio::null()));
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("stalled"), "{}", out.stderr);
+}
+
+#[test]
+fn ask_into_a_closed_pipe_ends_quietly() {
+    let server = MockServer::start(|request| crate::server::as_stream(request, assistant(request)));
+    let ws = Workspace::new();
+    let mut child = ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "hello"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+}

@@ -113,6 +113,8 @@ pub enum Cut {
     Drop,
     /// The head promises the whole body; half of it is sent, then the connection closes.
     Truncate,
+    /// The body is sent in this many pieces, one every `delay` (a stream that keeps coming).
+    Drip(usize),
 }
 
 impl Reply {
@@ -238,7 +240,7 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         if state.record {
             state.requests.lock().unwrap().push(request);
         }
-        if !reply.delay.is_zero() {
+        if !reply.delay.is_zero() && !matches!(reply.cut, Cut::Drip(_)) {
             tokio::time::sleep(reply.delay).await;
         }
         state.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -262,6 +264,18 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             let _ = stream.write_all(&response).await;
             let _ = stream.shutdown().await;
             return;
+        }
+        if let Cut::Drip(pieces) = reply.cut {
+            if stream.write_all(&response).await.is_err() {
+                return;
+            }
+            for piece in reply.body.chunks(reply.body.len().div_ceil(pieces.max(1)).max(1)) {
+                tokio::time::sleep(reply.delay).await;
+                if stream.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+            continue;
         }
         response.extend_from_slice(&reply.body);
         if stream.write_all(&response).await.is_err() {
