@@ -1,6 +1,6 @@
 //! The command line's own behaviour: a closed pipe, diagnostics on request.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::run::assistant;
 use crate::Test;
@@ -8,18 +8,9 @@ use crate::Test;
 #[test]
 fn a_closed_stdout_ends_the_command_quietly() {
     for args in [&["tools"][..], &["schema"], &["models"]] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The reader goes away before runner writes a byte: every write meets a closed pipe.
-        drop(child.stdout.take());
-        let output = child.wait_with_output().unwrap();
-        assert_eq!(output.status.code(), Some(0), "runner {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "runner {args:?}");
+        let out = crate::with_closed_stdout(Command::new(env!("CARGO_BIN_EXE_runner")).args(args));
+        assert_eq!(out.code, 0, "runner {args:?}: {}", out.stderr);
+        assert_eq!(out.stderr, "", "runner {args:?}");
     }
 }
 

@@ -19,7 +19,7 @@ fn slow(delay: Duration) -> MockServer {
 }
 
 fn spawn(ws: &Workspace, server: &MockServer, args: &[&str]) -> std::process::Child {
-    ws.runner(&server.url()).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    ws.runner(&server.url()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 #[allow(unsafe_code)]
@@ -59,20 +59,19 @@ fn sigterm_is_handled_like_the_first_ctrl_c() {
     assert!(ws.path().join("r.summary.csv").is_file());
 }
 
+/// `runner chat` started, with `hello` typed; its standard input stays open.
+fn chat_saying_hello(ws: &Workspace, server: &MockServer) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = spawn(ws, server, &["chat", "-m", "openai:gpt-4o-mini"]);
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"hello\n").unwrap();
+    (child, stdin)
+}
+
 #[test]
 fn chat_saves_its_conversation_on_sigterm() {
     let server = MockServer::start(|request| crate::server::as_stream(request, assistant(request)));
     let ws = Workspace::new();
-    let mut child = ws
-        .runner(&server.url())
-        .args(["chat", "-m", "openai:gpt-4o-mini"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::io::Write::write_all(&mut stdin, b"hello\n").unwrap();
+    let (child, stdin) = chat_saying_hello(&ws, &server);
     wait_for(|| server.chat_bodies().len() == 1);
     // The turn ends; the chat waits for the next line.
     std::thread::sleep(Duration::from_millis(300));
@@ -134,18 +133,9 @@ fn a_closed_stdout_keeps_the_batchs_exit_code() {
     let ws = Workspace::new();
     let server = MockServer::start(assistant);
     ws.write("s.yaml", "name: f\nturns:\n  - user: hello\n    expect:\n      contains: goodbye\n");
-    let mut child = ws
-        .runner(&server.url())
-        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(1), "the failed check still fails the batch: {}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    let out = crate::with_closed_stdout(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]));
+    assert_eq!(out.code, 1, "the failed check still fails the batch: {}", out.stderr);
+    assert_eq!(out.stderr, "");
 }
 
 #[test]
@@ -257,16 +247,7 @@ fn rough_edges_say_what_is_wrong() {
 fn a_chat_answer_stopped_with_ctrl_c_still_counts() {
     let server = MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_secs(3)));
     let ws = Workspace::new();
-    let mut child = ws
-        .runner(&server.url())
-        .args(["chat", "-m", "openai:gpt-4o-mini"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::io::Write::write_all(&mut stdin, b"hello\n").unwrap();
+    let (child, mut stdin) = chat_saying_hello(&ws, &server);
     wait_for(|| server.requests().len() == 1);
     signal(&child, libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
@@ -306,9 +287,7 @@ fn the_timeout_bounds_waits_not_a_stream_that_keeps_coming() {
 fn ask_into_a_closed_pipe_ends_quietly() {
     let server = MockServer::start(|request| crate::server::as_stream(request, assistant(request)));
     let ws = Workspace::new();
-    let mut child = ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "hello"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+    let out = crate::with_closed_stdout(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "hello"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"));
 }

@@ -149,6 +149,14 @@ pub fn exec(command: &mut Command) -> Outcome {
     outcome(command.output().expect("runner starts"))
 }
 
+/// Runs `command` with its standard output closed before it writes a byte (`| head -0`):
+/// every write meets a closed pipe.
+pub fn with_closed_stdout(command: &mut Command) -> Outcome {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runner starts");
+    drop(child.stdout.take());
+    outcome(child.wait_with_output().unwrap())
+}
+
 /// A CSV file's rows as (header -> value) maps.
 pub fn read_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap();
