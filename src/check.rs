@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::record::{CheckRecord, ToolCallRecord};
-use crate::scenario::Expect;
+use crate::scenario::{Expect, ExpectedCall};
 
 /// What a turn produced, as the checks see it.
 pub struct TurnFacts<'a> {
@@ -20,6 +20,21 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
     let mut checks = Vec::new();
     if let Some(expected) = &expect.tool_calls {
         checks.push(check_tool_calls(expected, facts.tool_calls));
+    }
+    if let Some(expected) = &expect.tool_calls_unordered {
+        checks.push(check_unordered(expected, facts.tool_calls));
+    }
+    if !expect.called.is_empty() {
+        checks.push(check_called(&expect.called, facts.tool_calls));
+    }
+    if !expect.not_called.is_empty() {
+        let made: Vec<&str> = expect.not_called.iter().filter(|name| facts.tool_calls.iter().any(|c| c.name == **name)).map(String::as_str).collect();
+        let (passed, detail) = if made.is_empty() {
+            (true, format!("none of {} was called", expect.not_called.join(", ")))
+        } else {
+            (false, format!("{} was called; calls: {}", made.join(", "), list_calls(facts.tool_calls)))
+        };
+        checks.push(CheckRecord { check: "not_called".into(), passed, detail });
     }
     let reply = facts.reply.to_lowercase();
     for needle in &expect.contains {
@@ -54,26 +69,88 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
     checks
 }
 
-fn check_tool_calls(expected: &[crate::scenario::ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
-    let called = || {
-        let names: Vec<_> = actual.iter().map(|c| format!("{}({})", c.name, c.arguments)).collect();
-        if names.is_empty() { "no tool".to_owned() } else { names.join(", ") }
-    };
+/// The calls made, as a detail reads them: `name({args}), ...` or `no tool`.
+fn list_calls(actual: &[ToolCallRecord]) -> String {
+    let names: Vec<_> = actual.iter().map(|c| format!("{}({})", c.name, c.arguments)).collect();
+    if names.is_empty() { "no tool".to_owned() } else { names.join(", ") }
+}
+
+/// Whether `got` is the call `want` describes; `Err` says how it differs.
+fn call_matches(want: &ExpectedCall, got: &ToolCallRecord) -> Result<(), String> {
+    if want.name != got.name {
+        return Err(format!("expected {}, got {}", want.name, got.name));
+    }
+    match &want.arguments {
+        Some(pattern) => pattern.check(Some(&got.arguments), "arguments").map_err(|why| format!("{}: {why}", got.name)),
+        None => Ok(()),
+    }
+}
+
+fn check_tool_calls(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
     let fail = |detail: String| CheckRecord { check: "tool_calls".into(), passed: false, detail };
     if expected.len() != actual.len() {
-        return fail(format!("expected {} tool call(s), the model made {}: {}", expected.len(), actual.len(), called()));
+        return fail(format!("expected {} tool call(s), the model made {}: {}", expected.len(), actual.len(), list_calls(actual)));
     }
     for (i, (want, got)) in expected.iter().zip(actual).enumerate() {
-        if want.name != got.name {
-            return fail(format!("call {}: expected {}, got {}; calls: {}", i + 1, want.name, got.name, called()));
-        }
-        if let Some(arguments) = &want.arguments
-            && !is_subset(arguments, &got.arguments)
-        {
-            return fail(format!("call {}: {} arguments {} do not include {arguments}", i + 1, got.name, got.arguments));
+        if let Err(why) = call_matches(want, got) {
+            return fail(format!("call {}: {why}; calls: {}", i + 1, list_calls(actual)));
         }
     }
-    CheckRecord { check: "tool_calls".into(), passed: true, detail: format!("called {}", called()) }
+    CheckRecord { check: "tool_calls".into(), passed: true, detail: format!("called {}", list_calls(actual)) }
+}
+
+/// Exactly these calls in any order: every expected call matched to its own actual call.
+fn check_unordered(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
+    let fail = |detail: String| CheckRecord { check: "tool_calls_unordered".into(), passed: false, detail };
+    if expected.len() != actual.len() {
+        return fail(format!("expected {} tool call(s) in any order, the model made {}: {}", expected.len(), actual.len(), list_calls(actual)));
+    }
+    match assign(expected, actual) {
+        Ok(()) => CheckRecord { check: "tool_calls_unordered".into(), passed: true, detail: format!("called {}", list_calls(actual)) },
+        Err(why) => fail(format!("{why}; calls: {}", list_calls(actual))),
+    }
+}
+
+/// At least these calls, in any order.
+fn check_called(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
+    match assign(expected, actual) {
+        Ok(()) => CheckRecord { check: "called".into(), passed: true, detail: format!("called {}", list_calls(actual)) },
+        Err(why) => CheckRecord { check: "called".into(), passed: false, detail: format!("{why}; calls: {}", list_calls(actual)) },
+    }
+}
+
+/// Gives every expected call its own matching actual call (backtracking: calls per turn are
+/// few). `Err` names the first expected call no assignment could satisfy, and why the
+/// closest call differs.
+fn assign(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Result<(), String> {
+    fn search(expected: &[ExpectedCall], actual: &[ToolCallRecord], used: &mut [bool]) -> bool {
+        let Some((want, rest)) = expected.split_first() else { return true };
+        for (i, got) in actual.iter().enumerate() {
+            if !used[i] && call_matches(want, got).is_ok() {
+                used[i] = true;
+                if search(rest, actual, used) {
+                    return true;
+                }
+                used[i] = false;
+            }
+        }
+        false
+    }
+    let mut used = vec![false; actual.len()];
+    if search(expected, actual, &mut used) {
+        return Ok(());
+    }
+    // The first expected call that no call matches on its own, else a clash of two.
+    for want in expected {
+        if !actual.iter().any(|got| call_matches(want, got).is_ok()) {
+            let closest = actual.iter().find(|got| got.name == want.name).map(|got| call_matches(want, got).unwrap_err());
+            return Err(match closest {
+                Some(why) => format!("no call matches {}: {why}", want.name),
+                None => format!("{} was not called", want.name),
+            });
+        }
+    }
+    Err("the calls cannot each match a different expected call (two expectations want the same call)".to_owned())
 }
 
 /// Whether `expected` is contained in `actual`: objects by key, recursively; arrays element
@@ -118,7 +195,7 @@ mod tests {
     fn tool_calls_in_order_with_argument_subsets() {
         let calls = [call("get_weather", json!({"city": "Paris"})), call("reverse_text", json!({"text": "a"}))];
         let expect = |list: Vec<ExpectedCall>| Expect { tool_calls: Some(list), ..Expect::default() };
-        let want = |name: &str, args: Option<Value>| ExpectedCall { name: name.into(), arguments: args };
+        let want = |name: &str, args: Option<Value>| ExpectedCall { name: name.into(), arguments: args.map(|a| crate::scenario::Pattern::parse(&a).unwrap()) };
 
         let ok = evaluate(&expect(vec![want("get_weather", Some(json!({"city": "Paris"}))), want("reverse_text", None)]), &facts("", &calls));
         assert!(ok[0].passed, "{ok:?}");
@@ -131,6 +208,36 @@ mod tests {
         assert!(!wrong_args[0].passed);
         let none = evaluate(&expect(vec![]), &facts("", &[]));
         assert!(none[0].passed);
+    }
+
+    fn want(name: &str, args: Value) -> ExpectedCall {
+        ExpectedCall { name: name.into(), arguments: Some(crate::scenario::Pattern::parse(&args).unwrap()) }
+    }
+
+    #[test]
+    fn unordered_called_and_not_called() {
+        let calls = [call("add_numbers", json!({"x": 1, "y": 2})), call("add_numbers", json!({"x": 3, "y": 4})), call("reverse_text", json!({"text": "a"}))];
+        let unordered = |list: Vec<ExpectedCall>| evaluate(&Expect { tool_calls_unordered: Some(list), ..Expect::default() }, &facts("", &calls)).remove(0);
+        // Any order; each expectation takes its own call.
+        let ok = unordered(vec![want("reverse_text", json!({})), want("add_numbers", json!({"x": 3})), want("add_numbers", json!({"x": {"$one_of": [1, 9]}}))]);
+        assert!(ok.passed, "{ok:?}");
+        let twice = unordered(vec![want("reverse_text", json!({})), want("add_numbers", json!({"x": 3})), want("add_numbers", json!({"y": 4}))]);
+        assert!(!twice.passed && twice.detail.contains("two expectations want the same call"), "{twice:?}");
+        let wrong = unordered(vec![want("reverse_text", json!({"text": "b"})), want("add_numbers", json!({})), want("add_numbers", json!({}))]);
+        assert!(wrong.detail.starts_with("no call matches reverse_text: reverse_text: `arguments.text` is \"a\", expected \"b\""), "{wrong:?}");
+        let short = unordered(vec![want("reverse_text", json!({}))]);
+        assert!(short.detail.starts_with("expected 1 tool call(s) in any order, the model made 3"), "{short:?}");
+
+        let called = |list: Vec<ExpectedCall>| evaluate(&Expect { called: list, ..Expect::default() }, &facts("", &calls)).remove(0);
+        assert!(called(vec![want("add_numbers", json!({"y": 4}))]).passed);
+        let missing = called(vec![ExpectedCall { name: "get_weather".into(), arguments: None }]);
+        assert_eq!((missing.check.as_ref(), missing.passed), ("called", false));
+        assert!(missing.detail.starts_with("get_weather was not called"), "{missing:?}");
+
+        let not_called = |names: &[&str]| evaluate(&Expect { not_called: names.iter().map(|n| (*n).to_owned()).collect(), ..Expect::default() }, &facts("", &calls)).remove(0);
+        assert!(not_called(&["get_weather"]).passed);
+        let made = not_called(&["get_weather", "reverse_text"]);
+        assert!(!made.passed && made.detail.starts_with("reverse_text was called"), "{made:?}");
     }
 
     #[test]

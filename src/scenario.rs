@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
+pub use crate::matcher::Pattern;
 use crate::provider::Sampling;
 use crate::tools::ToolRegistry;
 
@@ -54,6 +55,12 @@ pub struct Turn {
 pub struct Expect {
     /// Tools called during the turn, in order; `Some(vec![])` means no tool may be called.
     pub tool_calls: Option<Vec<ExpectedCall>>,
+    /// Exactly these calls, in any order (parallel calls).
+    pub tool_calls_unordered: Option<Vec<ExpectedCall>>,
+    /// At least these calls, in any order.
+    pub called: Vec<ExpectedCall>,
+    /// Tools never called in the turn.
+    pub not_called: Vec<String>,
     pub contains: Vec<String>,
     pub not_contains: Vec<String>,
     pub regex: Vec<Regex>,
@@ -61,11 +68,11 @@ pub struct Expect {
     pub max_latency_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ExpectedCall {
     pub name: String,
-    /// Must be a subset of the call's arguments.
-    pub arguments: Option<Value>,
+    /// What the call's arguments must match (a subset, with `$` matchers).
+    pub arguments: Option<Pattern>,
 }
 
 /// A scenario file that cannot be used.
@@ -385,6 +392,13 @@ struct RawExpect {
     #[serde(default)]
     tool_calls: Option<Vec<RawExpectedCall>>,
     #[serde(default)]
+    tool_calls_unordered: Option<Vec<RawExpectedCall>>,
+    /// Names or `{name, arguments}`.
+    #[serde(default)]
+    called: Option<Vec<Spanned<Value>>>,
+    #[serde(default)]
+    not_called: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
     contains: Option<Strings>,
     #[serde(default)]
     not_contains: Option<Strings>,
@@ -523,27 +537,55 @@ impl RawScenario {
 
 impl RawExpect {
     fn validate(self, offered: &[String], fail: &mut impl FnMut(Location, String)) -> Expect {
-        let tool_calls = self.tool_calls.map(|calls| {
-            calls
-                .into_iter()
-                .map(|call| {
-                    if !offered.contains(&call.name.value) {
-                        fail(call.name.referenced, format!(
-                            "expected a tool this scenario offers ({}), found `{}`",
-                            offered.join(", "),
-                            call.name.value
-                        ));
-                    }
-                    let arguments = call.arguments.map(|args| {
-                        if !args.value.is_object() {
-                            fail(args.referenced, "expected `arguments` to be a mapping".to_owned());
+        let expected_call = |name: Spanned<String>, arguments: Option<Spanned<Value>>, fail: &mut dyn FnMut(Location, String)| {
+            if !offered.contains(&name.value) {
+                fail(name.referenced, format!("expected a tool this scenario offers ({}), found `{}`", offered.join(", "), name.value));
+            }
+            let arguments = arguments.and_then(|args| {
+                if !args.value.is_object() {
+                    fail(args.referenced, "expected `arguments` to be a mapping".to_owned());
+                    return None;
+                }
+                Pattern::parse(&args.value).map_err(|message| fail(args.referenced, message)).ok()
+            });
+            ExpectedCall { name: name.value, arguments }
+        };
+        let calls = |list: Option<Vec<RawExpectedCall>>, fail: &mut dyn FnMut(Location, String)| {
+            list.map(|calls| calls.into_iter().map(|call| expected_call(call.name, call.arguments, fail)).collect::<Vec<_>>())
+        };
+        let tool_calls = calls(self.tool_calls, fail);
+        let tool_calls_unordered = calls(self.tool_calls_unordered, fail);
+        let called = self
+            .called
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|entry| {
+                let at = entry.referenced;
+                let spanned = |value: String| Spanned { value, referenced: at, defined: entry.defined };
+                match entry.value {
+                    Value::String(name) => Some(expected_call(spanned(name), None, fail)),
+                    Value::Object(mut map) => match (map.remove("name"), map.remove("arguments"), map.keys().next().cloned()) {
+                        (Some(Value::String(name)), arguments, None) => {
+                            let arguments = arguments.map(|value| Spanned { value, referenced: at, defined: entry.defined });
+                            Some(expected_call(spanned(name), arguments, fail))
                         }
-                        args.value
-                    });
-                    ExpectedCall { name: call.name.value, arguments }
-                })
-                .collect()
-        });
+                        (_, _, Some(key)) => {
+                            fail(at, format!("unknown field `{key}` in a `called` entry, expected `name` and `arguments`"));
+                            None
+                        }
+                        _ => {
+                            fail(at, "expected a `called` entry to have a `name`".to_owned());
+                            None
+                        }
+                    },
+                    other => {
+                        fail(at, format!("expected a tool name or {{name, arguments}} in `called`, found {other}"));
+                        None
+                    }
+                }
+            })
+            .collect();
+        let not_called = self.not_called.unwrap_or_default().into_iter().map(|name| name.value).collect();
         let regex = self
             .regex
             .map(|patterns| {
@@ -569,6 +611,9 @@ impl RawExpect {
         }
         Expect {
             tool_calls,
+            tool_calls_unordered,
+            called,
+            not_called,
             contains: self.contains.map(|s| s.0).unwrap_or_default(),
             not_contains: self.not_contains.map(|s| s.0).unwrap_or_default(),
             regex,
@@ -632,7 +677,9 @@ turns:
         assert_eq!(s.tool_results["get_weather"], json!({"city": "Paris", "temperature_c": 15, "conditions": "rainy"}));
         assert_eq!(s.max_tool_rounds, 3);
         let first = &s.turns[0].expect;
-        assert_eq!(first.tool_calls.as_ref().unwrap()[0], ExpectedCall { name: "get_weather".into(), arguments: Some(json!({"city": "Paris"})) });
+        let call = &first.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.name, "get_weather");
+        assert!(call.arguments.as_ref().unwrap().check(Some(&json!({"city": "Paris", "units": "c"})), "arguments").is_ok());
         assert_eq!(first.contains, ["15"]);
         let second = &s.turns[1].expect;
         assert_eq!(second.contains, ["elppa"]);
@@ -674,6 +721,21 @@ turns:
         assert!(err.starts_with("s.yaml:1:14: expected temperature between 0 and 2"), "{err}");
         let err = parse("turns: []\n").unwrap_err();
         assert!(err.contains("expected at least one turn"), "{err}");
+    }
+
+    #[test]
+    fn matchers_and_call_checks_are_checked_at_load() {
+        let at = |yaml: &str| parse(yaml).unwrap_err();
+        let unknown = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls:\n        - name: reverse_text\n          arguments: {text: {$oneof: [a]}}\n");
+        assert!(unknown.contains("s.yaml:7:22: unknown matcher `$oneof`"), "{unknown}");
+        let regex = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      called: [{name: reverse_text, arguments: {text: {$regex: '('}}}]\n");
+        assert!(regex.contains("expected a valid regular expression in `$regex`"), "{regex}");
+        let offered = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls_unordered: [{name: add_numbers}]\n");
+        assert!(offered.contains("expected a tool this scenario offers (reverse_text), found `add_numbers`"), "{offered}");
+        let field = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      called: [{name: reverse_text, args: {}}]\n");
+        assert!(field.contains("unknown field `args`"), "{field}");
+        // not_called may name a tool that is not offered: that it is never called is the point.
+        assert!(parse("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      not_called: [delete_account]\n").is_ok());
     }
 
     #[test]

@@ -219,7 +219,9 @@ mod tests {
         // Every field the loader reads, in one document.
         let full = "name: full\ndescription: d\nmodel: openai:gpt-4o-mini\nsystem: s\ntemperature: 0.5\ntop_p: 0.9\nmax_tokens: 10\nseed: 1\n\
                     tools: [get_weather, reverse_text]\ntool_results:\n  get_weather: {city: Paris}\nmax_tool_rounds: 2\nturns:\n  - user: hi\n    expect:\n      \
-                    tool_calls:\n        - name: get_weather\n          arguments: {city: Paris}\n      contains: [a, b]\n      not_contains: c\n      regex: 'x.'\n      \
+                    tool_calls:\n        - name: get_weather\n          arguments: {city: {$one_of: [Paris, Rome]}, days: {$any: true}}\n      \
+                    tool_calls_unordered: [{name: reverse_text}]\n      called: [get_weather, {name: reverse_text, arguments: {text: {$regex: a}}}]\n      \
+                    not_called: [get_random_number]\n      contains: [a, b]\n      not_contains: c\n      regex: 'x.'\n      \
                     max_cost_usd: 0.1\n      max_latency_ms: 100\n";
         let registry = crate::tools::ToolRegistry::builtin();
         let check_model = |_: &str| Ok(());

@@ -574,3 +574,34 @@ fn junit_report_has_the_shape_ci_systems_read() {
     assert!(markdown.contains("| `openai:gpt-4o-mini` | 6 | 2 | 2 | 2 |"), "{markdown}");
     assert!(markdown.contains("| `openai:gpt-4o` | 6 | 2 | 2 | 2 |"), "{markdown}");
 }
+
+#[test]
+fn call_checks_with_matchers_against_parallel_calls() {
+    let scenario = |to_expect: &str| {
+        format!(
+            "tools: [add_numbers, reverse_text, get_weather]\nturns:\n  - user: add and reverse\n    expect:\n      tool_calls_unordered:\n        \
+             - {{name: reverse_text, arguments: {{text: {to_expect}}}}}\n        - {{name: add_numbers, arguments: {{x: {{$one_of: [2, 9]}}, y: 3.0, z: {{$absent: true}}}}}}\n      \
+             called: [add_numbers]\n      not_called: [get_weather]\n"
+        )
+    };
+    let run = Test::new().server(assistant).file("s.yaml", &scenario("{$regex: \"^a\"}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    run.success();
+    let (_, log) = &run.logs()[0];
+    let checks: Vec<&str> = log["turns"][0]["checks"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["tool_calls_unordered", "called", "not_called"]);
+
+    // The server's argument is not what the scenario expects: the check fails and says where.
+    let run = Test::new().server(assistant).file("s.yaml", &scenario("{$one_of: [xyz, {$absent: true}]}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    run.code(1);
+    let (_, log) = &run.logs()[0];
+    let check = &log["turns"][0]["checks"][0];
+    assert_eq!(check["passed"], false);
+    let detail = check["detail"].as_str().unwrap();
+    assert!(detail.starts_with("no call matches reverse_text: reverse_text: `arguments.text` is \"abc\", expected one of [\"xyz\", absent]"), "{detail}");
+
+    // An unknown matcher is a load error at its position; nothing is sent.
+    let run = Test::new().server(assistant).file("s.yaml", &scenario("{$regexp: a}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    run.code(2);
+    assert!(run.stderr.contains("s.yaml:6:") && run.stderr.contains("unknown matcher `$regexp`"), "{}", run.stderr);
+    assert!(run.server().chat_bodies().is_empty());
+}
