@@ -86,7 +86,7 @@ fn main() {
 
     let registry = ToolRegistry::builtin();
     let check_model = |model: &str| if model.contains(':') { Ok(()) } else { Err(format!("bad model {model}")) };
-    let validator = Validator { tools: &registry, check_model: &check_model };
+    let validator = Validator::new(&registry, &check_model);
     // The loader's own panics are what is looked for; keep the default hook quiet.
     std::panic::set_hook(Box::new(|_| {}));
 

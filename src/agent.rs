@@ -149,6 +149,7 @@ impl Agent<'_> {
             Ok(value) => (Some(value), None),
             Err(err) => (None, Some(err.to_string())),
         };
+        let source = if pinned.is_some() { Some("pinned") } else { self.registry.get(name).filter(|_| offered).map(|tool| tool.source()) };
         ToolCallRecord {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -157,6 +158,7 @@ impl Agent<'_> {
             error,
             duration_ms: started.elapsed().as_millis() as u64,
             pinned: pinned.is_some(),
+            source: source.map(str::to_owned),
         }
     }
 }

@@ -34,9 +34,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A conversation offering `tools` (every built-in when `None`).
-    pub(crate) fn new(target: Arc<Target>, tools: Option<&[String]>, http: reqwest::Client, weather: WeatherConfig, seed: u64) -> Self {
-        let registry = ToolRegistry::builtin();
+    /// A conversation offering `tools` of `registry` (all of them when `None`).
+    pub(crate) fn new(target: Arc<Target>, registry: ToolRegistry, tools: Option<&[String]>, http: reqwest::Client, weather: WeatherConfig, seed: u64) -> Self {
         let all: Vec<String> = registry.names().map(str::to_owned).collect();
         let specs = registry.specs(tools.unwrap_or(&all));
         let context = ToolContext::new(http, Arc::new(weather), seed);

@@ -175,7 +175,7 @@ mod tests {
     use serde_json::json;
 
     fn call(name: &str, arguments: Value) -> ToolCallRecord {
-        ToolCallRecord { id: "c".into(), name: name.into(), arguments, result: None, error: None, duration_ms: 0, pinned: false }
+        ToolCallRecord { id: "c".into(), name: name.into(), arguments, result: None, error: None, duration_ms: 0, pinned: false, source: None }
     }
 
     fn facts<'a>(reply: &'a str, calls: &'a [ToolCallRecord]) -> TurnFacts<'a> {

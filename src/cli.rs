@@ -55,8 +55,13 @@ pub enum Command {
     Report(ReportArgs),
     /// Print the JSON Schema of scenario files
     Schema,
-    /// List the built-in tools with their JSON schemas
-    Tools,
+    /// List the tools scenarios can offer (built-in, runner.yaml's, and those the given
+    /// scenario files declare) with their JSON schemas
+    Tools {
+        /// Scenario files or directories whose declared tools to list too
+        #[arg(value_name = "PATHS")]
+        paths: Vec<String>,
+    },
     /// List the models runner knows, with provider and prices
     Models {
         /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, output})

@@ -245,8 +245,7 @@ pub(crate) fn bound(scenario: &Scenario, registry: &ToolRegistry, counter: &Coun
 
 impl Plan {
     /// The dry run's report: the matrix (a row per scenario and model) and the cost bound.
-    pub(crate) fn render_dry_run(&self, prices: &PriceTable) -> String {
-        let registry = ToolRegistry::builtin();
+    pub(crate) fn render_dry_run(&self, prices: &PriceTable, tools: &ToolRegistry) -> String {
         let mut rows = vec![["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="].map(String::from).to_vec()];
         let mut total_usd = 0.0;
         let (mut bounded, mut unbounded) = (false, false);
@@ -263,7 +262,7 @@ impl Plan {
             if !counters.iter().any(|(m, ..)| *m == model) {
                 counters.push((model.clone(), counter.name, counter.exact));
             }
-            let one = bound(&cell.scenario, &registry, &counter);
+            let one = bound(&cell.scenario, &tools.with(&cell.scenario.declared), &counter);
             let price = prices.get(&cell.spec.provider, &cell.spec.name);
             let free = price.is_some_and(|entry| entry.price.input == 0.0 && entry.price.output == 0.0);
             let cost = match (price, one.output_tokens) {
@@ -324,7 +323,7 @@ mod tests {
     fn scenario(yaml: &str) -> Scenario {
         let registry = ToolRegistry::builtin();
         let check_model = |_: &str| Ok(());
-        let validator = crate::scenario::Validator { tools: &registry, check_model: &check_model };
+        let validator = crate::scenario::Validator::new(&registry, &check_model);
         crate::scenario::parse_scenarios(yaml, "t.yaml", "t", &validator).unwrap().remove(0)
     }
 

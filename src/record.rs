@@ -246,6 +246,10 @@ pub struct ToolCallRecord {
     pub duration_ms: u64,
     /// The result came from the scenario's `tool_results`, not from running the tool.
     pub pinned: bool,
+    /// How the call was answered: `builtin`, `result`, `results`, `command`, `http` or
+    /// `pinned`; `null` for a tool that was not offered.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// One expectation and whether it held.

@@ -242,7 +242,9 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let target = &job.target;
     let seed = tool_seed(shared.seed, job);
     let context = ToolContext::new(shared.http.clone(), shared.weather.clone(), seed);
-    let specs = shared.registry.specs(&scenario.tools);
+    // The scenario's own declarations shadow built-in and configured tools of their name.
+    let registry = shared.registry.with(&scenario.declared);
+    let specs = registry.specs(&scenario.tools);
     let mut sampling = scenario.sampling;
     sampling.seed = sampling.seed.or(shared.sampling_seed);
     let agent = Agent {
@@ -250,7 +252,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
         model: &target.spec.name,
         sampling: &sampling,
         tools: &specs,
-        registry: &shared.registry,
+        registry: &registry,
         tool_results: &scenario.tool_results,
         max_tool_rounds: scenario.max_tool_rounds,
         context: &context,

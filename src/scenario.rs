@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use regex::Regex;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -16,7 +17,8 @@ use serde_saphyr::{Location, Spanned};
 
 pub use crate::matcher::Pattern;
 use crate::provider::Sampling;
-use crate::tools::ToolRegistry;
+use crate::tools::declared::{DeclarationContext, DeclaredTool};
+use crate::tools::{Tool, ToolRegistry};
 
 /// Largest scenario file accepted.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
@@ -38,6 +40,9 @@ pub struct Scenario {
     pub sampling: Sampling,
     /// Tools offered to the model, in order.
     pub tools: Vec<String>,
+    /// The tools this scenario declares (they shadow built-ins and configured tools of the
+    /// same name).
+    pub declared: Vec<Arc<dyn Tool>>,
     /// Fixed results that replace running the named tools.
     pub tool_results: BTreeMap<String, Value>,
     pub max_tool_rounds: u32,
@@ -104,9 +109,19 @@ impl std::error::Error for ScenarioErrors {}
 
 /// What validation checks names against.
 pub struct Validator<'a> {
+    /// The tools a scenario may offer by name: the built-ins and `runner.yaml`'s.
     pub tools: &'a ToolRegistry,
     /// Checks a `model:` value; the error says what is wrong with it.
     pub check_model: &'a dyn Fn(&str) -> Result<(), String>,
+    /// Looks up `${VAR}` in declared tools' http headers.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> Validator<'a> {
+    /// A validator with no environment (a `${VAR}` in a header is then an error).
+    pub fn new(tools: &'a ToolRegistry, check_model: &'a dyn Fn(&str) -> Result<(), String>) -> Self {
+        Self { tools, check_model, env: &|_| None }
+    }
 }
 
 /// Expands `paths` (files, directories, `-`) into scenario files, loads and validates them all.
@@ -369,8 +384,9 @@ struct RawScenario {
     max_tokens: Option<Spanned<u32>>,
     #[serde(default)]
     seed: Option<u64>,
+    /// Names, declarations, or `{mcp: ...}`.
     #[serde(default)]
-    tools: Option<Vec<Spanned<String>>>,
+    tools: Option<Vec<Spanned<Value>>>,
     #[serde(default)]
     tool_results: Option<Spanned<BTreeMap<String, Value>>>,
     #[serde(default)]
@@ -483,21 +499,53 @@ impl RawScenario {
             fail(r.referenced, "expected max_tool_rounds of at least 1".to_owned());
         }
         let known = || validator.tools.names().collect::<Vec<_>>().join(", ");
+        let mut declared: Vec<Arc<dyn Tool>> = Vec::new();
         let tools: Vec<String> = match self.tools {
-            Some(tools) => {
-                for tool in &tools {
-                    if validator.tools.get(&tool.value).is_none() {
-                        fail(tool.referenced, format!("unknown tool `{}`; expected one of: {}", tool.value, known()));
+            Some(entries) => {
+                let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty() && path != "-").map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                let context = DeclarationContext { dir, env: validator.env };
+                let mut names = Vec::new();
+                for entry in entries {
+                    let name = match &entry.value {
+                        Value::String(name) => {
+                            if validator.tools.get(name).is_none() {
+                                fail(entry.referenced, format!("unknown tool `{name}`; expected one of: {}, or a declaration", known()));
+                            }
+                            name.clone()
+                        }
+                        Value::Object(map) if map.contains_key("mcp") => {
+                            fail(entry.referenced, "`mcp:` tools are not supported yet; declare the tools with result, results, command or http".to_owned());
+                            continue;
+                        }
+                        Value::Object(_) => match DeclaredTool::parse(&entry.value, None, &context) {
+                            Ok(tool) => {
+                                let name = tool.name().to_owned();
+                                declared.push(Arc::new(tool));
+                                name
+                            }
+                            Err(message) => {
+                                fail(entry.referenced, message);
+                                continue;
+                            }
+                        },
+                        other => {
+                            fail(entry.referenced, format!("expected a tool name or a declaration, found {other}"));
+                            continue;
+                        }
+                    };
+                    if names.contains(&name) {
+                        fail(entry.referenced, format!("tool `{name}` is offered twice"));
                     }
+                    names.push(name);
                 }
-                tools.into_iter().map(|t| t.value).collect()
+                names
             }
             None => validator.tools.names().map(str::to_owned).collect(),
         };
         let tool_results = match self.tool_results {
             Some(results) => {
                 for tool in results.value.keys() {
-                    if validator.tools.get(tool).is_none() {
+                    if validator.tools.get(tool).is_none() && !declared.iter().any(|d| d.name() == tool) {
                         fail(results.referenced, format!("tool_results names unknown tool `{tool}`; expected one of: {}", known()));
                     }
                 }
@@ -528,6 +576,7 @@ impl RawScenario {
                 seed: self.seed,
             },
             tools,
+            declared,
             tool_results,
             max_tool_rounds: self.max_tool_rounds.map_or(DEFAULT_MAX_TOOL_ROUNDS, |r| r.value),
             turns,
@@ -631,7 +680,7 @@ mod tests {
     fn parse(text: &str) -> Result<Vec<Scenario>, String> {
         let tools = ToolRegistry::builtin();
         let check_model = |m: &str| if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) };
-        let validator = Validator { tools: &tools, check_model: &check_model };
+        let validator = Validator::new(&tools, &check_model);
         parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
     }
 
@@ -755,7 +804,7 @@ turns:
     fn yaml_bombs_are_refused_quickly_with_a_clear_error() {
         let registry = crate::tools::ToolRegistry::builtin();
         let check_model = |_: &str| Ok(());
-        let validator = Validator { tools: &registry, check_model: &check_model };
+        let validator = Validator::new(&registry, &check_model);
         let parse = |text: &str| parse_scenarios(text, "bomb.yaml", "bomb", &validator).map(|_| ()).unwrap_err().0[0].to_string();
 
         // Billion laughs: nine levels of nine aliases each would expand to 9^9 strings.
@@ -789,7 +838,7 @@ turns:
         std::fs::write(&path, text).unwrap();
         let registry = crate::tools::ToolRegistry::builtin();
         let check_model = |_: &str| Ok(());
-        let validator = Validator { tools: &registry, check_model: &check_model };
+        let validator = Validator::new(&registry, &check_model);
         let errors = load_scenarios(&[path.display().to_string()], &validator).unwrap_err();
         assert!(errors.0[0].to_string().contains("larger than the 8 MiB a scenario file may be"), "{}", errors.0[0]);
     }

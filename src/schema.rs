@@ -225,7 +225,7 @@ mod tests {
                     max_cost_usd: 0.1\n      max_latency_ms: 100\n";
         let registry = crate::tools::ToolRegistry::builtin();
         let check_model = |_: &str| Ok(());
-        let validator = crate::scenario::Validator { tools: &registry, check_model: &check_model };
+        let validator = crate::scenario::Validator::new(&registry, &check_model);
         assert!(crate::scenario::parse_scenarios(full, "f.yaml", "f", &validator).is_ok());
         assert_eq!(validate(&schema, &documents(full)[0]), Vec::<String>::new());
         // What the loader rejects, the schema rejects too.

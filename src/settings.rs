@@ -3,6 +3,7 @@
 //! command layer and this module sees clap.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use crate::provider::factory::OPENAI_DEFAULT_BASE_URL;
 use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret};
 use crate::scenario::{yaml_error, yaml_options};
-use crate::tools::WeatherConfig;
+use crate::tools::declared::{DeclarationContext, DeclaredTool};
+use crate::tools::{Tool, ToolRegistry, WeatherConfig};
 /// The longest timeout accepted: a week (a larger one is a mistake, and overflows clocks).
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Request timeout when neither `--timeout` nor `runner.yaml` sets one.
@@ -74,6 +76,10 @@ pub(crate) struct ConfigFile {
     pub prices: PriceFile,
     #[serde(default)]
     pub weather: Option<WeatherFile>,
+    /// Tools scenarios may offer by name: name -> declaration (as in a scenario, without
+    /// `name`).
+    #[serde(default)]
+    pub tools: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +129,10 @@ pub(crate) struct Settings {
     pub weather: WeatherConfig,
     /// `GITHUB_STEP_SUMMARY`: where `runner run` appends its Markdown summary.
     pub step_summary: Option<PathBuf>,
+    /// The built-in tools and those `runner.yaml` declares (which shadow built-ins).
+    pub tools: ToolRegistry,
+    /// The environment and `.env`, for `${VAR}` in declared tools' headers.
+    pub env: Env,
 }
 
 impl Settings {
@@ -189,7 +199,18 @@ impl Settings {
         };
         let concurrency = flags.concurrency.map(|n| n as usize).or(config.concurrency).unwrap_or(DEFAULT_CONCURRENCY).max(1);
         let step_summary = env.var("GITHUB_STEP_SUMMARY").map(PathBuf::from);
-        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary })
+        let mut configured: Vec<Arc<dyn Tool>> = Vec::new();
+        if let Some(path) = &config_path {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let lookup = |key: &str| env.var(key);
+            let context = DeclarationContext { dir, env: &lookup };
+            for (name, declaration) in &config.tools {
+                let tool = DeclaredTool::parse(declaration, Some(name), &context).map_err(|e| UsageError(format!("{}: tools.{name}: {e}", path.display())))?;
+                configured.push(Arc::new(tool));
+            }
+        }
+        let tools = ToolRegistry::builtin().with(&configured);
+        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env })
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).

@@ -16,12 +16,12 @@ use crate::settings::{Flags, Settings, UsageError};
 
 pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
     let prompt = read_prompt(args.prompt.as_deref())?;
-    let tools = super::offered_tools(args.offer.tools.as_deref())?;
     let settings = Settings::load(Flags { config, timeout_secs: args.timeout, ..Flags::default() })?;
+    let tools = super::offered_tools(args.offer.tools.as_deref(), &settings.tools)?;
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
     let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let mut session = Session::new(target, tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
+    let mut session = Session::new(target, settings.tools.clone(), tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
     let print = |text: &str| {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());

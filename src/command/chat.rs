@@ -76,14 +76,14 @@ impl Input {
 
 /// `runner chat`: the model named (else the default), then the loop.
 pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path, timeout_secs: Option<f64>, offer: &OfferArgs) -> anyhow::Result<u8> {
-    let tools = super::offered_tools(offer.tools.as_deref())?;
     let settings = Settings::load(Flags { config, timeout_secs, ..Flags::default() })?;
+    let tools = super::offered_tools(offer.tools.as_deref(), &settings.tools)?;
     // Said now, not after the conversation it could not save.
     check_writable(log_dir)?;
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let session = Session::new(target, tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
+    let session = Session::new(target, settings.tools.clone(), tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
     Ok(converse(session, &mut models, log_dir, !offer.no_stream).await)
 }
 

@@ -43,26 +43,26 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ask(args) => ask::ask(config, args).await,
         Command::Report(args) => report::report(config, &args),
         Command::Schema => schema::schema(),
-        Command::Tools => tools::tools(),
+        Command::Tools { paths } => tools::tools(config, &paths),
         Command::Models { prices } => models::models(config, prices.as_deref()),
     }
 }
 
 /// Every scenario of `paths`, validated against the built-in tools and the known models.
 fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
-    let registry = ToolRegistry::builtin();
     let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);
-    let validator = Validator { tools: &registry, check_model: &check_model };
+    let env = |key: &str| settings.env.var(key);
+    let validator = Validator { env: &env, ..Validator::new(&settings.tools, &check_model) };
     Ok(load_scenarios(paths, &validator)?)
 }
 
-/// The tools `--tools` names (`None`: every built-in), checked against the registry.
-fn offered_tools(flag: Option<&str>) -> Result<Option<Vec<String>>, crate::settings::UsageError> {
+/// The tools `--tools` names (`None`: every built-in and configured tool), checked against
+/// `registry`.
+fn offered_tools(flag: Option<&str>, registry: &ToolRegistry) -> Result<Option<Vec<String>>, crate::settings::UsageError> {
     let Some(flag) = flag.map(str::trim) else { return Ok(None) };
     if flag == "none" {
         return Ok(Some(Vec::new()));
     }
-    let registry = ToolRegistry::builtin();
     let names: Vec<String> = flag.split(',').map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
     if let Some(unknown) = names.iter().find(|n| !registry.names().any(|k| k == n.as_str())) {
         let known: Vec<&str> = registry.names().collect();

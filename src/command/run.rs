@@ -21,7 +21,6 @@ use crate::report::summary_path;
 use crate::rng::random_seed;
 use crate::runner::{self, Control, Job, Limits, Shared, StopReason, Totals};
 use crate::settings::{Flags, Settings, UsageError};
-use crate::tools::ToolRegistry;
 
 pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<u8> {
     let flags = Flags { config, prices: args.prices.as_deref(), timeout_secs: args.timeout, max_retries: args.max_retries, concurrency: args.concurrency };
@@ -35,7 +34,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let plan = Plan::new(&settings, scenarios, matrix)?;
     plan.check_prices(args.require_prices, args.max_cost_usd.is_some())?;
     if args.dry_run {
-        super::print(&plan.render_dry_run(&settings.prices))?;
+        super::print(&plan.render_dry_run(&settings.prices, &settings.tools))?;
         return Ok(EXIT_PASSED);
     }
 
@@ -59,7 +58,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut reports = Reports::create(&report_path, &finished)?;
     let shared = Arc::new(Shared {
         run_id: logs.run_id().to_owned(),
-        registry: ToolRegistry::builtin(),
+        registry: settings.tools.clone(),
         http: models.http().clone(),
         weather: Arc::new(settings.weather.clone()),
         seed: args.seed.unwrap_or_else(random_seed),

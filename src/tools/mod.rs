@@ -2,6 +2,7 @@
 //! the built-ins.
 
 mod builtin;
+pub(crate) mod declared;
 mod weather;
 
 use std::sync::Arc;
@@ -27,12 +28,27 @@ pub enum ToolError {
 
 /// A function the model can call.
 pub trait Tool: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
+    fn name(&self) -> &str;
+    fn description(&self) -> &str;
     /// JSON schema of the arguments object.
     fn parameters(&self) -> Value;
+    /// How a call is answered, as the log says it: `builtin`, `result`, `results`,
+    /// `command`, `http`.
+    fn source(&self) -> &'static str {
+        "builtin"
+    }
+    /// What is wrong with `arguments` by the tool's schema (empty: nothing).
+    fn check(&self, arguments: &Value) -> Vec<String> {
+        crate::schema::validate(&self.parameters(), arguments)
+    }
     /// Runs the tool on already-decoded arguments.
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>>;
+}
+
+impl std::fmt::Debug for dyn Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tool({}, {})", self.name(), self.source())
+    }
 }
 
 /// What tools may use during one run: the shared HTTP pool, service endpoints and the
@@ -91,8 +107,15 @@ impl ToolRegistry {
         self.tools.iter().find(|tool| tool.name() == name)
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
         self.tools.iter().map(|tool| tool.name())
+    }
+
+    /// This registry with `tools` added; one with a name already here shadows it.
+    pub(crate) fn with(&self, tools: &[Arc<dyn Tool>]) -> Self {
+        let mut all: Vec<Arc<dyn Tool>> = self.tools.iter().filter(|t| !tools.iter().any(|d| d.name() == t.name())).cloned().collect();
+        all.extend(tools.iter().cloned());
+        Self { tools: all }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
@@ -115,7 +138,7 @@ impl ToolRegistry {
             return (arguments, Err(ToolError::Unknown(name.to_owned())));
         };
         // The tool runs only on arguments its schema accepts; the model is told what is wrong.
-        let problems = crate::schema::validate(&tool.parameters(), &arguments);
+        let problems = tool.check(&arguments);
         if !problems.is_empty() {
             return (arguments, Err(ToolError::BadArguments(problems.join("; "))));
         }

@@ -8,6 +8,7 @@ mod local;
 mod chat;
 mod cli;
 mod compare;
+mod declared;
 mod edges;
 mod faults;
 mod hostile;
