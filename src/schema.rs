@@ -233,7 +233,7 @@ mod tests {
             "turns: []\n",
             "temperature: 3\nturns:\n  - user: hi\n",
             "colour: red\nturns:\n  - user: hi\n",
-            "tools: [no_such_tool]\nturns:\n  - user: hi\n",
+            "tools: [{name: two_kinds, result: 1, command: [x]}]\nturns:\n  - user: hi\n",
             "turns:\n  - user: hi\n    expect:\n      contain: x\n",
             "max_tokens: 0\nturns:\n  - user: hi\n",
         ] {
@@ -243,9 +243,26 @@ mod tests {
     }
 
     #[test]
+    fn the_scenario_schema_is_valid_against_the_draft_2020_12_metaschema() {
+        let schema = scenario_schema();
+        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        if let Err(err) = jsonschema::meta::validate(&schema) {
+            panic!("schema/scenario.schema.json is not a valid JSON Schema: {err}");
+        }
+        // And the same crate agrees with this validator on the shipped scenarios.
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            for document in documents(&std::fs::read_to_string(entry.path()).unwrap()) {
+                assert!(validator.is_valid(&document), "{}", entry.path().display());
+            }
+        }
+    }
+
+    #[test]
     fn tool_enum_lists_every_builtin() {
         let schema = scenario_schema();
-        let listed: Vec<&str> = schema["properties"]["tools"]["items"]["enum"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        let listed: Vec<&str> = schema["properties"]["tools"]["items"]["oneOf"][0]["examples"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
         let builtin: Vec<String> = crate::tools::ToolRegistry::builtin().iter().map(|t| t.name().to_owned()).collect();
         assert_eq!(listed, builtin);
     }
