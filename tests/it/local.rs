@@ -215,5 +215,5 @@ fn shipped_scenarios_pass_on_the_embedded_model() {
     let ws = Workspace::new();
     let out = exec(local_runner(&ws).args(["run", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("result: 5 of 5 runs passed"), "{}", out.stdout);
+    assert!(out.stdout.contains("result: 7 of 7 runs passed"), "{}", out.stdout);
 }
