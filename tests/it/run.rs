@@ -465,7 +465,11 @@ fn shipped_scenarios_are_valid_and_pass_with_a_model_that_calls_the_right_tools(
             return text(&format!("Here you go: {content}"), 30, 10);
         }
         let user = request.last_user();
-        let call = if user.contains("Paris") {
+        let call = if user.contains("Refund") {
+            ("refund_order", json!({"order_id": "A1001"}))
+        } else if user.contains("order") {
+            ("lookup_order", json!({"order_id": "A1001"}))
+        } else if user.contains("Paris") {
             ("get_weather", json!({"city": "Paris"}))
         } else if user.contains("Reverse") {
             ("reverse_text", json!({"text": "apple"}))
@@ -483,7 +487,7 @@ fn shipped_scenarios_are_valid_and_pass_with_a_model_that_calls_the_right_tools(
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = exec(ws.runner(&server.url()).args(["run", shipped, "-m", "openai:gpt-4o-mini", "--seed", "1"]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(ws.logs().len(), 5);
+    assert_eq!(ws.logs().len(), 7);
     // Pinned weather: the service is never asked.
     let (_, weather) = ws.logs().into_iter().find(|(n, _)| n.starts_with("weather-paris")).unwrap();
     assert_eq!(weather["turns"][0]["tool_calls"][0]["pinned"], true);
