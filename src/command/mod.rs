@@ -12,10 +12,11 @@ pub(crate) mod schema;
 pub(crate) mod tools;
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::scenario::{Scenario, Validator, load_scenarios};
-use crate::settings::Settings;
+use crate::scenario::{Scenario, ScenarioErrors, Validator, load_scenarios};
+use crate::settings::{Settings, UsageError};
 use crate::tools::ToolRegistry;
 
 /// Exit code: every run passed.
@@ -33,8 +34,40 @@ pub const EXIT_TERMINATED: u8 = 143;
 /// Exit code: the terminal hung up (SIGHUP), handled like Ctrl-C.
 pub const EXIT_HANGUP: u8 = 129;
 
+/// Runs the command on a new runtime; its errors are printed here, each with its exit code.
+pub(crate) fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        // A closed pipe (`runner tools | head -1`) ends the command quietly.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(errors) = err.downcast_ref::<ScenarioErrors>() {
+                for error in &errors.0 {
+                    eprintln!("error: {error}");
+                }
+                return ExitCode::from(EXIT_USAGE);
+            }
+            eprintln!("error: {err:#}");
+            let usage = err.downcast_ref::<UsageError>().is_some();
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILED })
+        }
+    }
+}
+
+/// Whether `err` (or one of its causes) is a write to a closed pipe.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 /// Runs one command; the `u8` is the exit code.
-pub(crate) async fn run(cli: Cli) -> anyhow::Result<u8> {
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Run(args) => run::run(config, args).await,
