@@ -173,14 +173,11 @@ impl Reports {
 
 impl Reporter for Reports {
     fn plan(&mut self, total_runs: usize) {
-        self.csv.plan(total_runs);
+        (&mut self.csv, (&mut self.summary, &mut self.junit)).plan(total_runs);
     }
 
     fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
-        let csv = self.csv.run_ended(outcome);
-        let summary = self.summary.run_ended(outcome);
-        let junit = self.junit.run_ended(outcome);
-        csv.and(summary).and(junit)
+        (&mut self.csv, (&mut self.summary, &mut self.junit)).run_ended(outcome)
     }
 }
 
