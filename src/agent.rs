@@ -178,7 +178,7 @@ fn request_record(usage: Usage, usage_source: UsageSource, cost: Cost) -> Reques
 }
 
 /// Usage counted by runner when the provider reports none.
-fn estimate_usage(messages: &[Message], completion: &crate::provider::Completion) -> Usage {
+pub(crate) fn estimate_usage(messages: &[Message], completion: &crate::provider::Completion) -> Usage {
     let prompt = serde_json::to_string(messages).map_or(0, |text| estimate_tokens(&text));
     let output = completion.content.as_deref().map_or(0, estimate_tokens)
         + completion

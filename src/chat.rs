@@ -9,15 +9,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, estimate_usage};
 use crate::files::write_atomically;
 use crate::message::{Message, ToolSpec};
 use crate::pricing::Cost;
-use crate::provider::{Sampling, Target};
-use crate::record::{ModelInfo, RequestRecord, RunCost, RunRecord, Status, TurnRecord};
+use crate::provider::{Completion, Sampling, Target};
+use crate::record::{ModelInfo, RequestRecord, RunCost, RunRecord, Status, TurnRecord, run_id};
 use crate::scenario::DEFAULT_MAX_TOOL_ROUNDS;
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
-use crate::usage::{Usage, UsageSource, estimate_tokens};
+use crate::usage::{Usage, UsageSource};
 
 /// One conversation: its messages, what each turn did, and the running totals.
 pub(crate) struct Session {
@@ -89,8 +89,8 @@ impl Session {
         if let Some(at) = self.messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user)) {
             self.messages.truncate(at + 1);
         }
-        let prompt = serde_json::to_string(&self.messages).map_or(0, |text| estimate_tokens(&text));
-        let usage = Usage::new(prompt, estimate_tokens(shown));
+        let arrived = Completion { content: Some(shown.to_owned()), ..Completion::default() };
+        let usage = estimate_usage(&self.messages, &arrived);
         let cost = self.target.price.as_ref().map(|p| p.price.cost(&usage)).unwrap_or_default();
         let mut record = TurnRecord::new(self.turns.len() + 1, user);
         record.status = Status::Error;
@@ -140,7 +140,7 @@ impl Session {
         let finished_at = Utc::now();
         RunRecord {
             runner_version: env!("CARGO_PKG_VERSION").into(),
-            run_id: self.started_at.format("%Y%m%dT%H%M%S%.3fZ").to_string(),
+            run_id: run_id(self.started_at),
             scenario: None,
             model: ModelInfo { spec: self.target.spec.clone(), base_url: self.target.provider.base_url().map(str::to_owned), sampling: Sampling::default() },
             repetition: 1,
@@ -159,7 +159,7 @@ impl Session {
 
     /// Where the conversation's log goes under `dir`: `<timestamp>.json`.
     pub(crate) fn log_path(&self, dir: &Path) -> PathBuf {
-        dir.join(format!("{}.json", self.started_at.format("%Y%m%dT%H%M%S%.3fZ")))
+        dir.join(format!("{}.json", run_id(self.started_at)))
     }
 
     /// Writes the conversation's record to [`Session::log_path`], atomically.

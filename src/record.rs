@@ -48,6 +48,12 @@ impl Status {
     }
 }
 
+/// A sortable id for something that started at `at` (UTC, millisecond precision): a batch's
+/// run id, a conversation's.
+pub(crate) fn run_id(at: DateTime<Utc>) -> String {
+    at.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
 /// The status column of a report row: a run's status, or `not_started`.
 pub(crate) const NOT_STARTED: &str = "not_started";
 

@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use crate::files::{self, safe_file_name};
 use crate::provider::ModelSpec;
-use crate::record::{Reporter, RunOutcome, RunRecord};
+use crate::record::{Reporter, RunOutcome, RunRecord, run_id};
 
 /// Writes each finished run's log into the batch's directory.
 pub(crate) struct JsonLogs {
@@ -21,7 +21,7 @@ impl JsonLogs {
     /// directory, created here; a clash with an existing directory gets a numeric suffix.
     pub(crate) fn create(logs_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(logs_dir)?;
-        let base = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let base = run_id(Utc::now());
         let mut n = 1;
         loop {
             let run_id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
