@@ -279,9 +279,9 @@ impl OpenAiProvider {
     }
 
     /// A reply with the key replaced wherever a server echoed it (nothing in it reaches a
-    /// log or the terminal with the key).
-    /// Text is redacted; a value the model produced as data (arguments, an id, a name, the
-    /// finish reason) is never rewritten, only replaced whole when it holds the key.
+    /// log or the terminal with the key). Text is redacted; a value the model produced as
+    /// data (arguments, an id, a name, the finish reason) is never rewritten, only replaced
+    /// whole when it holds the key.
     fn redact_completion(&self, mut completion: Completion) -> Completion {
         if let Some(key) = &self.api_key {
             completion.content = completion.content.map(|text| key.redact(&text));
@@ -334,35 +334,33 @@ impl OpenAiProvider {
     /// Sends `request`, and again while the retry policy says another attempt could fare
     /// better.
     async fn attempts(&self, request: CompletionRequest<'_>) -> Exchange {
-        {
-            let mut attempts = Vec::new();
-            loop {
-                let permit = self.limiter.acquire().await;
-                let started = Instant::now();
-                let sent = self.send(request).await;
-                match &sent.result {
-                    Ok(_) => self.limiter.succeeded(),
-                    Err(_) if sent.status == Some(429) => self.limiter.throttled(&permit),
-                    Err(_) => {}
-                }
-                drop(permit);
-                let number = attempts.len() as u32 + 1;
-                let retry = sent.result.is_err() && sent.retryable && number <= self.retry.max_retries;
-                let wait = retry.then(|| self.retry.delay(number, sent.asked, jitter()));
-                attempts.push(Attempt {
-                    attempt: number,
-                    latency_ms: started.elapsed().as_millis() as u64,
-                    status: sent.status,
-                    error: sent.result.as_ref().err().map(ToString::to_string),
-                    retry_in_ms: wait.map(|w| w.as_millis() as u64),
-                });
-                if let Some(last) = attempts.last() {
-                    tracing::debug!(url = %self.url, attempt = last.attempt, status = ?last.status, error = ?last.error, retry_in_ms = ?last.retry_in_ms, "request attempt");
-                }
-                match wait {
-                    Some(wait) => tokio::time::sleep(wait).await,
-                    None => return Exchange { result: sent.result, attempts },
-                }
+        let mut attempts = Vec::new();
+        loop {
+            let permit = self.limiter.acquire().await;
+            let started = Instant::now();
+            let sent = self.send(request).await;
+            match &sent.result {
+                Ok(_) => self.limiter.succeeded(),
+                Err(_) if sent.status == Some(429) => self.limiter.throttled(&permit),
+                Err(_) => {}
+            }
+            drop(permit);
+            let number = attempts.len() as u32 + 1;
+            let retry = sent.result.is_err() && sent.retryable && number <= self.retry.max_retries;
+            let wait = retry.then(|| self.retry.delay(number, sent.asked, jitter()));
+            attempts.push(Attempt {
+                attempt: number,
+                latency_ms: started.elapsed().as_millis() as u64,
+                status: sent.status,
+                error: sent.result.as_ref().err().map(ToString::to_string),
+                retry_in_ms: wait.map(|w| w.as_millis() as u64),
+            });
+            if let Some(last) = attempts.last() {
+                tracing::debug!(url = %self.url, attempt = last.attempt, status = ?last.status, error = ?last.error, retry_in_ms = ?last.retry_in_ms, "request attempt");
+            }
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Exchange { result: sent.result, attempts },
             }
         }
     }
@@ -374,8 +372,8 @@ struct StreamState {
     completion: Completion,
     content: String,
     calls: Vec<ToolCall>,
-    /// The server's `index` of each call in `calls` that came with one, in order.
-    indexes: Vec<usize>,
+    /// The server's `index` of each call in `calls` (`None`: the call came without one).
+    indexes: Vec<Option<usize>>,
     /// Events read, `[DONE]` included.
     events: usize,
     done: bool,
@@ -389,19 +387,14 @@ fn add_piece(stream: &mut StreamState, piece: ToolCallDelta) {
     let calls = &mut stream.calls;
     let new_id = |last: &ToolCall| piece.id.as_deref().is_some_and(|id| !id.is_empty() && !last.id.is_empty() && last.id != id);
     let slot = match (piece.index, calls.last()) {
-        (Some(index), _) => match stream.indexes.iter().position(|&seen| seen == index) {
-            Some(slot) => slot,
-            None => {
-                stream.indexes.push(index);
-                calls.len()
-            }
-        },
+        (Some(index), _) => stream.indexes.iter().position(|&seen| seen == Some(index)).unwrap_or(calls.len()),
         (None, None) => 0,
         (None, Some(last)) if new_id(last) => calls.len(),
         (None, Some(_)) => calls.len() - 1,
     };
     if slot == calls.len() {
         calls.push(ToolCall { id: String::new(), kind: "function".into(), function: FunctionCall { name: String::new(), arguments: String::new() } });
+        stream.indexes.push(piece.index);
     }
     let call = &mut calls[slot];
     if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
