@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `bytes` and a final newline to `path` via `path.tmp` and a rename, creating
+/// Writes `bytes` and a final newline to `path` via a temporary file and a rename, creating
 /// `path`'s directory first.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -23,11 +23,16 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 /// Like [`write_atomically`], in a directory known to exist (no directory check on the hot
 /// path of per-run logs).
 pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let path = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path)?,
-        _ => path.to_path_buf(),
+    // One look at the path (a new log is the common case); a link is followed to its target.
+    let (path, meta) = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::canonicalize(path)?;
+            let meta = std::fs::metadata(&target).ok();
+            (target, meta)
+        }
+        found => (path.to_path_buf(), found.ok()),
     };
-    if std::fs::metadata(&path).is_ok_and(|meta| !meta.is_file()) {
+    if meta.is_some_and(|meta| !meta.is_file()) {
         let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
         file.write_all(bytes)?;
         return file.write_all(b"\n");

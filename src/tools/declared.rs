@@ -100,9 +100,7 @@ impl DeclaredTool {
             return Err(format!("expected a tool name of 1 to 64 letters, digits, `_` or `-`, found `{name}`"));
         }
         let parameters = raw.parameters.unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
-        if let Err(err) = jsonschema::meta::validate(&parameters) {
-            return Err(format!("expected `parameters` of `{name}` to be a valid JSON Schema: {err}"));
-        }
+        // Building the validator checks the schema against its metaschema first.
         let validator = jsonschema::validator_for(&parameters).map_err(|err| format!("expected `parameters` of `{name}` to be a valid JSON Schema: {err}"))?;
         let timeout = match raw.timeout_secs {
             None => DEFAULT_TIMEOUT,
