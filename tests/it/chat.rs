@@ -19,13 +19,6 @@ fn piped(command: &mut Command, stdin: &str) -> Outcome {
     outcome(child.wait_with_output().unwrap())
 }
 
-fn conversation_logs(ws: &Workspace) -> Vec<Value> {
-    let dir = ws.path().join("logs/conversations");
-    std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap()).collect())
-        .unwrap_or_default()
-}
-
 #[test]
 fn piped_chat_streams_calls_tools_and_sums_usage() {
     let server = MockServer::start(assistant);
@@ -47,7 +40,7 @@ fn piped_chat_streams_calls_tools_and_sums_usage() {
     // The second turn carries the first one.
     assert_eq!(bodies[2]["messages"].as_array().unwrap().len(), 5);
 
-    let logs = conversation_logs(&ws);
+    let logs = ws.conversation_logs();
     assert_eq!(logs.len(), 1);
     let log = &logs[0];
     assert_eq!(log["model"]["name"], "gpt-4o-mini");
@@ -144,7 +137,7 @@ fn each_chat_turn_records_the_model_that_played_it() {
         .stdin("hello\n/model openai:gpt-4.1-nano\nhello\n/save s.yaml\nquit\n")
         .run();
     run.success();
-    let log = &conversation_logs(&run.ws)[0];
+    let log = &run.ws.conversation_logs()[0];
     assert_eq!(log["turns"][0]["model"], json!({"provider": "openai", "name": "gpt-4o-mini"}));
     assert_eq!(log["turns"][1]["model"], json!({"provider": "openai", "name": "gpt-4.1-nano"}));
     let bodies = run.server().chat_bodies();

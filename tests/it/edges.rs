@@ -79,9 +79,7 @@ fn chat_saves_its_conversation_on_sigterm() {
     let output = child.wait_with_output().unwrap();
     drop(stdin);
     assert_eq!(output.status.code(), Some(143), "{}", String::from_utf8_lossy(&output.stderr));
-    let dir = ws.path().join("logs/conversations");
-    let file = std::fs::read_dir(dir).unwrap().next().expect("a saved conversation").unwrap().path();
-    let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let log = ws.conversation_log();
     assert_eq!(log["turns"][0]["reply"], "Hello there!");
 }
 
@@ -257,9 +255,7 @@ fn a_chat_answer_stopped_with_ctrl_c_still_counts() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("input tokens: ~"), "the stopped turn is in the totals: {stdout}");
-    let dir = ws.path().join("logs/conversations");
-    let file = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
-    let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let log = ws.conversation_log();
     assert_eq!(log["turns"][0]["error"], "answer stopped (Ctrl-C)");
     assert!(log["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(log["messages"][0]["content"], "hello", "the stopped turn's user message stays");

@@ -225,18 +225,13 @@ fn an_error_in_a_stream_is_an_error() {
 
     let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:stream-error\nquit\n").run();
     run.success();
-    let log: Value = {
-        let dir = run.path().join("logs/conversations");
-        let file = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
-        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
-    };
+    let log = run.conversation_log();
     assert_eq!(log["turns"][0]["status"], "error");
 
     // Text shown before a failure was paid for: its tokens count, marked as estimated.
     let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:stream-error-late\nquit\n").run();
     run.success();
-    let file = std::fs::read_dir(run.path().join("logs/conversations")).unwrap().next().unwrap().unwrap().path();
-    let log: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let log = run.conversation_log();
     let request = &log["turns"][0]["requests"][0];
     assert_eq!(request["usage_source"], "estimated");
     assert!(request["completion_tokens"].as_u64().unwrap() > 0, "{request}");

@@ -86,6 +86,20 @@ impl Workspace {
         logs
     }
 
+    /// Every saved conversation under `logs/conversations`, parsed.
+    pub fn conversation_logs(&self) -> Vec<Value> {
+        std::fs::read_dir(self.path().join("logs/conversations"))
+            .map(|entries| entries.flatten().map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The one saved conversation.
+    pub fn conversation_log(&self) -> Value {
+        let mut logs = self.conversation_logs();
+        assert_eq!(logs.len(), 1, "expected one saved conversation");
+        logs.remove(0)
+    }
+
     /// The only file under `reports/` that is a per-model summary (`summary`) or a report.
     pub fn report_file(&self, summary: bool) -> PathBuf {
         let files: Vec<PathBuf> = std::fs::read_dir(self.path().join("reports"))
