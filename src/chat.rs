@@ -154,6 +154,7 @@ impl Session {
             turns: self.turns.clone(),
             usage: self.usage,
             cost: RunCost::new(self.cost, self.target.price.as_ref()),
+            mcp_servers: Vec::new(),
         }
     }
 

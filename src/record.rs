@@ -108,6 +108,20 @@ pub(crate) struct RunRecord {
     pub turns: Vec<TurnRecord>,
     pub usage: Usage,
     pub cost: RunCost,
+    /// The MCP servers the run used, with what they wrote to stderr.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<ServerLog>,
+}
+
+/// An MCP server a run used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ServerLog {
+    /// Its command line or URL.
+    pub server: String,
+    /// One server for the whole batch: its stderr is everything up to the run's end.
+    pub shared: bool,
+    /// The end of its stderr (at most 64 KiB).
+    pub stderr: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,8 +266,8 @@ pub struct ToolCallRecord {
     pub duration_ms: u64,
     /// The result came from the scenario's `tool_results`, not from running the tool.
     pub pinned: bool,
-    /// How the call was answered: `builtin`, `result`, `results`, `command`, `http` or
-    /// `pinned`; `null` for a tool that was not offered.
+    /// How the call was answered: `builtin`, `result`, `results`, `command`, `http`, `mcp`
+    /// or `pinned`; `null` for a tool that was not offered.
     #[serde(default)]
     pub source: Option<String>,
 }

@@ -14,6 +14,7 @@ use crate::provider::{Sampling, Target};
 use crate::record::{ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status};
 use crate::rng::mix64;
 use crate::scenario::Scenario;
+use crate::tools::mcp::{McpPool, RunServers};
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
 
 /// One run of the matrix.
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     pub seed: u64,
     /// Sent as the sampling seed where a scenario sets none (`--seed`).
     pub sampling_seed: Option<u64>,
+    /// MCP servers started once for the whole batch (`shared: true`).
+    pub mcp: McpPool,
 }
 
 /// Why the rest of a batch was not started.
@@ -176,7 +179,7 @@ pub(crate) async fn run_all(
                     Ok(Some(record)) => Ended::Ran(Box::new(record)),
                     Ok(None) => Ended::Aborted(job),
                     // A bug in a run must not take the batch down: record it as that run's error.
-                    Err(err) => Ended::Ran(Box::new(crashed(&job, &shared, &err.to_string()))),
+                    Err(err) => Ended::Ran(Box::new(unplayed(&job, &shared, Utc::now(), format!("internal error: {err}")))),
                 }
             }
         })
@@ -242,9 +245,23 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let target = &job.target;
     let seed = tool_seed(shared.seed, job);
     let context = ToolContext::new(shared.http.clone(), shared.weather.clone(), seed);
+    let servers = match RunServers::start(&scenario.mcp, &shared.mcp, &shared.http).await {
+        Ok(servers) => servers,
+        Err(err) => return unplayed(job, shared, started_at, err),
+    };
     // The scenario's own declarations shadow built-in and configured tools of their name.
-    let registry = shared.registry.with(&scenario.declared);
-    let specs = registry.specs(&scenario.tools);
+    let mut registry = shared.registry.with(&scenario.declared);
+    let mut offered = std::borrow::Cow::Borrowed(&scenario.tools[..]);
+    if !servers.tools.is_empty() {
+        if let Some(tool) = servers.tools.iter().find(|tool| offered.iter().any(|name| name == tool.name())) {
+            let err = format!("an MCP server lists `{}`, which the scenario already offers; leave one out (`include` picks a server's tools)", tool.name());
+            let logs = servers.finish().await;
+            return RunRecord { mcp_servers: logs, ..unplayed(job, shared, started_at, err) };
+        }
+        registry = registry.with(&servers.tools);
+        offered.to_mut().extend(servers.tools.iter().map(|tool| tool.name().to_owned()));
+    }
+    let specs = registry.specs(&offered);
     let mut sampling = scenario.sampling;
     sampling.seed = sampling.seed.or(shared.sampling_seed);
     let agent = Agent {
@@ -291,6 +308,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
             break;
         }
     }
+    let mcp_servers = servers.finish().await;
     let usage = turns.iter().map(|t| t.usage).sum();
     let cost = turns.iter().map(|t| t.cost).sum();
     tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = status.as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
@@ -310,6 +328,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
         turns,
         usage,
         cost: RunCost::new(cost, target.price.as_ref()),
+        mcp_servers,
     }
 }
 
@@ -321,8 +340,9 @@ fn model_info(job: &Job, sampling: Sampling) -> ModelInfo {
     ModelInfo { spec: job.target.spec.clone(), base_url: job.target.provider.base_url().map(str::to_owned), sampling }
 }
 
-/// The record of a run whose task died: no turns, status `error`, the reason.
-fn crashed(job: &Job, shared: &Shared, reason: &str) -> RunRecord {
+/// The record of a run that played no turn (its task died, its MCP server could not
+/// start): status `error`, the reason.
+fn unplayed(job: &Job, shared: &Shared, started_at: chrono::DateTime<Utc>, error: String) -> RunRecord {
     let now = Utc::now();
     RunRecord {
         runner_version: env!("CARGO_PKG_VERSION").into(),
@@ -330,15 +350,16 @@ fn crashed(job: &Job, shared: &Shared, reason: &str) -> RunRecord {
         scenario: Some(scenario_ref(&job.scenario)),
         model: model_info(job, job.scenario.sampling),
         repetition: job.repetition,
-        started_at: now,
+        started_at,
         finished_at: now,
-        duration_ms: 0,
+        duration_ms: (now - started_at).num_milliseconds().max(0) as u64,
         status: Status::Error,
-        error: Some(format!("internal error: {reason}")),
+        error: Some(error),
         tool_seed: tool_seed(shared.seed, job),
         messages: Vec::new(),
         turns: Vec::new(),
         usage: Default::default(),
         cost: RunCost::new(Default::default(), job.target.price.as_ref()),
+        mcp_servers: Vec::new(),
     }
 }

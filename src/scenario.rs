@@ -18,6 +18,7 @@ use serde_saphyr::{Location, Spanned};
 pub use crate::matcher::Pattern;
 use crate::provider::Sampling;
 use crate::tools::declared::{DeclarationContext, DeclaredTool};
+use crate::tools::mcp::McpServerSpec;
 use crate::tools::{Tool, ToolRegistry};
 
 /// Largest scenario file accepted.
@@ -43,6 +44,8 @@ pub struct Scenario {
     /// The tools this scenario declares (they shadow built-ins and configured tools of the
     /// same name).
     pub declared: Vec<Arc<dyn Tool>>,
+    /// MCP servers whose tools are offered too (known once a run starts them).
+    pub(crate) mcp: Vec<Arc<McpServerSpec>>,
     /// Fixed results that replace running the named tools.
     pub tool_results: BTreeMap<String, Value>,
     pub max_tool_rounds: u32,
@@ -500,6 +503,7 @@ impl RawScenario {
         }
         let known = || validator.tools.names().collect::<Vec<_>>().join(", ");
         let mut declared: Vec<Arc<dyn Tool>> = Vec::new();
+        let mut mcp: Vec<Arc<McpServerSpec>> = Vec::new();
         let tools: Vec<String> = match self.tools {
             Some(entries) => {
                 let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty() && path != "-").map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -514,7 +518,10 @@ impl RawScenario {
                             name.clone()
                         }
                         Value::Object(map) if map.contains_key("mcp") => {
-                            fail(entry.referenced, "`mcp:` tools are not supported yet; declare the tools with result, results, command or http".to_owned());
+                            match McpServerSpec::parse(&entry.value, context.dir.clone(), context.env) {
+                                Ok(server) => mcp.push(Arc::new(server)),
+                                Err(message) => fail(entry.referenced, message),
+                            }
                             continue;
                         }
                         Value::Object(_) => match DeclaredTool::parse(&entry.value, None, &context) {
@@ -542,10 +549,15 @@ impl RawScenario {
             }
             None => validator.tools.names().map(str::to_owned).collect(),
         };
+        // Names the checks may use: those offered, and those MCP servers are asked for. A
+        // server without `include` may list any name: what it lists is known at run time.
+        let mut offered = tools.clone();
+        offered.extend(mcp.iter().flat_map(|server| server.include.iter().flatten().cloned()));
+        let open = mcp.iter().any(|server| server.include.is_none());
         let tool_results = match self.tool_results {
             Some(results) => {
                 for tool in results.value.keys() {
-                    if validator.tools.get(tool).is_none() && !declared.iter().any(|d| d.name() == tool) {
+                    if validator.tools.get(tool).is_none() && !declared.iter().any(|d| d.name() == tool) && !offered.contains(tool) && !open {
                         fail(results.referenced, format!("tool_results names unknown tool `{tool}`; expected one of: {}", known()));
                     }
                 }
@@ -560,7 +572,7 @@ impl RawScenario {
             .turns
             .value
             .into_iter()
-            .map(|turn| Turn { user: turn.user, expect: turn.expect.map(|e| e.validate(&tools, &mut fail)).unwrap_or_default() })
+            .map(|turn| Turn { user: turn.user, expect: turn.expect.map(|e| e.validate(&offered, open, &mut fail)).unwrap_or_default() })
             .collect();
 
         (errors.len() == before).then(|| Scenario {
@@ -577,6 +589,7 @@ impl RawScenario {
             },
             tools,
             declared,
+            mcp,
             tool_results,
             max_tool_rounds: self.max_tool_rounds.map_or(DEFAULT_MAX_TOOL_ROUNDS, |r| r.value),
             turns,
@@ -585,9 +598,11 @@ impl RawScenario {
 }
 
 impl RawExpect {
-    fn validate(self, offered: &[String], fail: &mut impl FnMut(Location, String)) -> Expect {
+    /// `offered`: the tool names calls may name; `open`: any name may be offered (an MCP
+    /// server lists its tools when it starts).
+    fn validate(self, offered: &[String], open: bool, fail: &mut impl FnMut(Location, String)) -> Expect {
         let expected_call = |name: Spanned<String>, arguments: Option<Spanned<Value>>, fail: &mut dyn FnMut(Location, String)| {
-            if !offered.contains(&name.value) {
+            if !open && !offered.contains(&name.value) {
                 fail(name.referenced, format!("expected a tool this scenario offers ({}), found `{}`", offered.join(", "), name.value));
             }
             let arguments = arguments.and_then(|args| {

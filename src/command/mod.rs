@@ -76,7 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ask(args) => ask::ask(config, args).await,
         Command::Report(args) => report::report(config, &args),
         Command::Schema => schema::schema(),
-        Command::Tools { paths } => tools::tools(config, &paths),
+        Command::Tools { paths } => tools::tools(config, &paths).await,
         Command::Models { prices } => models::models(config, prices.as_deref()),
     }
 }

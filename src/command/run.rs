@@ -63,6 +63,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         weather: Arc::new(settings.weather.clone()),
         seed: args.seed.unwrap_or_else(random_seed),
         sampling_seed: args.seed,
+        mcp: Default::default(),
     });
     let limits = Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
     let control = Control::new();
@@ -70,8 +71,9 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut progress = Progress::default();
     let totals = {
         let mut reporters = (&mut logs, (&mut progress, &mut reports));
-        runner::run_all(jobs, total, settings.concurrency, limits, control.clone(), shared, &mut reporters as &mut dyn Reporter).await
+        runner::run_all(jobs, total, settings.concurrency, limits, control.clone(), shared.clone(), &mut reporters as &mut dyn Reporter).await
     };
+    shared.mcp.shutdown().await;
     listener.abort();
     progress.finish();
 

@@ -1,14 +1,17 @@
 //! `runner tools [PATHS...]`: the tools scenarios can offer, with how each answers and its
-//! JSON schema: the built-ins, `runner.yaml`'s, and those the given scenario files declare.
+//! JSON schema: the built-ins, `runner.yaml`'s, those the given scenario files declare, and
+//! those their MCP servers list (the servers are started to ask them).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use super::EXIT_PASSED;
+use crate::provider::openai::http_client;
 use crate::settings::{Flags, Settings};
+use crate::tools::mcp::{McpPool, RunServers};
 use crate::tools::Tool;
 
-pub(crate) fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Result<u8> {
+pub(crate) async fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Result<u8> {
     let settings = Settings::load(Flags { config, ..Flags::default() })?;
     let mut out = String::new();
     for tool in settings.tools.iter() {
@@ -16,9 +19,15 @@ pub(crate) fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Result<u
     }
     if !paths.is_empty() {
         for scenario in super::load(&settings, paths)? {
+            let by = format!("{} in {}", scenario.name, scenario.file);
             for tool in &scenario.declared {
-                describe(&mut out, tool.as_ref(), Some(&format!("{} in {}", scenario.name, scenario.file)))?;
+                describe(&mut out, tool.as_ref(), Some(&by))?;
             }
+            let servers = RunServers::start(&scenario.mcp, &McpPool::default(), &http_client()?).await.map_err(anyhow::Error::msg)?;
+            for tool in &servers.tools {
+                describe(&mut out, tool.as_ref(), Some(&by))?;
+            }
+            servers.finish().await;
         }
     }
     super::print(&out)?;

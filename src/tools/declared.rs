@@ -3,7 +3,6 @@
 //! a `command` run per call, or an `http` endpoint.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -11,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::process::{ProcessGroup, own_group};
 use super::{Tool, ToolContext, ToolError};
 use crate::matcher::Pattern;
 
@@ -176,15 +176,20 @@ impl Tool for DeclaredTool {
         }
     }
     fn check(&self, arguments: &Value) -> Vec<String> {
-        self.validator.iter_errors(arguments).map(|err| format!("{}: {err}", if err.instance_path().as_str().is_empty() { "/" } else { err.instance_path().as_str() })).collect()
+        schema_problems(&self.validator, arguments)
     }
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(self.answer(arguments, context))
     }
 }
 
+/// Every way `arguments` break the schema, each as `PATH: RULE`.
+pub(crate) fn schema_problems(validator: &jsonschema::Validator, arguments: &Value) -> Vec<String> {
+    validator.iter_errors(arguments).map(|err| format!("{}: {err}", if err.instance_path().as_str().is_empty() { "/" } else { err.instance_path().as_str() })).collect()
+}
+
 /// `${VAR}` replaced by the variable's value; an unset variable is an error naming it.
-fn expand(template: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(template: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("${") {
@@ -208,11 +213,9 @@ fn as_result(bytes: &[u8]) -> Value {
 /// lines; on time-out the whole process group is killed.
 async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, arguments: &Value) -> Result<Value, ToolError> {
     let mut command = tokio::process::Command::new(&argv[0]);
-    command.args(&argv[1..]).current_dir(dir).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    #[cfg(unix)]
-    command.process_group(0);
+    own_group(command.args(&argv[1..]).current_dir(dir));
     let mut child = command.spawn().map_err(|err| ToolError::Failed(format!("cannot start `{}` in {}: {err}", argv[0], dir.display())))?;
-    let pid = child.id();
+    let mut group = ProcessGroup::of(child.id());
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -242,26 +245,16 @@ async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, argument
         }
     };
     let outcome = tokio::time::timeout(timeout, read).await;
-    let kill_group = || {
-        #[cfg(unix)]
-        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: kill(2) on the process group this call started and has not reaped.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
-    };
     let whole = match outcome {
         Ok(whole) => whole.map_err(|e| ToolError::Failed(format!("cannot read the output of `{}`: {e}", argv[0])))?,
         Err(_) => {
-            kill_group();
+            group.kill();
             let _ = child.wait().await;
             return Err(ToolError::Failed(format!("`{}` did not finish within {timeout:?} (killed)", argv.join(" "))));
         }
     };
     if !whole {
-        kill_group();
+        group.kill();
         let _ = child.wait().await;
         return Err(ToolError::Failed(format!("`{}` wrote more than {} MiB (killed)", argv.join(" "), MAX_OUTPUT >> 20)));
     }
@@ -269,12 +262,12 @@ async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, argument
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status.map_err(|e| ToolError::Failed(e.to_string()))?,
         Err(_) => {
-            kill_group();
+            group.kill();
             let _ = child.wait().await;
             return Err(ToolError::Failed(format!("`{}` did not finish within {timeout:?} (killed)", argv.join(" "))));
         }
     };
-    kill_group(); // Whatever it left running in its group goes with it.
+    group.kill(); // Whatever it left running in its group goes with it.
     let err = errors.await.unwrap_or_default();
     if !status.success() {
         let stderr = String::from_utf8_lossy(&err);

@@ -3,6 +3,8 @@
 
 mod builtin;
 pub(crate) mod declared;
+pub(crate) mod mcp;
+mod process;
 mod weather;
 
 use std::sync::Arc;
@@ -33,7 +35,7 @@ pub trait Tool: Send + Sync {
     /// JSON schema of the arguments object.
     fn parameters(&self) -> Value;
     /// How a call is answered, as the log says it: `builtin`, `result`, `results`,
-    /// `command`, `http`.
+    /// `command`, `http`, `mcp`.
     fn source(&self) -> &'static str {
         "builtin"
     }

@@ -10,7 +10,7 @@ use crate::{KEY, Ran, Test};
 
 /// The model: `call NAME {ARGS}` calls NAME with ARGS; after a tool round it repeats what the
 /// tools said.
-fn model(request: &Request) -> Reply {
+pub fn model(request: &Request) -> Reply {
     let last = request.last_message();
     if last["role"] == "tool" {
         let body = request.json();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::run::assistant;
 use crate::server::MockServer;
-use crate::{Test, Workspace, read_csv};
+use crate::{Test, Workspace, read_csv, signal, wait_for};
 
 /// `count` one-turn scenarios named s1..sN in one file.
 fn scenarios(count: usize) -> String {
@@ -20,21 +20,6 @@ fn slow(delay: Duration) -> MockServer {
 
 fn spawn(ws: &Workspace, server: &MockServer, args: &[&str]) -> std::process::Child {
     ws.runner(&server.url()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
-}
-
-#[allow(unsafe_code)]
-fn signal(child: &std::process::Child, signal: i32) {
-    // SAFETY: kill(2) on the child's pid, which has not been reaped yet.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-}
-
-/// Waits until `path` exists (a file the child writes), at most 10 s.
-fn wait_for(what: impl Fn() -> bool) {
-    let started = std::time::Instant::now();
-    while !what() {
-        assert!(started.elapsed() < Duration::from_secs(10), "timed out waiting");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn logs_written(ws: &Workspace) -> usize {

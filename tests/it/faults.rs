@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::run::assistant;
 use crate::server::{Cut, MockServer, Reply, api_error};
-use crate::{KEY, Test, Workspace, exec};
+use crate::{KEY, Test, Workspace, exec, signal};
 
 /// The kinds of fault the server injects, in turn.
 const FAULTS: [&str; 5] = ["429", "500", "stall", "drop", "truncate"];
@@ -224,12 +224,6 @@ fn spawn_run(ws: &Workspace, server: &MockServer, count: usize, extra: &[&str]) 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-#[allow(unsafe_code)]
-fn signal(child: &std::process::Child, signal: i32) {
-    // SAFETY: kill(2) on the child's pid, which has not been reaped yet.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
 }
 
 /// The only run directory under logs/runs, and its id.

@@ -12,6 +12,7 @@ mod declared;
 mod edges;
 mod faults;
 mod hostile;
+mod mcp;
 mod readme;
 mod run;
 mod server;
@@ -26,6 +27,22 @@ use server::{MockServer, Reply, Request};
 
 /// The API key the tests use; it must never appear in any output or file.
 pub const KEY: &str = "sk-test-4f9a7c1e-this-key-must-never-be-written";
+
+/// Sends `signal` to a child that has not been reaped yet.
+#[allow(unsafe_code)]
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on the child's pid, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// Waits until `what` holds, at most 10 s.
+pub fn wait_for(what: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !what() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "timed out waiting");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 
 /// A temporary working directory for one invocation of runner.
 pub struct Workspace {
