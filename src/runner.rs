@@ -245,7 +245,8 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let target = &job.target;
     let seed = tool_seed(shared.seed, job);
     let context = ToolContext::new(shared.http.clone(), shared.weather.clone(), seed);
-    let servers = match RunServers::start(&scenario.mcp, &shared.mcp, &shared.http).await {
+    // Boxed: starting servers is a large future, and every run in flight would carry it.
+    let servers = match Box::pin(RunServers::start(&scenario.mcp, &shared.mcp, &shared.http)).await {
         Ok(servers) => servers,
         Err(err) => return unplayed(job, shared, started_at, err),
     };
@@ -255,7 +256,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     if !servers.tools.is_empty() {
         if let Some(tool) = servers.tools.iter().find(|tool| offered.iter().any(|name| name == tool.name())) {
             let err = format!("an MCP server lists `{}`, which the scenario already offers; leave one out (`include` picks a server's tools)", tool.name());
-            let logs = servers.finish().await;
+            let logs = Box::pin(servers.finish()).await;
             return RunRecord { mcp_servers: logs, ..unplayed(job, shared, started_at, err) };
         }
         registry = registry.with(&servers.tools);
@@ -308,7 +309,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
             break;
         }
     }
-    let mcp_servers = servers.finish().await;
+    let mcp_servers = Box::pin(servers.finish()).await;
     let usage = turns.iter().map(|t| t.usage).sum();
     let cost = turns.iter().map(|t| t.cost).sum();
     tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = status.as_str(), ms = started.elapsed().as_millis() as u64, "run finished");

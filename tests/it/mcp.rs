@@ -231,3 +231,14 @@ fn mcp_entries_with_problems_are_load_errors() {
         assert!(ran.stderr.contains("s.yaml:3:5") && ran.stderr.contains(expected), "{entry}: {}", ran.stderr);
     }
 }
+
+#[test]
+fn runner_tools_starts_the_servers_to_list_their_tools() {
+    let entry = format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt, --with-child]\n      include: [echo, add]", test_server());
+    let ran = Test::new().file("s.yaml", &scenario(&entry, &["hi"])).args(["tools", "s.yaml"]).run();
+    ran.success();
+    assert!(ran.stdout.contains("echo (mcp, declared by s in s.yaml)\n  Echoes the message back."), "{}", ran.stdout);
+    assert!(ran.stdout.contains("add (mcp, declared by s in s.yaml)"), "{}", ran.stdout);
+    assert!(!ran.stdout.contains("count (mcp"), "only the included tools: {}", ran.stdout);
+    all_ended(&ran);
+}
