@@ -18,7 +18,7 @@ fn main() {
     let path = runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).unwrap();
 
     let started = Instant::now();
-    let loaded = model::load(&path).unwrap();
+    let loaded = model::load(&path, sources.cache_dir.as_deref()).unwrap();
     let load_s = started.elapsed().as_secs_f64();
     let tokenizer = &loaded.tokenizer;
     let text = "The quick brown fox jumps over the lazy dog while the weather in Paris stays rainy. ".repeat(40);

@@ -26,7 +26,7 @@ fn main() {
     let sources = acquire::Sources::from_env();
     let http = runner::provider::openai::http_client().unwrap();
     let path = runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).unwrap();
-    let provider = LocalProvider::load(&path).unwrap();
+    let provider = LocalProvider::load(&path, sources.cache_dir.as_deref()).unwrap();
     let registry = ToolRegistry::builtin();
     let names: Vec<String> = registry.names().map(str::to_owned).collect();
     let tools = registry.specs(&names);

@@ -152,7 +152,8 @@ impl<'a> Models<'a> {
             return Err(format!("unknown embedded model `{spec}`: the embedded model is local:{MODEL_NAME}"));
         }
         let path = acquire::locate(&self.config.local, &self.http, self.fetch).await?;
-        let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path))
+        let cache_dir = self.config.local.cache_dir.clone();
+        let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path, cache_dir.as_deref()))
             .await
             .map_err(|e| format!("loading the embedded model crashed: {e}"))??;
         Ok(Arc::new(provider))

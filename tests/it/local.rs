@@ -26,7 +26,7 @@ fn model_path() -> &'static Path {
 
 fn provider() -> &'static LocalProvider {
     static PROVIDER: OnceLock<LocalProvider> = OnceLock::new();
-    PROVIDER.get_or_init(|| LocalProvider::load(model_path()).expect("the model loads"))
+    PROVIDER.get_or_init(|| LocalProvider::load(model_path(), None).expect("the model loads"))
 }
 
 fn ask(messages: &[Message], tools: &[&str], sampling: Sampling) -> runner::provider::Completion {
@@ -86,6 +86,31 @@ fn greedy_output_is_fixed() {
     let again = ask(&messages, &[], sampling);
     assert_eq!(again.content, first.content);
     assert_eq!(again.usage.unwrap().cached_tokens, usage.prompt_tokens);
+}
+
+#[test]
+fn converted_weights_are_kept_in_the_cache_and_give_the_same_answers() {
+    let cache = tempfile::tempdir().unwrap();
+    let converted = || -> Vec<std::path::PathBuf> { std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.path()).collect() };
+    let messages = [Message::System { content: "You are a helpful assistant.".into() }, user("What is the capital of France?")];
+    let sampling = Sampling { max_tokens: Some(12), ..Sampling::default() };
+    let answer = |provider: &LocalProvider| provider.complete_blocking(&messages, &[], &sampling).unwrap().content;
+    // The first load converts and keeps the result; the second reads it.
+    let first = LocalProvider::load(model_path(), Some(cache.path())).unwrap();
+    let kept = converted();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].file_name().unwrap().to_string_lossy().contains(".q8_0-"), "{kept:?}");
+    let modified = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
+    let second = LocalProvider::load(model_path(), Some(cache.path())).unwrap();
+    assert_eq!(std::fs::metadata(&kept[0]).unwrap().modified().unwrap(), modified, "read, not written again");
+    assert_eq!(answer(&first).as_deref(), Some(GREEDY_CAPITAL));
+    assert_eq!(answer(&second).as_deref(), Some(GREEDY_CAPITAL));
+    // A damaged file is converted again, not trusted.
+    std::fs::write(&kept[0], b"GGUF but not really").unwrap();
+    let third = LocalProvider::load(model_path(), Some(cache.path())).unwrap();
+    assert_eq!(answer(&third).as_deref(), Some(GREEDY_CAPITAL));
+    assert!(std::fs::metadata(&kept[0]).unwrap().len() > 100_000_000, "rebuilt whole");
+    assert_eq!(converted().len(), 1, "no temporary file left: {:?}", converted());
 }
 
 /// What the model answers, greedily, to the prompt of [`greedy_output_is_fixed`].

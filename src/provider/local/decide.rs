@@ -105,21 +105,14 @@ fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec]) -> Resu
 
 /// The offered tool to call and the number of tokens fed into `model`, which then holds the
 /// prompt and [`CALL_OPEN`]; `None` to answer in text (`model` untouched).
-pub(crate) fn choose(engine: &Engine, model: &mut Model, messages: &[Message], tools: &[ToolSpec]) -> Result<Option<(usize, u64)>, String> {
-    let message = match messages.last() {
-        Some(Message::User { content }) => content.as_str(),
-        _ => return Ok(None),
-    };
-    let candidates = candidates(message, tools);
-    if candidates.is_empty() {
-        return Ok(None);
-    }
+/// `candidates` are step 1's (not empty).
+pub(crate) fn choose(engine: &Engine, model: &mut Model, messages: &[Message], tools: &[ToolSpec], candidates: &[usize]) -> Result<Option<(usize, u64)>, String> {
     let (scores, opened, count) = option_scores(engine, model, tools)?;
     let baseline = calibration(engine, messages, tools)?;
     let calibrated: Vec<f64> = scores.iter().zip(&baseline).map(|(s, b)| s - b).collect();
     let mut best = 0;
     let mut best_score = calibrated[0] - NONE_HANDICAP;
-    for &tool in &candidates {
+    for &tool in candidates {
         if calibrated[tool + 1] > best_score {
             best = tool + 1;
             best_score = calibrated[tool + 1];
@@ -143,8 +136,9 @@ fn calibration(engine: &Engine, messages: &[Message], tools: &[ToolSpec]) -> Res
     if let Some(scores) = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&prompt) {
         return Ok(scores.clone());
     }
-    let mut model = engine.base.clone();
-    model.prefill(&prompt)?;
+    // It shares the system prompt and tools (and earlier turns) with the real prompt, which
+    // was just fed: only the content-free message is new.
+    let (mut model, _) = engine.prefilled(&prompt, 0)?;
     let (scores, _, _) = option_scores(engine, &mut model, tools)?;
     let mut cache = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if cache.len() > 64 {

@@ -59,9 +59,10 @@ pub(crate) struct Engine {
 }
 
 impl LocalProvider {
-    /// Loads the weights at `path` (seconds: reading and requantizing).
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let loaded = model::load(path)?;
+    /// Loads the weights at `path` (the first time, reading and requantizing them, which
+    /// takes a second; later, the converted file kept in `cache_dir`).
+    pub fn load(path: &std::path::Path, cache_dir: Option<&std::path::Path>) -> Result<Self, String> {
+        let loaded = model::load(path, cache_dir)?;
         let mut templates = minijinja::Environment::new();
         templates
             .add_template_owned("chat", loaded.chat_template)
@@ -84,6 +85,12 @@ impl LocalProvider {
     /// The tokenizer, for counting and tests.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.engine.tokenizer
+    }
+
+    /// Tokens run through the transformer since loading: with the tokens requests report,
+    /// the engine's work amplification.
+    pub fn forwarded(&self) -> u64 {
+        self.engine.base.forwarded()
     }
 
     /// Renders `messages` (and the offered tools) as the model's prompt text.
@@ -280,19 +287,40 @@ impl Engine {
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
         let _gate = self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = self.base.forwarded();
+        let completion = self.answer(messages, tools, sampling, stream)?;
+        if let Some(usage) = &completion.usage {
+            let forwarded = self.base.forwarded() - before;
+            tracing::debug!(forwarded, prompt = usage.prompt_tokens, cached = usage.cached_tokens, generated = usage.completion_tokens, "embedded model request");
+        }
+        Ok(completion)
+    }
+
+    /// [`Engine::complete`] under the gate.
+    fn answer(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        sampling: &crate::provider::Sampling,
+        stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Completion, String> {
 
         let max_tokens = sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
         let mut sampler = Sampler::new(sampling.temperature, sampling.top_p, sampling.seed.unwrap_or(0));
-        let user_turn = matches!(messages.last(), Some(Message::User { .. }));
-        if user_turn && !tools.is_empty() {
+        // The cheap evidence step comes first: with no candidate tool, the long tool prompt
+        // is never fed.
+        let asked = match messages.last() {
+            Some(Message::User { content }) => Some(content.as_str()),
+            _ => None,
+        };
+        let candidates = asked.map(|asked| decide::candidates(asked, tools)).unwrap_or_default();
+        if let Some(asked) = asked
+            && !candidates.is_empty()
+        {
             let prompt = self.tokenizer.encode(&self.render(messages, tools)?);
             let (mut model, reused) = self.prefilled(&prompt, 0)?;
-            let decision = decide::choose(self, &mut model, messages, tools)?;
+            let decision = decide::choose(self, &mut model, messages, tools, &candidates)?;
             if let Some((tool, opened)) = decision {
-                let asked = match messages.last() {
-                    Some(Message::User { content }) => content.as_str(),
-                    _ => "",
-                };
                 let (call, count) = self.write_call(&mut model, &mut sampler, tool, tools, asked)?;
                 return Ok(Completion {
                     content: None,
