@@ -49,7 +49,7 @@ fn main() {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     println!("embedded model {}: {} threads, median of {repeat}", path.display(), std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    println!("load (read + Q4_1->Q8_0): {load_s:.2} s");
+    println!("load (the converted Q8_0 file kept in the cache; the first load converts): {load_s:.2} s");
     println!("prompt: {:.1} tok/s (400-token prompt)", median(&mut prompt_rates));
     println!("generate: {:.1} tok/s ({generate} tokens, greedy)", median(&mut gen_rates));
     println!("peak RSS: {:.1} MiB", usage.ru_maxrss as f64 / 1024.0);

@@ -81,8 +81,9 @@ pub fn candidates(message: &str, tools: &[ToolSpec]) -> Vec<usize> {
 /// The user message the calibration scores are computed for.
 const CONTENT_FREE: &str = "N/A";
 
-/// Log probabilities of the options after `prompt`: index 0 is "no call", 1 + i is tool i.
-fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec]) -> Result<(Vec<f64>, Model, u64), String> {
+/// Log probabilities of the options after `prompt`: index 0 is "no call", 1 + i is the i-th
+/// of `candidates` (indexes into `tools`; only they can be chosen, so only they are scored).
+fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec], candidates: &[usize]) -> Result<(Vec<f64>, Model, u64), String> {
     let mut opened = model.clone();
     let (logits, count) = engine.force(&mut opened, CALL_OPEN)?;
     let starts = |c: u8| {
@@ -96,8 +97,8 @@ fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec]) -> Resu
     let mut named = opened.clone();
     let (logits, _) = engine.force(&mut named, "{\"name\":")?;
     let mut scores = vec![none];
-    for tool in tools {
-        let text = format!(" {}", Value::String(tool.function.name.clone()));
+    for &tool in candidates {
+        let text = format!(" {}", Value::String(tools[tool].function.name.clone()));
         scores.push(call + engine.log_prob(&mut named.clone(), logits.clone(), &text)?);
     }
     Ok((scores, opened, count))
@@ -107,44 +108,47 @@ fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec]) -> Resu
 /// prompt and [`CALL_OPEN`]; `None` to answer in text (`model` untouched).
 /// `candidates` are step 1's (not empty).
 pub(crate) fn choose(engine: &Engine, model: &mut Model, messages: &[Message], tools: &[ToolSpec], candidates: &[usize]) -> Result<Option<(usize, u64)>, String> {
-    let (scores, opened, count) = option_scores(engine, model, tools)?;
-    let baseline = calibration(engine, messages, tools)?;
+    let (scores, opened, count) = option_scores(engine, model, tools, candidates)?;
+    let baseline = calibration(engine, messages, tools, candidates)?;
     let calibrated: Vec<f64> = scores.iter().zip(&baseline).map(|(s, b)| s - b).collect();
+    // 0: no call; 1 + i: candidates[i].
     let mut best = 0;
     let mut best_score = calibrated[0] - NONE_HANDICAP;
-    for &tool in candidates {
-        if calibrated[tool + 1] > best_score {
-            best = tool + 1;
-            best_score = calibrated[tool + 1];
+    for (option, &score) in calibrated.iter().enumerate().skip(1) {
+        if score > best_score {
+            best = option;
+            best_score = score;
         }
     }
-    tracing::debug!(?scores, ?baseline, ?calibrated, choice = best, "tool decision (0: no call)");
+    let names: Vec<&str> = candidates.iter().map(|&i| tools[i].function.name.as_str()).collect();
+    tracing::debug!(?names, ?scores, ?baseline, ?calibrated, choice = best, "tool decision (0: no call, i: names[i - 1])");
     if best == 0 {
         return Ok(None);
     }
     *model = opened;
-    Ok(Some((best - 1, count)))
+    Ok(Some((candidates[best - 1], count)))
 }
 
 /// The option scores for the same conversation with a content-free last user message.
-fn calibration(engine: &Engine, messages: &[Message], tools: &[ToolSpec]) -> Result<Vec<f64>, String> {
+fn calibration(engine: &Engine, messages: &[Message], tools: &[ToolSpec], candidates: &[usize]) -> Result<Vec<f64>, String> {
     let mut neutral = messages.to_vec();
     if let Some(Message::User { content }) = neutral.last_mut() {
         *content = CONTENT_FREE.to_owned();
     }
     let prompt = engine.tokenizer.encode(&engine.render(&neutral, tools)?);
-    if let Some(scores) = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&prompt) {
+    let key = (prompt, candidates.to_vec());
+    if let Some(scores) = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
         return Ok(scores.clone());
     }
     // It shares the system prompt and tools (and earlier turns) with the real prompt, which
     // was just fed: only the content-free message is new.
-    let (mut model, _) = engine.prefilled(&prompt, 0)?;
-    let (scores, _, _) = option_scores(engine, &mut model, tools)?;
+    let (mut model, _) = engine.prefilled(&key.0, 0)?;
+    let (scores, _, _) = option_scores(engine, &mut model, tools, candidates)?;
     let mut cache = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if cache.len() > 64 {
         cache.clear();
     }
-    cache.insert(prompt, scores.clone());
+    cache.insert(key, scores.clone());
     Ok(scores)
 }
 

@@ -37,6 +37,9 @@ const COPY_NEXT_BIAS: f32 = 5.0;
 /// Longest string argument, in tokens.
 const MAX_STRING_TOKENS: usize = 48;
 
+/// A content-free prompt's tokens and the candidates scored after it.
+type CalibrationKey = (Vec<u32>, Vec<usize>);
+
 /// The embedded model behind the [`Provider`] trait.
 pub struct LocalProvider {
     engine: Arc<Engine>,
@@ -51,9 +54,8 @@ pub(crate) struct Engine {
     slots: Mutex<Vec<Model>>,
     /// One generation at a time: candle spreads each one over every core already.
     gate: Mutex<()>,
-    /// Calibration scores of [`decide`] by rendered prompt (they depend on the system
-    /// prompt and tools only).
-    calibration: Mutex<std::collections::HashMap<Vec<u32>, Vec<f64>>>,
+    /// Calibration scores of [`decide`] by rendered content-free prompt and candidates.
+    calibration: Mutex<std::collections::HashMap<CalibrationKey, Vec<f64>>>,
     stop: Vec<u32>,
     context_length: usize,
 }
@@ -317,11 +319,15 @@ impl Engine {
         if let Some(asked) = asked
             && !candidates.is_empty()
         {
-            let prompt = self.tokenizer.encode(&self.render(messages, tools)?);
+            // Only the candidates are listed: a shorter prompt to feed, and no tool the
+            // evidence step ruled out to distract a small model.
+            let offered: Vec<ToolSpec> = candidates.iter().map(|&i| tools[i].clone()).collect();
+            let all: Vec<usize> = (0..offered.len()).collect();
+            let prompt = self.tokenizer.encode(&self.render(messages, &offered)?);
             let (mut model, reused) = self.prefilled(&prompt, 0)?;
-            let decision = decide::choose(self, &mut model, messages, tools, &candidates)?;
+            let decision = decide::choose(self, &mut model, messages, &offered, &all)?;
             if let Some((tool, opened)) = decision {
-                let (call, count) = self.write_call(&mut model, &mut sampler, tool, tools, asked)?;
+                let (call, count) = self.write_call(&mut model, &mut sampler, tool, &offered, asked)?;
                 return Ok(Completion {
                     content: None,
                     tool_calls: vec![call],
@@ -355,15 +361,17 @@ impl Engine {
         // Keep the system message's state on its own too: every conversation with the same
         // system prompt and tools starts from it.
         let system_end = prompt.iter().position(|t| self.stop.first() == Some(t)).map_or(0, |at| at + 1);
-        let mut reused_system = 0;
+        // What came from the pool: the system prompt's own prefill reports it when it runs
+        // (the rest then continues what this request just fed).
+        let mut from_pool = None;
         if model.cached().len() < system_end && system_end < prompt.len() {
             let (_, reused) = model.prefill(&prompt[..system_end])?;
-            reused_system = reused;
+            from_pool = Some(reused);
             self.put_slot(model.clone());
         }
         let (_, reused) = model.prefill(prompt)?;
         self.put_slot(model.clone());
-        Ok((model, reused.max(reused_system)))
+        Ok((model, from_pool.unwrap_or(reused)))
     }
 
     /// Free text until the end-of-turn token or `max_tokens`.
