@@ -157,6 +157,8 @@ impl McpServer {
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut group: Option<ProcessGroup> = None;
         let mut reader = None;
+        // True once stderr has been read to its end (at once for a server without one).
+        let (closed_tx, stderr_closed) = tokio::sync::watch::channel(!matches!(spec.transport, Transport::Stdio { .. }));
         let handshake = match &spec.transport {
             Transport::Stdio { argv, dir } => {
                 let mut command = tokio::process::Command::new(&argv[0]);
@@ -174,6 +176,7 @@ impl McpServer {
                         while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
                             stderr.lock().expect("stderr lock").push(&chunk[..n]);
                         }
+                        closed_tx.send_replace(true);
                     }));
                 }
                 Box::pin(().serve(transport)) as BoxFuture<'_, _>
@@ -229,6 +232,7 @@ impl McpServer {
                     peer: peer.clone(),
                     server: spec.label.clone(),
                     stderr: stderr.clone(),
+                    stderr_closed: stderr_closed.clone(),
                     timeout: spec.call_timeout,
                 })
             })
@@ -332,6 +336,7 @@ pub(crate) struct McpTool {
     peer: Peer<RoleClient>,
     server: String,
     stderr: Arc<Mutex<Tail>>,
+    stderr_closed: tokio::sync::watch::Receiver<bool>,
     timeout: Duration,
 }
 
@@ -343,7 +348,14 @@ impl McpTool {
         }
         match tokio::time::timeout(self.timeout, self.peer.call_tool(params)).await {
             Ok(Ok(result)) => content(result),
-            Ok(Err(err)) => Err(ToolError::Failed(format!("MCP server `{}`: {err}{}", self.server, stderr_note(&self.stderr)))),
+            Ok(Err(err)) => {
+                // A server that died says why on stderr: let the reader reach its end.
+                if matches!(err, rmcp::ServiceError::TransportClosed) {
+                    let mut closed = self.stderr_closed.clone();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), closed.wait_for(|closed| *closed)).await;
+                }
+                Err(ToolError::Failed(format!("MCP server `{}`: {err}{}", self.server, stderr_note(&self.stderr))))
+            }
             Err(_) => Err(ToolError::Failed(format!("MCP server `{}` did not answer `{}` within {:?}", self.server, self.name, self.timeout))),
         }
     }
