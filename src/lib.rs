@@ -30,7 +30,7 @@ mod usage;
 
 // What runs become, and the plumbing under them.
 mod files;
-mod matcher;
+pub mod matcher;
 mod report;
 pub mod rng;
 

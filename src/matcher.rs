@@ -27,7 +27,7 @@ pub enum Pattern {
 impl Pattern {
     /// Reads a pattern from its YAML/JSON value; an unknown `$` key or a malformed matcher is
     /// an error that says what was expected.
-    pub(crate) fn parse(value: &Value) -> Result<Self, String> {
+    pub fn parse(value: &Value) -> Result<Self, String> {
         match value {
             Value::Object(map) if map.keys().any(|k| k.starts_with('$')) => {
                 let mut entries = map.iter();
@@ -59,7 +59,7 @@ impl Pattern {
 
     /// Whether `actual` (`None`: the key is not there) matches; `Err` says where and how it
     /// differs. `path` names the value (`arguments.to`).
-    pub(crate) fn check(&self, actual: Option<&Value>, path: &str) -> Result<(), String> {
+    pub fn check(&self, actual: Option<&Value>, path: &str) -> Result<(), String> {
         match (self, actual) {
             (Pattern::Absent, None) | (Pattern::Any, Some(_)) => Ok(()),
             (Pattern::Absent, Some(value)) => Err(format!("`{path}` is {value}, expected it absent")),
