@@ -78,6 +78,42 @@ pub fn candidates(message: &str, tools: &[ToolSpec]) -> Vec<usize> {
         .collect()
 }
 
+/// The parts of a message that asks for several things: split at each "and", when every
+/// part shares a content word with some tool's name or description (not only a parameter:
+/// "subject Hello and body ..." is one request). Each part with those tools, by index.
+/// Fewer than two parts: `None`.
+pub fn request_parts(message: &str, tools: &[ToolSpec]) -> Option<Vec<(String, Vec<usize>)>> {
+    // Not inside a range or a list of numbers: "between 1 and 10".
+    let splitter = regex::Regex::new(r"(?i)\s+and\s+").expect("valid pattern");
+    let mut parts: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for found in splitter.find_iter(message) {
+        let before = message[..found.start()].chars().next_back();
+        let after = message[found.end()..].chars().next();
+        if before.is_some_and(|c| c.is_ascii_digit()) && after.is_some_and(|c| c.is_ascii_digit() || c == '-') {
+            continue;
+        }
+        parts.push(&message[start..found.start()]);
+        start = found.end();
+    }
+    parts.push(&message[start..]);
+    let parts: Vec<&str> = parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect();
+    if parts.len() < 2 {
+        return None;
+    }
+    let named: Vec<Vec<String>> = tools.iter().map(|t| content_words(&format!("{} {}", t.function.name.replace('_', " "), t.function.description))).collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        let words = content_words(part);
+        let fitting: Vec<usize> = (0..tools.len()).filter(|&i| words.iter().any(|w| named[i].contains(w))).collect();
+        if fitting.is_empty() {
+            return None;
+        }
+        out.push((part.to_owned(), fitting));
+    }
+    Some(out)
+}
+
 /// The user message the calibration scores are computed for.
 const CONTENT_FREE: &str = "N/A";
 
@@ -177,5 +213,24 @@ mod tests {
         assert_eq!(named("What is 2 plus 3?"), ["add_numbers"]);
         assert!(named("Tell me a joke.").is_empty());
         assert!(named("Hi! How are you?").is_empty());
+    }
+
+    #[test]
+    fn a_message_splits_into_requests_only_where_each_part_names_a_tool() {
+        let registry = ToolRegistry::builtin();
+        let names: Vec<String> = registry.names().map(str::to_owned).collect();
+        let tools = registry.specs(&names);
+        let named = |message: &str| -> Option<Vec<(String, Vec<String>)>> {
+            request_parts(message, &tools).map(|parts| parts.into_iter().map(|(p, t)| (p, t.iter().map(|&i| tools[i].function.name.clone()).collect())).collect())
+        };
+        let pair = |part: &str, tool: &str| (part.to_owned(), vec![tool.to_owned()]);
+        // "2 and 3" is one list of numbers, not two requests.
+        assert_eq!(named("Reverse the word apple and add 2 and 3"), Some(vec![pair("Reverse the word apple", "reverse_text"), pair("add 2 and 3", "add_numbers")]));
+        assert_eq!(named("Reverse the word apple and get the weather in Paris"), Some(vec![pair("Reverse the word apple", "reverse_text"), pair("get the weather in Paris", "get_weather")]));
+        // "banana" names no tool: no split.
+        assert_eq!(named("Reverse the words apple and banana"), None);
+        assert!(request_parts("What is the weather in Paris?", &tools).is_none());
+        // A range is one request, even when what follows names the tool.
+        assert!(request_parts("Give me a random number between 1 and 10 using the get_random_number tool.", &tools).is_none());
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use crate::message::{FunctionCall, Message, ToolCall, ToolSpec};
+use crate::message::{FunctionCall, FunctionSpec, Message, ToolCall, ToolSpec};
 use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError};
 use crate::usage::Usage;
 use model::Model;
@@ -36,6 +36,12 @@ const COPY_START_BIAS: f32 = 2.0;
 const COPY_NEXT_BIAS: f32 = 5.0;
 /// Longest string argument, in tokens.
 const MAX_STRING_TOKENS: usize = 48;
+/// Most calls in one reply.
+const MAX_CALLS: usize = 4;
+/// Most items of an array argument the model writes.
+const MAX_ITEMS: usize = 8;
+/// Deepest nesting of objects and arrays in arguments; deeper values are null.
+const MAX_DEPTH: usize = 6;
 
 /// A content-free prompt's tokens and the candidates scored after it.
 type CalibrationKey = (Vec<u32>, Vec<usize>);
@@ -327,10 +333,10 @@ impl Engine {
             let (mut model, reused) = self.prefilled(&prompt, 0)?;
             let decision = decide::choose(self, &mut model, messages, &offered, &all)?;
             if let Some((tool, opened)) = decision {
-                let (call, count) = self.write_call(&mut model, &mut sampler, tool, &offered, asked)?;
+                let (calls, count) = self.write_calls(&mut model, &mut sampler, tool, &offered, asked)?;
                 return Ok(Completion {
                     content: None,
-                    tool_calls: vec![call],
+                    tool_calls: calls,
                     finish_reason: Some("tool_calls".into()),
                     usage: Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, opened + count) }),
                 });
@@ -465,43 +471,108 @@ impl Engine {
         Ok((model.feed(&ids)?, ids.len() as u64))
     }
 
-    /// Writes one call of the chosen tool: the name is fixed, each required argument is
-    /// decoded under its schema's type. `model` holds the prompt and [`CALL_OPEN`].
-    fn write_call(&self, model: &mut Model, sampler: &mut Sampler, tool: usize, tools: &[ToolSpec], asked: &str) -> Result<(ToolCall, u64), String> {
-        let spec = &tools[tool].function;
-        let (_, mut count) = self.force(model, &format!("{{\"name\": {}, \"arguments\": {{", Value::String(spec.name.clone())))?;
-        let properties = spec.parameters["properties"].as_object().cloned().unwrap_or_default();
-        let required: Vec<String> = match spec.parameters["required"].as_array() {
-            Some(names) => names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect(),
-            None => properties.keys().cloned().collect(),
-        };
-        let mut arguments = serde_json::Map::new();
-        for (i, name) in required.iter().enumerate() {
-            let separator = if i == 0 { "" } else { ", " };
-            let (logits, n) = self.force(model, &format!("{separator}{}: ", Value::String(name.clone())))?;
+    /// Writes the calls. A message that asks for several things ([`decide::request_parts`])
+    /// gets a call per part (at most [`MAX_CALLS`]): its tool the part's only fitting one or
+    /// the model's choice among them, its arguments grounded in that part alone. Otherwise one
+    /// call to the chosen tool. `model` holds the prompt and [`CALL_OPEN`].
+    fn write_calls(&self, model: &mut Model, sampler: &mut Sampler, chosen: usize, tools: &[ToolSpec], asked: &str) -> Result<(Vec<ToolCall>, u64), String> {
+        let parts = decide::request_parts(asked, tools).filter(|parts| parts.len() <= MAX_CALLS).unwrap_or_else(|| vec![(asked.to_owned(), vec![chosen])]);
+        let mut calls = Vec::with_capacity(parts.len());
+        let mut count = 0;
+        for (i, (part, fitting)) in parts.iter().enumerate() {
+            let (logits, n) = self.force(model, if i == 0 { "{\"name\":" } else { ",\n{\"name\":" })?;
             count += n;
-            let schema = properties.get(name).cloned().unwrap_or(Value::Null);
-            let (value, n) = self.write_value(model, sampler, logits, &schema, asked)?;
+            let names: Vec<String> = fitting.iter().map(|&t| format!(" {}", Value::String(tools[t].function.name.clone()))).collect();
+            let (index, _, n) = self.choose_text(model, logits, &names)?;
             count += n;
-            arguments.insert(name.clone(), value);
+            let (call, n) = self.write_arguments(model, sampler, &tools[fitting[index]].function, part)?;
+            count += n;
+            calls.push(call);
         }
-        let (_, n) = self.force(model, "}}\n]</tool_call>")?;
+        let (_, n) = self.force(model, "\n]</tool_call>")?;
+        Ok((calls, count + n))
+    }
+
+    /// The rest of a call whose name was written: its arguments, an object of its schema (see
+    /// [`Engine::write_object`]), and the closing brace.
+    fn write_arguments(&self, model: &mut Model, sampler: &mut Sampler, spec: &FunctionSpec, asked: &str) -> Result<(ToolCall, u64), String> {
+        let (_, mut count) = self.force(model, ", \"arguments\": ")?;
+        let (arguments, n) = self.write_object(model, sampler, &spec.parameters, asked, 0)?;
+        count += n;
+        let (_, n) = self.force(model, "}")?;
         count += n;
         let id = format!("call_{}", crate::rng::mix64(count ^ model.cached().len() as u64) % 1_000_000_000);
-        let call = ToolCall {
-            id,
-            kind: "function".into(),
-            function: FunctionCall { name: spec.name.clone(), arguments: Value::Object(arguments).to_string() },
-        };
+        let call = ToolCall { id, kind: "function".into(), function: FunctionCall { name: spec.name.clone(), arguments: arguments.to_string() } };
         Ok((call, count))
+    }
+
+    /// An object of `schema`, in its properties' order: every required property, and an
+    /// optional one only when the message gives evidence for it ([`wanted`]); a 135M model
+    /// left to choose fills every optional field with something.
+    fn write_object(&self, model: &mut Model, sampler: &mut Sampler, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
+        let properties = schema["properties"].as_object().cloned().unwrap_or_default();
+        let required: Vec<&str> = schema["required"].as_array().map(|names| names.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let (_, mut count) = self.force(model, "{")?;
+        let mut object = serde_json::Map::new();
+        for (name, property) in &properties {
+            if !required.contains(&name.as_str()) && !wanted(name, property, asked) {
+                continue;
+            }
+            let separator = if object.is_empty() { "" } else { ", " };
+            let (logits, n) = self.force(model, &format!("{separator}{}: ", Value::String(name.clone())))?;
+            count += n;
+            let (value, n) = self.write_value(model, sampler, logits, property, asked, depth + 1)?;
+            count += n;
+            object.insert(name.clone(), value);
+        }
+        let (_, n) = self.force(model, "}")?;
+        Ok((Value::Object(object), count + n))
+    }
+
+    /// An array of `schema`'s items. Numbers: the message's numbers, in order (what a list
+    /// of numbers in a request almost always is). Other items: written one by one while the
+    /// model prefers `, ` to `]` (at most [`MAX_ITEMS`]).
+    fn write_array(&self, model: &mut Model, sampler: &mut Sampler, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
+        let item = &schema["items"];
+        let numeric = matches!(item["type"].as_str(), Some("number" | "integer"));
+        let numbers = numbers_in(asked, item["type"] == "number");
+        if numeric && !numbers.is_empty() {
+            let text = format!("[{}]", numbers.join(", "));
+            let (_, n) = self.force(model, &text)?;
+            return Ok((serde_json::from_str(&text).unwrap_or_else(|_| json!([])), n));
+        }
+        let (mut logits, mut count) = self.force(model, "[")?;
+        let mut items = Vec::new();
+        loop {
+            let (value, n) = self.write_value(model, sampler, logits, item, asked, depth + 1)?;
+            count += n;
+            items.push(value);
+            let more = items.len() < MAX_ITEMS;
+            let choices: Vec<String> = if more { vec![", ".into(), "]".into()] } else { vec!["]".into()] };
+            let after = model.feed(&[])?;
+            let (index, next, n) = self.choose_text(model, after, &choices)?;
+            count += n;
+            if choices[index] == "]" {
+                break;
+            }
+            logits = next;
+        }
+        Ok((Value::Array(items), count))
     }
 
     /// One JSON value of the schema's type. Strings and numbers are grounded in the user's
     /// message `asked`: a string is a span of it, a number one of its numbers (when it has
-    /// any); a 135M model copies far more reliably than it composes. `logits` are those
-    /// after the key. Returns the value and the number of tokens written.
-    fn write_value(&self, model: &mut Model, sampler: &mut Sampler, logits: Vec<f32>, schema: &Value, asked: &str) -> Result<(Value, u64), String> {
+    /// any); a 135M model copies far more reliably than it composes. An enum value the
+    /// message names is taken as it is. `logits` are those after the key. Returns the value
+    /// and the number of tokens written.
+    fn write_value(&self, model: &mut Model, sampler: &mut Sampler, logits: Vec<f32>, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
         if let Some(options) = schema["enum"].as_array() {
+            let lower = asked.to_lowercase();
+            let mentioned = |option: &&Value| option.as_str().filter(|text| span_at_words(&lower, &text.to_lowercase(), true)).and_then(|text| lower.find(&text.to_lowercase()));
+            if let Some(named) = options.iter().filter(|o| mentioned(o).is_some()).min_by_key(|o| mentioned(o)) {
+                let (_, n) = self.force(model, &named.to_string())?;
+                return Ok((named.clone(), n));
+            }
             let choices: Vec<String> = options.iter().map(Value::to_string).collect();
             let (index, _, n) = self.choose_text(model, logits, &choices)?;
             return Ok((options[index].clone(), n));
@@ -514,6 +585,8 @@ impl Engine {
                 let (index, _, n) = self.choose_text(model, logits, &["true".to_owned(), "false".to_owned()])?;
                 Ok((Value::Bool(index == 0), n))
             }
+            Some("object") if depth < MAX_DEPTH => self.write_object(model, sampler, schema, asked, depth),
+            Some("array") if depth < MAX_DEPTH => self.write_array(model, sampler, schema, asked, depth),
             _ => {
                 let (_, n) = self.force(model, "null")?;
                 Ok((Value::Null, n))
@@ -572,7 +645,7 @@ impl Engine {
             let current = text.clone();
             let grounded = |id: u32| {
                 let t = String::from_utf8_lossy(&tokenizer.token_bytes(id)).into_owned();
-                if t.starts_with(',') || t.starts_with('}') {
+                if t.starts_with([',', '}', ']']) {
                     return numbers.contains(&current);
                 }
                 let next = format!("{current}{t}");
@@ -589,13 +662,13 @@ impl Engine {
                 match t {
                     "-" => current.is_empty(),
                     "." => fraction && !digits.is_empty() && !digits.contains('.') && !digits.ends_with('.'),
-                    _ => !digits.is_empty() && !digits.ends_with('.') && (t.starts_with(',') || t.starts_with('}')),
+                    _ => !digits.is_empty() && !digits.ends_with('.') && t.starts_with([',', '}', ']']),
                 }
             };
             let pick = if numbers.is_empty() { sampler.pick(&logits, Some(&free)) } else { sampler.pick(&logits, Some(&grounded)) };
             let Some(next) = pick else { break };
             let token = String::from_utf8_lossy(&tokenizer.token_bytes(next)).into_owned();
-            if token.starts_with(',') || token.starts_with('}') {
+            if token.starts_with([',', '}', ']']) {
                 break;
             }
             text.push_str(&token);
@@ -635,6 +708,23 @@ impl Engine {
     }
 }
 
+/// Whether the message gives evidence for an optional property: it names one of its enum
+/// values, shares a content word with its name or description, or (a description showing
+/// `HH:MM` or `YYYY-MM-DD`) holds a time or date.
+fn wanted(name: &str, schema: &Value, asked: &str) -> bool {
+    let lower = asked.to_lowercase();
+    if let Some(options) = schema["enum"].as_array() {
+        return options.iter().any(|option| option.as_str().is_some_and(|text| span_at_words(&lower, &text.to_lowercase(), true)));
+    }
+    let description = schema["description"].as_str().unwrap_or_default();
+    let formats = [("HH:MM", r"\b\d{1,2}:\d{2}\b"), ("YYYY-MM-DD", r"\b\d{4}-\d{2}-\d{2}\b")];
+    if formats.iter().any(|(shown, pattern)| description.contains(shown) && regex::Regex::new(pattern).is_ok_and(|r| r.is_match(asked))) {
+        return true;
+    }
+    let about = decide::content_words(&format!("{} {description}", name.replace('_', " ")));
+    decide::content_words(asked).iter().any(|word| about.contains(word))
+}
+
 /// The numbers written in `text` (`-3`, `1.5` when `fraction`), as written.
 fn numbers_in(text: &str, fraction: bool) -> Vec<String> {
     let pattern = if fraction { r"-?\d+(?:\.\d+)?" } else { r"-?\d+" };
@@ -642,15 +732,25 @@ fn numbers_in(text: &str, fraction: bool) -> Vec<String> {
     regex.find_iter(text).map(|m| m.as_str().to_owned()).collect()
 }
 
-/// Whether `span` occurs in `text` starting at a word's start (and, with `whole`, also
-/// ending at a word's end).
+/// Whether `span` occurs in `text` starting where a word starts (after a space or an
+/// opening bracket or quote: `EV-1001` and `notes/todo.txt` are one word each) and, with
+/// `whole`, also ending where a word ends (before a space, a closing bracket or quote, or
+/// punctuation that ends the word: the `.` of `draft.docx.`, not the one of `draft.docx`).
 fn span_at_words(text: &str, span: &str, whole: bool) -> bool {
+    const OPENING: &str = "\"'([{";
+    const CLOSING: &str = "\"')]}";
     if span.is_empty() {
         return false;
     }
     text.match_indices(span).any(|(at, _)| {
-        let starts = text[..at].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
-        let ends = text[at + span.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+        let starts = text[..at].chars().next_back().is_none_or(|c| c.is_whitespace() || OPENING.contains(c));
+        let mut after = text[at + span.len()..].chars();
+        let ends = match after.next() {
+            None => true,
+            Some(c) if c.is_whitespace() || CLOSING.contains(c) => true,
+            Some(c) if c.is_ascii_punctuation() => after.next().is_none_or(|d| d.is_whitespace() || CLOSING.contains(d)),
+            Some(_) => false,
+        };
         starts && (!whole || ends)
     })
 }
