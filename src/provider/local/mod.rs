@@ -480,11 +480,18 @@ impl Engine {
         let mut calls = Vec::with_capacity(parts.len());
         let mut count = 0;
         for (i, (part, fitting)) in parts.iter().enumerate() {
-            let (logits, n) = self.force(model, if i == 0 { "{\"name\":" } else { ",\n{\"name\":" })?;
-            count += n;
+            let opening = if i == 0 { "{\"name\":" } else { ",\n{\"name\":" };
             let names: Vec<String> = fitting.iter().map(|&t| format!(" {}", Value::String(tools[t].function.name.clone()))).collect();
-            let (index, _, n) = self.choose_text(model, logits, &names)?;
-            count += n;
+            // One fitting tool: its name goes in with the opening, in one step.
+            let index = if let [name] = &names[..] {
+                count += self.force(model, &format!("{opening}{name}"))?.1;
+                0
+            } else {
+                let (logits, n) = self.force(model, opening)?;
+                let (index, _, m) = self.choose_text(model, logits, &names)?;
+                count += n + m;
+                index
+            };
             let (call, n) = self.write_arguments(model, sampler, &tools[fitting[index]].function, part)?;
             count += n;
             calls.push(call);
