@@ -3,8 +3,11 @@
 //!
 //! Tool calls use SmolLM2's own format (`<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>`)
 //! and are decoded under constraints, so a call is always well-formed: the tool name is one
-//! of the offered tools and every argument has its schema's type. Whether to call a tool at
-//! all is decided first (see [`decide`]).
+//! of the offered tools and the arguments are an object of its schema (nested objects,
+//! arrays, enums, optional properties only with evidence in the message), strings and
+//! numbers copied from the message. A message asking for several things gets a call per
+//! part ([`decide::request_parts`]). Whether to call a tool at all is decided first (see
+//! [`decide`]).
 
 pub mod acquire;
 pub mod decide;
