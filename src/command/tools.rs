@@ -18,12 +18,13 @@ pub(crate) async fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Re
         describe(&mut out, tool.as_ref(), None)?;
     }
     if !paths.is_empty() {
+        let http = http_client()?;
         for scenario in super::load(&settings, paths)? {
             let by = format!("{} in {}", scenario.name, scenario.file);
             for tool in &scenario.declared {
                 describe(&mut out, tool.as_ref(), Some(&by))?;
             }
-            let servers = RunServers::start(&scenario.mcp, &McpPool::default(), &http_client()?).await.map_err(anyhow::Error::msg)?;
+            let servers = RunServers::start(&scenario.mcp, &McpPool::default(), &http).await.map_err(anyhow::Error::msg)?;
             for tool in &servers.tools {
                 describe(&mut out, tool.as_ref(), Some(&by))?;
             }

@@ -148,6 +148,7 @@ pub(crate) struct McpServer {
     session: tokio::sync::Mutex<Option<RunningService<RoleClient, ()>>>,
     listed: Vec<Arc<McpTool>>,
     stderr: Arc<Mutex<Tail>>,
+    /// Killed when dropped: an aborted run drops its servers without stopping them.
     group: Mutex<Option<ProcessGroup>>,
 }
 
@@ -279,15 +280,6 @@ impl McpServer {
             let _ = session.close_with_timeout(EXIT_GRACE).await;
         }
         drop(group); // SIGKILL to whatever of the group is still there.
-    }
-}
-
-impl Drop for McpServer {
-    fn drop(&mut self) {
-        // An aborted run drops its servers without stopping them: the group still dies.
-        if let Some(mut group) = self.group.get_mut().ok().and_then(Option::take) {
-            group.kill();
-        }
     }
 }
 

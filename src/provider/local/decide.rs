@@ -84,7 +84,8 @@ pub fn candidates(message: &str, tools: &[ToolSpec]) -> Vec<usize> {
 /// Fewer than two parts: `None`.
 pub fn request_parts(message: &str, tools: &[ToolSpec]) -> Option<Vec<(String, Vec<usize>)>> {
     // Not inside a range or a list of numbers: "between 1 and 10".
-    let splitter = regex::Regex::new(r"(?i)\s+and\s+").expect("valid pattern");
+    static SPLITTER: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let splitter = SPLITTER.get_or_init(|| regex::Regex::new(r"(?i)\s+and\s+").expect("valid pattern"));
     let mut parts: Vec<&str> = Vec::new();
     let mut start = 0;
     for found in splitter.find_iter(message) {

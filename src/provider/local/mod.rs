@@ -15,7 +15,7 @@ pub mod model;
 pub mod sampler;
 pub mod tokenizer;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -98,11 +98,6 @@ impl LocalProvider {
         &self.engine.tokenizer
     }
 
-    /// Tokens run through the transformer since loading: with the tokens requests report,
-    /// the engine's work amplification.
-    pub fn forwarded(&self) -> u64 {
-        self.engine.base.forwarded()
-    }
 
     /// Renders `messages` (and the offered tools) as the model's prompt text.
     pub fn prompt(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<String, String> {
@@ -544,9 +539,11 @@ impl Engine {
     /// model prefers `, ` to `]` (at most [`MAX_ITEMS`]).
     fn write_array(&self, model: &mut Model, sampler: &mut Sampler, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
         let item = &schema["items"];
-        let numeric = matches!(item["type"].as_str(), Some("number" | "integer"));
-        let numbers = numbers_in(asked, item["type"] == "number");
-        if numeric && !numbers.is_empty() {
+        let numbers = match item["type"].as_str() {
+            Some(kind @ ("number" | "integer")) => numbers_in(asked, kind == "number"),
+            _ => Vec::new(),
+        };
+        if !numbers.is_empty() {
             let text = format!("[{}]", numbers.join(", "));
             let (_, n) = self.force(model, &text)?;
             return Ok((serde_json::from_str(&text).unwrap_or_else(|_| json!([])), n));
@@ -577,9 +574,7 @@ impl Engine {
     /// and the number of tokens written.
     fn write_value(&self, model: &mut Model, sampler: &mut Sampler, logits: Vec<f32>, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
         if let Some(options) = schema["enum"].as_array() {
-            let lower = asked.to_lowercase();
-            let mentioned = |option: &&Value| option.as_str().filter(|text| span_at_words(&lower, &text.to_lowercase(), true)).and_then(|text| lower.find(&text.to_lowercase()));
-            if let Some(named) = options.iter().filter(|o| mentioned(o).is_some()).min_by_key(|o| mentioned(o)) {
+            if let Some(named) = named_option(options, asked) {
                 let (_, n) = self.force(model, &named.to_string())?;
                 return Ok((named.clone(), n));
             }
@@ -722,23 +717,44 @@ impl Engine {
 /// values, shares a content word with its name or description, or (a description showing
 /// `HH:MM` or `YYYY-MM-DD`) holds a time or date.
 fn wanted(name: &str, schema: &Value, asked: &str) -> bool {
-    let lower = asked.to_lowercase();
+    static FORMATS: OnceLock<[(&str, regex::Regex); 2]> = OnceLock::new();
     if let Some(options) = schema["enum"].as_array() {
-        return options.iter().any(|option| option.as_str().is_some_and(|text| span_at_words(&lower, &text.to_lowercase(), true)));
+        return named_option(options, asked).is_some();
     }
     let description = schema["description"].as_str().unwrap_or_default();
-    let formats = [("HH:MM", r"\b\d{1,2}:\d{2}\b"), ("YYYY-MM-DD", r"\b\d{4}-\d{2}-\d{2}\b")];
-    if formats.iter().any(|(shown, pattern)| description.contains(shown) && regex::Regex::new(pattern).is_ok_and(|r| r.is_match(asked))) {
+    let formats = FORMATS.get_or_init(|| {
+        let regex = |pattern: &str| regex::Regex::new(pattern).expect("valid pattern");
+        [("HH:MM", regex(r"\b\d{1,2}:\d{2}\b")), ("YYYY-MM-DD", regex(r"\b\d{4}-\d{2}-\d{2}\b"))]
+    });
+    if formats.iter().any(|(shown, pattern)| description.contains(shown) && pattern.is_match(asked)) {
         return true;
     }
     let about = decide::content_words(&format!("{} {description}", name.replace('_', " ")));
     decide::content_words(asked).iter().any(|word| about.contains(word))
 }
 
+/// The enum value the message names (as a whole word, any case) first, if any.
+fn named_option<'a>(options: &'a [Value], asked: &str) -> Option<&'a Value> {
+    let lower = asked.to_lowercase();
+    options
+        .iter()
+        .filter_map(|option| {
+            let text = option.as_str()?.to_lowercase();
+            span_at_words(&lower, &text, true).then(|| lower.find(&text)).flatten().map(|at| (at, option))
+        })
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, option)| option)
+}
+
 /// The numbers written in `text` (`-3`, `1.5` when `fraction`), as written.
 fn numbers_in(text: &str, fraction: bool) -> Vec<String> {
-    let pattern = if fraction { r"-?\d+(?:\.\d+)?" } else { r"-?\d+" };
-    let regex = regex::Regex::new(pattern).expect("valid pattern");
+    static WHOLE: OnceLock<regex::Regex> = OnceLock::new();
+    static FRACTION: OnceLock<regex::Regex> = OnceLock::new();
+    let regex = if fraction {
+        FRACTION.get_or_init(|| regex::Regex::new(r"-?\d+(?:\.\d+)?").expect("valid pattern"))
+    } else {
+        WHOLE.get_or_init(|| regex::Regex::new(r"-?\d+").expect("valid pattern"))
+    };
     regex.find_iter(text).map(|m| m.as_str().to_owned()).collect()
 }
 
