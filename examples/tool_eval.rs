@@ -143,6 +143,7 @@ fn leaves(value: &Value) -> Vec<String> {
 
 /// The numbers written in `text`.
 fn numbers(text: &str) -> Vec<f64> {
-    let regex = regex::Regex::new(r"-?\d+(?:\.\d+)?").unwrap();
-    regex.find_iter(text).filter_map(|m| m.as_str().parse().ok()).collect()
+    // Thousands separators are part of a number: "250,000" is 250000, not 250 and 0.
+    let regex = regex::Regex::new(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?").unwrap();
+    regex.find_iter(text).filter_map(|m| m.as_str().replace(',', "").parse().ok()).collect()
 }

@@ -34,7 +34,7 @@ const DEFAULT_MAX_TOKENS: u32 = 128;
 /// Conversations whose KV caches are kept, most recently used last.
 const SLOTS: usize = 8;
 /// Added to the logit of a tool result's first token while answering after tool calls.
-const COPY_START_BIAS: f32 = 2.0;
+const COPY_START_BIAS: f32 = 4.0;
 /// Added to the logit of the token that continues a partly copied tool result.
 const COPY_NEXT_BIAS: f32 = 5.0;
 /// Longest string argument, in tokens.
@@ -344,8 +344,10 @@ impl Engine {
         let (mut model, reused) = self.prefilled(&prompt, max_tokens)?;
         let logits = model.feed(&[])?;
         let mut generated = 0;
-        let copy = self.result_tokens(messages);
-        let mut completion = self.write_text(&mut model, logits, &mut sampler, max_tokens, &mut generated, &copy, stream)?;
+        let results = turn_results(messages);
+        let copy = self.result_tokens(&results.iter().map(|r| readable_result(r)).collect::<Vec<_>>());
+        let facts: Vec<String> = results.iter().flat_map(|r| facts(r)).collect();
+        let mut completion = self.write_text(&mut model, logits, &mut sampler, max_tokens, &mut generated, (&copy, &facts), stream)?;
         completion.usage = Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, generated) });
         Ok(completion)
     }
@@ -378,18 +380,13 @@ impl Engine {
         Ok((model, from_pool.unwrap_or(reused)))
     }
 
-    /// Free text until the end-of-turn token or `max_tokens`.
     /// Token sequences of this turn's tool results (as [`readable_result`] shows them, with
     /// and without a leading space), which the answer is steered to copy.
-    fn result_tokens(&self, messages: &[Message]) -> Vec<Vec<u32>> {
-        let turn = messages.iter().rposition(|m| matches!(m, Message::User { .. })).map_or(0, |i| i + 1);
+    fn result_tokens(&self, results: &[String]) -> Vec<Vec<u32>> {
         let mut sequences = Vec::new();
-        for message in &messages[turn..] {
-            if let Message::Tool { content, .. } = message {
-                let result = readable_result(content);
-                sequences.push(self.tokenizer.encode(&result));
-                sequences.push(self.tokenizer.encode(&format!(" {result}")));
-            }
+        for result in results {
+            sequences.push(self.tokenizer.encode(result));
+            sequences.push(self.tokenizer.encode(&format!(" {result}")));
         }
         sequences.retain(|s| !s.is_empty());
         sequences
@@ -398,7 +395,9 @@ impl Engine {
     /// Free text until the end-of-turn token or `max_tokens`, steered to copy `copy`: a
     /// result's first token gets [`COPY_START_BIAS`], and once the answer has written a
     /// result's first k tokens, its next one gets [`COPY_NEXT_BIAS`]. A model this small
-    /// otherwise paraphrases results away ("elppa" becomes "el-ppa").
+    /// otherwise paraphrases results away ("elppa" becomes "el-ppa"). Once every result is
+    /// stated, the answer ends with the sentence or line that stated the last one: what a
+    /// model this small writes after that is rambling, and where it invents numbers.
     #[allow(clippy::too_many_arguments)]
     fn write_text(
         &self,
@@ -407,10 +406,14 @@ impl Engine {
         sampler: &mut Sampler,
         max_tokens: usize,
         generated: &mut u64,
-        copy: &[Vec<u32>],
+        (copy, facts): (&[Vec<u32>], &[String]),
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
         let mut ids: Vec<u32> = Vec::new();
+        let stated = |text: &str| {
+            let text = text.to_lowercase();
+            !facts.is_empty() && facts.iter().all(|f| text.contains(&f.to_lowercase()))
+        };
         let mut finish = "length";
         // Text already sent to `stream`, as the final answer (trimmed) spells it.
         let mut sent = 0;
@@ -432,19 +435,33 @@ impl Engine {
                 finish = "stop";
                 break;
             }
+            let before = ids.len();
             ids.push(next);
+            // Whole characters only; a token may end inside one.
+            let bytes = self.tokenizer.decode_bytes(&ids);
+            let valid = match std::str::from_utf8(&bytes) {
+                Ok(text) => text,
+                Err(err) => std::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or_default(),
+            };
+            let done = stated(valid) && {
+                let piece = self.tokenizer.decode(&ids[before..]);
+                piece.contains('\n') || valid.trim_end().ends_with(['.', '!', '?'])
+            };
+            if done && self.tokenizer.decode(&ids[before..]).trim().is_empty() {
+                ids.pop();
+            }
             if let Some(stream) = stream {
-                // Send whole characters only; a token may end inside one.
-                let bytes = self.tokenizer.decode_bytes(&ids);
-                let valid = match std::str::from_utf8(&bytes) {
-                    Ok(text) => text,
-                    Err(err) => std::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or_default(),
-                };
-                let text = valid.trim_start();
-                if text.len() > sent {
+                let text = if done { self.tokenizer.decode(&ids) } else { valid.to_owned() };
+                let text = text.trim_start();
+                if text.trim_end().len() > sent {
+                    let text = if done { text.trim_end() } else { text };
                     let _ = stream.send(text[sent..].to_owned());
                     sent = text.len();
                 }
+            }
+            if done {
+                finish = "stop";
+                break;
             }
             logits = model.feed(&[next])?;
         }
@@ -783,6 +800,42 @@ fn span_at_words(text: &str, span: &str, whole: bool) -> bool {
 
 /// A tool result as a small model reads it best: `{"result": x}` as x, other objects as
 /// `key: value` pairs, anything else as it is.
+/// The results of this turn's tool calls (the messages after its user message), as sent.
+fn turn_results(messages: &[Message]) -> Vec<&str> {
+    let turn = messages.iter().rposition(|m| matches!(m, Message::User { .. })).map_or(0, |i| i + 1);
+    messages[turn..]
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool { content, .. } => Some(content.as_str()),
+            _ => None,
+        })
+        .filter(|r| !r.trim().is_empty())
+        .collect()
+}
+
+/// What an answer must state of a tool result: its strings and numbers (the readable result
+/// when it has none, as `{"deleted": true}`; the whole text when it is not JSON).
+fn facts(content: &str) -> Vec<String> {
+    fn leaves(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(text) if !text.trim().is_empty() => out.push(text.clone()),
+            Value::Number(n) => out.push(n.to_string()),
+            Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            Value::Object(map) => map.values().for_each(|v| leaves(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match serde_json::from_str::<Value>(content) {
+        Ok(value) => leaves(&value, &mut out),
+        Err(_) => out.push(content.trim().to_owned()),
+    }
+    if out.is_empty() {
+        out.push(readable_result(content));
+    }
+    out
+}
+
 fn readable_result(content: &str) -> String {
     let scalar = |value: &Value| match value {
         Value::String(text) => text.clone(),
