@@ -93,6 +93,7 @@ impl Agent<'_> {
                 latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
                 finish_reason: completion.finish_reason.clone(),
                 attempts: exchange.attempts,
+                raw_usage: completion.raw_usage.clone(),
                 ..request_record(usage, source, cost)
             });
 
@@ -174,7 +175,7 @@ fn tool_message(record: &ToolCallRecord) -> String {
 }
 
 fn request_record(usage: Usage, usage_source: UsageSource, cost: Cost) -> RequestRecord {
-    RequestRecord { usage, usage_source, latency_ms: 0, finish_reason: None, cost, error: None, attempts: Vec::new() }
+    RequestRecord { usage, usage_source, latency_ms: 0, finish_reason: None, cost, error: None, attempts: Vec::new(), raw_usage: None }
 }
 
 /// Usage counted by runner when the provider reports none.
@@ -232,7 +233,7 @@ mod tests {
         let offered: Vec<String> = ["add_numbers", "reverse_text", "get_weather"].map(String::from).to_vec();
         let specs = registry.specs(&offered);
         let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1);
-        let price = Price { input: 1.0, cached_input: None, output: 2.0 };
+        let price = Price { input: 1.0, cached_input: None, output: 2.0, cache_write_input: None };
         let agent = Agent {
             provider: provider.as_ref(),
             model: "m",

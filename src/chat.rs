@@ -104,6 +104,7 @@ impl Session {
             cost,
             error: record.error.clone(),
             attempts: Vec::new(),
+            raw_usage: None,
         });
         record.usage = usage;
         record.cost = cost;

@@ -238,6 +238,9 @@ pub(crate) struct RequestRecord {
     pub cost: Cost,
     pub error: Option<String>,
     pub attempts: Vec<Attempt>,
+    /// The provider's usage object as it sent it, whatever its shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_usage: Option<Value>,
 }
 
 /// A request's cost in the log: its total. Read back, the total is all there is.

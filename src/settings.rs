@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::pricing::{PriceFile, PriceTable};
-use crate::provider::factory::OPENAI_DEFAULT_BASE_URL;
+use crate::provider::factory::{ANTHROPIC_DEFAULT_BASE_URL, AZURE_DEFAULT_API_VERSION, OPENAI_DEFAULT_BASE_URL, Protocol, VENDORS};
 use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret};
 use crate::scenario::{yaml_error, yaml_options};
@@ -85,10 +85,16 @@ pub(crate) struct ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EndpointConfig {
-    pub base_url: String,
-    /// The environment variable that holds this endpoint's key; none sends no key.
+    /// Required for a new endpoint; a built-in vendor keeps its own when absent.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable that holds this endpoint's key; none sends no key (a
+    /// built-in vendor keeps its own variable).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Headers sent with every request; `${VAR}` is taken from the environment.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,27 +176,14 @@ impl Settings {
         if let Some(url) = env.var("RUNNER_FORECAST_URL").or_else(|| file.and_then(|w| w.forecast_url.clone())) {
             weather.forecast_url = url;
         }
-        let mut endpoints = BTreeMap::new();
-        for (name, endpoint) in &config.endpoints {
-            if name == "openai" || name == "local" || name.is_empty() || name.contains(':') {
-                return Err(UsageError(format!("runner.yaml: endpoint name `{name}` is reserved or not a plain name")));
-            }
-            let key = endpoint.api_key_env.as_deref().and_then(|var| env.var(var)).map(Secret::new);
-            endpoints.insert(name.clone(), Endpoint { base_url: endpoint.base_url.clone(), key_var: endpoint.api_key_env.clone(), key });
-        }
-        let openai = Endpoint {
-            base_url: env.var("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned()),
-            key_var: Some("OPENAI_API_KEY".to_owned()),
-            key: env.var("OPENAI_API_KEY").map(Secret::new),
-        };
+        let endpoints = endpoints(&config.endpoints, &env)?;
         let default_model = env
             .var("RUNNER_MODEL")
             .or_else(|| config.model.clone())
-            .or_else(|| openai.key.as_ref().map(|_| "openai:gpt-4o-mini".to_owned()))
+            .or_else(|| env.var("OPENAI_API_KEY").map(|_| "openai:gpt-4o-mini".to_owned()))
             .unwrap_or_else(|| LOCAL_MODEL.to_owned());
         let retry = RetryPolicy { max_retries: flags.max_retries.or(config.max_retries).unwrap_or(RetryPolicy::default().max_retries), ..RetryPolicy::default() };
         let providers = ProviderConfig {
-            openai,
             endpoints,
             timeout,
             retry,
@@ -224,3 +217,90 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, UsageError>
     let text = std::fs::read_to_string(path).map_err(|err| UsageError(format!("{display}: {err}")))?;
     serde_saphyr::from_str_with_options(&text, yaml_options()).map_err(|err| UsageError(yaml_error(&display, &err).to_string()))
 }
+/// Every remote provider: OpenAI and Anthropic (their addresses and keys from the
+/// environment), Azure, the built-in vendors, and `runner.yaml`'s endpoints, which add new
+/// ones or change a vendor's address, key variable or headers.
+fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env) -> Result<BTreeMap<String, Endpoint>, UsageError> {
+    let key = |var: &str| env.var(var).filter(|k| !k.trim().is_empty()).map(Secret::new);
+    let expand = |headers: &BTreeMap<String, String>| -> Result<Vec<(String, String)>, String> {
+        let lookup = |var: &str| env.var(var);
+        headers.iter().map(|(name, value)| Ok((name.clone(), crate::tools::declared::expand(value, &lookup)?))).collect()
+    };
+    let mut endpoints = BTreeMap::new();
+    let openai_base = env.var("OPENAI_BASE_URL");
+    let mut openai_headers = Vec::new();
+    for (var, header) in [("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")] {
+        if let Some(value) = env.var(var).filter(|v| !v.trim().is_empty()) {
+            openai_headers.push((header.to_owned(), value));
+        }
+    }
+    endpoints.insert("openai".to_owned(), Endpoint {
+        protocol: Protocol::ChatCompletions,
+        key_required: openai_base.as_deref().is_none_or(|url| url.trim_end_matches('/') == OPENAI_DEFAULT_BASE_URL),
+        base_url: openai_base.unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned()),
+        base_from: "OPENAI_BASE_URL".to_owned(),
+        key_var: Some("OPENAI_API_KEY".to_owned()),
+        key: key("OPENAI_API_KEY"),
+        headers: Ok(openai_headers),
+        origin: "built in",
+    });
+    let anthropic_base = env.var("ANTHROPIC_BASE_URL");
+    endpoints.insert("anthropic".to_owned(), Endpoint {
+        protocol: Protocol::Anthropic,
+        key_required: anthropic_base.as_deref().is_none_or(|url| url.trim_end_matches('/') == ANTHROPIC_DEFAULT_BASE_URL),
+        base_url: anthropic_base.unwrap_or_else(|| ANTHROPIC_DEFAULT_BASE_URL.to_owned()),
+        base_from: "ANTHROPIC_BASE_URL".to_owned(),
+        key_var: Some("ANTHROPIC_API_KEY".to_owned()),
+        key: key("ANTHROPIC_API_KEY"),
+        headers: Ok(Vec::new()),
+        origin: "built in",
+    });
+    endpoints.insert("azure".to_owned(), Endpoint {
+        protocol: Protocol::Azure { api_version: env.var("AZURE_OPENAI_API_VERSION").unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned()) },
+        base_url: env.var("AZURE_OPENAI_ENDPOINT").unwrap_or_default(),
+        base_from: "AZURE_OPENAI_ENDPOINT".to_owned(),
+        key_var: Some("AZURE_OPENAI_API_KEY".to_owned()),
+        key: key("AZURE_OPENAI_API_KEY"),
+        key_required: true,
+        headers: Ok(Vec::new()),
+        origin: "built in",
+    });
+    for &(name, base_url, key_var) in VENDORS {
+        endpoints.insert(name.to_owned(), Endpoint {
+            protocol: Protocol::ChatCompletions,
+            base_url: base_url.to_owned(),
+            base_from: "built in".to_owned(),
+            key_var: key_var.map(str::to_owned),
+            key: key_var.and_then(key),
+            key_required: key_var.is_some(),
+            headers: Ok(Vec::new()),
+            origin: "built in",
+        });
+    }
+    for (name, endpoint) in configured {
+        if ["openai", "anthropic", "azure", "local"].contains(&name.as_str()) || name.is_empty() || name.contains(':') {
+            return Err(UsageError(format!(
+                "runner.yaml: endpoint name `{name}` is reserved or not a plain name (openai, anthropic and azure are set through their environment variables)"
+            )));
+        }
+        let builtin = endpoints.get(name).cloned();
+        let base_url = match (&endpoint.base_url, &builtin) {
+            (Some(url), _) => url.clone(),
+            (None, Some(builtin)) => builtin.base_url.clone(),
+            (None, None) => return Err(UsageError(format!("runner.yaml: endpoint `{name}` needs a base_url"))),
+        };
+        let key_var = endpoint.api_key_env.clone().or_else(|| builtin.as_ref().and_then(|b| b.key_var.clone()));
+        endpoints.insert(name.clone(), Endpoint {
+            protocol: Protocol::ChatCompletions,
+            base_url,
+            base_from: format!("endpoints.{name}.base_url in runner.yaml"),
+            key: key_var.as_deref().and_then(key),
+            key_required: key_var.is_some(),
+            key_var,
+            headers: expand(&endpoint.headers),
+            origin: "runner.yaml",
+        });
+    }
+    Ok(endpoints)
+}
+

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 /// Token counts of one or more requests.
 ///
 /// `cached_tokens` is the part of `prompt_tokens` the provider served from its prompt cache;
-/// `reasoning_tokens` is the part of `completion_tokens` spent on hidden reasoning.
+/// `cache_write_tokens` the part it wrote to its cache (Anthropic's cache creation, priced
+/// apart); `reasoning_tokens` is the part of `completion_tokens` spent on hidden reasoning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
@@ -15,6 +16,12 @@ pub struct Usage {
     pub cached_tokens: u64,
     #[serde(default)]
     pub reasoning_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -28,9 +35,9 @@ impl Usage {
         }
     }
 
-    /// Prompt tokens that were not served from the cache.
+    /// Prompt tokens that were neither served from the cache nor written to it.
     pub fn uncached_prompt_tokens(&self) -> u64 {
-        self.prompt_tokens.saturating_sub(self.cached_tokens)
+        self.prompt_tokens.saturating_sub(self.cached_tokens).saturating_sub(self.cache_write_tokens)
     }
 }
 
@@ -41,6 +48,7 @@ impl std::ops::AddAssign for Usage {
         self.total_tokens += other.total_tokens;
         self.cached_tokens += other.cached_tokens;
         self.reasoning_tokens += other.reasoning_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
     }
 }
 
@@ -85,6 +93,7 @@ mod tests {
             total_tokens: 26,
             cached_tokens: 5,
             reasoning_tokens: 1,
+            cache_write_tokens: 0,
         });
         assert_eq!(total.uncached_prompt_tokens(), 12);
     }

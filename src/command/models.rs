@@ -16,28 +16,36 @@ pub(crate) fn models(config: Option<&Path>, prices: Option<&Path>) -> anyhow::Re
 
 fn render(settings: &Settings) -> Result<String, std::fmt::Error> {
     let mut out = String::from("USD per million tokens\n\n");
-    let rows: Vec<Vec<String>> = std::iter::once(["model", "input", "cached", "output", "date", "source"].map(String::from).to_vec())
+    let price = |p: Option<f64>| p.map_or("-".into(), |c| format!("{c:.3}"));
+    let rows: Vec<Vec<String>> = std::iter::once(["model", "input", "cached", "cache write", "output", "date", "source"].map(String::from).to_vec())
         .chain(settings.prices.iter().map(|(key, entry)| {
             let p = &entry.price;
             vec![
                 key.to_owned(),
                 format!("{:.3}", p.input),
-                p.cached_input.map_or("-".into(), |c| format!("{c:.3}")),
+                price(p.cached_input),
+                price(p.cache_write_input),
                 format!("{:.3}", p.output),
                 entry.date.clone().unwrap_or_else(|| "-".into()),
                 entry.source.clone(),
             ]
         }))
         .collect();
-    out.push_str(&render_table(&rows, &[0, 4, 5]));
-    let endpoints = &settings.providers.endpoints;
-    if !endpoints.is_empty() {
-        out.push_str("\nendpoints (runner.yaml)\n");
-        for (name, endpoint) in endpoints {
-            let key = endpoint.key_var.as_deref().map_or("no key".to_owned(), |var| format!("key from {var}"));
-            writeln!(out, "  {name}: {} ({key})", endpoint.base_url)?;
-        }
-    }
+    out.push_str(&render_table(&rows, &[0, 5, 6]));
+    out.push_str("\nproviders (a key's value is never shown)\n\n");
+    let rows: Vec<Vec<String>> = std::iter::once(["provider", "key", "address", "from"].map(String::from).to_vec())
+        .chain(settings.providers.endpoints.iter().map(|(name, endpoint)| {
+            let key = match (&endpoint.key_var, &endpoint.key) {
+                (None, _) => "no key".to_owned(),
+                (Some(var), Some(_)) => format!("{var} (set)"),
+                (Some(var), None) => format!("{var} (not set)"),
+            };
+            let address = if endpoint.base_url.is_empty() { format!("(set {})", endpoint.base_from) } else { endpoint.base_url.clone() };
+            vec![name.clone(), key, address, endpoint.origin.to_owned()]
+        }))
+        .chain(std::iter::once(vec!["local".to_owned(), "no key".to_owned(), "in-process (local:smollm2-135m)".to_owned(), "built in".to_owned()]))
+        .collect();
+    out.push_str(&render_table(&rows, &[0, 1, 2, 3]));
     writeln!(out, "\ndefault model: {}", settings.default_model)?;
     Ok(out)
 }

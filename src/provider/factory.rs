@@ -6,29 +6,71 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::openai::OpenAiProvider;
+use super::anthropic::{ANTHROPIC_VERSION, AnthropicProvider};
+use super::openai::{MaxTokensField, OpenAiProvider};
+use super::remote::Remote;
 use super::retry::{Limiter, RetryPolicy};
 use super::{FetchProgress, ModelSpec, Provider, Secret, Target};
 use crate::pricing::PriceTable;
 
 /// OpenAI's API, where `OPENAI_BASE_URL` does not say otherwise.
 pub(crate) const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// Anthropic's API, where `ANTHROPIC_BASE_URL` does not say otherwise.
+pub(crate) const ANTHROPIC_DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// Azure OpenAI's API version, where `AZURE_OPENAI_API_VERSION` does not say otherwise.
+pub(crate) const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
-/// An OpenAI-compatible endpoint: where it is and the key it takes.
+/// The OpenAI-compatible vendors runner knows without configuration: name, base URL, and
+/// the variable that holds the key (`None`: no key).
+pub(crate) const VENDORS: &[(&str, &str, Option<&str>)] = &[
+    ("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", Some("GEMINI_API_KEY")),
+    ("openrouter", "https://openrouter.ai/api/v1", Some("OPENROUTER_API_KEY")),
+    ("groq", "https://api.groq.com/openai/v1", Some("GROQ_API_KEY")),
+    ("mistral", "https://api.mistral.ai/v1", Some("MISTRAL_API_KEY")),
+    ("deepseek", "https://api.deepseek.com/v1", Some("DEEPSEEK_API_KEY")),
+    ("together", "https://api.together.xyz/v1", Some("TOGETHER_API_KEY")),
+    ("ollama", "http://localhost:11434/v1", None),
+];
+
+/// How an endpoint is spoken to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Chat Completions at `{base}/chat/completions`, the key as a bearer token.
+    ChatCompletions,
+    /// Azure OpenAI: `{endpoint}/openai/deployments/{model}/chat/completions?api-version=V`,
+    /// the key in `api-key`.
+    Azure { api_version: String },
+    /// Anthropic's Messages API at `{base}/v1/messages`, the key in `x-api-key`.
+    Anthropic,
+}
+
+/// A remote endpoint: how it is spoken to, where it is, the key it takes, its headers.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
+    pub protocol: Protocol,
+    /// Empty when nothing says where it is (Azure without `AZURE_OPENAI_ENDPOINT`).
     pub base_url: String,
+    /// What sets the base URL, for messages (`OPENAI_BASE_URL`, `runner.yaml`, ...).
+    pub base_from: String,
     /// The environment variable the key is read from; `None` sends no key.
     pub key_var: Option<String>,
     /// The key, when that variable is set.
     pub key: Option<Secret>,
+    /// Whether a request without the key is refused before it is sent: a built-in endpoint
+    /// at its own address needs one; a server of the user's (a base URL changed) may not.
+    pub key_required: bool,
+    /// Headers sent with every request, `${VAR}` already taken from the environment; the
+    /// error names a variable that is not set (reported when a model of this endpoint is
+    /// used).
+    pub headers: Result<Vec<(String, String)>, String>,
+    /// Where it was defined: `built in` or `runner.yaml`.
+    pub origin: &'static str,
 }
 
 /// Everything that decides how a model is reached, settled by `settings`.
 pub(crate) struct ProviderConfig {
-    /// `openai:`: `OPENAI_BASE_URL` (else OpenAI's API) and `OPENAI_API_KEY`.
-    pub openai: Endpoint,
-    /// Named OpenAI-compatible endpoints from `runner.yaml`: the name is the provider part.
+    /// Every remote provider by the name before the colon: `openai`, `anthropic`, `azure`,
+    /// the built-in vendors and `runner.yaml`'s endpoints.
     pub endpoints: BTreeMap<String, Endpoint>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
@@ -55,16 +97,20 @@ impl ProviderConfig {
         if name.is_empty() {
             return Err(format!("model `{text}` has no name after the provider"));
         }
-        let known = provider == "openai" || provider == "local" || self.endpoints.contains_key(provider);
-        if !known {
-            let mut providers = vec!["openai".to_owned(), "local".to_owned()];
-            providers.extend(self.endpoints.keys().cloned());
+        if provider != "local" && !self.endpoints.contains_key(provider) {
             return Err(format!(
                 "unknown provider `{provider}` in `{text}`; expected one of: {} (add endpoints in runner.yaml)",
-                providers.join(", ")
+                self.providers().join(", ")
             ));
         }
         Ok(ModelSpec { provider: provider.to_owned(), name: name.to_owned() })
+    }
+
+    /// Every provider name, sorted.
+    pub(crate) fn providers(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.endpoints.keys().map(String::as_str).chain(["local"]).collect();
+        names.sort_unstable();
+        names
     }
 }
 
@@ -113,36 +159,60 @@ impl<'a> Models<'a> {
     }
 
     async fn provider(&mut self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, String> {
-        match spec.provider.as_str() {
-            "openai" => {
-                let openai = &self.config.openai;
-                if openai.key.is_none() && openai.base_url.trim_end_matches('/') == OPENAI_DEFAULT_BASE_URL {
-                    return Err(format!(
-                        "{spec} needs an API key: set OPENAI_API_KEY (in the environment or a .env file), \
-                         or OPENAI_BASE_URL for a server that needs none"
-                    ));
-                }
-                Ok(Arc::new(self.remote(&openai.clone())?))
-            }
-            "local" => self.local(spec).await,
-            name => {
-                let endpoint = self.config.endpoints.get(name).ok_or_else(|| format!("unknown provider `{name}`"))?.clone();
-                if let (Some(var), None) = (&endpoint.key_var, &endpoint.key) {
-                    return Err(format!("{spec} needs an API key: set {var} (in the environment or a .env file)"));
-                }
-                Ok(Arc::new(self.remote(&endpoint)?))
-            }
+        if spec.provider == "local" {
+            return self.local(spec).await;
         }
+        let endpoint = self.config.endpoints.get(&spec.provider).ok_or_else(|| format!("unknown provider `{}`", spec.provider))?.clone();
+        self.remote(spec, &endpoint)
     }
 
-    /// A Chat Completions client with the retry policy and the endpoint's shared bound.
-    fn remote(&mut self, endpoint: &Endpoint) -> Result<OpenAiProvider, String> {
-        let url = endpoint.base_url.trim();
-        if !(url.starts_with("http://") || url.starts_with("https://")) || reqwest::Url::parse(url).is_err() {
-            return Err(format!("base URL `{url}` is not an http:// or https:// URL (OPENAI_BASE_URL, or base_url in runner.yaml)"));
+    /// A client for `spec` on `endpoint`, with the retry policy and the endpoint's shared
+    /// bound; or why it cannot be asked (no key, no address, a header variable not set).
+    fn remote(&mut self, spec: &ModelSpec, endpoint: &Endpoint) -> Result<Arc<dyn Provider>, String> {
+        if endpoint.key.is_none()
+            && endpoint.key_required
+            && let Some(var) = &endpoint.key_var
+        {
+            let unless = match endpoint.protocol {
+                Protocol::ChatCompletions if spec.provider == "openai" => ", or OPENAI_BASE_URL for a server that needs none",
+                Protocol::Anthropic => ", or ANTHROPIC_BASE_URL for a server that needs none",
+                _ => "",
+            };
+            return Err(format!("{spec} needs an API key: set {var} (in the environment or a .env file){unless}"));
         }
-        let limiter = self.limiters.entry(endpoint.base_url.trim_end_matches('/').to_owned()).or_default().clone();
-        Ok(OpenAiProvider::new(self.http.clone(), url, endpoint.key.clone(), self.config.timeout).with_retry(self.config.retry, limiter))
+        let base = endpoint.base_url.trim().trim_end_matches('/');
+        if base.is_empty() {
+            return Err(format!("{spec}: set {} to the endpoint's address (e.g. https://NAME.openai.azure.com)", endpoint.base_from));
+        }
+        if !(base.starts_with("http://") || base.starts_with("https://")) || reqwest::Url::parse(base).is_err() {
+            return Err(format!("base URL `{base}` is not an http:// or https:// URL ({})", endpoint.base_from));
+        }
+        let mut headers = endpoint.headers.clone().map_err(|e| format!("{spec}: {e}"))?;
+        let key = endpoint.key.as_ref().map(|k| k.expose().to_owned());
+        let (url, max_tokens_field) = match &endpoint.protocol {
+            Protocol::ChatCompletions => {
+                headers.extend(key.map(|k| ("authorization".to_owned(), format!("Bearer {k}"))));
+                let field = if base.starts_with("https://api.openai.com") { MaxTokensField::MaxCompletionTokens } else { MaxTokensField::MaxTokens };
+                (format!("{base}/chat/completions"), field)
+            }
+            Protocol::Azure { api_version } => {
+                headers.extend(key.map(|k| ("api-key".to_owned(), k)));
+                let deployment = percent_encode(&spec.name);
+                let version = percent_encode(api_version);
+                (format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"), MaxTokensField::MaxCompletionTokens)
+            }
+            Protocol::Anthropic => {
+                headers.extend(key.map(|k| ("x-api-key".to_owned(), k)));
+                headers.push(("anthropic-version".to_owned(), ANTHROPIC_VERSION.to_owned()));
+                (format!("{base}/v1/messages"), MaxTokensField::MaxTokens)
+            }
+        };
+        let limiter = self.limiters.entry(base.to_owned()).or_default().clone();
+        let remote = Remote::new(self.http.clone(), url, base.to_owned(), &headers, endpoint.key.clone(), self.config.timeout)?.with_retry(self.config.retry, limiter);
+        Ok(match endpoint.protocol {
+            Protocol::Anthropic => Arc::new(AnthropicProvider::new(remote)),
+            _ => Arc::new(OpenAiProvider::new(remote, max_tokens_field)),
+        })
     }
 
     #[cfg(feature = "local")]
@@ -167,6 +237,14 @@ impl<'a> Models<'a> {
              to use openai:gpt-4o-mini, or name a model with --model / RUNNER_MODEL / runner.yaml"
         ))
     }
+}
+
+/// `text` with every byte outside the URL-safe set percent-encoded (a deployment name or
+/// an API version in a URL).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 /// Levenshtein distance between two short names, in characters.

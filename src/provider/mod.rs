@@ -5,7 +5,9 @@
 pub(crate) mod factory;
 #[cfg(feature = "local")]
 pub mod local;
+pub(crate) mod anthropic;
 pub mod openai;
+pub(crate) mod remote;
 pub(crate) mod retry;
 mod secret;
 mod sse;
@@ -117,6 +119,8 @@ pub struct Completion {
     pub finish_reason: Option<String>,
     /// Usage as the provider reported it; `None` when it reported none.
     pub usage: Option<Usage>,
+    /// The provider's own usage object, as it sent it (kept in the log as `raw_usage`).
+    pub raw_usage: Option<serde_json::Value>,
 }
 
 /// One HTTP attempt of a request, as recorded in the log.

@@ -1,19 +1,14 @@
 //! The Chat Completions client: OpenAI and every OpenAI-compatible server.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
+use super::remote::{Answer, Remote, Sent};
 use super::sse::SseReader;
-use super::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, ToolCallDelta};
-use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, Secret, StreamRedactor};
+use super::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, ToolCallDelta, WireUsage};
+use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, StreamRedactor};
 use crate::message::{FunctionCall, ToolCall};
-
-/// Longest error body kept in a log or message.
-const MAX_ERROR_BODY: usize = 16 * 1024;
 
 /// Which request field carries the output token cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,66 +21,15 @@ pub enum MaxTokensField {
 
 /// A Chat Completions endpoint.
 pub struct OpenAiProvider {
-    http: reqwest::Client,
-    url: String,
-    base_url: String,
-    api_key: Option<Secret>,
-    timeout: Duration,
+    remote: Remote,
     max_tokens_field: MaxTokensField,
-    retry: RetryPolicy,
-    limiter: Arc<Limiter>,
-}
-
-/// One attempt's outcome and whether another attempt could fare better.
-struct Sent {
-    result: Result<Completion, ProviderError>,
-    status: Option<u16>,
-    /// Worth another attempt (a busy or failing server, a lost or cut reply).
-    retryable: bool,
-    /// The delay the server asked for.
-    asked: Option<Duration>,
-}
-
-impl Sent {
-    fn failed(error: ProviderError, status: Option<u16>, retryable: bool) -> Self {
-        Self { result: Err(error), status, retryable, asked: None }
-    }
 }
 
 impl OpenAiProvider {
-    /// A client for `base_url` (e.g. `https://api.openai.com/v1`) over the shared `http` pool.
-    pub(crate) fn new(http: reqwest::Client, base_url: &str, api_key: Option<Secret>, timeout: Duration) -> Self {
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        let max_tokens_field = if base_url.starts_with("https://api.openai.com") {
-            MaxTokensField::MaxCompletionTokens
-        } else {
-            MaxTokensField::MaxTokens
-        };
-        Self {
-            http,
-            url: format!("{base_url}/chat/completions"),
-            base_url,
-            api_key,
-            timeout,
-            max_tokens_field,
-            retry: RetryPolicy::default(),
-            limiter: Arc::default(),
-        }
-    }
-
-    /// Retries by `policy`; requests in flight bounded by `limiter` (one per endpoint, shared
-    /// by every model on it).
-    pub(crate) fn with_retry(mut self, policy: RetryPolicy, limiter: Arc<Limiter>) -> Self {
-        self.retry = policy;
-        self.limiter = limiter;
-        self
-    }
-
-    fn redact(&self, text: &str) -> String {
-        match &self.api_key {
-            Some(key) => key.redact(text),
-            None => text.to_owned(),
-        }
+    /// A client for the Chat Completions endpoint that `remote` posts to
+    /// (`{base}/chat/completions`, or Azure's deployment URL).
+    pub(crate) fn new(remote: Remote, max_tokens_field: MaxTokensField) -> Self {
+        Self { remote, max_tokens_field }
     }
 
     async fn send(&self, request: CompletionRequest<'_>) -> Sent {
@@ -108,20 +52,10 @@ impl OpenAiProvider {
             Ok(body) => body,
             Err(err) => return Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false),
         };
-        let mut builder = self.http.post(&self.url).header(CONTENT_TYPE, "application/json").body(body);
-        if let Some(key) = &self.api_key {
-            builder = builder.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
-        }
-        // The timeout bounds the wait for the first byte (connection and headers), then every
-        // wait between two pieces of the body: a stream that keeps delivering is never cut.
-        let response = match tokio::time::timeout(self.timeout, builder.send()).await {
-            Ok(Ok(response)) => response,
-            // Refused, reset or timed out before an answer: the request may be sent again.
-            Ok(Err(err)) => return Sent::failed(self.transport_error(&err), None, true),
-            Err(_) => return Sent::failed(ProviderError::Timeout(self.timeout), None, true),
+        let Answer { response, status, asked } = match self.remote.post(body).await {
+            Ok(answer) => answer,
+            Err(sent) => return sent,
         };
-        let status = response.status().as_u16();
-        let asked = asked_delay(response.headers());
         if let Some(on_text) = request.on_text
             && (200..300).contains(&status)
         {
@@ -133,13 +67,13 @@ impl OpenAiProvider {
             };
             return Sent { result, status: Some(status), retryable, asked: None };
         }
-        let bytes = match self.read_body(response).await {
+        let bytes = match self.remote.read_body(response).await {
             Ok(bytes) => bytes,
             // The body was cut short, or stalled.
             Err(error) => return Sent::failed(error, Some(status), true),
         };
         // Redacted whole, then cut: a cut never leaves part of a key behind.
-        let text = || truncate(&self.redact(&String::from_utf8_lossy(&bytes)), MAX_ERROR_BODY);
+        let text = || self.remote.shown(&String::from_utf8_lossy(&bytes));
         if !(200..300).contains(&status) {
             let body = text();
             // As OpenAI's own clients do: 408, 409, 429 and 5xx are worth another attempt,
@@ -156,37 +90,21 @@ impl OpenAiProvider {
                 return Sent::failed(ProviderError::InvalidResponse { reason, body: text() }, Some(status), truncated);
             }
         };
-        let usage = parsed.usage.as_ref().map(Into::into);
+        let usage = parsed.usage.as_ref().and_then(WireUsage::read);
         let Some(choice) = parsed.choices.into_iter().next() else {
             let reason = "response has no choices".to_owned();
             return Sent::failed(ProviderError::InvalidResponse { reason, body: text() }, Some(status), false);
         };
         let message = choice.message;
         let content = message.content.or(message.refusal);
-        let completion = self.redact_completion(Completion {
+        let completion = self.remote.redact_completion(Completion {
             content,
             tool_calls: message.tool_calls.unwrap_or_default(),
             finish_reason: choice.finish_reason,
             usage,
+            raw_usage: parsed.usage,
         });
         Sent { result: Ok(completion), status: Some(status), retryable: false, asked: None }
-    }
-
-    /// The whole body, each wait for its next piece bounded by the timeout.
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
-        let mut body = Vec::new();
-        while let Some(chunk) = self.next_chunk(&mut response).await? {
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-
-    async fn next_chunk(&self, response: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, ProviderError> {
-        match tokio::time::timeout(self.timeout, response.chunk()).await {
-            Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(err)) => Err(self.transport_error(&err)),
-            Err(_) => Err(ProviderError::Stalled(self.timeout)),
-        }
     }
 
     /// Reads a `text/event-stream` reply: text deltas go to `on_text` as they arrive (with
@@ -196,7 +114,7 @@ impl OpenAiProvider {
     async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
         let mut reader = SseReader::default();
         let mut stream = StreamState::default();
-        let mut shown = StreamRedactor::new(self.api_key.as_ref());
+        let mut shown = StreamRedactor::new(self.remote.api_key());
         let mut show = |text: &str| {
             let safe = shown.push(text);
             if !safe.is_empty() {
@@ -205,7 +123,7 @@ impl OpenAiProvider {
             }
         };
         while !stream.done {
-            let events = match self.next_chunk(&mut response).await.map_err(|e| (e, true))? {
+            let events = match self.remote.next_chunk(&mut response).await.map_err(|e| (e, true))? {
                 Some(chunk) => reader.feed(&chunk),
                 None => {
                     let events = reader.finish();
@@ -234,7 +152,7 @@ impl OpenAiProvider {
         if !stream.done {
             let error = ProviderError::InvalidResponse {
                 reason: "the stream ended before [DONE]".to_owned(),
-                body: truncate(&self.redact(&stream.content), MAX_ERROR_BODY),
+                body: self.remote.shown(&stream.content),
             };
             // A connection cut mid-stream: another attempt may see the whole answer.
             return Err((error, true));
@@ -242,7 +160,7 @@ impl OpenAiProvider {
         let StreamState { mut completion, content, calls, .. } = stream;
         completion.content = (!content.is_empty() || calls.is_empty()).then_some(content);
         completion.tool_calls = calls;
-        Ok(self.redact_completion(completion))
+        Ok(self.remote.redact_completion(completion))
     }
 
     /// One event of the stream.
@@ -252,16 +170,17 @@ impl OpenAiProvider {
             stream.done = true;
             return Ok(());
         }
-        let body = || truncate(&self.redact(data), MAX_ERROR_BODY);
+        let body = || self.remote.shown(data);
         // The same chunk would come again: not worth another attempt.
         let parsed: ChatChunk = serde_json::from_str(data)
             .map_err(|err| (ProviderError::InvalidResponse { reason: format!("not a Chat Completions stream chunk ({err})"), body: body() }, false))?;
         if let Some(error) = parsed.error {
             let message = error.get("message").and_then(|m| m.as_str()).map_or_else(|| error.to_string(), str::to_owned);
-            return Err((ProviderError::Streamed(truncate(&self.redact(&message), MAX_ERROR_BODY)), false));
+            return Err((ProviderError::Streamed(self.remote.shown(&message)), false));
         }
-        if let Some(usage) = &parsed.usage {
-            stream.completion.usage = Some(usage.into());
+        if let Some(raw) = parsed.usage.filter(serde_json::Value::is_object) {
+            stream.completion.usage = WireUsage::read(&raw);
+            stream.completion.raw_usage = Some(raw);
         }
         for choice in parsed.choices {
             if let Some(text) = choice.delta.content.or(choice.delta.refusal) {
@@ -276,30 +195,6 @@ impl OpenAiProvider {
             }
         }
         Ok(())
-    }
-
-    /// A reply with the key replaced wherever a server echoed it (nothing in it reaches a
-    /// log or the terminal with the key). Text is redacted; a value the model produced as
-    /// data (arguments, an id, a name, the finish reason) is never rewritten, only replaced
-    /// whole when it holds the key.
-    fn redact_completion(&self, mut completion: Completion) -> Completion {
-        if let Some(key) = &self.api_key {
-            completion.content = completion.content.map(|text| key.redact(&text));
-            completion.finish_reason = completion.finish_reason.map(|reason| key.screen(reason));
-            for call in &mut completion.tool_calls {
-                call.id = key.screen(std::mem::take(&mut call.id));
-                call.function.name = key.screen(std::mem::take(&mut call.function.name));
-                call.function.arguments = key.screen(std::mem::take(&mut call.function.arguments));
-            }
-        }
-        completion
-    }
-
-    fn transport_error(&self, err: &reqwest::Error) -> ProviderError {
-        if err.is_timeout() {
-            return ProviderError::Timeout(self.timeout);
-        }
-        ProviderError::Transport(self.redact(&super::error_chain(err)))
     }
 }
 
@@ -326,7 +221,7 @@ impl Provider for OpenAiProvider {
     }
 
     fn base_url(&self) -> Option<&str> {
-        Some(&self.base_url)
+        Some(self.remote.base_url())
     }
 }
 
@@ -334,35 +229,7 @@ impl OpenAiProvider {
     /// Sends `request`, and again while the retry policy says another attempt could fare
     /// better.
     async fn attempts(&self, request: CompletionRequest<'_>) -> Exchange {
-        let mut attempts = Vec::new();
-        loop {
-            let permit = self.limiter.acquire().await;
-            let started = Instant::now();
-            let sent = self.send(request).await;
-            match &sent.result {
-                Ok(_) => self.limiter.succeeded(),
-                Err(_) if sent.status == Some(429) => self.limiter.throttled(&permit),
-                Err(_) => {}
-            }
-            drop(permit);
-            let number = attempts.len() as u32 + 1;
-            let retry = sent.result.is_err() && sent.retryable && number <= self.retry.max_retries;
-            let wait = retry.then(|| self.retry.delay(number, sent.asked, jitter()));
-            attempts.push(Attempt {
-                attempt: number,
-                latency_ms: started.elapsed().as_millis() as u64,
-                status: sent.status,
-                error: sent.result.as_ref().err().map(ToString::to_string),
-                retry_in_ms: wait.map(|w| w.as_millis() as u64),
-            });
-            if let Some(last) = attempts.last() {
-                tracing::debug!(url = %self.url, attempt = last.attempt, status = ?last.status, error = ?last.error, retry_in_ms = ?last.retry_in_ms, "request attempt");
-            }
-            match wait {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => return Exchange { result: sent.result, attempts },
-            }
-        }
+        self.remote.attempts(|| Box::pin(self.send(request))).await
     }
 }
 
@@ -410,18 +277,6 @@ fn add_piece(stream: &mut StreamState, piece: ToolCallDelta) {
         }
         call.function.arguments.push_str(function.arguments.as_deref().unwrap_or_default());
     }
-}
-
-/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes in all)", &text[..end], text.len())
 }
 
 /// The HTTP client every provider and tool shares: one connection pool for all runs.

@@ -71,8 +71,9 @@ fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(des
 pub(super) struct ChatChunk {
     #[serde(default, deserialize_with = "null_as_default")]
     pub choices: Vec<ChunkChoice>,
+    /// `usage` as sent: kept whole in the log (`raw_usage`), read by [`WireUsage::read`].
     #[serde(default)]
-    pub usage: Option<WireUsage>,
+    pub usage: Option<serde_json::Value>,
     /// An error the server reports inside the stream (`data: {"error": ...}`).
     #[serde(default)]
     pub error: Option<serde_json::Value>,
@@ -121,8 +122,9 @@ pub(super) struct FunctionDelta {
 pub(super) struct ChatResponse {
     #[serde(default, deserialize_with = "null_as_default")]
     pub choices: Vec<Choice>,
+    /// `usage` as sent: kept whole in the log (`raw_usage`), read by [`WireUsage::read`].
     #[serde(default)]
-    pub usage: Option<WireUsage>,
+    pub usage: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +171,13 @@ pub struct CompletionTokensDetails {
     pub reasoning_tokens: Option<u64>,
 }
 
+impl WireUsage {
+    /// The token counts of a `usage` object; `None` when it is not one.
+    pub(super) fn read(raw: &serde_json::Value) -> Option<crate::usage::Usage> {
+        raw.is_object().then(|| serde_json::from_value::<Self>(raw.clone()).ok()).flatten().map(|wire| (&wire).into())
+    }
+}
+
 impl From<&WireUsage> for crate::usage::Usage {
     fn from(wire: &WireUsage) -> Self {
         Self {
@@ -185,6 +194,7 @@ impl From<&WireUsage> for crate::usage::Usage {
                 .as_ref()
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
+            cache_write_tokens: 0,
         }
     }
 }
@@ -223,7 +233,7 @@ mod tests {
                       "completion_tokens_details": {"reasoning_tokens": 8}}
         }))
         .unwrap();
-        let usage = crate::usage::Usage::from(response.usage.as_ref().unwrap());
+        let usage = WireUsage::read(response.usage.as_ref().unwrap()).unwrap();
         assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.reasoning_tokens, usage.total_tokens), (100, 64, 8, 120));
     }
 }

@@ -17,6 +17,7 @@ mod readme;
 mod run;
 mod server;
 mod snapshot;
+mod vendors;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -85,6 +86,23 @@ impl Workspace {
             .env("RUNNER_FORECAST_URL", "http://127.0.0.1:9")
             .env_remove("RUNNER_MODEL")
             .env_remove("RUNNER_CACHE_DIR");
+        for var in [
+            "OPENAI_ORG_ID",
+            "OPENAI_PROJECT_ID",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "AZURE_OPENAI_ENDPOINT",
+            "AZURE_OPENAI_API_KEY",
+            "AZURE_OPENAI_API_VERSION",
+            "GEMINI_API_KEY",
+            "OPENROUTER_API_KEY",
+            "GROQ_API_KEY",
+            "MISTRAL_API_KEY",
+            "DEEPSEEK_API_KEY",
+            "TOGETHER_API_KEY",
+        ] {
+            command.env_remove(var);
+        }
         command
     }
 

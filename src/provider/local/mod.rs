@@ -337,6 +337,7 @@ impl Engine {
                     tool_calls: calls,
                     finish_reason: Some("tool_calls".into()),
                     usage: Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, opened + count) }),
+                    raw_usage: None,
                 });
             }
         }
@@ -466,7 +467,7 @@ impl Engine {
             logits = model.feed(&[next])?;
         }
         let text = self.tokenizer.decode(&ids).trim().to_owned();
-        Ok(Completion { content: Some(text), tool_calls: vec![], finish_reason: Some(finish.into()), usage: None })
+        Ok(Completion { content: Some(text), tool_calls: vec![], finish_reason: Some(finish.into()), usage: None, raw_usage: None })
     }
 
     /// Log probability of `text` following the state whose next-token logits are `logits`;

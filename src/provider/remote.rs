@@ -1,0 +1,201 @@
+//! What every HTTP provider shares: where requests go and with which headers, the timeouts
+//! (to the first byte, then between pieces of the body), the retry loop with the endpoint's
+//! shared bound, and keeping the key out of everything a server sends back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
+use super::{Attempt, Completion, Exchange, ProviderError, Secret};
+
+/// Longest error body kept in a log or message.
+pub(crate) const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// An HTTP endpoint that takes JSON requests.
+pub(crate) struct Remote {
+    http: reqwest::Client,
+    /// Where requests are posted.
+    url: String,
+    /// What the log calls the endpoint.
+    base_url: String,
+    /// Sent with every request: authentication and the endpoint's own headers, every one
+    /// marked sensitive (never shown by a debug print).
+    headers: HeaderMap,
+    /// Looked for in everything a server sends back.
+    api_key: Option<Secret>,
+    timeout: Duration,
+    retry: RetryPolicy,
+    limiter: Arc<Limiter>,
+}
+
+/// One attempt's outcome and whether another attempt could fare better.
+pub(crate) struct Sent {
+    pub result: Result<Completion, ProviderError>,
+    pub status: Option<u16>,
+    /// Worth another attempt (a busy or failing server, a lost or cut reply).
+    pub retryable: bool,
+    /// The delay the server asked for.
+    pub asked: Option<Duration>,
+}
+
+impl Sent {
+    pub(crate) fn failed(error: ProviderError, status: Option<u16>, retryable: bool) -> Self {
+        Self { result: Err(error), status, retryable, asked: None }
+    }
+}
+
+/// A response whose status is known, before its body is read.
+pub(crate) struct Answer {
+    pub response: reqwest::Response,
+    pub status: u16,
+    pub asked: Option<Duration>,
+}
+
+impl Remote {
+    /// Requests to `url`, logged as `base_url`, with `headers` (values are sent as they are
+    /// and never shown).
+    pub(crate) fn new(http: reqwest::Client, url: String, base_url: String, headers: &[(String, String)], api_key: Option<Secret>, timeout: Duration) -> Result<Self, String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| format!("the value of header `{name}` is not valid in an HTTP header"))?;
+            value.set_sensitive(true);
+            map.append(name, value);
+        }
+        Ok(Self { http, url, base_url, headers: map, api_key, timeout, retry: RetryPolicy::default(), limiter: Arc::default() })
+    }
+
+    /// Retries by `policy`; requests in flight bounded by `limiter` (one per endpoint, shared
+    /// by every model on it).
+    pub(crate) fn with_retry(mut self, policy: RetryPolicy, limiter: Arc<Limiter>) -> Self {
+        self.retry = policy;
+        self.limiter = limiter;
+        self
+    }
+
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub(crate) fn api_key(&self) -> Option<&Secret> {
+        self.api_key.as_ref()
+    }
+
+    /// `text` with the key replaced wherever it appears.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        match &self.api_key {
+            Some(key) => key.redact(text),
+            None => text.to_owned(),
+        }
+    }
+
+    /// A server's text (an error body, a partial reply), redacted whole and then cut.
+    pub(crate) fn shown(&self, text: &str) -> String {
+        truncate(&self.redact(text), MAX_ERROR_BODY)
+    }
+
+    /// A reply with the key replaced wherever a server echoed it. Text is redacted; a value
+    /// the model produced as data (arguments, an id, a name, the finish reason) is never
+    /// rewritten, only replaced whole when it holds the key.
+    pub(crate) fn redact_completion(&self, mut completion: Completion) -> Completion {
+        if let Some(key) = &self.api_key {
+            completion.content = completion.content.map(|text| key.redact(&text));
+            completion.finish_reason = completion.finish_reason.map(|reason| key.screen(reason));
+            for call in &mut completion.tool_calls {
+                call.id = key.screen(std::mem::take(&mut call.id));
+                call.function.name = key.screen(std::mem::take(&mut call.function.name));
+                call.function.arguments = key.screen(std::mem::take(&mut call.function.arguments));
+            }
+        }
+        completion
+    }
+
+    /// Posts `body` (JSON) and waits for the status: the timeout bounds the wait for the
+    /// first byte (connection and headers). A failure here is always worth another attempt.
+    pub(crate) async fn post(&self, body: Vec<u8>) -> Result<Answer, Sent> {
+        let builder = self.http.post(&self.url).headers(self.headers.clone()).header(CONTENT_TYPE, "application/json").body(body);
+        let response = match tokio::time::timeout(self.timeout, builder.send()).await {
+            Ok(Ok(response)) => response,
+            // Refused, reset or timed out before an answer: the request may be sent again.
+            Ok(Err(err)) => return Err(Sent::failed(self.transport_error(&err), None, true)),
+            Err(_) => return Err(Sent::failed(ProviderError::Timeout(self.timeout), None, true)),
+        };
+        let status = response.status().as_u16();
+        let asked = asked_delay(response.headers());
+        Ok(Answer { response, status, asked })
+    }
+
+    /// The whole body, each wait for its next piece bounded by the timeout.
+    pub(crate) async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.next_chunk(&mut response).await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// The next piece of a body, waited for no longer than the timeout.
+    pub(crate) async fn next_chunk(&self, response: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, ProviderError> {
+        match tokio::time::timeout(self.timeout, response.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(err)) => Err(self.transport_error(&err)),
+            Err(_) => Err(ProviderError::Stalled(self.timeout)),
+        }
+    }
+
+    fn transport_error(&self, err: &reqwest::Error) -> ProviderError {
+        if err.is_timeout() {
+            return ProviderError::Timeout(self.timeout);
+        }
+        ProviderError::Transport(self.redact(&super::error_chain(err)))
+    }
+
+    /// Runs `send`, and again while the retry policy says another attempt could fare better;
+    /// every attempt waits for a place under the endpoint's bound.
+    pub(crate) async fn attempts<'a>(&'a self, send: impl Fn() -> BoxFuture<'a, Sent>) -> Exchange {
+        let mut attempts = Vec::new();
+        loop {
+            let permit = self.limiter.acquire().await;
+            let started = Instant::now();
+            let sent = send().await;
+            match &sent.result {
+                Ok(_) => self.limiter.succeeded(),
+                Err(_) if sent.status == Some(429) => self.limiter.throttled(&permit),
+                Err(_) => {}
+            }
+            drop(permit);
+            let number = attempts.len() as u32 + 1;
+            let retry = sent.result.is_err() && sent.retryable && number <= self.retry.max_retries;
+            let wait = retry.then(|| self.retry.delay(number, sent.asked, jitter()));
+            attempts.push(Attempt {
+                attempt: number,
+                latency_ms: started.elapsed().as_millis() as u64,
+                status: sent.status,
+                error: sent.result.as_ref().err().map(ToString::to_string),
+                retry_in_ms: wait.map(|w| w.as_millis() as u64),
+            });
+            if let Some(last) = attempts.last() {
+                tracing::debug!(url = %self.url, attempt = last.attempt, status = ?last.status, error = ?last.error, retry_in_ms = ?last.retry_in_ms, "request attempt");
+            }
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Exchange { result: sent.result, attempts },
+            }
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
