@@ -64,7 +64,7 @@ pub enum Command {
     },
     /// List the models runner knows, with provider and prices
     Models {
-        /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, output})
+        /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, cache_write_input, output})
         #[arg(long, value_name = "FILE")]
         prices: Option<PathBuf>,
     },
@@ -106,7 +106,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
-    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, output})
+    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, cache_write_input, output})
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
 
@@ -169,7 +169,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "MODEL")]
     pub price_as: Option<String>,
 
-    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, output})
+    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, cache_write_input, output})
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
 

@@ -30,6 +30,7 @@ pub(crate) const COLUMNS: &[&str] = &[
     "reasoning_tokens",
     "unpriced",
     "error",
+    "cache_write_tokens",
 ];
 
 /// Writes report rows to any writer, a run's rows together, flushed as each run ends.
@@ -71,7 +72,7 @@ impl<W: Write> CsvReport<W> {
         let [run_id, scenario, model, repetition] = row;
         let unpriced = if unpriced { "true" } else { "false" };
         self.writer.write_record([
-            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error,
+            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error, "0",
         ])
     }
 }
@@ -117,6 +118,7 @@ impl<W: Write> CsvReport<W> {
                 &turn.usage.reasoning_tokens.to_string(),
                 if record.cost.unpriced { "true" } else { "false" },
                 turn.error.as_deref().unwrap_or(""),
+                &turn.usage.cache_write_tokens.to_string(),
             ])?;
         }
         if record.turns.is_empty() {
@@ -156,7 +158,7 @@ mod tests {
         let text = String::from_utf8(report.writer.into_inner().unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], COLUMNS.join(","));
-        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\"");
+        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0");
     }
 
     #[test]

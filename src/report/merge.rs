@@ -51,7 +51,7 @@ impl Merged {
             return Err(UsageError(format!("{file}:1: expected a runner CSV report; missing column(s): {}", missing.join(", "))));
         }
         let at = |name: &str| column(name).expect("checked above");
-        let (cached, unpriced) = (column("cached_tokens"), column("unpriced"));
+        let (cached, written, unpriced) = (column("cached_tokens"), column("cache_write_tokens"), column("unpriced"));
         self.header.get_or_insert_with(|| header.clone());
         for record in reader.records() {
             let record = record.map_err(|e| UsageError(format!("{file}: {e}")))?;
@@ -71,7 +71,8 @@ impl Merged {
             let model = ModelSpec::from_key(model_text)
                 .ok_or_else(|| UsageError(format!("{file}:{line}: expected a model as PROVIDER:MODEL, found `{model_text}`")))?;
             let repetition = u32::try_from(number("repetition")?).map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
-            let usage = Usage { cached_tokens: cached.map_or(0, |i| field(i).parse().unwrap_or(0)), ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?) };
+            let count = |column: Option<usize>| column.map_or(0, |i| field(i).parse().unwrap_or(0));
+            let usage = Usage { cached_tokens: count(cached), cache_write_tokens: count(written), ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?) };
             let (cost_usd, row_unpriced) = match price_as {
                 Some(entry) => (entry.price.cost(&usage).total_usd, false),
                 None => {
