@@ -397,7 +397,8 @@ impl Engine {
     /// result's first token gets [`COPY_START_BIAS`], and once the answer has written a
     /// result's first k tokens, its next one gets [`COPY_NEXT_BIAS`]. A model this small
     /// otherwise paraphrases results away ("elppa" becomes "el-ppa"). Once every result is
-    /// stated, the answer ends with the sentence or line that stated the last one: what a
+    /// stated, the steering stops and the answer ends with the sentence or line that stated
+    /// the last one: what a
     /// model this small writes after that is rambling, and where it invents numbers.
     #[allow(clippy::too_many_arguments)]
     fn write_text(
@@ -418,8 +419,10 @@ impl Engine {
         let mut finish = "length";
         // Text already sent to `stream`, as the final answer (trimmed) spells it.
         let mut sent = 0;
+        // Every result stated: no more steering (a bias left on makes the model repeat them).
+        let mut said = false;
         for _ in 0..max_tokens {
-            for sequence in copy {
+            for sequence in copy.iter().filter(|_| !said) {
                 let mut bias = |id: u32, by: f32| {
                     if let Some(logit) = logits.get_mut(id as usize) {
                         *logit += by;
@@ -444,7 +447,8 @@ impl Engine {
                 Ok(text) => text,
                 Err(err) => std::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or_default(),
             };
-            let done = stated(valid) && {
+            said = stated(valid);
+            let done = said && {
                 let piece = self.tokenizer.decode(&ids[before..]);
                 piece.contains('\n') || valid.trim_end().ends_with(['.', '!', '?'])
             };
