@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::message::{Message, ToolSpec};
 use crate::pricing::{Cost, Price};
+use crate::provider::cache::CacheUse;
 use crate::provider::{CompletionRequest, Provider, Sampling};
 use crate::record::{RequestRecord, Status, ToolCallRecord, TurnRecord};
 use crate::tools::{ToolContext, ToolError, ToolRegistry, decode_arguments};
@@ -75,6 +76,7 @@ impl Agent<'_> {
                     outcome.requests.push(RequestRecord {
                         latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
                         error: Some(error.clone()),
+                        cache: exchange.cache,
                         attempts: exchange.attempts,
                         ..request_record(usage, source, cost)
                     });
@@ -94,6 +96,7 @@ impl Agent<'_> {
                 finish_reason: completion.finish_reason.clone(),
                 attempts: exchange.attempts,
                 raw_usage: completion.raw_usage.clone(),
+                cache: exchange.cache,
                 ..request_record(usage, source, cost)
             });
 
@@ -175,7 +178,7 @@ fn tool_message(record: &ToolCallRecord) -> String {
 }
 
 fn request_record(usage: Usage, usage_source: UsageSource, cost: Cost) -> RequestRecord {
-    RequestRecord { usage, usage_source, latency_ms: 0, finish_reason: None, cost, error: None, attempts: Vec::new(), raw_usage: None }
+    RequestRecord { usage, usage_source, latency_ms: 0, finish_reason: None, cost, error: None, attempts: Vec::new(), raw_usage: None, cache: CacheUse::Off }
 }
 
 /// Usage counted by runner when the provider reports none.
@@ -208,7 +211,7 @@ mod tests {
         fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
             self.seen.lock().unwrap().push(request.messages.to_vec());
             let result = self.replies.lock().unwrap().remove(0);
-            Box::pin(async move { Exchange { result, attempts: vec![] } })
+            Box::pin(async move { Exchange { result, attempts: vec![], cache: Default::default() } })
         }
         fn base_url(&self) -> Option<&str> {
             None

@@ -13,6 +13,7 @@ use crate::agent::{Agent, estimate_usage};
 use crate::files::write_atomically;
 use crate::message::{Message, ToolSpec};
 use crate::pricing::Cost;
+use crate::provider::cache::Cached;
 use crate::provider::{Completion, Sampling, Target};
 use crate::record::{ModelInfo, RequestRecord, RunCost, RunRecord, Status, TurnRecord, run_id};
 use crate::scenario::DEFAULT_MAX_TOOL_ROUNDS;
@@ -57,8 +58,9 @@ impl Session {
     pub(crate) async fn turn(&mut self, user: &str, on_text: Option<crate::provider::TextSink<'_>>) -> TurnRecord {
         let no_results = BTreeMap::new();
         let sampling = Sampling::default();
+        let provider = Cached::new(&self.target, None);
         let agent = Agent {
-            provider: self.target.provider.as_ref(),
+            provider: &provider,
             model: &self.target.spec.name,
             sampling: &sampling,
             tools: &self.specs,
@@ -105,6 +107,7 @@ impl Session {
             error: record.error.clone(),
             attempts: Vec::new(),
             raw_usage: None,
+            cache: Default::default(),
         });
         record.usage = usage;
         record.cost = cost;

@@ -62,12 +62,49 @@ pub enum Command {
         #[arg(value_name = "PATHS")]
         paths: Vec<String>,
     },
+    /// Look after a request cache directory
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// List the models runner knows, with provider and prices
     Models {
         /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, cache_write_input, output})
         #[arg(long, value_name = "FILE")]
         prices: Option<PathBuf>,
     },
+}
+
+/// `runner cache ...`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Entries, size, age and models of a cache directory
+    Stats {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Delete the entries recorded longer ago than AGE
+    Prune {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// An age: 30d, 12h, 90m, 2w
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: std::time::Duration,
+    },
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not an age (e.g. 30d, 12h, 90m, 2w)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("`{text}` is not an age (e.g. 30d, 12h, 90m, 2w)")),
+    };
+    Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +187,27 @@ pub struct RunArgs {
     /// Refuse to run (exit 2) when a model has no known price
     #[arg(long)]
     pub require_prices: bool,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// The request cache (`run`, `ask`, `chat`).
+#[derive(Debug, Args, Default)]
+pub struct CacheArgs {
+    /// Answer requests seen before from DIR and store new ones there [default: runner.yaml's
+    /// cache]
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    /// Answer only from the cache: a request not in it is that run's error; nothing is sent
+    /// and no key is needed
+    #[arg(long, conflicts_with = "refresh")]
+    pub replay: bool,
+
+    /// Send every request and overwrite what the cache held
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 fn parse_usd(text: &str) -> Result<f64, String> {
@@ -219,6 +277,9 @@ pub struct OfferArgs {
     /// Ask for the whole reply at once instead of streaming it
     #[arg(long)]
     pub no_stream: bool,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// Diagnostics (`tracing` events from the core) on standard error: `RUST_LOG` when set, else

@@ -22,8 +22,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::message::Message;
 use crate::pricing::PriceTable;
-use crate::provider::ModelSpec;
+use crate::provider::cache::{self, RequestCache};
+use crate::provider::{CompletionRequest, ModelSpec, Provider, ProviderConfig};
 use crate::scenario::Scenario;
 use crate::settings::{Settings, UsageError};
 use crate::tools::ToolRegistry;
@@ -243,10 +245,57 @@ pub(crate) fn bound(scenario: &Scenario, registry: &ToolRegistry, counter: &Coun
     Bound { requests, input_tokens: input, output_tokens: max_out.map(|max| max * requests) }
 }
 
+/// What the dry run looks up in a request cache: the cache, where each provider sends (the
+/// base URL is part of a key), and `--seed`.
+pub(crate) struct CacheLookup<'a> {
+    pub cache: &'a RequestCache,
+    pub providers: &'a ProviderConfig,
+    pub seed: Option<u64>,
+}
+
+impl CacheLookup<'_> {
+    /// How many of `cell`'s turn-opening requests (one per turn of each run) the cache would
+    /// answer. A turn's first request is known when every turn before it was answered from
+    /// the cache with text alone; a turn with tool calls needs its tools' results, unknown
+    /// before they run, so the count stops there.
+    fn answerable(&self, cell: &Cell, repetitions: &[u32], repeated: bool, registry: &ToolRegistry) -> u64 {
+        let scenario = &cell.scenario;
+        let base_url = match cell.spec.provider.as_str() {
+            "local" => None,
+            provider => self.providers.endpoints.get(provider).map(|e| e.base_url.trim().trim_end_matches('/').to_owned()),
+        };
+        let provider = crate::provider::cache::Offline { base_url };
+        let specs = registry.with(&scenario.declared).specs(&scenario.tools);
+        let mut sampling = scenario.sampling;
+        sampling.seed = sampling.seed.or(self.seed);
+        let mut hits = 0;
+        for &repetition in repetitions {
+            let mut messages: Vec<Message> = scenario.system.iter().map(|content| Message::System { content: content.clone() }).collect();
+            for turn in &scenario.turns {
+                messages.push(Message::User { content: turn.user.clone() });
+                let request = CompletionRequest { model: &cell.spec.name, messages: &messages, tools: &specs, sampling: &sampling, on_text: None };
+                let (key, _) = cache::key(&cell.spec, provider.base_url(), &request, repeated.then_some(repetition));
+                let Some(entry) = self.cache.read(&key) else { break };
+                hits += 1;
+                if !entry.response.tool_calls.is_empty() {
+                    break;
+                }
+                messages.push(Message::Assistant { content: Some(entry.response.content.unwrap_or_default()), tool_calls: Vec::new() });
+            }
+        }
+        hits
+    }
+}
+
 impl Plan {
     /// The dry run's report: the matrix (a row per scenario and model) and the cost bound.
-    pub(crate) fn render_dry_run(&self, prices: &PriceTable, tools: &ToolRegistry) -> String {
-        let mut rows = vec![["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="].map(String::from).to_vec()];
+    pub(crate) fn render_dry_run(&self, prices: &PriceTable, tools: &ToolRegistry, cache: Option<&CacheLookup<'_>>) -> String {
+        let mut header = vec!["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="];
+        if cache.is_some() {
+            header.push("cached");
+        }
+        let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        let (mut cached, mut openings) = (0, 0);
         let mut total_usd = 0.0;
         let (mut bounded, mut unbounded) = (false, false);
         let mut counters: Vec<(String, &'static str, bool)> = Vec::new();
@@ -280,7 +329,7 @@ impl Plan {
                     format!("{usd:.6}")
                 }
             };
-            rows.push(vec![
+            let mut row = vec![
                 cell.scenario.name.escape_debug().to_string(),
                 model,
                 runs.to_string(),
@@ -290,7 +339,16 @@ impl Plan {
                 one.output_tokens.map_or_else(|| "no bound".to_owned(), |_| (one.input_tokens * runs).to_string()),
                 one.output_tokens.map_or_else(|| "no max_tokens".to_owned(), |t| (t * runs).to_string()),
                 cost,
-            ]);
+            ];
+            if let Some(lookup) = cache {
+                let repetitions: Vec<u32> = self.runs().filter(|&(c, _)| c == i).map(|(_, r)| r).collect();
+                let hits = lookup.answerable(cell, &repetitions, self.repeat > 1, tools);
+                let turns = cell.scenario.turns.len() as u64 * runs;
+                cached += hits;
+                openings += turns;
+                row.push(format!("{hits}/{turns}"));
+            }
+            rows.push(row);
         }
         let shard = self.shard.map_or_else(String::new, |s| format!(", shard {}/{}", s.index, s.count));
         let mut out = format!("dry run: {} run(s) of {} scenario(s) on {} model(s){shard}; no model is called\n\n", self.len(), scenarios.len(), counters.len());
@@ -311,6 +369,12 @@ impl Plan {
         out.push('\n');
         if !self.unpriced.is_empty() {
             out.push_str(&format!("unpriced: {} (counted as $0)\n", self.unpriced.join(", ")));
+        }
+        if let Some(lookup) = cache {
+            out.push_str(&format!(
+                "cache: {cached} of {openings} turn-opening requests are in {} (a turn's later requests carry tool results, known only once the tools run)\n",
+                lookup.cache.dir.display()
+            ));
         }
         out
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::message::Message;
 use crate::pricing::{Cost, Price, PriceEntry};
+use crate::provider::cache::CacheUse;
 use crate::provider::{Attempt, ModelSpec, Sampling};
 use crate::usage::{Usage, UsageSource};
 
@@ -111,6 +112,19 @@ pub(crate) struct RunRecord {
     /// The MCP servers the run used, with what they wrote to stderr.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<ServerLog>,
+}
+
+impl RunRecord {
+    /// What the run actually spent: its cost less the requests the cache answered.
+    pub(crate) fn spent_usd(&self) -> f64 {
+        let cached: f64 = self.turns.iter().flat_map(|t| &t.requests).filter(|r| r.cache == CacheUse::Hit).map(|r| r.cost.total_usd).sum();
+        (self.cost.cost.total_usd - cached).max(0.0)
+    }
+
+    /// Requests the cache answered.
+    pub(crate) fn cache_hits(&self) -> usize {
+        self.turns.iter().map(TurnRecord::cache_hits).sum()
+    }
 }
 
 /// An MCP server a run used.
@@ -214,6 +228,11 @@ impl TurnRecord {
         self.requests.iter().any(|r| r.usage_source == UsageSource::Estimated)
     }
 
+    /// Requests of this turn the cache answered.
+    pub(crate) fn cache_hits(&self) -> usize {
+        self.requests.iter().filter(|r| r.cache == CacheUse::Hit).count()
+    }
+
     /// Adds the turn's checks: a failed one makes a finished turn `failed`.
     pub(crate) fn with_checks(mut self, checks: Vec<CheckRecord>) -> Self {
         if self.status == Status::Passed && !checks.iter().all(|c| c.passed) {
@@ -241,6 +260,10 @@ pub(crate) struct RequestRecord {
     /// The provider's usage object as it sent it, whatever its shape.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_usage: Option<Value>,
+    /// `hit` (answered from the request cache: nothing sent, nothing spent), `stored`,
+    /// `off`, or `miss` (`--replay` and not in the cache).
+    #[serde(default)]
+    pub cache: CacheUse,
 }
 
 /// A request's cost in the log: its total. Read back, the total is all there is.

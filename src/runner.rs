@@ -10,6 +10,7 @@ use futures::StreamExt;
 use crate::agent::Agent;
 use crate::check::{TurnFacts, evaluate};
 use crate::message::Message;
+use crate::provider::cache::Cached;
 use crate::provider::{Sampling, Target};
 use crate::record::{ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status};
 use crate::rng::mix64;
@@ -38,6 +39,9 @@ pub(crate) struct Shared {
     pub sampling_seed: Option<u64>,
     /// MCP servers started once for the whole batch (`shared: true`).
     pub mcp: McpPool,
+    /// `--repeat` > 1: the repetition is part of a request's cache key, so that repeats
+    /// still measure flakiness.
+    pub repeated: bool,
 }
 
 /// Why the rest of a batch was not started.
@@ -187,7 +191,7 @@ pub(crate) async fn run_all(
     while let Some(end) = ended.next().await {
         let (job, reason) = match end {
             Ended::Ran(record) => {
-                spent_usd += record.cost.cost.total_usd;
+                spent_usd += record.spent_usd();
                 if limits.fail_fast && record.status != Status::Passed {
                     control.stop(StopReason::FailFast);
                 }
@@ -265,8 +269,9 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let specs = registry.specs(&offered);
     let mut sampling = scenario.sampling;
     sampling.seed = sampling.seed.or(shared.sampling_seed);
+    let provider = Cached::new(target, shared.repeated.then_some(job.repetition));
     let agent = Agent {
-        provider: target.provider.as_ref(),
+        provider: &provider,
         model: &target.spec.name,
         sampling: &sampling,
         tools: &specs,

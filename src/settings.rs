@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::pricing::{PriceFile, PriceTable};
+use crate::provider::cache::{CacheMode, RequestCache};
 use crate::provider::factory::{ANTHROPIC_DEFAULT_BASE_URL, AZURE_DEFAULT_API_VERSION, OPENAI_DEFAULT_BASE_URL, Protocol, VENDORS};
 use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret};
@@ -69,6 +70,9 @@ pub(crate) struct ConfigFile {
     /// Retries of a failed model request (429, 5xx, lost connections, timeouts).
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// The request cache's directory (`--cache`).
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
     /// Named OpenAI-compatible endpoints: the name is the provider part of a model name.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
@@ -139,6 +143,25 @@ pub(crate) struct Settings {
     pub tools: ToolRegistry,
     /// The environment and `.env`, for `${VAR}` in declared tools' headers.
     pub env: Env,
+    /// `cache:` in runner.yaml, relative to the working directory.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The request cache the flags and runner.yaml ask for; `--replay` / `--refresh` without
+    /// a directory is an error.
+    pub(crate) fn request_cache(&self, args: &crate::cli::CacheArgs) -> Result<Option<RequestCache>, UsageError> {
+        let mode = match (args.replay, args.refresh) {
+            (true, _) => CacheMode::Replay,
+            (_, true) => CacheMode::Refresh,
+            _ => CacheMode::Use,
+        };
+        match args.cache.clone().or_else(|| self.cache_dir.clone()) {
+            Some(dir) => Ok(Some(RequestCache { dir, mode })),
+            None if mode == CacheMode::Use => Ok(None),
+            None => Err(UsageError("--replay and --refresh need a cache: --cache DIR (or cache: DIR in runner.yaml)".to_owned())),
+        }
+    }
 }
 
 impl Settings {
@@ -203,7 +226,8 @@ impl Settings {
             }
         }
         let tools = ToolRegistry::builtin().with(&configured);
-        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env })
+        let cache_dir = config.cache.clone();
+        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env, cache_dir })
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).

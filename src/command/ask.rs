@@ -19,7 +19,8 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
     let settings = Settings::load(Flags { config, timeout_secs: args.timeout, ..Flags::default() })?;
     let tools = super::offered_tools(args.offer.tools.as_deref(), &settings.tools)?;
     let fetch = DownloadBar::new();
-    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
+    let cache = settings.request_cache(&args.offer.cache)?;
+    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
     let mut session = Session::new(target, settings.tools.clone(), tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
     let print = |text: &str| {

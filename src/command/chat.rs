@@ -81,7 +81,8 @@ pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: 
     // Said now, not after the conversation it could not save.
     check_writable(log_dir)?;
     let fetch = DownloadBar::new();
-    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
+    let cache = settings.request_cache(&offer.cache)?;
+    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
     let session = Session::new(target, settings.tools.clone(), tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
     Ok(converse(session, &mut models, log_dir, !offer.no_stream).await)

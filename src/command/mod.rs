@@ -3,6 +3,7 @@
 //! emits events to a reporter.
 
 pub(crate) mod ask;
+pub(crate) mod cache;
 pub(crate) mod chat;
 pub(crate) mod check;
 pub(crate) mod models;
@@ -78,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schema => schema::schema(),
         Command::Tools { paths } => tools::tools(config, &paths).await,
         Command::Models { prices } => models::models(config, prices.as_deref()),
+        Command::Cache(command) => cache::cache(&command),
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_PASSED};
 use crate::files::{is_file_or_absent, write_atomically};
 use crate::cli::RunArgs;
-use crate::plan::{Cell, MatrixOptions, Plan};
+use crate::plan::{CacheLookup, Cell, MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
 use crate::provider::{Models, openai::http_client};
 use crate::record::{Reporter, RunOutcome, RunRecord};
@@ -33,14 +33,16 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let matrix = MatrixOptions { models: &args.models, repeat: args.repeat, filter: args.filter.as_deref(), shard: args.shard };
     let plan = Plan::new(&settings, scenarios, matrix)?;
     plan.check_prices(args.require_prices, args.max_cost_usd.is_some())?;
+    let cache = settings.request_cache(&args.cache)?;
     if args.dry_run {
-        super::print(&plan.render_dry_run(&settings.prices, &settings.tools))?;
+        let lookup = cache.as_ref().map(|cache| CacheLookup { cache, providers: &settings.providers, seed: args.seed });
+        super::print(&plan.render_dry_run(&settings.prices, &settings.tools, lookup.as_ref()))?;
         return Ok(EXIT_PASSED);
     }
 
     // Every model is resolved before any request, so a bad name or a missing key runs nothing.
     let fetch = DownloadBar::new();
-    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch);
+    let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let mut targets = Vec::with_capacity(plan.cells.len());
     for cell in &plan.cells {
         targets.push(models.resolve(&cell.spec.to_string()).await.map_err(UsageError)?);
@@ -64,6 +66,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         seed: args.seed.unwrap_or_else(random_seed),
         sampling_seed: args.seed,
         mcp: Default::default(),
+        repeated: plan.repeat > 1,
     });
     let limits = Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
     let control = Control::new();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::anthropic::{ANTHROPIC_VERSION, AnthropicProvider};
+use super::cache::{CacheMode, Offline, RequestCache};
 use super::openai::{MaxTokensField, OpenAiProvider};
 use super::remote::Remote;
 use super::retry::{Limiter, RetryPolicy};
@@ -123,12 +124,24 @@ pub(crate) struct Models<'a> {
     /// One in-flight bound per endpoint URL, shared by every model on it.
     limiters: HashMap<String, Arc<Limiter>>,
     resolved: HashMap<ModelSpec, Arc<Target>>,
+    cache: Option<Arc<RequestCache>>,
 }
 
 impl<'a> Models<'a> {
     /// A factory over the shared HTTP pool; `fetch` hears about weight downloads.
     pub(crate) fn new(config: &'a ProviderConfig, prices: &'a PriceTable, http: reqwest::Client, fetch: &'a dyn FetchProgress) -> Self {
-        Self { config, prices, http, fetch, limiters: HashMap::new(), resolved: HashMap::new() }
+        Self { config, prices, http, fetch, limiters: HashMap::new(), resolved: HashMap::new(), cache: None }
+    }
+
+    /// Every model's requests go through `cache`. Under `--replay` no model is reached: no
+    /// key is needed and the embedded model is not loaded.
+    pub(crate) fn with_cache(mut self, cache: Option<RequestCache>) -> Self {
+        self.cache = cache.map(Arc::new);
+        self
+    }
+
+    fn replaying(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.mode == CacheMode::Replay)
     }
 
     /// The HTTP pool every remote provider and tool shares.
@@ -153,16 +166,24 @@ impl<'a> Models<'a> {
             // Unknown names are kept (new models appear), but a near miss is worth a word.
             tracing::warn!("unknown model `{spec}`: did you mean `{near}`? (going on with `{spec}`)");
         }
-        let target = Arc::new(Target { spec: spec.clone(), provider, price });
+        let target = Arc::new(Target { spec: spec.clone(), provider, price, cache: self.cache.clone() });
         self.resolved.insert(spec, target.clone());
         Ok(target)
     }
 
     async fn provider(&mut self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, String> {
         if spec.provider == "local" {
+            if self.replaying() {
+                return Ok(Arc::new(Offline { base_url: None }));
+            }
             return self.local(spec).await;
         }
         let endpoint = self.config.endpoints.get(&spec.provider).ok_or_else(|| format!("unknown provider `{}`", spec.provider))?.clone();
+        if self.replaying() {
+            // Where a request would go is part of its key; nothing is sent there.
+            let base = endpoint.base_url.trim().trim_end_matches('/');
+            return Ok(Arc::new(Offline { base_url: (!base.is_empty()).then(|| base.to_owned()) }));
+        }
         self.remote(spec, &endpoint)
     }
 

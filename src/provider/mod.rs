@@ -6,6 +6,7 @@ pub(crate) mod factory;
 #[cfg(feature = "local")]
 pub mod local;
 pub(crate) mod anthropic;
+pub(crate) mod cache;
 pub mod openai;
 pub(crate) mod remote;
 pub(crate) mod retry;
@@ -66,6 +67,8 @@ pub struct Target {
     pub provider: Arc<dyn Provider>,
     /// `None`: unpriced.
     pub price: Option<PriceEntry>,
+    /// The request cache its requests go through, when one is in use.
+    pub(crate) cache: Option<Arc<cache::RequestCache>>,
 }
 
 /// What fetching a model's weights tells whoever waits for it. The command layer draws it
@@ -141,6 +144,8 @@ pub struct Attempt {
 pub struct Exchange {
     pub result: Result<Completion, ProviderError>,
     pub attempts: Vec<Attempt>,
+    /// Whether the request cache answered it.
+    pub cache: cache::CacheUse,
 }
 
 /// Why a request produced no completion. Messages never hold the API key.
@@ -164,6 +169,9 @@ pub enum ProviderError {
     /// The server reported an error inside a streamed reply.
     #[error("the server reported an error in the stream: {0}")]
     Streamed(String),
+    /// `--replay` and the request is not in the cache (its key is given).
+    #[error("not in the cache: {0}")]
+    NotCached(String),
     /// A response arrived but is not a Chat Completions response.
     #[error("invalid response: {reason}; body: {body}")]
     InvalidResponse { reason: String, body: String },

@@ -182,7 +182,7 @@ impl Remote {
             }
             match wait {
                 Some(wait) => tokio::time::sleep(wait).await,
-                None => return Exchange { result: sent.result, attempts },
+                None => return Exchange { result: sent.result, attempts, cache: Default::default() },
             }
         }
     }

@@ -31,6 +31,7 @@ pub(crate) const COLUMNS: &[&str] = &[
     "unpriced",
     "error",
     "cache_write_tokens",
+    "cache_hits",
 ];
 
 /// Writes report rows to any writer, a run's rows together, flushed as each run ends.
@@ -72,7 +73,7 @@ impl<W: Write> CsvReport<W> {
         let [run_id, scenario, model, repetition] = row;
         let unpriced = if unpriced { "true" } else { "false" };
         self.writer.write_record([
-            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error, "0",
+            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error, "0", "0",
         ])
     }
 }
@@ -119,6 +120,7 @@ impl<W: Write> CsvReport<W> {
                 if record.cost.unpriced { "true" } else { "false" },
                 turn.error.as_deref().unwrap_or(""),
                 &turn.usage.cache_write_tokens.to_string(),
+                &turn.cache_hits().to_string(),
             ])?;
         }
         if record.turns.is_empty() {
@@ -158,7 +160,7 @@ mod tests {
         let text = String::from_utf8(report.writer.into_inner().unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], COLUMNS.join(","));
-        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0");
+        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0");
     }
 
     #[test]

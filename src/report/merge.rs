@@ -52,6 +52,7 @@ impl Merged {
         }
         let at = |name: &str| column(name).expect("checked above");
         let (cached, written, unpriced) = (column("cached_tokens"), column("cache_write_tokens"), column("unpriced"));
+        let (hits, requests) = (column("cache_hits"), column("requests"));
         self.header.get_or_insert_with(|| header.clone());
         for record in reader.records() {
             let record = record.map_err(|e| UsageError(format!("{file}: {e}")))?;
@@ -92,6 +93,10 @@ impl Merged {
                     status,
                     usage,
                     cost_usd,
+                    // A turn whose every request the cache answered spent nothing; the CSV
+                    // does not split a turn's cost by request, so any other turn counts whole.
+                    spent_usd: if count(hits) > 0 && count(hits) == count(requests) { 0.0 } else { cost_usd },
+                    cache_hits: count(hits) as usize,
                     unpriced: row_unpriced,
                     turn_latencies_ms: if has_turn { vec![number("latency_ms")?] } else { Vec::new() },
                 },
@@ -136,6 +141,8 @@ impl Merged {
         };
         facts.usage += row.facts.usage;
         facts.cost_usd += row.facts.cost_usd;
+        facts.spent_usd += row.facts.spent_usd;
+        facts.cache_hits += row.facts.cache_hits;
         facts.unpriced |= row.facts.unpriced;
         facts.turn_latencies_ms.extend(row.facts.turn_latencies_ms);
         run.rows.extend(row.rows);

@@ -19,6 +19,10 @@ pub(crate) struct RunFacts {
     pub status: Option<Status>,
     pub usage: Usage,
     pub cost_usd: f64,
+    /// What was actually spent: the cost less what the request cache answered.
+    pub spent_usd: f64,
+    /// Requests the cache answered.
+    pub cache_hits: usize,
     pub unpriced: bool,
     pub turn_latencies_ms: Vec<u64>,
 }
@@ -33,6 +37,8 @@ impl RunFacts {
                 status: Some(record.status),
                 usage: record.usage,
                 cost_usd: record.cost.cost.total_usd,
+                spent_usd: record.spent_usd(),
+                cache_hits: record.cache_hits(),
                 unpriced: record.cost.unpriced,
                 turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
             },
@@ -43,6 +49,8 @@ impl RunFacts {
                 status: None,
                 usage: Usage::default(),
                 cost_usd: 0.0,
+                spent_usd: 0.0,
+                cache_hits: 0,
                 unpriced: run.unpriced,
                 turn_latencies_ms: Vec::new(),
             },
@@ -62,6 +70,8 @@ pub(crate) struct ModelStats {
     pub not_started: usize,
     pub usage: Usage,
     pub cost_usd: f64,
+    pub spent_usd: f64,
+    pub cache_hits: usize,
     pub unpriced: bool,
     /// Latency of every turn, in the order runs were added.
     pub turn_latencies_ms: Vec<u64>,
@@ -69,7 +79,7 @@ pub(crate) struct ModelStats {
 
 impl ModelStats {
     fn new(model: ModelSpec) -> Self {
-        Self { model, runs: 0, passed: 0, failed: 0, errors: 0, not_started: 0, usage: Usage::default(), cost_usd: 0.0, unpriced: false, turn_latencies_ms: Vec::new() }
+        Self { model, runs: 0, passed: 0, failed: 0, errors: 0, not_started: 0, usage: Usage::default(), cost_usd: 0.0, spent_usd: 0.0, cache_hits: 0, unpriced: false, turn_latencies_ms: Vec::new() }
     }
 
     /// Passed runs over finished runs.
@@ -150,6 +160,8 @@ pub(crate) const CSV_COLUMNS: &[&str] = &[
     "p95_turn_latency_ms",
     "unpriced",
     "flaky_scenarios",
+    "spent_usd",
+    "cache_hits",
 ];
 
 /// Collects per-model and per-scenario figures as runs arrive.
@@ -221,6 +233,8 @@ impl Summary {
         }
         stats.usage += run.usage;
         stats.cost_usd += run.cost_usd;
+        stats.spent_usd += run.spent_usd;
+        stats.cache_hits += run.cache_hits;
         stats.turn_latencies_ms.extend(run.turn_latencies_ms);
     }
 
@@ -284,6 +298,16 @@ impl Summary {
         if self.not_started() > 0 {
             let reason = self.not_started_reason.as_deref().unwrap_or("stopped");
             out.push_str(&format!("not started: {} run(s) ({reason})\n", self.not_started()));
+        }
+        for m in self.models.iter().filter(|m| m.cache_hits > 0) {
+            let money = |value| money_cell(m, Some(value));
+            out.push_str(&format!(
+                "cache: {}: {} request(s) answered from the cache; recorded cost {}, spent by this run {}\n",
+                m.model,
+                m.cache_hits,
+                money(m.cost_usd),
+                money(m.spent_usd)
+            ));
         }
         if self.models.iter().any(|m| m.unpriced) {
             out.push_str("unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n");
@@ -349,6 +373,8 @@ impl Summary {
                 m.p95_latency_ms().map_or_else(String::new, |ms| ms.to_string()),
                 m.unpriced.to_string(),
                 self.flaky_scenarios(&m.model).to_string(),
+                money(Some(m.spent_usd)),
+                m.cache_hits.to_string(),
             ])?;
         }
         writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
@@ -394,6 +420,8 @@ mod tests {
             status: Some(status),
             usage: Usage { cached_tokens: 3, ..Usage::new(10, 2) },
             cost_usd,
+            spent_usd: cost_usd,
+            cache_hits: 0,
             unpriced: false,
             turn_latencies_ms: latencies.to_vec(),
         }
@@ -438,7 +466,7 @@ mod tests {
         assert_eq!(m.median_latency_ms(), Some(250));
         assert_eq!(m.p95_latency_ms(), Some(400));
         let csv = String::from_utf8(summary.to_csv().unwrap()).unwrap();
-        assert_eq!(csv.lines().nth(1), Some("m:x,4,2,1,1,1,0.5000,40,8,12,1,0.5,250,400,false,0"));
+        assert_eq!(csv.lines().nth(1), Some("m:x,4,2,1,1,1,0.5000,40,8,12,1,0.5,250,400,false,0,1,0"));
     }
 
     #[test]

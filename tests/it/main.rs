@@ -6,6 +6,7 @@
 #[cfg(feature = "local")]
 mod local;
 mod chat;
+mod cache;
 mod cli;
 mod compare;
 mod declared;

@@ -141,7 +141,7 @@ impl Provider for LocalProvider {
                 error: result.as_ref().err().map(ToString::to_string),
                 retry_in_ms: None,
             };
-            Exchange { result, attempts: vec![attempt] }
+            Exchange { result, attempts: vec![attempt], cache: Default::default() }
         })
     }
 

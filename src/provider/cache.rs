@@ -1,0 +1,348 @@
+//! The request cache: every model request looked up by a key before it is sent, answered
+//! from a file when it was seen before, stored when it was not. `--replay` answers only from
+//! the cache (nothing is sent, no key is needed); `--refresh` sends everything and overwrites.
+//!
+//! The key is the SHA-256 of a canonical JSON object: provider, base URL, model, the messages,
+//! the tools and the sampling settings (object keys sorted at every depth), and the repetition
+//! number when a run is repeated. Nothing else is in it: not whether the reply is streamed, not
+//! a header, not runner's version. One readable JSON file per key,
+//! `DIR/<key[0..2]>/<key>.json`, written whole or not at all, meant to be committed.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Completion, CompletionRequest, Exchange, ModelSpec, Provider, ProviderError};
+use crate::message::ToolCall;
+use crate::usage::Usage;
+
+/// How the cache is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheMode {
+    /// Answer from the cache when it can; send and store otherwise.
+    Use,
+    /// Answer only from the cache; a miss is an error, nothing is sent.
+    Replay,
+    /// Send every request and overwrite what the cache held.
+    Refresh,
+}
+
+/// How a request was answered, as its log entry says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheUse {
+    /// No cache.
+    #[default]
+    Off,
+    /// Answered from the cache: nothing sent, nothing spent.
+    Hit,
+    /// Sent, and the answer stored.
+    Stored,
+    /// `--replay` and not in the cache: not answered.
+    Miss,
+}
+
+/// A cache directory and how it is used.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestCache {
+    pub dir: PathBuf,
+    pub mode: CacheMode,
+}
+
+/// One cache file.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub key: String,
+    pub provider: String,
+    pub base_url: Option<String>,
+    pub model: String,
+    /// What the key was computed from (provider, base URL and model included).
+    pub request: Value,
+    pub response: Response,
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_usage: Option<Value>,
+    /// RFC 3339.
+    pub recorded_at: String,
+    pub runner_version: String,
+}
+
+/// The model's reply as recorded.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Response {
+    pub content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+}
+
+impl RequestCache {
+    /// Where the entry for `key` lives.
+    pub(crate) fn path(&self, key: &str) -> PathBuf {
+        entry_path(&self.dir, key)
+    }
+
+    /// The entry for `key`; `None` when there is none or it cannot be read (a damaged file
+    /// is a miss, and is overwritten when the request is sent again).
+    pub(crate) fn read(&self, key: &str) -> Option<Entry> {
+        let path = self.path(key);
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice::<Entry>(&bytes) {
+            Ok(entry) if entry.key == key => Some(entry),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "a cache file holds another key; ignored");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "a cache file cannot be read; ignored");
+                None
+            }
+        }
+    }
+
+    /// Stores `entry`, whole or not at all (two writers of one key each rename a complete
+    /// file into place).
+    pub(crate) fn write(&self, entry: &Entry) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
+        crate::files::write_atomically(&self.path(&entry.key), &bytes)
+    }
+}
+
+fn entry_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(&key[..2.min(key.len())]).join(format!("{key}.json"))
+}
+
+/// The key of a request and the canonical object it is the hash of.
+pub(crate) fn key(spec: &ModelSpec, base_url: Option<&str>, request: &CompletionRequest<'_>, repetition: Option<u32>) -> (String, Value) {
+    let mut object = json!({
+        "provider": spec.provider,
+        "base_url": base_url,
+        "model": spec.name,
+        "messages": request.messages,
+        "tools": request.tools,
+        "sampling": request.sampling,
+    });
+    if let Some(repetition) = repetition {
+        object["repetition"] = json!(repetition);
+    }
+    let canonical = canonical(object);
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    (digest.iter().map(|b| format!("{b:02x}")).collect(), canonical)
+}
+
+/// `value` with the keys of every object sorted, so that the order a scenario wrote a schema
+/// in does not change the key.
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// A model's provider seen through the cache, when there is one (one per run: the
+/// repetition is part of the key when a run is repeated). Under `--replay`, `inner` is never
+/// asked. Without a cache, requests go straight to `inner`.
+pub(crate) struct Cached<'a> {
+    pub inner: &'a dyn Provider,
+    pub cache: Option<&'a RequestCache>,
+    pub spec: &'a ModelSpec,
+    pub repetition: Option<u32>,
+}
+
+impl<'a> Cached<'a> {
+    /// `target`'s provider through its cache.
+    pub(crate) fn new(target: &'a super::Target, repetition: Option<u32>) -> Self {
+        Self { inner: target.provider.as_ref(), cache: target.cache.as_deref(), spec: &target.spec, repetition }
+    }
+}
+
+impl Provider for Cached<'_> {
+    fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
+        Box::pin(async move {
+            let Some(cache) = self.cache else { return self.inner.complete(request).await };
+            let base_url = self.inner.base_url();
+            let (key, canonical) = key(self.spec, base_url, &request, self.repetition);
+            if cache.mode != CacheMode::Refresh
+                && let Some(entry) = cache.read(&key)
+            {
+                let Response { content, tool_calls, finish_reason } = entry.response;
+                if let (Some(on_text), Some(text)) = (request.on_text, content.as_deref().filter(|t| !t.is_empty())) {
+                    on_text(text);
+                }
+                let completion = Completion { content, tool_calls, finish_reason, usage: entry.usage, raw_usage: entry.raw_usage };
+                return Exchange { result: Ok(completion), attempts: Vec::new(), cache: CacheUse::Hit };
+            }
+            if cache.mode == CacheMode::Replay {
+                return Exchange { result: Err(ProviderError::NotCached(key)), attempts: Vec::new(), cache: CacheUse::Miss };
+            }
+            let mut exchange = self.inner.complete(request).await;
+            if let Ok(completion) = &exchange.result {
+                let entry = Entry {
+                    key,
+                    provider: self.spec.provider.clone(),
+                    base_url: base_url.map(str::to_owned),
+                    model: self.spec.name.clone(),
+                    request: canonical,
+                    response: Response {
+                        content: completion.content.clone(),
+                        tool_calls: completion.tool_calls.clone(),
+                        finish_reason: completion.finish_reason.clone(),
+                    },
+                    usage: completion.usage,
+                    raw_usage: completion.raw_usage.clone(),
+                    recorded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    runner_version: env!("CARGO_PKG_VERSION").to_owned(),
+                };
+                match cache.write(&entry) {
+                    Ok(()) => exchange.cache = CacheUse::Stored,
+                    Err(err) => tracing::warn!(path = %cache.path(&entry.key).display(), %err, "cannot store the answer in the cache"),
+                }
+            }
+            exchange
+        })
+    }
+
+    fn base_url(&self) -> Option<&str> {
+        self.inner.base_url()
+    }
+}
+
+/// A remote model under `--replay`: it knows where it would send (the base URL is part of
+/// the key) and never sends anything.
+pub(crate) struct Offline {
+    pub base_url: Option<String>,
+}
+
+impl Provider for Offline {
+    fn complete<'a>(&'a self, _request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
+        Box::pin(async { Exchange { result: Err(ProviderError::Transport("--replay: nothing is sent".to_owned())), attempts: Vec::new(), cache: CacheUse::Off } })
+    }
+
+    fn base_url(&self) -> Option<&str> {
+        self.base_url.as_deref()
+    }
+}
+
+/// What a cache directory holds: entries, bytes, the oldest and newest recording.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub oldest: Option<SystemTime>,
+    pub newest: Option<SystemTime>,
+    /// Entries per `PROVIDER:MODEL`.
+    pub per_model: std::collections::BTreeMap<String, u64>,
+}
+
+/// Every entry file of `dir` (`DIR/xx/<key>.json`).
+fn entry_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for shard in std::fs::read_dir(dir)? {
+        let shard = shard?.path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&shard)? {
+            let file = file?.path();
+            if file.extension().is_some_and(|e| e == "json") {
+                files.push(file);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// When an entry was recorded: its `recorded_at`, else the file's modification time.
+fn recorded(path: &Path) -> (Option<SystemTime>, Option<String>) {
+    let entry = std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+    let at = entry
+        .as_ref()
+        .and_then(|e| chrono::DateTime::parse_from_rfc3339(&e.recorded_at).ok())
+        .map(SystemTime::from)
+        .or_else(|| std::fs::metadata(path).and_then(|m| m.modified()).ok());
+    (at, entry.map(|e| format!("{}:{}", e.provider, e.model)))
+}
+
+/// Counts what `dir` holds.
+pub(crate) fn stats(dir: &Path) -> std::io::Result<Stats> {
+    let mut stats = Stats::default();
+    for file in entry_files(dir)? {
+        stats.entries += 1;
+        stats.bytes += std::fs::metadata(&file).map_or(0, |m| m.len());
+        let (at, model) = recorded(&file);
+        if let Some(at) = at {
+            stats.oldest = Some(stats.oldest.map_or(at, |o| o.min(at)));
+            stats.newest = Some(stats.newest.map_or(at, |n| n.max(at)));
+        }
+        *stats.per_model.entry(model.unwrap_or_else(|| "(unreadable)".to_owned())).or_default() += 1;
+    }
+    Ok(stats)
+}
+
+/// Deletes the entries recorded before `cutoff`; returns how many and their bytes. Empty
+/// shard directories are removed too.
+pub(crate) fn prune(dir: &Path, cutoff: SystemTime) -> std::io::Result<(u64, u64)> {
+    let (mut removed, mut bytes) = (0, 0);
+    for file in entry_files(dir)? {
+        if recorded(&file).0.is_some_and(|at| at < cutoff) {
+            bytes += std::fs::metadata(&file).map_or(0, |m| m.len());
+            std::fs::remove_file(&file)?;
+            removed += 1;
+            if let Some(shard) = file.parent() {
+                let _ = std::fs::remove_dir(shard);
+            }
+        }
+    }
+    Ok((removed, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{FunctionSpec, Message, ToolSpec};
+    use crate::provider::Sampling;
+
+    fn request<'a>(messages: &'a [Message], tools: &'a [ToolSpec], sampling: &'a Sampling) -> CompletionRequest<'a> {
+        CompletionRequest { model: "gpt-4o-mini", messages, tools, sampling, on_text: None }
+    }
+
+    #[test]
+    fn golden_key() {
+        // A change of key derivation would orphan every committed cache: it must be deliberate.
+        let spec = ModelSpec { provider: "openai".into(), name: "gpt-4o-mini".into() };
+        let messages = [Message::System { content: "Be brief.".into() }, Message::User { content: "What is 2 plus 3?".into() }];
+        let tools = [ToolSpec { kind: "function", function: FunctionSpec { name: "add".into(), description: "Adds".into(), parameters: json!({"type": "object", "properties": {"x": {"type": "number"}}}) } }];
+        let sampling = Sampling { temperature: Some(0.0), max_tokens: Some(256), ..Sampling::default() };
+        let (key, canonical) = key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), None);
+        // Recomputed independently: sha256 of Python's json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).
+        assert_eq!(key, "c2774514bdb9c90ebc720813438b03c5637d0735eb5ad9048e326eb625a83a9d");
+        assert_eq!(canonical["sampling"], json!({"max_tokens": 256, "seed": null, "temperature": 0.0, "top_p": null}));
+        // The repetition, when given, changes it; streaming does not enter it at all.
+        let (repeated, _) = super::key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), Some(2));
+        assert_ne!(repeated, key);
+    }
+
+    #[test]
+    fn key_order_in_a_schema_does_not_matter() {
+        let spec = ModelSpec { provider: "openai".into(), name: "m".into() };
+        let messages = [Message::User { content: "hi".into() }];
+        let schema_a: Value = serde_json::from_str(r#"{"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "number"}}}"#).unwrap();
+        let schema_b: Value = serde_json::from_str(r#"{"properties": {"b": {"type": "number"}, "a": {"type": "string"}}, "type": "object"}"#).unwrap();
+        let tool = |parameters: Value| [ToolSpec { kind: "function", function: FunctionSpec { name: "t".into(), description: String::new(), parameters } }];
+        let (tools_a, tools_b) = (tool(schema_a), tool(schema_b));
+        let sampling = Sampling::default();
+        assert_eq!(key(&spec, None, &request(&messages, &tools_a, &sampling), None).0, key(&spec, None, &request(&messages, &tools_b, &sampling), None).0);
+        let other = [Message::User { content: "hi!".into() }];
+        assert_ne!(key(&spec, None, &request(&messages, &tools_a, &sampling), None).0, key(&spec, None, &request(&other, &tools_a, &sampling), None).0);
+    }
+}
