@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Play scenarios against models, check expectations, write logs and a CSV report
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate scenario files without calling any model
     Check {
         /// Scenario files, directories (every *.yaml / *.yml within) or - for standard input
@@ -188,6 +188,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub require_prices: bool,
 
+    /// Play only the runs (scenario, model, repetition) that did not pass in this CSV report
+    #[arg(long, value_name = "REPORT.csv")]
+    pub only_failed: Option<PathBuf>,
+
+    /// Exit 0 when every model's pass rate is at least P (0 to 1), even with failures; 1
+    /// otherwise
+    #[arg(long, value_name = "P", value_parser = parse_rate)]
+    pub min_pass_rate: Option<f64>,
+
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -208,6 +217,13 @@ pub struct CacheArgs {
     /// Send every request and overwrite what the cache held
     #[arg(long)]
     pub refresh: bool,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("`{text}` is not a pass rate between 0 and 1 (e.g. 0.9)")),
+    }
 }
 
 fn parse_usd(text: &str) -> Result<f64, String> {

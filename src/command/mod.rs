@@ -71,7 +71,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Run(args) => run::run(config, args).await,
+        Command::Run(args) => run::run(config, *args).await,
         Command::Check { paths } => check::check(config, &paths),
         Command::Chat { model, logs_dir, timeout, offer } => chat::chat(config, model, &logs_dir, timeout, &offer).await,
         Command::Ask(args) => ask::ask(config, args).await,

@@ -11,9 +11,10 @@ use crate::files::{is_file_or_absent, write_atomically};
 use crate::cli::RunArgs;
 use crate::plan::{CacheLookup, Cell, MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
-use crate::provider::{Models, openai::http_client};
-use crate::record::{Reporter, RunOutcome, RunRecord};
+use crate::provider::{ModelSpec, Models, openai::http_client};
+use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 use crate::report::csv::CsvReport;
+use crate::report::failures::Failures;
 use crate::report::json::{JsonLogs, read_log};
 use crate::report::junit::Junit;
 use crate::report::summary::Summary;
@@ -51,10 +52,15 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     // Run: a new batch, or the rest of an interrupted one. Jobs are made as they start.
     let mut logs = open_logs(&args)?;
     let (finished, done) = if args.resume.is_some() { read_finished(&logs, &plan) } else { Default::default() };
-    let total = usize::try_from(plan.len()).unwrap_or(usize::MAX) - done.len();
+    let wanted = only_failed(args.only_failed.as_deref())?;
+    let plays = |&(cell, repetition): &(usize, u32)| {
+        let Cell { scenario, spec } = &plan.cells[cell];
+        !done.contains(&(cell, repetition)) && wanted.as_ref().is_none_or(|w| w.contains(&(scenario.name.clone(), spec.clone(), repetition)))
+    };
+    let total = plan.runs().filter(plays).count();
     let jobs = plan
         .runs()
-        .filter(|run| !done.contains(run))
+        .filter(plays)
         .map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
     let report_path = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
     let mut reports = Reports::create(&report_path, &finished)?;
@@ -94,6 +100,12 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     }
     let summary = &reports.summary;
     let mut out = summary.render();
+    if let Some(min) = args.min_pass_rate {
+        out.push_str(&pass_rate_gate(summary, min));
+    }
+    if !reports.failures.is_empty() {
+        out.push_str(&reports.failures.render(|f| logs.path(&f.scenario, &f.model, f.repetition).display().to_string()));
+    }
     out.push_str(&format!("logs: {}\nreport: {}\n", logs.dir().display(), report_path.display()));
     if let Some(path) = &summary_path {
         out.push_str(&format!("summary: {}\n", path.display()));
@@ -103,7 +115,18 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     }
     // A reader that went away (`runner run | head -1`) does not change what the batch did.
     super::print(&out).or_else(super::closed_pipe_is_fine)?;
-    Ok(exit_code(&totals, &control, summary))
+    Ok(exit_code(&totals, &control, summary, args.min_pass_rate))
+}
+
+/// The `--min-pass-rate` line of the summary.
+fn pass_rate_gate(summary: &Summary, min: f64) -> String {
+    let below = summary.below(min);
+    let pct = |rate: f64| format!("{:.1}%", rate * 100.0);
+    if below.is_empty() {
+        return format!("pass-rate gate: every model passed at least {} of its runs (--min-pass-rate {min})\n", pct(min));
+    }
+    let models: Vec<String> = below.iter().map(|(model, rate)| format!("{model} ({})", rate.map_or_else(|| "no finished run".to_owned(), pct))).collect();
+    format!("pass-rate gate: below {} (--min-pass-rate {min}): {}\n", pct(min), models.join(", "))
 }
 
 /// The batch's log directory: a new one, or the one `--resume` names.
@@ -115,14 +138,25 @@ fn open_logs(args: &RunArgs) -> anyhow::Result<JsonLogs> {
     }
 }
 
-/// Resuming: the runs of the plan with a whole log are done; their records, and which runs
-/// they are.
+/// `--only-failed REPORT.csv`: the runs that report says did not pass.
+fn only_failed(report: Option<&Path>) -> anyhow::Result<Option<HashSet<(String, ModelSpec, u32)>>> {
+    let Some(report) = report else { return Ok(None) };
+    let mut merged = crate::report::merge::Merged::default();
+    if !merged.read(report, None)? {
+        return Err(UsageError(format!("--only-failed {}: a per-model summary, not a report (give the report beside it)", report.display())).into());
+    }
+    Ok(Some(merged.not_passed()))
+}
+
+/// Resuming: the runs of the plan with a whole log that passed or failed are done; their
+/// records, and which runs they are. A run that ended in an error is played again: errors are
+/// mostly passing trouble (the network, a rate limit, an interrupt), not the model's answer.
 fn read_finished(logs: &JsonLogs, plan: &Plan) -> (Vec<RunRecord>, HashSet<(usize, u32)>) {
     let mut finished = Vec::new();
     let mut done = HashSet::new();
     for (cell, repetition) in plan.runs() {
         let Cell { scenario, spec } = &plan.cells[cell];
-        if let Some(record) = read_log(&logs.path(&scenario.name, spec, repetition)) {
+        if let Some(record) = read_log(&logs.path(&scenario.name, spec, repetition)).filter(|r| r.status != Status::Error) {
             finished.push(record);
             done.insert((cell, repetition));
         }
@@ -135,6 +169,7 @@ struct Reports {
     csv: CsvReport<std::io::BufWriter<std::fs::File>>,
     summary: Summary,
     junit: Junit,
+    failures: Failures,
 }
 
 impl Reports {
@@ -143,7 +178,7 @@ impl Reports {
     fn create(path: &Path, finished: &[RunRecord]) -> anyhow::Result<Self> {
         let staging = path.with_file_name(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let csv = CsvReport::create(if finished.is_empty() { path } else { &staging })?;
-        let mut reports = Self { csv, summary: Summary::default(), junit: Junit::default() };
+        let mut reports = Self { csv, summary: Summary::default(), junit: Junit::default(), failures: Failures::default() };
         if !finished.is_empty() {
             for record in finished {
                 reports.run_ended(&RunOutcome::Finished(Box::new(record.clone())))?;
@@ -178,23 +213,29 @@ impl Reports {
 
 impl Reporter for Reports {
     fn plan(&mut self, total_runs: usize) {
-        (&mut self.csv, (&mut self.summary, &mut self.junit)).plan(total_runs);
+        (&mut self.csv, (&mut self.summary, (&mut self.junit, &mut self.failures))).plan(total_runs);
     }
 
     fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
-        (&mut self.csv, (&mut self.summary, &mut self.junit)).run_ended(outcome)
+        (&mut self.csv, (&mut self.summary, (&mut self.junit, &mut self.failures))).run_ended(outcome)
     }
 }
 
 /// 130 (143 for SIGTERM) when interrupted, 3 when the budget left runs unstarted, 1 when a
-/// run did not pass or a log or row could not be written.
-fn exit_code(totals: &Totals, control: &Control, summary: &Summary) -> u8 {
+/// run did not pass (with `--min-pass-rate`: when a model's pass rate is below it) or a log
+/// or row could not be written.
+fn exit_code(totals: &Totals, control: &Control, summary: &Summary, min_pass_rate: Option<f64>) -> u8 {
     if let Some(code) = control.interrupted() {
         return code;
     }
+    // With a pass-rate gate, failures below it are tolerated; without one, none is.
+    let failed = match min_pass_rate {
+        Some(min) => !summary.below(min).is_empty(),
+        None => !summary.all_passed(),
+    };
     match totals.stopped {
         Some(StopReason::Budget { .. }) if totals.not_started > 0 => EXIT_BUDGET,
-        _ if !summary.all_passed() || !totals.write_errors.is_empty() => EXIT_FAILED,
+        _ if failed || !totals.write_errors.is_empty() => EXIT_FAILED,
         _ => EXIT_PASSED,
     }
 }

@@ -149,6 +149,15 @@ impl Merged {
         Ok(())
     }
 
+    /// The runs that did not pass: failed, errored, or never started.
+    pub(crate) fn not_passed(&self) -> std::collections::HashSet<(String, ModelSpec, u32)> {
+        self.runs
+            .iter()
+            .filter(|run| run.facts.status != Some(Status::Passed))
+            .map(|run| (run.facts.scenario.clone(), run.facts.model.clone(), run.facts.repetition))
+            .collect()
+    }
+
     /// The summary of every run read.
     pub(crate) fn summary(&self) -> Summary {
         let mut summary = Summary::default();

@@ -4,6 +4,7 @@
 //! reports back.
 
 pub(crate) mod csv;
+pub(crate) mod failures;
 pub(crate) mod json;
 pub(crate) mod junit;
 pub(crate) mod merge;

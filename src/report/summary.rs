@@ -194,6 +194,12 @@ impl Summary {
         self.models.iter().map(|m| m.not_started).sum()
     }
 
+    /// The models whose pass rate is below `min` (a model with no finished run among them),
+    /// with their rate.
+    pub(crate) fn below(&self, min: f64) -> Vec<(&ModelSpec, Option<f64>)> {
+        self.models.iter().filter(|m| m.pass_rate().is_none_or(|rate| rate < min)).map(|m| (&m.model, m.pass_rate())).collect()
+    }
+
     /// Every finished run passed (runs not started do not count against it).
     pub(crate) fn all_passed(&self) -> bool {
         self.models.iter().all(|m| m.passed == m.runs)

@@ -11,6 +11,7 @@ mod cli;
 mod compare;
 mod declared;
 mod edges;
+mod gates;
 mod faults;
 mod hostile;
 mod mcp;
