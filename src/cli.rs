@@ -188,6 +188,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub require_prices: bool,
 
+    /// Compare with an earlier CSV report: pass rate and cost per model before and after,
+    /// regressions and fixes per scenario; a regression makes the exit code 1
+    #[arg(long, value_name = "REPORT.csv")]
+    pub baseline: Option<PathBuf>,
+
     /// Play only the runs (scenario, model, repetition) that did not pass in this CSV report
     #[arg(long, value_name = "REPORT.csv")]
     pub only_failed: Option<PathBuf>,
@@ -238,6 +243,11 @@ pub struct ReportArgs {
     /// CSV reports written by `runner run` (the shards of one run, or several runs)
     #[arg(value_name = "FILES", required = true)]
     pub files: Vec<PathBuf>,
+
+    /// Compare with an earlier CSV report: pass rate and cost per model before and after,
+    /// regressions and fixes per scenario; a regression makes the exit code 1
+    #[arg(long, value_name = "REPORT.csv")]
+    pub baseline: Option<PathBuf>,
 
     /// Re-price every recorded token count at this model's prices (PROVIDER:MODEL)
     #[arg(long, value_name = "MODEL")]

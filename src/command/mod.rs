@@ -83,6 +83,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// `--baseline REPORT.csv`, compared with `summary`.
+fn compare_with(baseline: Option<&std::path::Path>, summary: &crate::report::summary::Summary) -> anyhow::Result<Option<crate::report::baseline::Comparison>> {
+    let Some(path) = baseline else { return Ok(None) };
+    let mut before = crate::report::merge::Merged::default();
+    if !before.read(path, None)? {
+        return Err(UsageError(format!("--baseline {}: a per-model summary, not a report (give the report beside it)", path.display())).into());
+    }
+    Ok(Some(crate::report::baseline::Comparison::new(&path.display().to_string(), &before.summary(), summary)))
+}
+
 /// Every scenario of `paths`, validated against the built-in tools and the known models.
 fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
     let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);

@@ -41,6 +41,11 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
         let date = entry.date.as_deref().map_or_else(String::new, |d| format!(", read {d}"));
         writeln!(out, "costs: every model's recorded tokens re-priced at {spec}'s prices (input ${}, output ${} per million; {}{date})", p.input, p.output, entry.source)?;
     }
+    let comparison = super::compare_with(args.baseline.as_deref(), &summary)?;
+    if let Some(comparison) = &comparison {
+        out.push_str(&comparison.render());
+    }
     super::print(&out)?;
-    Ok(if summary.all_passed() { EXIT_PASSED } else { EXIT_FAILED })
+    let regressed = comparison.is_some_and(|c| !c.regressions.is_empty());
+    Ok(if summary.all_passed() && !regressed { EXIT_PASSED } else { EXIT_FAILED })
 }

@@ -13,6 +13,7 @@ use crate::plan::{CacheLookup, Cell, MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
 use crate::provider::{ModelSpec, Models, openai::http_client};
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
+use crate::report::baseline::Comparison;
 use crate::report::csv::CsvReport;
 use crate::report::failures::Failures;
 use crate::report::json::{JsonLogs, read_log};
@@ -90,8 +91,9 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     // the table. Every log or row that could not be written is named.
     let summary_path = is_file_or_absent(&report_path).then(|| summary_path(&report_path));
     reports.write(summary_path.as_deref(), args.junit.as_deref())?;
+    let comparison = super::compare_with(args.baseline.as_deref(), &reports.summary)?;
     if let Some(path) = &settings.step_summary
-        && let Err(err) = reports.append_step_summary(path)
+        && let Err(err) = reports.append_step_summary(path, comparison.as_ref())
     {
         eprintln!("warning: {err:#}");
     }
@@ -102,6 +104,9 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut out = summary.render();
     if let Some(min) = args.min_pass_rate {
         out.push_str(&pass_rate_gate(summary, min));
+    }
+    if let Some(comparison) = &comparison {
+        out.push_str(&comparison.render());
     }
     if !reports.failures.is_empty() {
         out.push_str(&reports.failures.render(|f| logs.path(&f.scenario, &f.model, f.repetition).display().to_string()));
@@ -115,7 +120,8 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     }
     // A reader that went away (`runner run | head -1`) does not change what the batch did.
     super::print(&out).or_else(super::closed_pipe_is_fine)?;
-    Ok(exit_code(&totals, &control, summary, args.min_pass_rate))
+    let regressed = comparison.as_ref().is_some_and(|c| !c.regressions.is_empty());
+    Ok(exit_code(&totals, &control, summary, args.min_pass_rate, regressed))
 }
 
 /// The `--min-pass-rate` line of the summary.
@@ -200,14 +206,18 @@ impl Reports {
     }
 
     /// The Markdown summary appended to GitHub's step summary file.
-    fn append_step_summary(&self, path: &Path) -> anyhow::Result<()> {
+    fn append_step_summary(&self, path: &Path, comparison: Option<&Comparison>) -> anyhow::Result<()> {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY={}; the step summary is left out", path.display()))?;
-        file.write_all(self.summary.render_markdown().as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+        let mut text = self.summary.render_markdown();
+        if let Some(comparison) = comparison {
+            text.push_str(&comparison.render_markdown());
+        }
+        file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -222,17 +232,18 @@ impl Reporter for Reports {
 }
 
 /// 130 (143 for SIGTERM) when interrupted, 3 when the budget left runs unstarted, 1 when a
-/// run did not pass (with `--min-pass-rate`: when a model's pass rate is below it) or a log
-/// or row could not be written.
-fn exit_code(totals: &Totals, control: &Control, summary: &Summary, min_pass_rate: Option<f64>) -> u8 {
+/// run did not pass (with `--min-pass-rate`: when a model's pass rate is below it), a scenario
+/// regressed against `--baseline`, or a log or row could not be written.
+fn exit_code(totals: &Totals, control: &Control, summary: &Summary, min_pass_rate: Option<f64>, regressed: bool) -> u8 {
     if let Some(code) = control.interrupted() {
         return code;
     }
     // With a pass-rate gate, failures below it are tolerated; without one, none is.
-    let failed = match min_pass_rate {
-        Some(min) => !summary.below(min).is_empty(),
-        None => !summary.all_passed(),
-    };
+    let failed = regressed
+        || match min_pass_rate {
+            Some(min) => !summary.below(min).is_empty(),
+            None => !summary.all_passed(),
+        };
     match totals.stopped {
         Some(StopReason::Budget { .. }) if totals.not_started > 0 => EXIT_BUDGET,
         _ if failed || !totals.write_errors.is_empty() => EXIT_FAILED,

@@ -3,6 +3,7 @@
 //! and memory stays flat: the JSON logs, the CSV report, JUnit, the summary. `merge` reads
 //! reports back.
 
+pub(crate) mod baseline;
 pub(crate) mod csv;
 pub(crate) mod failures;
 pub(crate) mod json;

@@ -175,12 +175,10 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    #[cfg(test)]
     pub(crate) fn models(&self) -> &[ModelStats] {
         &self.models
     }
 
-    #[cfg(test)]
     pub(crate) fn scenarios(&self) -> &[ScenarioStats] {
         &self.scenarios
     }

@@ -95,3 +95,37 @@ fn resume_plays_again_the_runs_that_ended_in_an_error() {
     let statuses: Vec<(&str, &str)> = rows.iter().map(|r| (r["scenario"].as_str(), r["status"].as_str())).collect();
     assert_eq!(statuses, [("fine", "passed"), ("broken", "error")]);
 }
+
+#[test]
+fn baseline_names_regressions_and_fixes_and_a_regression_fails() {
+    let server = crate::server::MockServer::start(assistant);
+    let ws = crate::Workspace::new();
+    let scenarios = |a: &str, b: &str| format!("name: a\nturns:\n  - user: hello\n    expect: {{contains: {a}}}\n---\nname: b\nturns:\n  - user: hello\n    expect: {{contains: {b}}}\n");
+    ws.write("s.yaml", &scenarios("Hello", "Goodbye"));
+    let first = crate::exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "first.csv"]));
+    assert_eq!(first.code, 1);
+
+    // a now fails, b now passes.
+    ws.write("s.yaml", &scenarios("Goodbye", "Hello"));
+    let out = crate::exec(
+        ws.runner(&server.url())
+            .env("GITHUB_STEP_SUMMARY", ws.path().join("step.md"))
+            .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "second.csv", "--baseline", "first.csv", "--min-pass-rate", "0.5"]),
+    );
+    assert_eq!(out.code, 1, "a regression fails the batch even above the pass-rate gate:\n{}", out.stdout);
+    assert!(out.stdout.contains("baseline: first.csv"), "{}", out.stdout);
+    assert!(out.stdout.contains("regressions (passed before, not now): 1\n  a on openai:gpt-4o-mini (1/1 -> 0/1)"), "{}", out.stdout);
+    assert!(out.stdout.contains("fixes (did not pass before, pass now): 1\n  b on openai:gpt-4o-mini (0/1 -> 1/1)"), "{}", out.stdout);
+    let model_line = out.stdout.lines().find(|l| l.starts_with("openai:gpt-4o-mini") && l.contains("50.0%  50.0%")).map(str::to_owned);
+    assert!(model_line.is_some(), "pass rate before and after: {}", out.stdout);
+    let step = std::fs::read_to_string(ws.path().join("step.md")).unwrap();
+    assert!(step.contains("**Regressions**: 1") && step.contains("| a | `openai:gpt-4o-mini` | 1/1 | 0/1 |"), "{step}");
+
+    // The same from the reports alone.
+    let out = crate::exec(ws.runner(&server.url()).args(["report", "second.csv", "--baseline", "first.csv"]));
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("regressions (passed before, not now): 1"), "{}", out.stdout);
+    // Against itself: nothing changed; the exit code is the batch's own.
+    let out = crate::exec(ws.runner(&server.url()).args(["report", "first.csv", "--baseline", "first.csv"]));
+    assert!(out.stdout.contains("regressions (passed before, not now): 0") && out.stdout.contains("fixes (did not pass before, pass now): 0"), "{}", out.stdout);
+}
