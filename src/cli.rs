@@ -6,10 +6,24 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::plan::Shard;
 
+/// Examples and exit codes, after `runner --help`.
+const AFTER_HELP: &str = "Examples:
+  runner run scenarios/                              every scenario on the default model
+  runner run scenarios/ -m openai:gpt-4o-mini -m anthropic:claude-haiku-4-5 --repeat 3
+  runner run scenarios/ --cache .runner-cache --replay   answered from a committed cache
+  runner run scenarios/ --baseline reports/main.csv --min-pass-rate 0.9
+  echo 'What is 2 plus 3?' | runner ask
+  runner chat -m local:smollm2-135m
+
+Exit codes: 0 every run passed (or every model met --min-pass-rate); 1 a run failed or ended in
+an error, or a scenario regressed against --baseline; 2 bad command line, config or scenario
+file (nothing was run); 3 the --max-cost-usd budget left runs unstarted; 130 interrupted (143 on
+SIGTERM)";
+
 /// Replay scripted conversations with language models, check what they answer, and record
 /// tokens and cost.
 #[derive(Debug, Parser)]
-#[command(name = "runner", version, about, max_term_width = 100)]
+#[command(name = "runner", version, about, max_term_width = 100, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Config file [default: ./runner.yaml when present]
     #[arg(long, global = true, value_name = "FILE")]
@@ -65,6 +79,13 @@ pub enum Command {
     /// Look after a request cache directory
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output: `runner man > runner.1`
+    Man,
     /// List the models runner knows, with provider and prices
     Models {
         /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, cache_write_input, output})

@@ -80,6 +80,18 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Tools { paths } => tools::tools(config, &paths).await,
         Command::Models { prices } => models::models(config, prices.as_deref()),
         Command::Cache(command) => cache::cache(&command),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "runner", &mut script);
+            print(&String::from_utf8_lossy(&script))?;
+            Ok(EXIT_PASSED)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            print(&String::from_utf8_lossy(&page))?;
+            Ok(EXIT_PASSED)
+        }
     }
 }
 
