@@ -251,34 +251,29 @@ fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env) -> Result
         headers.iter().map(|(name, value)| Ok((name.clone(), crate::tools::declared::expand(value, &lookup)?))).collect()
     };
     let mut endpoints = BTreeMap::new();
-    let openai_base = env.var("OPENAI_BASE_URL");
     let mut openai_headers = Vec::new();
     for (var, header) in [("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")] {
         if let Some(value) = env.var(var).filter(|v| !v.trim().is_empty()) {
             openai_headers.push((header.to_owned(), value));
         }
     }
-    endpoints.insert("openai".to_owned(), Endpoint {
-        protocol: Protocol::ChatCompletions,
-        key_required: openai_base.as_deref().is_none_or(|url| url.trim_end_matches('/') == OPENAI_DEFAULT_BASE_URL),
-        base_url: openai_base.unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned()),
-        base_from: "OPENAI_BASE_URL".to_owned(),
-        key_var: Some("OPENAI_API_KEY".to_owned()),
-        key: key("OPENAI_API_KEY"),
-        headers: Ok(openai_headers),
-        origin: "built in",
-    });
-    let anthropic_base = env.var("ANTHROPIC_BASE_URL");
-    endpoints.insert("anthropic".to_owned(), Endpoint {
-        protocol: Protocol::Anthropic,
-        key_required: anthropic_base.as_deref().is_none_or(|url| url.trim_end_matches('/') == ANTHROPIC_DEFAULT_BASE_URL),
-        base_url: anthropic_base.unwrap_or_else(|| ANTHROPIC_DEFAULT_BASE_URL.to_owned()),
-        base_from: "ANTHROPIC_BASE_URL".to_owned(),
-        key_var: Some("ANTHROPIC_API_KEY".to_owned()),
-        key: key("ANTHROPIC_API_KEY"),
-        headers: Ok(Vec::new()),
-        origin: "built in",
-    });
+    // OpenAI and Anthropic: the address from the environment; a key is required only at
+    // their own address (a local server may take none).
+    let own = |protocol: Protocol, base_var: &str, default: &str, key_var: &str, headers: Vec<(String, String)>| {
+        let base = env.var(base_var);
+        Endpoint {
+            protocol,
+            key_required: base.as_deref().is_none_or(|url| url.trim_end_matches('/') == default),
+            base_url: base.unwrap_or_else(|| default.to_owned()),
+            base_from: base_var.to_owned(),
+            key_var: Some(key_var.to_owned()),
+            key: key(key_var),
+            headers: Ok(headers),
+            origin: "built in",
+        }
+    };
+    endpoints.insert("openai".to_owned(), own(Protocol::ChatCompletions, "OPENAI_BASE_URL", OPENAI_DEFAULT_BASE_URL, "OPENAI_API_KEY", openai_headers));
+    endpoints.insert("anthropic".to_owned(), own(Protocol::Anthropic, "ANTHROPIC_BASE_URL", ANTHROPIC_DEFAULT_BASE_URL, "ANTHROPIC_API_KEY", Vec::new()));
     endpoints.insert("azure".to_owned(), Endpoint {
         protocol: Protocol::Azure { api_version: env.var("AZURE_OPENAI_API_VERSION").unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned()) },
         base_url: env.var("AZURE_OPENAI_ENDPOINT").unwrap_or_default(),

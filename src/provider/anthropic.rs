@@ -9,8 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::remote::{Answer, Remote, Sent};
-use super::sse::SseReader;
-use super::{Completion, CompletionRequest, Exchange, Provider, ProviderError, StreamRedactor};
+use super::{Completion, CompletionRequest, Exchange, Provider, ProviderError};
 use crate::message::{FunctionCall, Message, ToolCall};
 use crate::usage::Usage;
 
@@ -92,40 +91,14 @@ impl AnthropicProvider {
     /// Reads the event stream: text deltas go to `on_text` as they arrive (the key held
     /// back until it is known not to be one), tool calls are put together from their
     /// `input_json_delta` pieces, usage from `message_start` and `message_delta`.
-    async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
-        let mut reader = SseReader::default();
+    async fn read_stream(&self, response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
         let mut stream = StreamState::default();
-        let mut shown = StreamRedactor::new(self.remote.api_key());
-        let mut show = |text: &str| {
-            let safe = shown.push(text);
-            if !safe.is_empty() {
-                *delivered = true;
-                on_text(&safe);
-            }
-        };
-        while !stream.done {
-            let events = match self.remote.next_chunk(&mut response).await.map_err(|e| (e, true))? {
-                Some(chunk) => reader.feed(&chunk),
-                None => {
-                    let events = reader.finish();
-                    if events.is_empty() {
-                        break;
-                    }
-                    events
-                }
-            };
-            for data in events {
-                self.event(&data, &mut stream, &mut show)?;
-                if stream.done {
-                    break;
-                }
-            }
-        }
-        let rest = shown.finish();
-        if !rest.is_empty() {
-            *delivered = true;
-            on_text(&rest);
-        }
+        self.remote
+            .read_events(response, on_text, delivered, |data, show| {
+                self.event(data, &mut stream, show)?;
+                Ok(stream.done)
+            })
+            .await?;
         if !stream.done {
             let error = if stream.events == 0 {
                 ProviderError::EmptyStream
@@ -155,7 +128,7 @@ impl AnthropicProvider {
     }
 
     /// One event of the stream.
-    fn event(&self, data: &str, stream: &mut StreamState, show: &mut impl FnMut(&str)) -> Result<(), (ProviderError, bool)> {
+    fn event(&self, data: &str, stream: &mut StreamState, show: &mut dyn FnMut(&str)) -> Result<(), (ProviderError, bool)> {
         stream.events += 1;
         let event: Value = serde_json::from_str(data)
             .map_err(|err| (ProviderError::InvalidResponse { reason: format!("not a Messages API stream event ({err})"), body: self.remote.shown(data) }, false))?;

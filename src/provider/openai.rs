@@ -5,9 +5,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::remote::{Answer, Remote, Sent};
-use super::sse::SseReader;
 use super::wire::{ChatChunk, ChatRequest, ChatResponse, StreamOptions, ToolCallDelta, WireUsage};
-use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError, StreamRedactor};
+use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError};
 use crate::message::{FunctionCall, ToolCall};
 
 /// Which request field carries the output token cap.
@@ -111,40 +110,14 @@ impl OpenAiProvider {
     /// the key held back until it is known not to be one), tool calls are put together from
     /// their pieces, usage comes from the last chunk. An error says whether another attempt
     /// could fare better.
-    async fn read_stream(&self, mut response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
-        let mut reader = SseReader::default();
+    async fn read_stream(&self, response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
         let mut stream = StreamState::default();
-        let mut shown = StreamRedactor::new(self.remote.api_key());
-        let mut show = |text: &str| {
-            let safe = shown.push(text);
-            if !safe.is_empty() {
-                *delivered = true;
-                on_text(&safe);
-            }
-        };
-        while !stream.done {
-            let events = match self.remote.next_chunk(&mut response).await.map_err(|e| (e, true))? {
-                Some(chunk) => reader.feed(&chunk),
-                None => {
-                    let events = reader.finish();
-                    if events.is_empty() {
-                        break;
-                    }
-                    events
-                }
-            };
-            for data in events {
-                self.event(&data, &mut stream, &mut show)?;
-                if stream.done {
-                    break;
-                }
-            }
-        }
-        let rest = shown.finish();
-        if !rest.is_empty() {
-            *delivered = true;
-            on_text(&rest);
-        }
+        self.remote
+            .read_events(response, on_text, delivered, |data, show| {
+                self.event(data, &mut stream, show)?;
+                Ok(stream.done)
+            })
+            .await?;
         if !stream.done && stream.events == 0 {
             // 200 and nothing at all: what servers that cannot stream a tool choice send.
             return Err((ProviderError::EmptyStream, false));
@@ -164,7 +137,7 @@ impl OpenAiProvider {
     }
 
     /// One event of the stream.
-    fn event(&self, data: &str, stream: &mut StreamState, show: &mut impl FnMut(&str)) -> Result<(), (ProviderError, bool)> {
+    fn event(&self, data: &str, stream: &mut StreamState, show: &mut dyn FnMut(&str)) -> Result<(), (ProviderError, bool)> {
         stream.events += 1;
         if data == "[DONE]" {
             stream.done = true;

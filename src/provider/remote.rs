@@ -9,7 +9,8 @@ use futures::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
-use super::{Attempt, Completion, Exchange, ProviderError, Secret};
+use super::sse::SseReader;
+use super::{Attempt, Completion, Exchange, ProviderError, Secret, StreamRedactor};
 
 /// Longest error body kept in a log or message.
 pub(crate) const MAX_ERROR_BODY: usize = 16 * 1024;
@@ -80,10 +81,6 @@ impl Remote {
         &self.base_url
     }
 
-    pub(crate) fn api_key(&self) -> Option<&Secret> {
-        self.api_key.as_ref()
-    }
-
     /// `text` with the key replaced wherever it appears.
     pub(crate) fn redact(&self, text: &str) -> String {
         match &self.api_key {
@@ -144,6 +141,54 @@ impl Remote {
             Ok(Err(err)) => Err(self.transport_error(&err)),
             Err(_) => Err(ProviderError::Stalled(self.timeout)),
         }
+    }
+
+    /// Reads a `text/event-stream` body: each event's data goes to `event` with a `show` that
+    /// hands text to `on_text` as it arrives, the key held back until it is known not to be
+    /// one (`delivered` says whether anything was shown). Ends when `event` returns `true`
+    /// (the stream said it is done) or the body ends. An error says whether another attempt
+    /// could fare better.
+    pub(crate) async fn read_events(
+        &self,
+        mut response: reqwest::Response,
+        on_text: super::TextSink<'_>,
+        delivered: &mut bool,
+        mut event: impl FnMut(&str, &mut dyn FnMut(&str)) -> Result<bool, (ProviderError, bool)>,
+    ) -> Result<(), (ProviderError, bool)> {
+        let mut reader = SseReader::default();
+        let mut shown = StreamRedactor::new(self.api_key.as_ref());
+        let mut show = |text: &str| {
+            let safe = shown.push(text);
+            if !safe.is_empty() {
+                *delivered = true;
+                on_text(&safe);
+            }
+        };
+        let mut done = false;
+        while !done {
+            let events = match self.next_chunk(&mut response).await.map_err(|e| (e, true))? {
+                Some(chunk) => reader.feed(&chunk),
+                None => {
+                    let events = reader.finish();
+                    if events.is_empty() {
+                        break;
+                    }
+                    events
+                }
+            };
+            for data in events {
+                done = event(&data, &mut show)?;
+                if done {
+                    break;
+                }
+            }
+        }
+        let rest = shown.finish();
+        if !rest.is_empty() {
+            *delivered = true;
+            on_text(&rest);
+        }
+        Ok(())
     }
 
     fn transport_error(&self, err: &reqwest::Error) -> ProviderError {

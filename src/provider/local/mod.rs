@@ -439,7 +439,6 @@ impl Engine {
                 finish = "stop";
                 break;
             }
-            let before = ids.len();
             ids.push(next);
             // Whole characters only; a token may end inside one.
             let bytes = self.tokenizer.decode_bytes(&ids);
@@ -448,11 +447,9 @@ impl Engine {
                 Err(err) => std::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or_default(),
             };
             said = stated(valid);
-            let done = said && {
-                let piece = self.tokenizer.decode(&ids[before..]);
-                piece.contains('\n') || valid.trim_end().ends_with(['.', '!', '?'])
-            };
-            if done && self.tokenizer.decode(&ids[before..]).trim().is_empty() {
+            let piece = if said { self.tokenizer.decode(&[next]) } else { String::new() };
+            let done = said && (piece.contains('\n') || valid.trim_end().ends_with(['.', '!', '?']));
+            if done && piece.trim().is_empty() {
                 ids.pop();
             }
             if let Some(stream) = stream {
