@@ -8,8 +8,7 @@ use serde_json::{Value, json};
 
 use crate::message::{Message, ToolSpec};
 use crate::pricing::{Cost, Price};
-use crate::provider::cache::CacheUse;
-use crate::provider::{CompletionRequest, Provider, Sampling};
+use crate::provider::{Completion, CompletionRequest, Exchange, Provider, Sampling};
 use crate::record::{RequestRecord, Status, ToolCallRecord, TurnRecord};
 use crate::tools::{ToolContext, ToolError, ToolRegistry, decode_arguments};
 use crate::usage::{Usage, UsageSource, estimate_tokens};
@@ -55,50 +54,22 @@ impl Agent<'_> {
                 messages,
                 tools: self.tools,
                 sampling: self.sampling,
+                tool_choice: None,
                 on_text: self.on_text.map(|_| &show as crate::provider::TextSink<'_>),
             };
             let exchange = self.provider.complete(request).await;
-            let completion = match exchange.result {
+            let partial = std::mem::take(&mut *shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            let (result, record) = record_exchange(exchange, messages, self.price, partial);
+            outcome.usage += record.usage;
+            outcome.cost += record.cost;
+            outcome.requests.push(record);
+            let completion = match result {
                 Ok(completion) => completion,
-                Err(err) => {
-                    let error = err.to_string();
-                    // Text shown before the failure was generated, and paid for: estimated.
-                    let partial = std::mem::take(&mut *shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-                    let (usage, source) = if partial.is_empty() {
-                        (Usage::default(), UsageSource::Provider)
-                    } else {
-                        let arrived = crate::provider::Completion { content: Some(partial), ..Default::default() };
-                        (estimate_usage(messages, &arrived), UsageSource::Estimated)
-                    };
-                    let cost = self.price.map(|p| p.cost(&usage)).unwrap_or_default();
-                    outcome.usage += usage;
-                    outcome.cost += cost;
-                    outcome.requests.push(RequestRecord {
-                        latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
-                        error: Some(error.clone()),
-                        cache: exchange.cache,
-                        attempts: exchange.attempts,
-                        ..request_record(usage, source, cost)
-                    });
+                Err(error) => {
                     outcome.error = Some(format!("model request failed: {error}"));
                     break;
                 }
             };
-            let (usage, source) = match completion.usage {
-                Some(usage) => (usage, UsageSource::Provider),
-                None => (estimate_usage(messages, &completion), UsageSource::Estimated),
-            };
-            let cost = self.price.map(|p| p.cost(&usage)).unwrap_or_default();
-            outcome.usage += usage;
-            outcome.cost += cost;
-            outcome.requests.push(RequestRecord {
-                latency_ms: exchange.attempts.iter().map(|a| a.latency_ms).sum(),
-                finish_reason: completion.finish_reason.clone(),
-                attempts: exchange.attempts,
-                raw_usage: completion.raw_usage.clone(),
-                cache: exchange.cache,
-                ..request_record(usage, source, cost)
-            });
 
             if completion.tool_calls.is_empty() {
                 let reply = completion.content.unwrap_or_default();
@@ -177,12 +148,43 @@ fn tool_message(record: &ToolCallRecord) -> String {
     }
 }
 
-fn request_record(usage: Usage, usage_source: UsageSource, cost: Cost) -> RequestRecord {
-    RequestRecord { usage, usage_source, latency_ms: 0, finish_reason: None, cost, error: None, attempts: Vec::new(), raw_usage: None, cache: CacheUse::Off }
+/// The record of one request sent for `messages`, and the completion or the error's text.
+/// Usage is the provider's, else counted by runner; `partial` is the text a streamed reply
+/// showed before it failed: generated and paid for, so counted too.
+pub(crate) fn record_exchange(exchange: Exchange, messages: &[Message], price: Option<&Price>, partial: String) -> (Result<Completion, String>, RequestRecord) {
+    let latency_ms = exchange.attempts.iter().map(|a| a.latency_ms).sum();
+    let (result, usage, usage_source, finish_reason, raw_usage) = match exchange.result {
+        Ok(completion) => {
+            let (usage, source) = match completion.usage {
+                Some(usage) => (usage, UsageSource::Provider),
+                None => (estimate_usage(messages, &completion), UsageSource::Estimated),
+            };
+            let (finish, raw) = (completion.finish_reason.clone(), completion.raw_usage.clone());
+            (Ok(completion), usage, source, finish, raw)
+        }
+        Err(err) if partial.is_empty() => (Err(err.to_string()), Usage::default(), UsageSource::Provider, None, None),
+        Err(err) => {
+            let arrived = Completion { content: Some(partial), ..Completion::default() };
+            (Err(err.to_string()), estimate_usage(messages, &arrived), UsageSource::Estimated, None, None)
+        }
+    };
+    let cost: Cost = price.map(|p| p.cost(&usage)).unwrap_or_default();
+    let record = RequestRecord {
+        usage,
+        usage_source,
+        latency_ms,
+        finish_reason,
+        cost,
+        error: result.as_ref().err().cloned(),
+        attempts: exchange.attempts,
+        raw_usage,
+        cache: exchange.cache,
+    };
+    (result, record)
 }
 
 /// Usage counted by runner when the provider reports none.
-pub(crate) fn estimate_usage(messages: &[Message], completion: &crate::provider::Completion) -> Usage {
+pub(crate) fn estimate_usage(messages: &[Message], completion: &Completion) -> Usage {
     let prompt = serde_json::to_string(messages).map_or(0, |text| estimate_tokens(&text));
     let output = completion.content.as_deref().map_or(0, estimate_tokens)
         + completion

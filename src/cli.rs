@@ -46,6 +46,11 @@ pub enum Command {
         /// Scenario files, directories (every *.yaml / *.yml within) or - for standard input
         #[arg(value_name = "PATHS", default_value = "scenarios")]
         paths: Vec<String>,
+
+        /// The judge of `expect.judge` checks that name no model [default: runner.yaml's
+        /// judge_model]
+        #[arg(long, value_name = "MODEL")]
+        judge_model: Option<String>,
     },
     /// Chat interactively; a token and cost summary at the end
     Chat {
@@ -222,6 +227,11 @@ pub struct RunArgs {
     /// otherwise
     #[arg(long, value_name = "P", value_parser = parse_rate)]
     pub min_pass_rate: Option<f64>,
+
+    /// The judge of `expect.judge` checks that name no model (PROVIDER:MODEL) [default:
+    /// runner.yaml's judge_model]
+    #[arg(long, value_name = "MODEL")]
+    pub judge_model: Option<String>,
 
     #[command(flatten)]
     pub cache: CacheArgs,

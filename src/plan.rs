@@ -87,8 +87,10 @@ pub(crate) struct Plan {
     /// Repetitions of every cell.
     pub repeat: u32,
     pub shard: Option<Shard>,
-    /// The models of this shard's runs without a price, each once, in order.
+    /// The models of this shard's runs without a price, each once, in order (judges too).
     pub unpriced: Vec<String>,
+    /// The judges the scenarios' `expect.judge` checks name, each once: as written, and parsed.
+    pub judges: Vec<(String, ModelSpec)>,
 }
 
 /// One scenario on one model; its runs are its repetitions.
@@ -116,12 +118,24 @@ impl Plan {
             }
         }
         check_log_names(&cells)?;
-        let mut plan = Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new() };
+        let mut plan = Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new(), judges: Vec::new() };
         let mut seen = BTreeSet::new();
         for (i, cell) in plan.cells.iter().enumerate() {
-            let model = cell.spec.to_string();
-            if plan.runs_of(i) > 0 && settings.prices.get(&cell.spec.provider, &cell.spec.name).is_none() && seen.insert(model.clone()) {
-                plan.unpriced.push(model);
+            if plan.runs_of(i) == 0 {
+                continue;
+            }
+            let judges = cell.scenario.turns.iter().filter_map(|turn| turn.expect.judge.as_ref());
+            for text in judges.map(|judge| &judge.model) {
+                if !plan.judges.iter().any(|(known, _)| known == text) {
+                    plan.judges.push((text.clone(), settings.parse_model(text)?));
+                }
+            }
+            let priced = |spec: &ModelSpec| settings.prices.get(&spec.provider, &spec.name).is_some();
+            let judged = plan.judges.iter().map(|(_, spec)| spec);
+            for spec in std::iter::once(&cell.spec).chain(judged).filter(|spec| !priced(spec)) {
+                if seen.insert(spec.to_string()) {
+                    plan.unpriced.push(spec.to_string());
+                }
             }
         }
         Ok(plan)
@@ -273,7 +287,7 @@ impl CacheLookup<'_> {
             let mut messages: Vec<Message> = scenario.system.iter().map(|content| Message::System { content: content.clone() }).collect();
             for turn in &scenario.turns {
                 messages.push(Message::User { content: turn.user.clone() });
-                let request = CompletionRequest { model: &cell.spec.name, messages: &messages, tools: &specs, sampling: &sampling, on_text: None };
+                let request = CompletionRequest { model: &cell.spec.name, messages: &messages, tools: &specs, sampling: &sampling, tool_choice: None, on_text: None };
                 let (key, _) = cache::key(&cell.spec, provider.base_url(), &request, repeated.then_some(repetition));
                 let Some(entry) = self.cache.read(&key) else { break };
                 hits += 1;
@@ -424,11 +438,11 @@ mod tests {
         let cells: Vec<Cell> = (0..7)
             .map(|i| Cell { scenario: Arc::new(scenario(&format!("name: s{i}\nturns:\n  - user: hi\n"))), spec: ModelSpec { provider: "openai".into(), name: "m".into() } })
             .collect();
-        let whole = Plan { cells: cells.clone(), repeat: 5, shard: None, unpriced: Vec::new() };
+        let whole = Plan { cells: cells.clone(), repeat: 5, shard: None, unpriced: Vec::new(), judges: Vec::new() };
         assert_eq!(whole.len(), 35);
         let mut seen = Vec::new();
         for index in 1..=4 {
-            let plan = Plan { cells: cells.clone(), repeat: 5, shard: Some(Shard { index, count: 4 }), unpriced: Vec::new() };
+            let plan = Plan { cells: cells.clone(), repeat: 5, shard: Some(Shard { index, count: 4 }), unpriced: Vec::new(), judges: Vec::new() };
             let runs: Vec<(usize, u32)> = plan.runs().collect();
             assert_eq!(runs.len() as u64, plan.len(), "shard {index}");
             for cell in 0..cells.len() {

@@ -115,10 +115,18 @@ pub(crate) struct RunRecord {
 }
 
 impl RunRecord {
-    /// What the run actually spent: its cost less the requests the cache answered.
+    /// What the run actually spent: its cost and its judges', less the requests the cache
+    /// answered.
     pub(crate) fn spent_usd(&self) -> f64 {
-        let cached: f64 = self.turns.iter().flat_map(|t| &t.requests).filter(|r| r.cache == CacheUse::Hit).map(|r| r.cost.total_usd).sum();
-        (self.cost.cost.total_usd - cached).max(0.0)
+        let judges = self.turns.iter().filter_map(|t| t.judge.as_ref());
+        let requests = self.turns.iter().flat_map(|t| &t.requests).chain(judges.clone().flat_map(|j| &j.requests));
+        let cached: f64 = requests.filter(|r| r.cache == CacheUse::Hit).map(|r| r.cost.total_usd).sum();
+        (self.cost.cost.total_usd + self.judge_cost_usd() - cached).max(0.0)
+    }
+
+    /// What the judges of the run's turns cost (apart from the run's own cost).
+    pub(crate) fn judge_cost_usd(&self) -> f64 {
+        self.turns.iter().map(TurnRecord::judge_cost_usd).sum()
     }
 
     /// Requests the cache answered.
@@ -202,6 +210,26 @@ pub(crate) struct TurnRecord {
     /// `runner chat`); a scenario run's turns all use the run's model and leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
+    /// The judge's grading (`expect.judge`): its verdict, requests, tokens and cost, apart
+    /// from the turn's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeRecord>,
+}
+
+/// A judge model's grading of one turn's reply against a rubric.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JudgeRecord {
+    pub model: ModelSpec,
+    pub rubric: String,
+    /// The verdict; `null` when the judge gave none (see `error`).
+    pub pass: Option<bool>,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub requests: Vec<RequestRecord>,
+    pub usage: Usage,
+    pub cost: Cost,
+    /// No price is known for the judge: its cost above is 0, not a real cost.
+    pub unpriced: bool,
 }
 
 impl TurnRecord {
@@ -220,7 +248,13 @@ impl TurnRecord {
             cost: Cost::default(),
             checks: Vec::new(),
             model: None,
+            judge: None,
         }
+    }
+
+    /// What the turn's judge cost; 0 without one.
+    pub(crate) fn judge_cost_usd(&self) -> f64 {
+        self.judge.as_ref().map_or(0.0, |j| j.cost.total_usd)
     }
 
     /// Whether some of the turn's token counts are runner's estimates.

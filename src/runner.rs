@@ -8,13 +8,13 @@ use chrono::Utc;
 use futures::StreamExt;
 
 use crate::agent::Agent;
-use crate::check::{TurnFacts, evaluate};
+use crate::check::{TurnFacts, evaluate, judge};
 use crate::message::Message;
 use crate::provider::cache::Cached;
-use crate::provider::{Sampling, Target};
-use crate::record::{ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status};
+use crate::provider::{ModelSpec, Sampling, Target};
+use crate::record::{JudgeRecord, ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status};
 use crate::rng::mix64;
-use crate::scenario::Scenario;
+use crate::scenario::{JudgeSpec, Scenario};
 use crate::tools::mcp::{McpPool, RunServers};
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
 
@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// `--repeat` > 1: the repetition is part of a request's cache key, so that repeats
     /// still measure flakiness.
     pub repeated: bool,
+    /// The judges of `expect.judge` checks, by the model name the scenario settled on.
+    pub judges: std::collections::HashMap<String, Arc<Target>>,
 }
 
 /// Why the rest of a batch was not started.
@@ -292,7 +294,8 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let mut error = None;
     for (i, turn) in scenario.turns.iter().enumerate() {
         let outcome = agent.run_turn(&mut messages, i + 1, &turn.user).await;
-        let checks = match (&outcome.error, &outcome.reply) {
+        let finished = outcome.error.is_none();
+        let mut checks = match (&outcome.error, &outcome.reply) {
             (None, Some(reply)) => evaluate(&turn.expect, &TurnFacts {
                 reply,
                 tool_calls: &outcome.tool_calls,
@@ -302,15 +305,25 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
             }),
             _ => Vec::new(),
         };
-        if let Some(err) = &outcome.error {
-            error = Some(format!("turn {}: {err}", i + 1));
+        let judge = match (&turn.expect.judge, finished) {
+            (Some(spec), true) => Some(judge_turn(spec, &messages, shared, job).await),
+            _ => None,
+        };
+        checks.extend(judge.as_ref().map(judge::check_record));
+        let mut record = outcome.with_checks(checks);
+        // No verdict: whether the reply met the rubric is unknown, which is an error.
+        if let Some(why) = judge.as_ref().and_then(|j| j.error.as_ref()) {
+            record.status = Status::Error;
+            record.error = Some(format!("judge: {why}"));
         }
-        let record = outcome.with_checks(checks);
-        let turn_status = record.status;
-        status = status.worst(turn_status);
+        record.judge = judge;
+        if let Some(err) = &record.error {
+            error.get_or_insert_with(|| format!("turn {}: {err}", i + 1));
+        }
+        status = status.worst(record.status);
         turns.push(record);
         // The conversation cannot go on past a turn that did not finish.
-        if turn_status == Status::Error {
+        if !finished {
             break;
         }
     }
@@ -336,6 +349,26 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
         cost: RunCost::new(cost, target.price.as_ref()),
         mcp_servers,
     }
+}
+
+/// The judge's grading of the turn that ends `messages`.
+async fn judge_turn(spec: &JudgeSpec, messages: &[Message], shared: &Shared, job: &Job) -> JudgeRecord {
+    let Some(judge) = shared.judges.get(&spec.model) else {
+        // The command resolves every judge its scenarios name before the batch starts.
+        return JudgeRecord {
+            model: ModelSpec { provider: String::new(), name: spec.model.clone() },
+            rubric: spec.rubric.clone(),
+            pass: None,
+            reason: None,
+            error: Some(format!("internal error: the judge `{}` was not resolved", spec.model)),
+            requests: Vec::new(),
+            usage: Default::default(),
+            cost: Default::default(),
+            unpriced: true,
+        };
+    };
+    let sampling = Sampling { seed: shared.sampling_seed, ..Sampling::default() };
+    judge::grade(judge, messages, &spec.rubric, &sampling, shared.repeated.then_some(job.repetition)).await
 }
 
 fn scenario_ref(scenario: &Scenario) -> ScenarioRef {

@@ -74,6 +74,17 @@ pub struct Expect {
     pub regex: Vec<Regex>,
     pub max_cost_usd: Option<f64>,
     pub max_latency_ms: Option<u64>,
+    /// A rubric a judge model grades the reply against.
+    pub judge: Option<JudgeSpec>,
+}
+
+/// `expect.judge`: what a judge model grades the turn's reply against, and which model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgeSpec {
+    pub rubric: String,
+    /// The judge as written: the check's own `model`, else the default judge
+    /// (`--judge-model`, `judge_model:` in runner.yaml). Never the model under test by default.
+    pub model: String,
 }
 
 #[derive(Debug, Clone)]
@@ -118,12 +129,14 @@ pub struct Validator<'a> {
     pub check_model: &'a dyn Fn(&str) -> Result<(), String>,
     /// Looks up `${VAR}` in declared tools' http headers.
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// The judge of `expect.judge` checks that name none (`--judge-model`, `judge_model:`).
+    pub judge_model: Option<&'a str>,
 }
 
 impl<'a> Validator<'a> {
     /// A validator with no environment (a `${VAR}` in a header is then an error).
     pub fn new(tools: &'a ToolRegistry, check_model: &'a dyn Fn(&str) -> Result<(), String>) -> Self {
-        Self { tools, check_model, env: &|_| None }
+        Self { tools, check_model, env: &|_| None, judge_model: None }
     }
 }
 
@@ -427,6 +440,9 @@ struct RawExpect {
     max_cost_usd: Option<Spanned<f64>>,
     #[serde(default)]
     max_latency_ms: Option<u64>,
+    /// A rubric, or `{rubric, model}`.
+    #[serde(default)]
+    judge: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -572,7 +588,7 @@ impl RawScenario {
             .turns
             .value
             .into_iter()
-            .map(|turn| Turn { user: turn.user, expect: turn.expect.map(|e| e.validate(&offered, open, &mut fail)).unwrap_or_default() })
+            .map(|turn| Turn { user: turn.user, expect: turn.expect.map(|e| e.validate(&offered, open, validator, &mut fail)).unwrap_or_default() })
             .collect();
 
         (errors.len() == before).then(|| Scenario {
@@ -600,7 +616,7 @@ impl RawScenario {
 impl RawExpect {
     /// `offered`: the tool names calls may name; `open`: any name may be offered (an MCP
     /// server lists its tools when it starts).
-    fn validate(self, offered: &[String], open: bool, fail: &mut impl FnMut(Location, String)) -> Expect {
+    fn validate(self, offered: &[String], open: bool, validator: &Validator<'_>, fail: &mut impl FnMut(Location, String)) -> Expect {
         let expected_call = |name: Spanned<String>, arguments: Option<Spanned<Value>>, fail: &mut dyn FnMut(Location, String)| {
             if !open && !offered.contains(&name.value) {
                 fail(name.referenced, format!("expected a tool this scenario offers ({}), found `{}`", offered.join(", "), name.value));
@@ -683,8 +699,56 @@ impl RawExpect {
             regex,
             max_cost_usd: self.max_cost_usd.map(|c| c.value),
             max_latency_ms: self.max_latency_ms,
+            judge: self.judge.and_then(|judge| judge_spec(judge, validator, fail)),
         }
     }
+}
+
+/// `judge: RUBRIC` or `judge: {rubric, model}`, with its model settled: the check's own, else
+/// the validator's default judge, else a load error (the model under test never grades
+/// itself unless named).
+fn judge_spec(judge: Spanned<Value>, validator: &Validator<'_>, fail: &mut impl FnMut(Location, String)) -> Option<JudgeSpec> {
+    let at = judge.referenced;
+    let (rubric, model) = match judge.value {
+        Value::String(rubric) => (rubric, None),
+        Value::Object(mut map) => {
+            let rubric = map.remove("rubric");
+            let model = map.remove("model");
+            if let Some(key) = map.keys().next() {
+                fail(at, format!("unknown field `{key}` in `judge`, expected `rubric` and `model`"));
+                return None;
+            }
+            match (rubric, model) {
+                (Some(Value::String(rubric)), None) => (rubric, None),
+                (Some(Value::String(rubric)), Some(Value::String(model))) => (rubric, Some(model)),
+                (Some(Value::String(_)), Some(other)) => {
+                    fail(at, format!("expected `judge.model` to be a model name (PROVIDER:MODEL), found {other}"));
+                    return None;
+                }
+                _ => {
+                    fail(at, "expected `judge` to have a `rubric` (a string)".to_owned());
+                    return None;
+                }
+            }
+        }
+        other => {
+            fail(at, format!("expected `judge` to be a rubric (a string) or {{rubric, model}}, found {other}"));
+            return None;
+        }
+    };
+    if rubric.trim().is_empty() {
+        fail(at, "expected a rubric in `judge`, found an empty one".to_owned());
+        return None;
+    }
+    let Some(model) = model.or_else(|| validator.judge_model.map(str::to_owned)) else {
+        fail(at, "expected a judge model for `judge`: give `judge: {rubric, model}`, `--judge-model MODEL`, or `judge_model:` in runner.yaml (the model under test never grades itself by default)".to_owned());
+        return None;
+    };
+    if let Err(message) = (validator.check_model)(&model) {
+        fail(at, format!("judge model: {message}"));
+        return None;
+    }
+    Some(JudgeSpec { rubric, model })
 }
 
 #[cfg(test)]
@@ -785,6 +849,32 @@ turns:
         assert!(err.starts_with("s.yaml:1:14: expected temperature between 0 and 2"), "{err}");
         let err = parse("turns: []\n").unwrap_err();
         assert!(err.contains("expected at least one turn"), "{err}");
+    }
+
+    #[test]
+    fn judges_need_a_rubric_and_a_model_never_the_model_under_test_by_default() {
+        let tools = ToolRegistry::builtin();
+        let check_model = |m: &str| if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) };
+        let parse_with = |text: &str, judge_model: Option<&str>| {
+            let validator = Validator { judge_model, ..Validator::new(&tools, &check_model) };
+            parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
+        };
+        let text = "model: openai:gpt-4o\nturns:\n  - user: hi\n    expect:\n      judge: Greets back.\n  - user: bye\n    expect:\n      judge: {rubric: Says goodbye., model: anthropic:claude-haiku-4-5}\n";
+        let judges = |scenarios: Vec<Scenario>| scenarios[0].turns.iter().map(|t| t.expect.judge.clone().unwrap()).collect::<Vec<_>>();
+        let with_default = judges(parse_with(text, Some("openai:gpt-4o-mini")).unwrap());
+        assert_eq!(with_default[0], JudgeSpec { rubric: "Greets back.".into(), model: "openai:gpt-4o-mini".into() });
+        assert_eq!(with_default[1], JudgeSpec { rubric: "Says goodbye.".into(), model: "anthropic:claude-haiku-4-5".into() });
+        // No default judge: the check without a model is a load error at its line; never the
+        // scenario's own model.
+        let err = parse_with(text, None).unwrap_err();
+        assert!(err.starts_with("s.yaml:5:14: expected a judge model for `judge`: give `judge: {rubric, model}`, `--judge-model MODEL`"), "{err}");
+        assert!(!err.contains("s.yaml:8"), "{err}");
+        let bad = |expect: &str| parse_with(&format!("turns:\n  - user: hi\n    expect:\n      judge: {expect}\n"), Some("openai:gpt-4o-mini")).unwrap_err();
+        assert_eq!(bad("\"  \""), "s.yaml:4:14: expected a rubric in `judge`, found an empty one");
+        assert_eq!(bad("{rubric: x, grader: y}"), "s.yaml:4:14: unknown field `grader` in `judge`, expected `rubric` and `model`");
+        assert_eq!(bad("{model: openai:gpt-4o}"), "s.yaml:4:14: expected `judge` to have a `rubric` (a string)");
+        assert_eq!(bad("{rubric: x, model: bad:y}"), "s.yaml:4:14: judge model: unknown provider in `bad:y`");
+        assert_eq!(bad("[x]"), "s.yaml:4:14: expected `judge` to be a rubric (a string) or {rubric, model}, found [\"x\"]");
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub(crate) struct ConfigFile {
     /// The request cache's directory (`--cache`).
     #[serde(default)]
     pub cache: Option<PathBuf>,
+    /// The judge of `expect.judge` checks that name no model (`--judge-model`).
+    #[serde(default)]
+    pub judge_model: Option<String>,
     /// Named OpenAI-compatible endpoints: the name is the provider part of a model name.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
@@ -123,6 +126,8 @@ pub(crate) struct Flags<'a> {
     pub max_retries: Option<u32>,
     /// `-j N`.
     pub concurrency: Option<u32>,
+    /// `--judge-model MODEL`.
+    pub judge_model: Option<&'a str>,
 }
 
 /// Everything the commands need, validated: flags over `runner.yaml` over the environment
@@ -145,6 +150,9 @@ pub(crate) struct Settings {
     pub env: Env,
     /// `cache:` in runner.yaml, relative to the working directory.
     pub cache_dir: Option<PathBuf>,
+    /// The judge of `expect.judge` checks that name no model: `--judge-model`, else
+    /// `judge_model:` in runner.yaml.
+    pub judge_model: Option<String>,
 }
 
 impl Settings {
@@ -227,7 +235,11 @@ impl Settings {
         }
         let tools = ToolRegistry::builtin().with(&configured);
         let cache_dir = config.cache.clone();
-        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env, cache_dir })
+        let judge_model = flags.judge_model.map(str::to_owned).or(config.judge_model);
+        if let Some(model) = &judge_model {
+            providers.parse_model(model, &prices).map_err(|e| UsageError(format!("judge model: {e}")))?;
+        }
+        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env, cache_dir, judge_model })
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).

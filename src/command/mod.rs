@@ -72,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Run(args) => run::run(config, *args).await,
-        Command::Check { paths } => check::check(config, &paths),
+        Command::Check { paths, judge_model } => check::check(config, &paths, judge_model.as_deref()),
         Command::Chat { model, logs_dir, timeout, offer } => chat::chat(config, model, &logs_dir, timeout, &offer).await,
         Command::Ask(args) => ask::ask(config, args).await,
         Command::Report(args) => report::report(config, &args),
@@ -109,7 +109,7 @@ fn compare_with(baseline: Option<&std::path::Path>, summary: &crate::report::sum
 fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
     let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);
     let env = |key: &str| settings.env.var(key);
-    let validator = Validator { env: &env, ..Validator::new(&settings.tools, &check_model) };
+    let validator = Validator { env: &env, judge_model: settings.judge_model.as_deref(), ..Validator::new(&settings.tools, &check_model) };
     Ok(load_scenarios(paths, &validator)?)
 }
 

@@ -1,6 +1,6 @@
 //! `runner run`: load → plan → run → report → exit code.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +25,14 @@ use crate::runner::{self, Control, Job, Limits, Shared, StopReason, Totals};
 use crate::settings::{Flags, Settings, UsageError};
 
 pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<u8> {
-    let flags = Flags { config, prices: args.prices.as_deref(), timeout_secs: args.timeout, max_retries: args.max_retries, concurrency: args.concurrency };
+    let flags = Flags {
+        config,
+        prices: args.prices.as_deref(),
+        timeout_secs: args.timeout,
+        max_retries: args.max_retries,
+        concurrency: args.concurrency,
+        judge_model: args.judge_model.as_deref(),
+    };
     let settings = Settings::load(flags)?;
 
     // Load: every file validated before anything is sent.
@@ -48,6 +55,11 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut targets = Vec::with_capacity(plan.cells.len());
     for cell in &plan.cells {
         targets.push(models.resolve(&cell.spec.to_string()).await.map_err(UsageError)?);
+    }
+    let mut judges = HashMap::new();
+    for (text, spec) in &plan.judges {
+        let judge = models.resolve(&spec.to_string()).await.map_err(|e| UsageError(format!("judge model: {e}")))?;
+        judges.insert(text.clone(), judge);
     }
 
     // Run: a new batch, or the rest of an interrupted one. Jobs are made as they start.
@@ -78,6 +90,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         sampling_seed: args.seed,
         mcp: Default::default(),
         repeated: plan.repeat > 1,
+        judges,
     });
     let limits = Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
     let control = Control::new();

@@ -221,6 +221,9 @@ fn request_body(request: &CompletionRequest<'_>) -> Value {
             .collect();
         body.insert("tools".into(), Value::Array(tools));
     }
+    if let Some(name) = request.tool_choice {
+        body.insert("tool_choice".into(), json!({"type": "tool", "name": name}));
+    }
     if let Some(temperature) = request.sampling.temperature {
         body.insert("temperature".into(), json!(temperature));
     }
@@ -429,12 +432,14 @@ mod tests {
         let tools = [ToolSpec { kind: "function", function: FunctionSpec { name: "add".into(), description: "Adds".into(), parameters: json!({"type": "object"}) } }];
         let sampling = Sampling { temperature: Some(0.0), ..Sampling::default() };
         let conversation = [Message::User { content: "hi".into() }];
-        let request = CompletionRequest { model: "claude-haiku-4-5", messages: &conversation, tools: &tools, sampling: &sampling, on_text: None };
+        let request = CompletionRequest { model: "claude-haiku-4-5", messages: &conversation, tools: &tools, sampling: &sampling, tool_choice: None, on_text: None };
         let body = request_body(&request);
         assert_eq!(body["max_tokens"], json!(DEFAULT_MAX_TOKENS));
         assert_eq!(body["tools"], json!([{"name": "add", "description": "Adds", "input_schema": {"type": "object"}}]));
         assert_eq!(body["temperature"], json!(0.0));
-        assert!(body.get("system").is_none() && body.get("top_p").is_none() && body.get("stream").is_none());
+        assert!(body.get("system").is_none() && body.get("top_p").is_none() && body.get("stream").is_none() && body.get("tool_choice").is_none());
+        // A forced call (a judge's `grade`).
+        assert_eq!(request_body(&CompletionRequest { tool_choice: Some("add"), ..request })["tool_choice"], json!({"type": "tool", "name": "add"}));
         let capped = Sampling { max_tokens: Some(50), ..sampling };
         assert_eq!(request_body(&CompletionRequest { sampling: &capped, ..request })["max_tokens"], json!(50));
     }

@@ -129,6 +129,10 @@ pub(crate) fn key(spec: &ModelSpec, base_url: Option<&str>, request: &Completion
     if let Some(repetition) = repetition {
         object["repetition"] = json!(repetition);
     }
+    // Only when set, so that the keys of requests without one stay as they were.
+    if let Some(name) = request.tool_choice {
+        object["tool_choice"] = json!(name);
+    }
     let canonical = canonical(object);
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     (digest.iter().map(|b| format!("{b:02x}")).collect(), canonical)
@@ -313,7 +317,7 @@ mod tests {
     use crate::provider::Sampling;
 
     fn request<'a>(messages: &'a [Message], tools: &'a [ToolSpec], sampling: &'a Sampling) -> CompletionRequest<'a> {
-        CompletionRequest { model: "gpt-4o-mini", messages, tools, sampling, on_text: None }
+        CompletionRequest { model: "gpt-4o-mini", messages, tools, sampling, tool_choice: None, on_text: None }
     }
 
     #[test]
@@ -330,6 +334,9 @@ mod tests {
         // The repetition, when given, changes it; streaming does not enter it at all.
         let (repeated, _) = super::key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), Some(2));
         assert_ne!(repeated, key);
+        // So does a forced call (a judge's).
+        let forced = CompletionRequest { tool_choice: Some("add"), ..request(&messages, &tools, &sampling) };
+        assert_ne!(super::key(&spec, Some("https://api.openai.com/v1"), &forced, None).0, key);
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct CompletionRequest<'a> {
     pub messages: &'a [Message],
     pub tools: &'a [ToolSpec],
     pub sampling: &'a Sampling,
+    /// The one tool the model must call (a forced call, as a judge is asked); `None`: the
+    /// model chooses between the tools and text.
+    pub tool_choice: Option<&'a str>,
     /// When set, the reply is streamed and its text handed here as it arrives.
     pub on_text: Option<TextSink<'a>>,
 }
@@ -109,6 +112,7 @@ impl std::fmt::Debug for CompletionRequest<'_> {
             .field("model", &self.model)
             .field("messages", &self.messages.len())
             .field("tools", &self.tools.len())
+            .field("tool_choice", &self.tool_choice)
             .field("streaming", &self.on_text.is_some())
             .finish()
     }

@@ -37,7 +37,10 @@ impl OpenAiProvider {
             model: request.model,
             messages: request.messages,
             tools: (!request.tools.is_empty()).then_some(request.tools),
-            tool_choice: (!request.tools.is_empty()).then_some("auto"),
+            tool_choice: match request.tool_choice {
+                Some(name) => Some(serde_json::json!({"type": "function", "function": {"name": name}})),
+                None => (!request.tools.is_empty()).then(|| serde_json::json!("auto")),
+            },
             temperature: request.sampling.temperature,
             top_p: request.sampling.top_p,
             max_tokens: max_tokens.filter(|_| self.max_tokens_field == MaxTokensField::MaxTokens),

@@ -32,6 +32,7 @@ pub(crate) const COLUMNS: &[&str] = &[
     "error",
     "cache_write_tokens",
     "cache_hits",
+    "judge_cost_usd",
 ];
 
 /// Writes report rows to any writer, a run's rows together, flushed as each run ends.
@@ -73,7 +74,7 @@ impl<W: Write> CsvReport<W> {
         let [run_id, scenario, model, repetition] = row;
         let unpriced = if unpriced { "true" } else { "false" };
         self.writer.write_record([
-            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error, "0", "0",
+            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error, "0", "0", "0",
         ])
     }
 }
@@ -121,6 +122,7 @@ impl<W: Write> CsvReport<W> {
                 turn.error.as_deref().unwrap_or(""),
                 &turn.usage.cache_write_tokens.to_string(),
                 &turn.cache_hits().to_string(),
+                &usd(turn.judge_cost_usd()),
             ])?;
         }
         if record.turns.is_empty() {
@@ -160,7 +162,7 @@ mod tests {
         let text = String::from_utf8(report.writer.into_inner().unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], COLUMNS.join(","));
-        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0");
+        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0,0");
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Merged {
         }
         let at = |name: &str| column(name).expect("checked above");
         let (cached, written, unpriced) = (column("cached_tokens"), column("cache_write_tokens"), column("unpriced"));
-        let (hits, requests) = (column("cache_hits"), column("requests"));
+        let (hits, requests, judge) = (column("cache_hits"), column("requests"), column("judge_cost_usd"));
         self.header.get_or_insert_with(|| header.clone());
         for record in reader.records() {
             let record = record.map_err(|e| UsageError(format!("{file}: {e}")))?;
@@ -83,6 +83,7 @@ impl Merged {
                 }
             };
             let has_turn = !field(at("turn")).is_empty();
+            let judge_usd = judge.map_or(0.0, |i| field(i).parse().unwrap_or(0.0));
             let row = Run {
                 file: path.to_path_buf(),
                 run_id: field(at("run_id")).to_owned(),
@@ -95,8 +96,9 @@ impl Merged {
                     cost_usd,
                     // A turn whose every request the cache answered spent nothing; the CSV
                     // does not split a turn's cost by request, so any other turn counts whole.
-                    spent_usd: if count(hits) > 0 && count(hits) == count(requests) { 0.0 } else { cost_usd },
+                    spent_usd: judge_usd + if count(hits) > 0 && count(hits) == count(requests) { 0.0 } else { cost_usd },
                     cache_hits: count(hits) as usize,
+                    judge_usd,
                     unpriced: row_unpriced,
                     turn_latencies_ms: if has_turn { vec![number("latency_ms")?] } else { Vec::new() },
                 },
@@ -143,6 +145,7 @@ impl Merged {
         facts.cost_usd += row.facts.cost_usd;
         facts.spent_usd += row.facts.spent_usd;
         facts.cache_hits += row.facts.cache_hits;
+        facts.judge_usd += row.facts.judge_usd;
         facts.unpriced |= row.facts.unpriced;
         facts.turn_latencies_ms.extend(row.facts.turn_latencies_ms);
         run.rows.extend(row.rows);

@@ -23,6 +23,8 @@ pub(crate) struct RunFacts {
     pub spent_usd: f64,
     /// Requests the cache answered.
     pub cache_hits: usize,
+    /// What the judges of `expect.judge` checks cost (apart from `cost_usd`).
+    pub judge_usd: f64,
     pub unpriced: bool,
     pub turn_latencies_ms: Vec<u64>,
 }
@@ -39,6 +41,7 @@ impl RunFacts {
                 cost_usd: record.cost.cost.total_usd,
                 spent_usd: record.spent_usd(),
                 cache_hits: record.cache_hits(),
+                judge_usd: record.judge_cost_usd(),
                 unpriced: record.cost.unpriced,
                 turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
             },
@@ -51,6 +54,7 @@ impl RunFacts {
                 cost_usd: 0.0,
                 spent_usd: 0.0,
                 cache_hits: 0,
+                judge_usd: 0.0,
                 unpriced: run.unpriced,
                 turn_latencies_ms: Vec::new(),
             },
@@ -72,6 +76,8 @@ pub(crate) struct ModelStats {
     pub cost_usd: f64,
     pub spent_usd: f64,
     pub cache_hits: usize,
+    /// What the judges cost grading this model's replies (apart from `cost_usd`).
+    pub judge_usd: f64,
     pub unpriced: bool,
     /// Latency of every turn, in the order runs were added.
     pub turn_latencies_ms: Vec<u64>,
@@ -79,7 +85,7 @@ pub(crate) struct ModelStats {
 
 impl ModelStats {
     fn new(model: ModelSpec) -> Self {
-        Self { model, runs: 0, passed: 0, failed: 0, errors: 0, not_started: 0, usage: Usage::default(), cost_usd: 0.0, spent_usd: 0.0, cache_hits: 0, unpriced: false, turn_latencies_ms: Vec::new() }
+        Self { model, runs: 0, passed: 0, failed: 0, errors: 0, not_started: 0, usage: Usage::default(), cost_usd: 0.0, spent_usd: 0.0, cache_hits: 0, judge_usd: 0.0, unpriced: false, turn_latencies_ms: Vec::new() }
     }
 
     /// Passed runs over finished runs.
@@ -162,6 +168,7 @@ pub(crate) const CSV_COLUMNS: &[&str] = &[
     "flaky_scenarios",
     "spent_usd",
     "cache_hits",
+    "judge_cost_usd",
 ];
 
 /// Collects per-model and per-scenario figures as runs arrive.
@@ -239,6 +246,7 @@ impl Summary {
         stats.cost_usd += run.cost_usd;
         stats.spent_usd += run.spent_usd;
         stats.cache_hits += run.cache_hits;
+        stats.judge_usd += run.judge_usd;
         stats.turn_latencies_ms.extend(run.turn_latencies_ms);
     }
 
@@ -313,6 +321,9 @@ impl Summary {
                 money(m.spent_usd)
             ));
         }
+        for m in self.models.iter().filter(|m| m.judge_usd > 0.0) {
+            out.push_str(&format!("judge: grading {}'s replies cost ${:.6} (not in its cost_usd)\n", m.model, m.judge_usd));
+        }
         if self.models.iter().any(|m| m.unpriced) {
             out.push_str("unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n");
         }
@@ -379,6 +390,7 @@ impl Summary {
                 self.flaky_scenarios(&m.model).to_string(),
                 money(Some(m.spent_usd)),
                 m.cache_hits.to_string(),
+                money(Some(m.judge_usd)),
             ])?;
         }
         writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
@@ -426,6 +438,7 @@ mod tests {
             cost_usd,
             spent_usd: cost_usd,
             cache_hits: 0,
+            judge_usd: 0.0,
             unpriced: false,
             turn_latencies_ms: latencies.to_vec(),
         }
@@ -470,7 +483,7 @@ mod tests {
         assert_eq!(m.median_latency_ms(), Some(250));
         assert_eq!(m.p95_latency_ms(), Some(400));
         let csv = String::from_utf8(summary.to_csv().unwrap()).unwrap();
-        assert_eq!(csv.lines().nth(1), Some("m:x,4,2,1,1,1,0.5000,40,8,12,1,0.5,250,400,false,0,1,0"));
+        assert_eq!(csv.lines().nth(1), Some("m:x,4,2,1,1,1,0.5000,40,8,12,1,0.5,250,400,false,0,1,0,0"));
     }
 
     #[test]

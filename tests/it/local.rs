@@ -160,6 +160,23 @@ fn after_a_tool_result_the_model_answers_in_text_from_the_cache() {
 }
 
 #[test]
+fn the_embedded_model_can_judge_through_a_forced_call() {
+    // Whether a 135M model grades well is not the point: a forced call gives a verdict in
+    // the shape the judge needs, offline.
+    let ws = Workspace::new();
+    ws.write("j.yaml", "tools: [reverse_text]\nturns:\n  - user: reverse apple\n    expect:\n      judge: The reply gives the reversed word.\n");
+    let out = exec(local_runner(&ws).args(["run", "j.yaml", "--judge-model", "local:smollm2-135m"]));
+    let (_, log) = ws.logs().remove(0);
+    let judge = &log["turns"][0]["judge"];
+    assert_eq!(judge["error"], Value::Null, "{judge}\n{}", out.stderr);
+    assert!(judge["pass"].is_boolean(), "{judge}");
+    assert!(judge["reason"].is_string(), "{judge}");
+    assert_eq!(judge["model"], json!({"provider": "local", "name": "smollm2-135m"}));
+    assert!(judge["usage"]["prompt_tokens"].as_u64().unwrap() > 100, "{judge}");
+    assert_eq!(out.code, if judge["pass"] == true { 0 } else { 1 }, "{}", out.stdout);
+}
+
+#[test]
 fn runner_run_defaults_to_the_embedded_model_without_a_key() {
     let ws = Workspace::new();
     ws.write(

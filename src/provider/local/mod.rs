@@ -106,7 +106,7 @@ impl LocalProvider {
 
     /// Blocking completion; [`Provider::complete`] runs it on a blocking thread.
     pub fn complete_blocking(&self, messages: &[Message], tools: &[ToolSpec], sampling: &crate::provider::Sampling) -> Result<Completion, String> {
-        self.engine.complete(messages, tools, sampling, None)
+        self.engine.complete(messages, tools, None, sampling, None)
     }
 }
 
@@ -116,12 +116,13 @@ impl Provider for LocalProvider {
         let messages = request.messages.to_vec();
         let tools = request.tools.to_vec();
         let sampling = *request.sampling;
+        let forced = request.tool_choice.map(str::to_owned);
         let on_text = request.on_text;
         Box::pin(async move {
             let started = std::time::Instant::now();
             let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
             let sink = on_text.is_some().then_some(sender);
-            let task = tokio::task::spawn_blocking(move || engine.complete(&messages, &tools, &sampling, sink.as_ref()));
+            let task = tokio::task::spawn_blocking(move || engine.complete(&messages, &tools, forced.as_deref(), &sampling, sink.as_ref()));
             // The model runs on a blocking thread; its text comes back here, piece by piece.
             while let Some(piece) = receiver.recv().await {
                 if let Some(on_text) = on_text {
@@ -289,12 +290,13 @@ impl Engine {
         &self,
         messages: &[Message],
         tools: &[ToolSpec],
+        forced: Option<&str>,
         sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
         let _gate = self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = self.base.forwarded();
-        let completion = self.answer(messages, tools, sampling, stream)?;
+        let completion = self.answer(messages, tools, forced, sampling, stream)?;
         if let Some(usage) = &completion.usage {
             let forwarded = self.base.forwarded() - before;
             tracing::debug!(forwarded, prompt = usage.prompt_tokens, cached = usage.cached_tokens, generated = usage.completion_tokens, "embedded model request");
@@ -302,11 +304,12 @@ impl Engine {
         Ok(completion)
     }
 
-    /// [`Engine::complete`] under the gate.
+    /// [`Engine::complete`] under the gate. `forced`: the tool the answer must call.
     fn answer(
         &self,
         messages: &[Message],
         tools: &[ToolSpec],
+        forced: Option<&str>,
         sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
@@ -319,6 +322,9 @@ impl Engine {
             Some(Message::User { content }) => Some(content.as_str()),
             _ => None,
         };
+        if let Some(name) = forced {
+            return self.forced_call(messages, tools, name, asked.unwrap_or_default(), &mut sampler);
+        }
         let candidates = asked.map(|asked| decide::candidates(asked, tools)).unwrap_or_default();
         if let Some(asked) = asked
             && !candidates.is_empty()
@@ -351,6 +357,24 @@ impl Engine {
         let mut completion = self.write_text(&mut model, logits, &mut sampler, max_tokens, &mut generated, (&copy, &facts), stream)?;
         completion.usage = Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, generated) });
         Ok(completion)
+    }
+
+    /// One call to the tool named `name`, with no decision: only that tool is listed, the
+    /// call is opened and its arguments written as any call's are (grounded in `asked`).
+    fn forced_call(&self, messages: &[Message], tools: &[ToolSpec], name: &str, asked: &str, sampler: &mut Sampler) -> Result<Completion, String> {
+        let tool = tools.iter().find(|t| t.function.name == name).ok_or_else(|| format!("the forced tool `{name}` is not among the offered tools"))?;
+        let prompt = self.tokenizer.encode(&self.render(messages, std::slice::from_ref(tool))?);
+        let (mut model, reused) = self.prefilled(&prompt, 0)?;
+        let (_, opened) = self.force(&mut model, &format!("{CALL_OPEN}{{\"name\": {}", Value::String(name.to_owned())))?;
+        let (call, written) = self.write_arguments(&mut model, sampler, &tool.function, asked)?;
+        let (_, closed) = self.force(&mut model, "\n]</tool_call>")?;
+        Ok(Completion {
+            content: None,
+            tool_calls: vec![call],
+            finish_reason: Some("tool_calls".into()),
+            usage: Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, opened + written + closed) }),
+            raw_usage: None,
+        })
     }
 
     /// A model whose cache holds exactly `prompt`, from the best cached slot; the state is

@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+pub(crate) mod judge;
+
 use crate::record::{CheckRecord, ToolCallRecord};
 use crate::scenario::{Expect, ExpectedCall};
 
