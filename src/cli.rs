@@ -233,6 +233,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODEL")]
     pub judge_model: Option<String>,
 
+    /// Also write a self-contained HTML report to FILE: the summary, cost against pass rate,
+    /// latency, the scenario x model matrix, and every run's conversation
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -295,6 +300,15 @@ pub struct ReportArgs {
     /// Write the merged rows (one report, as `runner run` writes it) to FILE
     #[arg(long, value_name = "FILE")]
     pub merged: Option<PathBuf>,
+
+    /// Also write a self-contained HTML report to FILE, with each run's conversation read
+    /// from its log under --logs-dir
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Where the runs' logs are, for the HTML report's conversations
+    #[arg(long, value_name = "DIR", default_value = "logs/runs")]
+    pub logs_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -358,6 +358,18 @@ impl<T: Reporter + ?Sized> Reporter for &mut T {
     }
 }
 
+/// A reporter that may not be there (an output not asked for).
+impl<T: Reporter> Reporter for Option<T> {
+    fn plan(&mut self, total_runs: usize) {
+        if let Some(reporter) = self {
+            reporter.plan(total_runs);
+        }
+    }
+    fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
+        self.as_mut().map_or(Ok(()), |reporter| reporter.run_ended(outcome))
+    }
+}
+
 /// Several reporters fed the same events, in order; each hears every event even when one
 /// before it failed.
 impl<A: Reporter, B: Reporter> Reporter for (A, B) {

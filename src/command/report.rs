@@ -9,8 +9,30 @@ use anyhow::Context;
 use super::{EXIT_FAILED, EXIT_PASSED};
 use crate::files::write_atomically;
 use crate::cli::ReportArgs;
+use crate::files::safe_file_name;
+use crate::report::html::{HtmlReport, Page};
+use crate::report::json::{log_name, read_log};
 use crate::report::merge::Merged;
 use crate::settings::{Flags, Settings, UsageError};
+
+/// The HTML report of the runs in `merged`, each conversation read from its log under `logs`
+/// where it is there; returns how many were.
+fn write_html(path: &Path, merged: &Merged, logs: &Path, page: &Page<'_>) -> anyhow::Result<usize> {
+    let mut html = HtmlReport::create(path, None)?;
+    let mut found = 0;
+    for (run_id, facts) in merged.runs() {
+        let log = logs.join(safe_file_name(run_id)).join(log_name(&facts.scenario, &facts.model, facts.repetition));
+        let record = if facts.status.is_some() { read_log(&log) } else { None };
+        found += usize::from(record.is_some());
+        let missing = match facts.status {
+            None => "not started".to_owned(),
+            Some(_) => format!("no log at {} (give --logs-dir where the run wrote its logs)", log.display()),
+        };
+        html.add(facts, record.as_ref(), record.as_ref().map(|_| log.as_path()), Some(missing)).with_context(|| format!("cannot write beside {}", path.display()))?;
+    }
+    html.finish(page)?;
+    Ok(found)
+}
 
 pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result<u8> {
     let settings = Settings::load(Flags { config, prices: args.prices.as_deref(), ..Flags::default() })?;
@@ -44,6 +66,12 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
     let comparison = super::compare_with(args.baseline.as_deref(), &summary)?;
     if let Some(comparison) = &comparison {
         out.push_str(&comparison.render());
+    }
+    if let Some(path) = &args.html {
+        let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+        let found = write_html(path, &merged, &args.logs_dir, &Page { title: &files.join(", "), summary: &summary, comparison: comparison.as_ref() })?;
+        let runs = merged.runs().count();
+        writeln!(out, "html: {} ({found} of {runs} conversations from the logs under {})", path.display(), args.logs_dir.display())?;
     }
     super::print(&out)?;
     let regressed = comparison.is_some_and(|c| !c.regressions.is_empty());

@@ -16,6 +16,7 @@ use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 use crate::report::baseline::Comparison;
 use crate::report::csv::CsvReport;
 use crate::report::failures::Failures;
+use crate::report::html::{HtmlReport, Page};
 use crate::report::json::{JsonLogs, read_log};
 use crate::report::junit::Junit;
 use crate::report::summary::Summary;
@@ -80,7 +81,8 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         .filter(plays)
         .map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
     let report_path = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
-    let mut reports = Reports::create(&report_path, &finished)?;
+    let html = args.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
+    let mut reports = Reports::create(&report_path, html, &finished)?;
     let shared = Arc::new(Shared {
         run_id: logs.run_id().to_owned(),
         registry: settings.tools.clone(),
@@ -96,7 +98,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let control = Control::new();
     let listener = tokio::spawn(interrupts(control.clone()));
     let mut progress = Progress::default();
-    let totals = {
+    let mut totals = {
         let mut reporters = (&mut logs, (&mut progress, &mut reports));
         runner::run_all(jobs, total, settings.concurrency, limits, control.clone(), shared.clone(), &mut reporters as &mut dyn Reporter).await
     };
@@ -109,6 +111,12 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let summary_path = is_file_or_absent(&report_path).then(|| summary_path(&report_path));
     reports.write(summary_path.as_deref(), args.junit.as_deref())?;
     let comparison = super::compare_with(args.baseline.as_deref(), &reports.summary)?;
+    if let Some(html) = reports.html.take() {
+        let page = Page { title: logs.run_id(), summary: &reports.summary, comparison: comparison.as_ref() };
+        if let Err(err) = html.finish(&page) {
+            totals.write_errors.push(err);
+        }
+    }
     if let Some(path) = &settings.step_summary
         && let Err(err) = reports.append_step_summary(path, comparison.as_ref())
     {
@@ -131,6 +139,9 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     out.push_str(&format!("logs: {}\nreport: {}\n", logs.dir().display(), report_path.display()));
     if let Some(path) = &summary_path {
         out.push_str(&format!("summary: {}\n", path.display()));
+    }
+    if let Some(path) = &args.html {
+        out.push_str(&format!("html: {}\n", path.display()));
     }
     if control.interrupted().is_some() {
         out.push_str(&format!("resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n", logs.run_id()));
@@ -193,15 +204,16 @@ struct Reports {
     summary: Summary,
     junit: Junit,
     failures: Failures,
+    html: Option<HtmlReport>,
 }
 
 impl Reports {
     /// Creates the CSV report at `path`. Resumed runs (`finished`) go in first; their report
     /// is rebuilt beside the old one and replaces it whole.
-    fn create(path: &Path, finished: &[RunRecord]) -> anyhow::Result<Self> {
+    fn create(path: &Path, html: Option<HtmlReport>, finished: &[RunRecord]) -> anyhow::Result<Self> {
         let staging = path.with_file_name(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let csv = CsvReport::create(if finished.is_empty() { path } else { &staging })?;
-        let mut reports = Self { csv, summary: Summary::default(), junit: Junit::default(), failures: Failures::default() };
+        let mut reports = Self { csv, summary: Summary::default(), junit: Junit::default(), failures: Failures::default(), html };
         if !finished.is_empty() {
             for record in finished {
                 reports.run_ended(&RunOutcome::Finished(Box::new(record.clone())))?;
@@ -240,11 +252,11 @@ impl Reports {
 
 impl Reporter for Reports {
     fn plan(&mut self, total_runs: usize) {
-        (&mut self.csv, (&mut self.summary, (&mut self.junit, &mut self.failures))).plan(total_runs);
+        (&mut self.csv, (&mut self.summary, (&mut self.junit, (&mut self.failures, &mut self.html)))).plan(total_runs);
     }
 
     fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
-        (&mut self.csv, (&mut self.summary, (&mut self.junit, &mut self.failures))).run_ended(outcome)
+        (&mut self.csv, (&mut self.summary, (&mut self.junit, (&mut self.failures, &mut self.html)))).run_ended(outcome)
     }
 }
 

@@ -3,7 +3,7 @@
 //! rest as a count.
 
 use crate::provider::ModelSpec;
-use crate::record::{Reporter, RunOutcome, Status};
+use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 
 /// Runs listed; the others are counted.
 pub(crate) const SHOWN: usize = 20;
@@ -59,8 +59,19 @@ impl Failures {
     }
 }
 
+/// Where a run that did not pass went wrong: the turn and its first failed check (`check:
+/// detail`), else the first turn error, else the run's error.
+pub(crate) fn first_problem(record: &RunRecord) -> (Option<usize>, String) {
+    let failed_check = record.turns.iter().find_map(|t| t.checks.iter().find(|c| !c.passed).map(|c| (t.index, format!("{}: {}", c.check, c.detail))));
+    let turn_error = record.turns.iter().find_map(|t| t.error.as_ref().map(|e| (t.index, e.clone())));
+    match (failed_check, turn_error) {
+        (Some((turn, what)), _) | (None, Some((turn, what))) => (Some(turn), what),
+        (None, None) => (None, record.error.clone().unwrap_or_else(|| "no reason recorded".to_owned())),
+    }
+}
+
 /// `text` on one line, cut at 200 characters.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(200) {
         Some((at, _)) => format!("{}...", &flat[..at]),
@@ -78,12 +89,7 @@ impl Reporter for Failures {
             self.more += 1;
             return Ok(());
         }
-        let failed_check = record.turns.iter().find_map(|t| t.checks.iter().find(|c| !c.passed).map(|c| (t.index, format!("{}: {}", c.check, c.detail))));
-        let turn_error = record.turns.iter().find_map(|t| t.error.as_ref().map(|e| (t.index, e.clone())));
-        let (turn, what) = match (failed_check, turn_error) {
-            (Some((turn, what)), _) | (None, Some((turn, what))) => (Some(turn), what),
-            (None, None) => (None, record.error.clone().unwrap_or_else(|| "no reason recorded".to_owned())),
-        };
+        let (turn, what) = first_problem(record);
         self.shown.push(Failure {
             scenario: record.scenario.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
             model: record.model.spec.clone(),

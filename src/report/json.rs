@@ -51,7 +51,7 @@ impl JsonLogs {
 
     /// Where the log of `scenario` on `model`, repetition `repetition`, goes.
     pub(crate) fn path(&self, scenario: &str, model: &ModelSpec, repetition: u32) -> PathBuf {
-        self.dir.join(format!("{}__{}__{repetition}.json", safe_file_name(scenario), safe_file_name(&model.to_string())))
+        self.dir.join(log_name(scenario, model, repetition))
     }
 }
 
@@ -64,6 +64,11 @@ impl Reporter for JsonLogs {
         // The run directory exists already: no directory check per log.
         files::replace(&path, &bytes).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
     }
+}
+
+/// The file name of a run's log in its batch's directory.
+pub(crate) fn log_name(scenario: &str, model: &ModelSpec, repetition: u32) -> String {
+    format!("{}__{}__{repetition}.json", safe_file_name(scenario), safe_file_name(&model.to_string()))
 }
 
 /// The run record in the log at `path`, when there is one and it is whole.

@@ -161,6 +161,11 @@ impl Merged {
             .collect()
     }
 
+    /// Every run read, with the id of the batch it belongs to.
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (&str, &RunFacts)> {
+        self.runs.iter().map(|run| (run.run_id.as_str(), &run.facts))
+    }
+
     /// The summary of every run read.
     pub(crate) fn summary(&self) -> Summary {
         let mut summary = Summary::default();

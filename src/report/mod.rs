@@ -6,6 +6,7 @@
 pub(crate) mod baseline;
 pub(crate) mod csv;
 pub(crate) mod failures;
+pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod junit;
 pub(crate) mod merge;

@@ -14,6 +14,7 @@ mod edges;
 mod gates;
 mod faults;
 mod hostile;
+mod html;
 mod judge;
 mod mcp;
 mod readme;
