@@ -165,14 +165,30 @@ fn script_json(out: &mut impl Write, value: &Value) -> std::io::Result<()> {
 
 /// What the script shows when a run is opened.
 fn conversation(record: &RunRecord, log: Option<&Path>) -> Value {
+    use crate::message::Message;
     let system = record.messages.iter().find_map(|m| match m {
-        crate::message::Message::System { content } => Some(content.as_str()),
+        Message::System { content } => Some(content.as_str()),
         _ => None,
     });
+    // What the model said beside its tool calls, per turn (the turn records keep only the
+    // final reply; the messages have the rest): the k-th user message starts turn k.
+    let mut said: Vec<Vec<&str>> = Vec::new();
+    for message in &record.messages {
+        match message {
+            Message::User { .. } => said.push(Vec::new()),
+            Message::Assistant { content: Some(text), tool_calls } if !tool_calls.is_empty() && !text.trim().is_empty() => {
+                if let Some(turn) = said.last_mut() {
+                    turn.push(text);
+                }
+            }
+            _ => {}
+        }
+    }
     let turns: Vec<Value> = record
         .turns
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(k, t)| {
             let requests: Vec<Value> = t
                 .requests
                 .iter()
@@ -211,6 +227,7 @@ fn conversation(record: &RunRecord, log: Option<&Path>) -> Value {
             });
             json!({
                 "user": t.user,
+                "said": said.get(k).cloned().unwrap_or_default(),
                 "reply": t.reply,
                 "status": t.status,
                 "error": t.error,
@@ -736,6 +753,7 @@ const SCRIPT: &str = r##"
         head.appendChild(el("span", "muted", " · " + t.latency_ms + " ms · " + t.prompt + " + " + t.completion + " tokens · " + (run.unpriced ? "unpriced" : usd(t.cost))));
         box.appendChild(head);
         box.appendChild(message("user", t.user));
+        t.said.forEach(function (s) { box.appendChild(message("assistant, beside its tool calls", s, "assistant")); });
         t.tools.forEach(function (c) {
           var tool = el("div", "tool");
           tool.appendChild(el("span", "role", "tool call · " + c.name + (c.source ? " · " + c.source : "") + " · " + c.ms + " ms"));
@@ -837,6 +855,39 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains('<'), "{text}");
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["reply"], "</script><script>alert(1)</script><!--");
+    }
+
+    #[test]
+    fn a_conversation_keeps_what_the_model_said_beside_its_tool_calls() {
+        let usage = json!({"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12});
+        let turn = |index: usize, user: &str, reply: &str| {
+            json!({"index": index, "user": user, "reply": reply, "status": "passed", "error": null, "latency_ms": 5, "requests": [], "tool_calls": [], "usage": usage, "cost": {"input_usd": 0.0, "output_usd": 0.0, "total_usd": 0.0}, "checks": []})
+        };
+        let call = json!([{"id": "c1", "type": "function", "function": {"name": "add_numbers", "arguments": "{}"}}]);
+        let record: RunRecord = serde_json::from_value(json!({
+            "runner_version": "0", "run_id": "r", "scenario": {"name": "s", "file": "s.yaml"},
+            "model": {"provider": "openai", "name": "m", "base_url": null, "temperature": null, "top_p": null, "max_tokens": null, "seed": null},
+            "repetition": 1, "started_at": "2026-11-25T00:00:00Z", "finished_at": "2026-11-25T00:00:01Z", "duration_ms": 1000,
+            "status": "passed", "error": null, "tool_seed": 1,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "add"},
+                {"role": "assistant", "content": "Let me add them.", "tool_calls": call},
+                {"role": "tool", "tool_call_id": "c1", "content": "{\"result\": 3}"},
+                {"role": "assistant", "content": "3"}
+            ],
+            "turns": [turn(1, "hi", "Hello."), turn(2, "add", "3")],
+            "usage": usage, "cost": {"input_usd": 0.0, "output_usd": 0.0, "total_usd": 0.0, "prices": null, "price_source": null, "price_date": null, "unpriced": true}
+        }))
+        .unwrap();
+        let shown = conversation(&record, Some(Path::new("logs/r/s.json")));
+        assert_eq!(shown["system"], "Be brief.");
+        assert_eq!(shown["log"], "logs/r/s.json");
+        assert_eq!(shown["turns"][0]["said"], json!([]));
+        assert_eq!(shown["turns"][1]["said"], json!(["Let me add them."]));
+        assert_eq!(shown["turns"][1]["reply"], "3");
     }
 
     #[test]
