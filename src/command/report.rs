@@ -7,9 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{EXIT_FAILED, EXIT_PASSED};
-use crate::files::write_atomically;
 use crate::cli::ReportArgs;
-use crate::files::safe_file_name;
+use crate::files::{safe_file_name, write_atomically};
 use crate::report::html::{HtmlReport, Page};
 use crate::report::json::{log_name, read_log};
 use crate::report::merge::Merged;
