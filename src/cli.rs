@@ -12,6 +12,7 @@ const AFTER_HELP: &str = "Examples:
   runner run scenarios/ -m openai:gpt-4o-mini -m anthropic:claude-haiku-4-5 --repeat 3
   runner run scenarios/ --cache .runner-cache --replay   answered from a committed cache
   runner run scenarios/ --baseline reports/main.csv --min-pass-rate 0.9
+  runner run scenarios/ --html report.html --judge-model openai:gpt-4o   a page to look at
   echo 'What is 2 plus 3?' | runner ask
   runner chat -m local:smollm2-135m
 
