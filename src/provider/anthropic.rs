@@ -32,11 +32,7 @@ impl AnthropicProvider {
 
     async fn send(&self, request: CompletionRequest<'_>) -> Sent {
         let body = request_body(&request);
-        let body = match serde_json::to_vec(&body) {
-            Ok(body) => body,
-            Err(err) => return Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false),
-        };
-        let Answer { response, status, asked } = match self.remote.post(body).await {
+        let Answer { response, status, asked } = match self.remote.post(&body).await {
             Ok(answer) => answer,
             Err(sent) => return sent,
         };
@@ -44,16 +40,12 @@ impl AnthropicProvider {
             && (200..300).contains(&status)
         {
             let mut delivered = false;
-            let (result, retryable) = match self.read_stream(response, on_text, &mut delivered).await {
-                Ok(completion) => (Ok(completion), false),
-                // Once text has reached the terminal, another attempt would print it twice.
-                Err((error, retryable)) => (Err(error), retryable && !delivered),
-            };
-            return Sent { result, status: Some(status), retryable, asked: None };
+            let result = self.read_stream(response, on_text, &mut delivered).await;
+            return Sent::streamed(result, delivered, status);
         }
-        let bytes = match self.remote.read_body(response).await {
+        let bytes = match self.remote.read_body(response, status).await {
             Ok(bytes) => bytes,
-            Err(error) => return Sent::failed(error, Some(status), true),
+            Err(sent) => return sent,
         };
         let text = || self.remote.shown(&String::from_utf8_lossy(&bytes));
         if !(200..300).contains(&status) {

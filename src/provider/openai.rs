@@ -50,11 +50,7 @@ impl OpenAiProvider {
             stream: request.on_text.is_some().then_some(true),
             stream_options: request.on_text.is_some().then_some(StreamOptions { include_usage: true }),
         };
-        let body = match serde_json::to_vec(&body) {
-            Ok(body) => body,
-            Err(err) => return Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false),
-        };
-        let Answer { response, status, asked } = match self.remote.post(body).await {
+        let Answer { response, status, asked } = match self.remote.post(&body).await {
             Ok(answer) => answer,
             Err(sent) => return sent,
         };
@@ -62,17 +58,12 @@ impl OpenAiProvider {
             && (200..300).contains(&status)
         {
             let mut delivered = false;
-            let (result, retryable) = match self.read_stream(response, on_text, &mut delivered).await {
-                Ok(completion) => (Ok(completion), false),
-                // Once text has reached the terminal, another attempt would print it twice.
-                Err((error, retryable)) => (Err(error), retryable && !delivered),
-            };
-            return Sent { result, status: Some(status), retryable, asked: None };
+            let result = self.read_stream(response, on_text, &mut delivered).await;
+            return Sent::streamed(result, delivered, status);
         }
-        let bytes = match self.remote.read_body(response).await {
+        let bytes = match self.remote.read_body(response, status).await {
             Ok(bytes) => bytes,
-            // The body was cut short, or stalled.
-            Err(error) => return Sent::failed(error, Some(status), true),
+            Err(sent) => return sent,
         };
         // Redacted whole, then cut: a cut never leaves part of a key behind.
         let text = || self.remote.shown(&String::from_utf8_lossy(&bytes));

@@ -46,6 +46,16 @@ impl Sent {
     pub(crate) fn failed(error: ProviderError, status: Option<u16>, retryable: bool) -> Self {
         Self { result: Err(error), status, retryable, asked: None }
     }
+
+    /// A streamed answer's outcome (`retryable` as the stream reader says), never retried
+    /// once text has reached the terminal (`delivered`): another attempt would print it twice.
+    pub(crate) fn streamed(result: Result<Completion, (ProviderError, bool)>, delivered: bool, status: u16) -> Self {
+        let (result, retryable) = match result {
+            Ok(completion) => (Ok(completion), false),
+            Err((error, retryable)) => (Err(error), retryable && !delivered),
+        };
+        Self { result, status: Some(status), retryable, asked: None }
+    }
 }
 
 /// A response whose status is known, before its body is read.
@@ -110,9 +120,11 @@ impl Remote {
         completion
     }
 
-    /// Posts `body` (JSON) and waits for the status: the timeout bounds the wait for the
-    /// first byte (connection and headers). A failure here is always worth another attempt.
-    pub(crate) async fn post(&self, body: Vec<u8>) -> Result<Answer, Sent> {
+    /// Posts `body` as JSON and waits for the status: the timeout bounds the wait for the
+    /// first byte (connection and headers). A failure to send is always worth another attempt
+    /// (one to encode, never).
+    pub(crate) async fn post(&self, body: &impl serde::Serialize) -> Result<Answer, Sent> {
+        let body = serde_json::to_vec(body).map_err(|err| Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false))?;
         let builder = self.http.post(&self.url).headers(self.headers.clone()).header(CONTENT_TYPE, "application/json").body(body);
         let response = match tokio::time::timeout(self.timeout, builder.send()).await {
             Ok(Ok(response)) => response,
@@ -125,13 +137,17 @@ impl Remote {
         Ok(Answer { response, status, asked })
     }
 
-    /// The whole body, each wait for its next piece bounded by the timeout.
-    pub(crate) async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    /// The whole body of a response with `status`, each wait for its next piece bounded by
+    /// the timeout. A body cut short, or stalled, is worth another attempt.
+    pub(crate) async fn read_body(&self, mut response: reqwest::Response, status: u16) -> Result<Vec<u8>, Sent> {
         let mut body = Vec::new();
-        while let Some(chunk) = self.next_chunk(&mut response).await? {
-            body.extend_from_slice(&chunk);
+        loop {
+            match self.next_chunk(&mut response).await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => return Ok(body),
+                Err(error) => return Err(Sent::failed(error, Some(status), true)),
+            }
         }
-        Ok(body)
     }
 
     /// The next piece of a body, waited for no longer than the timeout.
