@@ -119,25 +119,23 @@ impl Plan {
         }
         check_log_names(&cells)?;
         let mut plan = Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new(), judges: Vec::new() };
-        let mut seen = BTreeSet::new();
-        for (i, cell) in plan.cells.iter().enumerate() {
-            if plan.runs_of(i) == 0 {
-                continue;
-            }
-            let judges = cell.scenario.turns.iter().filter_map(|turn| turn.expect.judge.as_ref());
-            for text in judges.map(|judge| &judge.model) {
-                if !plan.judges.iter().any(|(known, _)| known == text) {
-                    plan.judges.push((text.clone(), settings.parse_model(text)?));
-                }
-            }
-            let priced = |spec: &ModelSpec| settings.prices.get(&spec.provider, &spec.name).is_some();
-            let judged = plan.judges.iter().map(|(_, spec)| spec);
-            for spec in std::iter::once(&cell.spec).chain(judged).filter(|spec| !priced(spec)) {
-                if seen.insert(spec.to_string()) {
-                    plan.unpriced.push(spec.to_string());
-                }
+        let playing: Vec<&Cell> = plan.cells.iter().enumerate().filter(|(i, _)| plan.runs_of(*i) > 0).map(|(_, cell)| cell).collect();
+        let mut judges: Vec<(String, ModelSpec)> = Vec::new();
+        for text in playing.iter().flat_map(|cell| &cell.scenario.turns).filter_map(|turn| turn.expect.judge.as_ref()).map(|judge| &judge.model) {
+            if !judges.iter().any(|(known, _)| known == text) {
+                judges.push((text.clone(), settings.parse_model(text)?));
             }
         }
+        // The models of this shard's runs, then their judges, each once.
+        let mut unpriced = Vec::new();
+        let mut seen = BTreeSet::new();
+        for spec in playing.iter().map(|cell| &cell.spec).chain(judges.iter().map(|(_, spec)| spec)) {
+            if settings.prices.get(&spec.provider, &spec.name).is_none() && seen.insert(spec.to_string()) {
+                unpriced.push(spec.to_string());
+            }
+        }
+        plan.unpriced = unpriced;
+        plan.judges = judges;
         Ok(plan)
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::summary::{ModelStats, Summary};
+use super::summary::{ModelStats, Summary, percent_cell, usd_cell};
 use crate::provider::ModelSpec;
 
 /// One model's figures before and after (`None`: it was not in that batch).
@@ -68,11 +68,9 @@ impl Comparison {
 
     /// As text, after the summary.
     pub(crate) fn render(&self) -> String {
-        let rate = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
-        let usd = |c: Option<f64>| c.map_or_else(|| "-".to_owned(), |c| format!("{c:.6}"));
         let mut rows = vec![["model", "pass_rate before", "after", "cost_usd before", "after"].map(String::from).to_vec()];
         for m in &self.models {
-            rows.push(vec![m.model.to_string(), rate(m.pass_rate.0), rate(m.pass_rate.1), usd(m.cost_usd.0), usd(m.cost_usd.1)]);
+            rows.push(vec![m.model.to_string(), percent_cell(m.pass_rate.0), percent_cell(m.pass_rate.1), usd_cell(m.cost_usd.0), usd_cell(m.cost_usd.1)]);
         }
         let mut out = format!("\nbaseline: {}\n", self.baseline);
         out.push_str(&super::render_table(&rows, &[0]));
@@ -89,11 +87,9 @@ impl Comparison {
 
     /// As Markdown, for the step summary.
     pub(crate) fn render_markdown(&self) -> String {
-        let rate = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
-        let usd = |c: Option<f64>| c.map_or_else(|| "-".to_owned(), |c| format!("{c:.6}"));
         let mut out = format!("#### Against the baseline `{}`\n\n| model | pass rate before | after | cost (USD) before | after |\n|---|---:|---:|---:|---:|\n", self.baseline);
         for m in &self.models {
-            let _ = writeln!(out, "| `{}` | {} | {} | {} | {} |", m.model, rate(m.pass_rate.0), rate(m.pass_rate.1), usd(m.cost_usd.0), usd(m.cost_usd.1));
+            let _ = writeln!(out, "| `{}` | {} | {} | {} | {} |", m.model, percent_cell(m.pass_rate.0), percent_cell(m.pass_rate.1), usd_cell(m.cost_usd.0), usd_cell(m.cost_usd.1));
         }
         for (title, changes) in [("Regressions", &self.regressions), ("Fixes", &self.fixes)] {
             let _ = write!(out, "\n**{title}**: {}\n", changes.len());

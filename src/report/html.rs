@@ -20,8 +20,9 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::baseline::Comparison;
+use super::escape_markup;
 use super::failures::{first_problem, one_line};
-use super::summary::{ModelStats, RunFacts, Summary, percentile};
+use super::summary::{ModelStats, RunFacts, Summary, money_cell, optional, percent_cell, percentile, usd_cell};
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 use crate::usage::UsageSource;
 
@@ -38,6 +39,7 @@ struct Row {
     repetition: u32,
     /// `None`: never started.
     status: Option<Status>,
+    /// Turns played (one latency each in the run's figures).
     turns: usize,
     cost_usd: f64,
     judge_usd: f64,
@@ -86,12 +88,14 @@ impl HtmlReport {
         if index > 0 {
             self.data.write_all(b",\n")?;
         }
+        // What went wrong first; for a run never started, why.
         let note = match (record, facts.status) {
             (Some(record), Some(status)) if status != Status::Passed => {
                 let (turn, what) = first_problem(record);
                 let turn = turn.map_or_else(String::new, |t| format!("turn {t}: "));
                 one_line(&format!("{turn}{what}"))
             }
+            (_, None) => why_missing.clone().unwrap_or_default(),
             _ => String::new(),
         };
         match record {
@@ -104,12 +108,12 @@ impl HtmlReport {
             model: facts.model.to_string(),
             repetition: facts.repetition,
             status: facts.status,
-            turns: record.map_or(facts.turn_latencies_ms.len(), |r| r.turns.len()),
+            turns: facts.turn_latencies_ms.len(),
             cost_usd: facts.cost_usd,
             judge_usd: facts.judge_usd,
             unpriced: facts.unpriced,
             duration_ms: record.map(|r| r.duration_ms),
-            note: if note.is_empty() { why_missing.clone().filter(|_| facts.status.is_none()).unwrap_or_default() } else { note },
+            note,
             missing: record.is_none().then(|| why_missing.unwrap_or_else(|| "no conversation was recorded".to_owned())),
         });
         Ok(())
@@ -265,14 +269,14 @@ fn render(page: &Page<'_>, rows: &[Row]) -> (String, String) {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        esc(&title)
+        escape_markup(&title)
     );
     let verdict = if total > 0 && passed == total { "ok" } else { "bad" };
     let _ = write!(
         head,
         "<header><h1>{}</h1><p class=\"headline {verdict}\" id=\"headline\">{passed} of {total} runs passed</p><p class=\"muted\">{}</p></header>\n<main>\n",
-        esc(&title),
-        esc(&headline_detail(summary))
+        escape_markup(&title),
+        escape_markup(&headline_detail(summary))
     );
     if let Some(comparison) = page.comparison {
         head.push_str(&comparison_section(comparison));
@@ -319,17 +323,16 @@ fn models_section(summary: &Summary) -> String {
     let mut out = String::from(
         "<section id=\"models\"><h2>Models</h2><table class=\"models\"><thead><tr><th>model</th><th>runs</th><th>passed</th><th>failed</th><th>errors</th>\
          <th>not started</th><th>pass rate</th><th>prompt tokens</th><th>completion tokens</th><th>cost (USD)</th><th>USD per pass</th>\
-         <th>median turn</th><th>p95 turn</th></tr></thead><tbody>\n",
+         <th>median turn (ms)</th><th>p95 turn (ms)</th></tr></thead><tbody>\n",
     );
     for (i, m) in summary.models().iter().enumerate() {
-        let money = |value: Option<f64>| if m.unpriced { "unpriced".to_owned() } else { value.map_or_else(|| "–".to_owned(), |v| format!("{v:.6}")) };
-        let rate = m.pass_rate().map_or_else(|| "–".to_owned(), |r| format!("{:.1}%", r * 100.0));
-        let ms = |v: Option<u64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v} ms"));
+        let money = |value| money_cell(m, value);
+        let rate = percent_cell(m.pass_rate());
         let _ = writeln!(
             out,
             "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{rate}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             color(i),
-            esc(&m.model.to_string()),
+            escape_markup(&m.model.to_string()),
             m.runs,
             m.passed,
             m.failed,
@@ -339,35 +342,33 @@ fn models_section(summary: &Summary) -> String {
             m.usage.completion_tokens,
             money(Some(m.cost_usd)),
             money(m.cost_per_pass()),
-            ms(m.median_latency_ms()),
-            ms(m.p95_latency_ms()),
+            optional(m.median_latency_ms()),
+            optional(m.p95_latency_ms()),
         );
     }
     out.push_str("</tbody></table>");
     for m in summary.models().iter().filter(|m| m.judge_usd > 0.0) {
-        let _ = write!(out, "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>", esc(&m.model.to_string()), m.judge_usd);
+        let _ = write!(out, "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>", escape_markup(&m.model.to_string()), m.judge_usd);
     }
     out.push_str("</section>\n");
     out
 }
 
 fn comparison_section(c: &Comparison) -> String {
-    let pct = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |r| format!("{:.1}%", r * 100.0));
-    let usd = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.6}"));
     let verdict = if c.regressions.is_empty() { "ok" } else { "bad" };
     let mut out = format!(
         "<section id=\"baseline\" class=\"{verdict}\"><h2>Against the baseline</h2><p class=\"muted\">{}</p><table><thead><tr><th>model</th><th>pass rate before</th><th>after</th><th>cost before</th><th>after</th></tr></thead><tbody>",
-        esc(&c.baseline)
+        escape_markup(&c.baseline)
     );
     for m in &c.models {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
-            esc(&m.model.to_string()),
-            pct(m.pass_rate.0),
-            pct(m.pass_rate.1),
-            usd(m.cost_usd.0),
-            usd(m.cost_usd.1)
+            escape_markup(&m.model.to_string()),
+            percent_cell(m.pass_rate.0),
+            percent_cell(m.pass_rate.1),
+            usd_cell(m.cost_usd.0),
+            usd_cell(m.cost_usd.1)
         );
     }
     out.push_str("</tbody></table>");
@@ -383,8 +384,8 @@ fn comparison_section(c: &Comparison) -> String {
                     change.before.1,
                     change.after.0,
                     change.after.1,
-                    esc(&change.scenario),
-                    esc(&change.model.to_string())
+                    escape_markup(&change.scenario),
+                    escape_markup(&change.model.to_string())
                 );
             }
             out.push_str("</ul>");
@@ -473,14 +474,14 @@ fn cost_chart(summary: &Summary) -> String {
         let _ = write!(
             svg,
             "<g class=\"point\"><title>{}: pass rate {:.1}% ({}/{}), {}</title><circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{fill}\" stroke=\"{}\" stroke-width=\"2\"/><text class=\"label\" x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"{anchor}\">{}{}</text></g>",
-            esc(&m.model.to_string()),
+            escape_markup(&m.model.to_string()),
             rate * 100.0,
             m.passed,
             m.runs,
             cost_text,
             y(*rate),
             color(*i),
-            esc(&m.model.to_string()),
+            escape_markup(&m.model.to_string()),
             if m.unpriced { " (unpriced)" } else { "" },
         );
     }
@@ -525,7 +526,7 @@ fn latency_chart(summary: &Summary) -> String {
         let at = |p: usize| percentile(&sorted, p).unwrap_or(0) as f64;
         let beyond = sorted.iter().filter(|&&ms| ms as f64 > x_max).count();
         let label = if beyond > 0 { format!("{} ({beyond} beyond)", m.model) } else { m.model.to_string() };
-        let _ = write!(svg, "<text class=\"label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", left - 8.0, mid + 4.0, esc(&short(&label, 26)));
+        let _ = write!(svg, "<text class=\"label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", left - 8.0, mid + 4.0, escape_markup(&short(&label, 26)));
         let step = sorted.len().div_ceil(MAX_DOTS).max(1);
         svg.push_str("<g class=\"dots\">");
         for (k, ms) in sorted.iter().enumerate().filter(|(k, _)| k % step == 0) {
@@ -538,7 +539,7 @@ fn latency_chart(summary: &Summary) -> String {
         let _ = write!(
             svg,
             "<g class=\"box\"><title>{}: median {} ms, middle half {}–{} ms, p95 {} ms, {} turn(s)</title><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{mid:.1}\" y2=\"{mid:.1}\"/><rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\"/><line class=\"median\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/></g>",
-            esc(&m.model.to_string()),
+            escape_markup(&m.model.to_string()),
             p50,
             p25,
             p75,
@@ -577,11 +578,11 @@ fn matrix_section(summary: &Summary) -> String {
     let models = summary.models();
     let mut out = String::from("<section id=\"matrix\"><h2>Scenarios × models</h2><div class=\"scroll\"><table class=\"matrix\"><thead><tr><th>scenario</th>");
     for m in models {
-        let _ = write!(out, "<th>{}</th>", esc(&m.model.to_string()));
+        let _ = write!(out, "<th>{}</th>", escape_markup(&m.model.to_string()));
     }
     out.push_str("</tr></thead><tbody>\n");
     for name in scenario_names(summary) {
-        let _ = write!(out, "<tr data-scenario=\"{}\"><th>{}</th>", esc(name), esc(name));
+        let _ = write!(out, "<tr data-scenario=\"{}\"><th>{}</th>", escape_markup(name), escape_markup(name));
         for m in models {
             match summary.scenarios().iter().find(|s| s.scenario == name && s.model == m.model) {
                 Some(s) => {
@@ -597,10 +598,10 @@ fn matrix_section(summary: &Summary) -> String {
                     let _ = write!(
                         out,
                         "<td class=\"cell {class}\" data-scenario=\"{}\" data-model=\"{}\" tabindex=\"0\" title=\"{} on {}: {} of {} passed\">{text}</td>",
-                        esc(name),
-                        esc(&m.model.to_string()),
-                        esc(name),
-                        esc(&m.model.to_string()),
+                        escape_markup(name),
+                        escape_markup(&m.model.to_string()),
+                        escape_markup(name),
+                        escape_markup(&m.model.to_string()),
                         s.passed,
                         s.runs
                     );
@@ -620,7 +621,7 @@ fn runs_section(rows: &[Row], summary: &Summary) -> String {
          <select id=\"filter-model\" aria-label=\"Model\"><option value=\"\">every model</option>",
     );
     for m in summary.models() {
-        let name = esc(&m.model.to_string());
+        let name = escape_markup(&m.model.to_string());
         let _ = write!(out, "<option value=\"{name}\">{name}</option>");
     }
     out.push_str(
@@ -642,34 +643,18 @@ fn runs_section(rows: &[Row], summary: &Summary) -> String {
             out,
             "<tr data-i=\"{}\" data-scenario=\"{}\" data-model=\"{}\" data-status=\"{status}\"{} tabindex=\"0\"><td>{}</td><td>{}</td><td>{}</td><td><span class=\"chip {status}\">{}</span></td><td>{}</td><td>{cost}</td><td>{time}</td><td class=\"note\">{}</td></tr>",
             row.index,
-            esc(&row.scenario),
-            esc(&row.model),
-            row.missing.as_deref().map_or_else(String::new, |why| format!(" data-missing=\"{}\"", esc(why))),
-            esc(&row.scenario),
-            esc(&row.model),
+            escape_markup(&row.scenario),
+            escape_markup(&row.model),
+            row.missing.as_deref().map_or_else(String::new, |why| format!(" data-missing=\"{}\"", escape_markup(why))),
+            escape_markup(&row.scenario),
+            escape_markup(&row.model),
             row.repetition,
             status.replace('_', " "),
             row.turns,
-            esc(&row.note),
+            escape_markup(&row.note),
         );
     }
     out.push_str("</tbody></table></div><p class=\"muted\">Open a run (click, or Enter) for its conversation: messages, tool calls, checks, tokens and cost per request.</p></section>\n");
-    out
-}
-
-/// `text` escaped for HTML text and attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
     out
 }
 
@@ -849,7 +834,7 @@ mod tests {
 
     #[test]
     fn text_is_escaped_and_script_data_cannot_close_its_element() {
-        assert_eq!(esc("<b onclick='x'>\"&"), "&lt;b onclick=&#39;x&#39;&gt;&quot;&amp;");
+        assert_eq!(escape_markup("<b onclick='x'>\"&"), "&lt;b onclick=&apos;x&apos;&gt;&quot;&amp;");
         let mut out = Vec::new();
         script_json(&mut out, &json!({"reply": "</script><script>alert(1)</script><!--"})).unwrap();
         let text = String::from_utf8(out).unwrap();

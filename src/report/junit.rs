@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::escape_markup;
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 
 /// What a test case keeps of a run (the records themselves are not held).
@@ -103,7 +104,7 @@ impl Junit {
             let _ = writeln!(
                 out,
                 "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-                escape(model),
+                escape_markup(model),
                 cases.len(),
                 count(cases, Some(Status::Failed)),
                 count(cases, Some(Status::Error)),
@@ -114,9 +115,9 @@ impl Junit {
                 let _ = write!(
                     out,
                     "    <testcase name=\"{}\" classname=\"{}\" file=\"{}\" time=\"{:.3}\"",
-                    escape(&case.name),
-                    escape(&case.classname),
-                    escape(&case.file),
+                    escape_markup(&case.name),
+                    escape_markup(&case.classname),
+                    escape_markup(&case.file),
                     case.seconds
                 );
                 let (element, status) = match case.status {
@@ -125,7 +126,7 @@ impl Junit {
                         continue;
                     }
                     None => {
-                        let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", escape(&case.message));
+                        let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", escape_markup(&case.message));
                         continue;
                     }
                     Some(status @ Status::Failed) => ("failure", status),
@@ -134,43 +135,14 @@ impl Junit {
                 let _ = writeln!(
                     out,
                     ">\n      <{element} message=\"{}\" type=\"{}\">{}</{element}>\n    </testcase>",
-                    escape(&case.message),
+                    escape_markup(&case.message),
                     status.as_str(),
-                    escape(&case.detail)
+                    escape_markup(&case.detail)
                 );
             }
             out.push_str("  </testsuite>\n");
         }
         out.push_str("</testsuites>\n");
         out
-    }
-}
-
-/// Text made safe for XML attributes and content; characters XML 1.0 forbids are dropped.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' | '\t' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escapes_markup_and_drops_forbidden_characters() {
-        assert_eq!(escape("a<b & \"c\" 'd'>\u{1}"), "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;");
-        assert_eq!(escape("line\nnext"), "line\nnext");
     }
 }

@@ -21,6 +21,25 @@ pub(crate) fn summary_path(report: &Path) -> std::path::PathBuf {
     report.with_file_name(format!("{stem}.summary.csv"))
 }
 
+/// Text made safe for XML and HTML, in content and in quoted attributes; characters XML 1.0
+/// forbids are dropped (JUnit files must parse; in HTML they are parse errors).
+pub(crate) fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' | '\t' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Rows as aligned text columns two spaces apart: the columns in `left` aligned left, the
 /// others right; the first row is the header. Trailing spaces are trimmed.
 pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
@@ -45,4 +64,15 @@ pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_markup;
+
+    #[test]
+    fn escapes_markup_and_drops_forbidden_characters() {
+        assert_eq!(escape_markup("a<b & \"c\" 'd'>\u{1}"), "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;");
+        assert_eq!(escape_markup("line\nnext"), "line\nnext");
+    }
 }

@@ -280,7 +280,7 @@ impl Summary {
                 m.passed.to_string(),
                 m.failed.to_string(),
                 m.errors.to_string(),
-                rate_cell(m),
+                percent_cell(m.pass_rate()),
                 m.usage.prompt_tokens.to_string(),
                 m.usage.completion_tokens.to_string(),
                 m.usage.cached_tokens.to_string(),
@@ -345,7 +345,7 @@ impl Summary {
                 m.failed,
                 m.errors,
                 m.not_started,
-                rate_cell(m),
+                percent_cell(m.pass_rate()),
                 m.usage.prompt_tokens,
                 m.usage.completion_tokens,
                 money(Some(m.cost_usd)),
@@ -398,19 +398,21 @@ impl Summary {
 }
 
 /// Dollars as shown in tables: `unpriced` for a model without a price, `-` when undefined.
-fn money_cell(m: &ModelStats, value: Option<f64>) -> String {
-    match value {
-        _ if m.unpriced => "unpriced".to_owned(),
-        Some(usd) => format!("{usd:.6}"),
-        None => "-".to_owned(),
-    }
+pub(crate) fn money_cell(m: &ModelStats, value: Option<f64>) -> String {
+    if m.unpriced { "unpriced".to_owned() } else { usd_cell(value) }
 }
 
-fn rate_cell(m: &ModelStats) -> String {
-    m.pass_rate().map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0))
+/// Dollars as shown in tables (text, Markdown, HTML): six decimals, `-` when undefined.
+pub(crate) fn usd_cell(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |usd| format!("{usd:.6}"))
 }
 
-fn optional(value: Option<u64>) -> String {
+/// A rate as shown in tables: `85.0%`, `-` when undefined.
+pub(crate) fn percent_cell(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0))
+}
+
+pub(crate) fn optional(value: Option<u64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
