@@ -37,5 +37,10 @@ fn main() {
         .skip(2)
         .collect();
     samples.sort_by(f64::total_cmp);
-    println!("echo hi | runner ask: median {:.1} ms, min {:.1} ms, max {:.1} ms over {runs} runs", samples[samples.len() / 2], samples[0], samples[samples.len() - 1]);
+    println!(
+        "echo hi | runner ask: median {:.1} ms, min {:.1} ms, max {:.1} ms over {runs} runs",
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1]
+    );
 }

@@ -26,11 +26,8 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 fn main() {
     let n: usize = env_or("BENCH_N", 2000);
     let repeat: usize = env_or("BENCH_REPEAT", 3);
-    let concurrencies: Vec<usize> = std::env::var("BENCH_J")
-        .unwrap_or_else(|_| "4,32,200".to_owned())
-        .split(',')
-        .filter_map(|j| j.trim().parse().ok())
-        .collect();
+    let concurrencies: Vec<usize> =
+        std::env::var("BENCH_J").unwrap_or_else(|_| "4,32,200".to_owned()).split(',').filter_map(|j| j.trim().parse().ok()).collect();
 
     let server = server::MockServer::start_with(|_| server::text("ok", 12, 3).after(LATENCY), false);
     let dir = tempfile::tempdir().unwrap();

@@ -58,18 +58,27 @@ fn main() {
         ("no tool".into(), "tools: []".into()),
         ("result".into(), format!("tools:\n  - name: echo\n{echo}    result: {{ok: true}}")),
         ("command: cat".into(), format!("tools:\n  - name: echo\n{echo}    command: [cat]")),
-        ("command: python3".into(), format!("tools:\n  - name: echo\n{echo}    command: [python3, -c, 'import json,sys; print(json.dumps(json.load(sys.stdin)))']")),
+        (
+            "command: python3".into(),
+            format!("tools:\n  - name: echo\n{echo}    command: [python3, -c, 'import json,sys; print(json.dumps(json.load(sys.stdin)))']"),
+        ),
     ];
     if test_server.exists() {
         for shared in [false, true] {
-            rows.push((format!("mcp rmcp server, {}", if shared { "shared" } else { "per run" }), format!("tools:\n  - mcp: {{command: ['{}'], include: [echo], shared: {shared}}}", test_server.display())));
+            rows.push((
+                format!("mcp rmcp server, {}", if shared { "shared" } else { "per run" }),
+                format!("tools:\n  - mcp: {{command: ['{}'], include: [echo], shared: {shared}}}", test_server.display()),
+            ));
         }
     } else {
         println!("(no {}: cargo build --release --example mcp_test_server)", test_server.display());
     }
     if everything.exists() {
         for shared in [false, true] {
-            rows.push((format!("mcp server-everything, {}", if shared { "shared" } else { "per run" }), format!("tools:\n  - mcp: {{command: [node, '{}', stdio], include: [echo], shared: {shared}}}", everything.display())));
+            rows.push((
+                format!("mcp server-everything, {}", if shared { "shared" } else { "per run" }),
+                format!("tools:\n  - mcp: {{command: [node, '{}', stdio], include: [echo], shared: {shared}}}", everything.display()),
+            ));
         }
     } else {
         println!("(no {}: npm install --prefix target/npm @modelcontextprotocol/server-everything)", everything.display());
@@ -115,7 +124,8 @@ fn result_call_cost(dir: &Path) {
     .unwrap();
     let registry = runner::tools::ToolRegistry::builtin();
     let check_model = |_: &str| Ok(());
-    let scenarios = runner::scenario::load_scenarios(&[file.to_string_lossy().into_owned()], &runner::scenario::Validator::new(&registry, &check_model)).unwrap();
+    let scenarios =
+        runner::scenario::load_scenarios(&[file.to_string_lossy().into_owned()], &runner::scenario::Validator::new(&registry, &check_model)).unwrap();
     let tool = scenarios[0].declared[0].clone();
     let http = runner::provider::openai::http_client().unwrap();
     let context = runner::tools::ToolContext::new(http, Default::default(), 1);

@@ -10,15 +10,55 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use runner::scenario::{Validator, parse_scenarios};
 use runner::rng::mix64;
+use runner::scenario::{Validator, parse_scenarios};
 use runner::tools::ToolRegistry;
 
 /// Pieces of YAML syntax worth inserting: they reach the parser's less travelled paths.
 const TOKENS: &[&str] = &[
-    ":", ": ", "- ", "[", "]", "{", "}", ",", "&a ", "*a", "<<: *a", "!!str ", "!!binary ", "!tag ", "\n", "\t", "  ", "\"", "'", "#", "---\n",
-    "...\n", "|\n", ">-\n", "? ", "%YAML 1.2\n", "\\u0000", "\u{feff}", "\u{1F600}", "~", "null", "1e999", "-0", "0x1F", ".nan", "turns:",
-    "user: ", "expect:", "tool_calls:", "arguments: ", "regex: '('", "max_tokens: 0", "temperature: -1",
+    ":",
+    ": ",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "&a ",
+    "*a",
+    "<<: *a",
+    "!!str ",
+    "!!binary ",
+    "!tag ",
+    "\n",
+    "\t",
+    "  ",
+    "\"",
+    "'",
+    "#",
+    "---\n",
+    "...\n",
+    "|\n",
+    ">-\n",
+    "? ",
+    "%YAML 1.2\n",
+    "\\u0000",
+    "\u{feff}",
+    "\u{1F600}",
+    "~",
+    "null",
+    "1e999",
+    "-0",
+    "0x1F",
+    ".nan",
+    "turns:",
+    "user: ",
+    "expect:",
+    "tool_calls:",
+    "arguments: ",
+    "regex: '('",
+    "max_tokens: 0",
+    "temperature: -1",
 ];
 
 struct Rng(u64);

@@ -4,9 +4,9 @@
 //!     cargo run --release --example tool_choice [FILE]
 
 use runner::check::is_subset;
-use runner::provider::local::{LocalProvider, acquire};
 use runner::message::Message;
 use runner::provider::Sampling;
+use runner::provider::local::{LocalProvider, acquire};
 use runner::tools::ToolRegistry;
 use serde::Deserialize;
 use serde_json::Value;

@@ -64,11 +64,15 @@ fn main() {
         let specs: Vec<ToolSpec> = case
             .tools
             .iter()
-            .map(|name| ToolSpec { kind: "function", function: FunctionSpec { name: name.clone(), description: declared[name].description.clone(), parameters: declared[name].parameters.clone() } })
+            .map(|name| ToolSpec {
+                kind: "function",
+                function: FunctionSpec { name: name.clone(), description: declared[name].description.clone(), parameters: declared[name].parameters.clone() },
+            })
             .collect();
         let mut messages = vec![system.clone(), Message::User { content: case.prompt.clone() }];
         let first = provider.complete_blocking(&messages, &specs, &Sampling::default()).unwrap();
-        let made: Vec<(String, Value)> = first.tool_calls.iter().map(|c| (c.function.name.clone(), serde_json::from_str(&c.function.arguments).unwrap_or(Value::Null))).collect();
+        let made: Vec<(String, Value)> =
+            first.tool_calls.iter().map(|c| (c.function.name.clone(), serde_json::from_str(&c.function.arguments).unwrap_or(Value::Null))).collect();
         let decision = made.is_empty() == case.calls.is_empty();
         decided += usize::from(decision);
         let is_exact = made.len() == case.calls.len() && matches_all(&case.calls, &made);
@@ -76,7 +80,14 @@ fn main() {
             needing += 1;
             exact += usize::from(is_exact);
         }
-        let mut mark = if !decision { "MISS" } else if !case.calls.is_empty() && !is_exact { "ARGS" } else { "ok  " }.to_owned();
+        let mut mark = if !decision {
+            "MISS"
+        } else if !case.calls.is_empty() && !is_exact {
+            "ARGS"
+        } else {
+            "ok  "
+        }
+        .to_owned();
         let mut shown: Vec<String> = made.iter().map(|(n, a)| format!("{n}({a})")).collect();
         if made.is_empty() {
             shown.push(format!("text: {:?}", first.content.clone().unwrap_or_default().chars().take(60).collect::<String>()));
@@ -102,7 +113,8 @@ fn main() {
                 }
             }
             let sources = format!("{} {}", case.prompt, results.iter().map(Value::to_string).collect::<Vec<_>>().join(" "));
-            let invented: Vec<String> = numbers(&reply).into_iter().filter(|n| !numbers(&sources).iter().any(|s| (s - n).abs() < 1e-9)).map(|n| n.to_string()).collect();
+            let invented: Vec<String> =
+                numbers(&reply).into_iter().filter(|n| !numbers(&sources).iter().any(|s| (s - n).abs() < 1e-9)).map(|n| n.to_string()).collect();
             grounded += usize::from(invented.is_empty());
             if !invented.is_empty() {
                 mark.push_str(" !invented");

@@ -85,10 +85,7 @@ impl Agent<'_> {
             }
             messages.push(Message::Assistant { content: completion.content, tool_calls: calls.clone() });
             if rounds == self.max_tool_rounds {
-                outcome.error = Some(format!(
-                    "the model still called tools after {} tool round(s) (max_tool_rounds)",
-                    self.max_tool_rounds
-                ));
+                outcome.error = Some(format!("the model still called tools after {} tool round(s) (max_tool_rounds)", self.max_tool_rounds));
                 break;
             }
             rounds += 1;
@@ -187,11 +184,7 @@ pub(crate) fn record_exchange(exchange: Exchange, messages: &[Message], price: O
 pub(crate) fn estimate_usage(messages: &[Message], completion: &Completion) -> Usage {
     let prompt = serde_json::to_string(messages).map_or(0, |text| estimate_tokens(&text));
     let output = completion.content.as_deref().map_or(0, estimate_tokens)
-        + completion
-            .tool_calls
-            .iter()
-            .map(|c| estimate_tokens(&c.function.name) + estimate_tokens(&c.function.arguments))
-            .sum::<u64>();
+        + completion.tool_calls.iter().map(|c| estimate_tokens(&c.function.name) + estimate_tokens(&c.function.arguments)).sum::<u64>();
     Usage::new(prompt, output)
 }
 
@@ -232,7 +225,11 @@ mod tests {
         Ok(Completion { content: Some(text.into()), usage: Some(Usage::new(20, 3)), ..Completion::default() })
     }
 
-    async fn play(replies: Vec<Result<Completion, ProviderError>>, max_tool_rounds: u32, pinned: BTreeMap<String, Value>) -> (TurnRecord, Vec<Message>, Arc<Scripted>) {
+    async fn play(
+        replies: Vec<Result<Completion, ProviderError>>,
+        max_tool_rounds: u32,
+        pinned: BTreeMap<String, Value>,
+    ) -> (TurnRecord, Vec<Message>, Arc<Scripted>) {
         let provider = Arc::new(Scripted { replies: Mutex::new(replies), seen: Mutex::new(vec![]) });
         let registry = ToolRegistry::builtin();
         let offered: Vec<String> = ["add_numbers", "reverse_text", "get_weather"].map(String::from).to_vec();
@@ -258,10 +255,8 @@ mod tests {
 
     #[tokio::test]
     async fn runs_every_call_in_order_and_sends_results_back() {
-        let replies = vec![
-            tools_reply(vec![call("a", "add_numbers", r#"{"x":2,"y":3}"#), call("b", "reverse_text", r#"{"text":"apple"}"#)]),
-            text_reply("5 and elppa"),
-        ];
+        let replies =
+            vec![tools_reply(vec![call("a", "add_numbers", r#"{"x":2,"y":3}"#), call("b", "reverse_text", r#"{"text":"apple"}"#)]), text_reply("5 and elppa")];
         let (outcome, messages, provider) = play(replies, 8, BTreeMap::new()).await;
         assert_eq!(outcome.reply.as_deref(), Some("5 and elppa"));
         assert!(outcome.error.is_none());

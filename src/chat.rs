@@ -126,11 +126,7 @@ impl Session {
     /// The token and cost summary printed at the end of a session; figures runner estimated
     /// (the server reported no usage) are marked.
     pub(crate) fn summary(&self) -> String {
-        let cost = if self.target.price.is_some() {
-            format!("${:.6}", self.cost.total_usd)
-        } else {
-            "$0 (unpriced: no known price for this model)".to_owned()
-        };
+        let cost = if self.target.price.is_some() { format!("${:.6}", self.cost.total_usd) } else { "$0 (unpriced: no known price for this model)".to_owned() };
         let estimated = self.turns.iter().any(TurnRecord::estimated);
         let (mark, note) = if estimated { ("~", " (estimated: the server reported no usage)") } else { ("", "") };
         format!(

@@ -364,14 +364,8 @@ pub fn init_tracing(verbose: u8) {
         _ => "runner=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // Without -v only warnings show: as plain lines, without time and module.
-    let _ = if verbose == 0 && std::env::var_os("RUST_LOG").is_none() {
-        builder.without_time().with_target(false).try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = if verbose == 0 && std::env::var_os("RUST_LOG").is_none() { builder.without_time().with_target(false).try_init() } else { builder.try_init() };
 }

@@ -141,7 +141,10 @@ mod tests {
             v
         };
         assert_eq!(check(pattern.clone(), with("to", json!("LAX"))), Err("`arguments.to` is \"LAX\", expected one of [\"JFK\", \"EWR\"]".to_owned()));
-        assert_eq!(check(pattern.clone(), with("date", json!("2025-12-31"))), Err("`arguments.date` is \"2025-12-31\", expected a string matching /^2026-/".to_owned()));
+        assert_eq!(
+            check(pattern.clone(), with("date", json!("2025-12-31"))),
+            Err("`arguments.date` is \"2025-12-31\", expected a string matching /^2026-/".to_owned())
+        );
         assert_eq!(check(pattern.clone(), with("cabin", json!("first"))), Err("`arguments.cabin` is \"first\", expected it absent".to_owned()));
         assert!(check(pattern.clone(), with("seats", json!(1.0))).is_ok());
         assert!(check(pattern.clone(), with("seats", json!(2))).unwrap_err().contains("`arguments.seats` is 2, expected one of [1, absent]"));

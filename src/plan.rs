@@ -178,7 +178,6 @@ impl Plan {
         let why = if require_prices { "--require-prices" } else { "--max-cost-usd cannot be enforced" };
         Err(UsageError(format!("no known price for {} ({why}); add prices with --prices FILE or runner.yaml", self.unpriced.join(", "))))
     }
-
 }
 
 /// Two models whose names make the same log file name (`a:b` and `a_b`) would overwrite each
@@ -285,7 +284,8 @@ impl CacheLookup<'_> {
             let mut messages: Vec<Message> = scenario.system.iter().map(|content| Message::System { content: content.clone() }).collect();
             for turn in &scenario.turns {
                 messages.push(Message::User { content: turn.user.clone() });
-                let request = CompletionRequest { model: &cell.spec.name, messages: &messages, tools: &specs, sampling: &sampling, tool_choice: None, on_text: None };
+                let request =
+                    CompletionRequest { model: &cell.spec.name, messages: &messages, tools: &specs, sampling: &sampling, tool_choice: None, on_text: None };
                 let (key, _) = cache::key(&cell.spec, provider.base_url(), &request, repeated.then_some(repetition));
                 let Some(entry) = self.cache.read(&key) else { break };
                 hits += 1;
@@ -363,7 +363,8 @@ impl Plan {
             rows.push(row);
         }
         let shard = self.shard.map_or_else(String::new, |s| format!(", shard {}/{}", s.index, s.count));
-        let mut out = format!("dry run: {} run(s) of {} scenario(s) on {} model(s){shard}; no model is called\n\n", self.len(), scenarios.len(), counters.len());
+        let mut out =
+            format!("dry run: {} run(s) of {} scenario(s) on {} model(s){shard}; no model is called\n\n", self.len(), scenarios.len(), counters.len());
         out.push_str(&crate::report::render_table(&rows, &[0, 1]));
         out.push('\n');
         for (model, tokenizer, exact) in &counters {
@@ -407,7 +408,9 @@ mod tests {
     fn bound_follows_the_conversation_it_allows() {
         let counter = Counter::for_model(&ModelSpec { provider: "openai".into(), name: "gpt-4o-mini".into() });
         assert_eq!((counter.name, counter.exact), ("o200k_base", true));
-        let s = scenario("name: a\nsystem: Be brief.\nmax_tokens: 10\nmax_tool_rounds: 1\ntools: [add_numbers]\nturns:\n  - user: Add 2 and 3\n  - user: Now 4 and 5\n");
+        let s = scenario(
+            "name: a\nsystem: Be brief.\nmax_tokens: 10\nmax_tool_rounds: 1\ntools: [add_numbers]\nturns:\n  - user: Add 2 and 3\n  - user: Now 4 and 5\n",
+        );
         let b = bound(&s, &ToolRegistry::builtin(), &counter);
         let tools = counter.count(&serde_json::to_string(&ToolRegistry::builtin().specs(&s.tools)).unwrap());
         let system = MESSAGE_OVERHEAD + counter.count("Be brief.");
@@ -434,7 +437,10 @@ mod tests {
     #[test]
     fn shards_split_the_lazy_matrix_exactly() {
         let cells: Vec<Cell> = (0..7)
-            .map(|i| Cell { scenario: Arc::new(scenario(&format!("name: s{i}\nturns:\n  - user: hi\n"))), spec: ModelSpec { provider: "openai".into(), name: "m".into() } })
+            .map(|i| Cell {
+                scenario: Arc::new(scenario(&format!("name: s{i}\nturns:\n  - user: hi\n"))),
+                spec: ModelSpec { provider: "openai".into(), name: "m".into() },
+            })
             .collect();
         let whole = Plan { cells: cells.clone(), repeat: 5, shard: None, unpriced: Vec::new(), judges: Vec::new() };
         assert_eq!(whole.len(), 35);

@@ -107,10 +107,7 @@ const SHEETS: &[Sheet] = &[
         provider: "together",
         source: "https://www.together.ai/pricing",
         date: "2025-10-01",
-        models: &[
-            ("meta-llama/Llama-3.3-70B-Instruct-Turbo", 0.88, None, None, 0.88),
-            ("deepseek-ai/DeepSeek-V3", 1.25, None, None, 1.25),
-        ],
+        models: &[("meta-llama/Llama-3.3-70B-Instruct-Turbo", 0.88, None, None, 0.88), ("deepseek-ai/DeepSeek-V3", 1.25, None, None, 1.25)],
     },
     Sheet {
         provider: "openrouter",
@@ -172,7 +169,14 @@ pub(crate) struct FilePrice {
 
 impl From<Price> for FilePrice {
     fn from(price: Price) -> Self {
-        Self { input: price.input, cached_input: price.cached_input, output: price.output, cache_write_input: price.cache_write_input, source: None, date: None }
+        Self {
+            input: price.input,
+            cached_input: price.cached_input,
+            output: price.output,
+            cache_write_input: price.cache_write_input,
+            source: None,
+            date: None,
+        }
     }
 }
 
@@ -259,7 +263,12 @@ impl PriceTable {
             if !key.contains(':') {
                 return Err(format!("price key `{key}` must be PROVIDER:MODEL (e.g. openai:{key})"));
             }
-            let fields = [("input", Some(price.input)), ("cached_input", price.cached_input), ("output", Some(price.output)), ("cache_write_input", price.cache_write_input)];
+            let fields = [
+                ("input", Some(price.input)),
+                ("cached_input", price.cached_input),
+                ("output", Some(price.output)),
+                ("cache_write_input", price.cache_write_input),
+            ];
             for (field, value) in fields {
                 if let Some(value) = value
                     && !(value.is_finite() && value >= 0.0)
@@ -281,9 +290,7 @@ impl PriceTable {
     /// The entry for `provider:model`; a dated snapshot (`gpt-4o-2024-08-06`) falls back to
     /// its family (`gpt-4o`) when it has no entry of its own.
     pub(crate) fn get(&self, provider: &str, model: &str) -> Option<&PriceEntry> {
-        self.entries
-            .get(&format!("{provider}:{model}"))
-            .or_else(|| self.entries.get(&format!("{provider}:{}", strip_snapshot_date(model)?)))
+        self.entries.get(&format!("{provider}:{model}")).or_else(|| self.entries.get(&format!("{provider}:{}", strip_snapshot_date(model)?)))
     }
 
     /// The provider of a bare model name, when the table knows the model under one provider.
@@ -362,7 +369,11 @@ mod tests {
     fn user_prices_override_and_add() {
         let mut table = PriceTable::builtin();
         let mut file = PriceFile::new();
-        let dated = FilePrice { source: Some("contract 42".into()), date: Some("2026-11-01".into()), ..Price { input: 9.0, cached_input: None, output: 9.0, cache_write_input: None }.into() };
+        let dated = FilePrice {
+            source: Some("contract 42".into()),
+            date: Some("2026-11-01".into()),
+            ..Price { input: 9.0, cached_input: None, output: 9.0, cache_write_input: None }.into()
+        };
         file.insert("openai:gpt-4o-mini".into(), dated);
         file.insert("ollama:llama3.2:3b".into(), Price { input: 0.0, cached_input: None, output: 0.0, cache_write_input: None }.into());
         table.extend(file, "prices.yaml").unwrap();

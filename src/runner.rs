@@ -296,13 +296,16 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
         let outcome = agent.run_turn(&mut messages, i + 1, &turn.user).await;
         let finished = outcome.error.is_none();
         let mut checks = match (&outcome.error, &outcome.reply) {
-            (None, Some(reply)) => evaluate(&turn.expect, &TurnFacts {
-                reply,
-                tool_calls: &outcome.tool_calls,
-                cost_usd: outcome.cost.total_usd,
-                priced: target.price.is_some(),
-                latency_ms: outcome.latency_ms,
-            }),
+            (None, Some(reply)) => evaluate(
+                &turn.expect,
+                &TurnFacts {
+                    reply,
+                    tool_calls: &outcome.tool_calls,
+                    cost_usd: outcome.cost.total_usd,
+                    priced: target.price.is_some(),
+                    latency_ms: outcome.latency_ms,
+                },
+            ),
             _ => Vec::new(),
         };
         let judge = match (&turn.expect.judge, finished) {

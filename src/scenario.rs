@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use regex::Regex;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
@@ -203,10 +203,7 @@ fn expand_paths(paths: &[String], errors: &mut Vec<ScenarioError>) -> Vec<Source
                 errors.push(ScenarioError::Unreadable { path: path.display().to_string(), message: err.to_string() });
             }
             if files.is_empty() {
-                errors.push(ScenarioError::Unreadable {
-                    path: path.display().to_string(),
-                    message: "directory holds no *.yaml or *.yml file".to_owned(),
-                });
+                errors.push(ScenarioError::Unreadable { path: path.display().to_string(), message: "directory holds no *.yaml or *.yml file".to_owned() });
             }
             files.sort();
             sources.extend(files.into_iter().map(Source::File));
@@ -279,8 +276,7 @@ fn read_source(source: &Source) -> Result<String, String> {
 
 /// Parses and validates the scenarios of one file's text. `stem` names unnamed scenarios.
 pub fn parse_scenarios(text: &str, path: &str, stem: &str, validator: &Validator<'_>) -> Result<Vec<Scenario>, ScenarioErrors> {
-    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options())
-        .map_err(|err| ScenarioErrors(vec![yaml_error(path, &err)]))?;
+    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|err| ScenarioErrors(vec![yaml_error(path, &err)]))?;
     if raws.is_empty() {
         return Err(ScenarioErrors(vec![ScenarioError::Invalid {
             path: path.to_owned(),
@@ -880,7 +876,9 @@ turns:
     #[test]
     fn matchers_and_call_checks_are_checked_at_load() {
         let at = |yaml: &str| parse(yaml).unwrap_err();
-        let unknown = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls:\n        - name: reverse_text\n          arguments: {text: {$oneof: [a]}}\n");
+        let unknown = at(
+            "tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls:\n        - name: reverse_text\n          arguments: {text: {$oneof: [a]}}\n",
+        );
         assert!(unknown.contains("s.yaml:7:22: unknown matcher `$oneof`"), "{unknown}");
         let regex = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      called: [{name: reverse_text, arguments: {text: {$regex: '('}}}]\n");
         assert!(regex.contains("expected a valid regular expression in `$regex`"), "{regex}");

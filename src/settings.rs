@@ -3,8 +3,8 @@
 //! command layer and this module sees clap.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -213,7 +213,8 @@ impl Settings {
             .or_else(|| config.model.clone())
             .or_else(|| env.var("OPENAI_API_KEY").map(|_| "openai:gpt-4o-mini".to_owned()))
             .unwrap_or_else(|| LOCAL_MODEL.to_owned());
-        let retry = RetryPolicy { max_retries: flags.max_retries.or(config.max_retries).unwrap_or(RetryPolicy::default().max_retries), ..RetryPolicy::default() };
+        let retry =
+            RetryPolicy { max_retries: flags.max_retries.or(config.max_retries).unwrap_or(RetryPolicy::default().max_retries), ..RetryPolicy::default() };
         let providers = ProviderConfig {
             endpoints,
             timeout,
@@ -286,27 +287,33 @@ fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env) -> Result
     };
     endpoints.insert("openai".to_owned(), own(Protocol::ChatCompletions, "OPENAI_BASE_URL", OPENAI_DEFAULT_BASE_URL, "OPENAI_API_KEY", openai_headers));
     endpoints.insert("anthropic".to_owned(), own(Protocol::Anthropic, "ANTHROPIC_BASE_URL", ANTHROPIC_DEFAULT_BASE_URL, "ANTHROPIC_API_KEY", Vec::new()));
-    endpoints.insert("azure".to_owned(), Endpoint {
-        protocol: Protocol::Azure { api_version: env.var("AZURE_OPENAI_API_VERSION").unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned()) },
-        base_url: env.var("AZURE_OPENAI_ENDPOINT").unwrap_or_default(),
-        base_from: "AZURE_OPENAI_ENDPOINT".to_owned(),
-        key_var: Some("AZURE_OPENAI_API_KEY".to_owned()),
-        key: key("AZURE_OPENAI_API_KEY"),
-        key_required: true,
-        headers: Ok(Vec::new()),
-        origin: "built in",
-    });
-    for &(name, base_url, key_var) in VENDORS {
-        endpoints.insert(name.to_owned(), Endpoint {
-            protocol: Protocol::ChatCompletions,
-            base_url: base_url.to_owned(),
-            base_from: "built in".to_owned(),
-            key_var: key_var.map(str::to_owned),
-            key: key_var.and_then(key),
-            key_required: key_var.is_some(),
+    endpoints.insert(
+        "azure".to_owned(),
+        Endpoint {
+            protocol: Protocol::Azure { api_version: env.var("AZURE_OPENAI_API_VERSION").unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned()) },
+            base_url: env.var("AZURE_OPENAI_ENDPOINT").unwrap_or_default(),
+            base_from: "AZURE_OPENAI_ENDPOINT".to_owned(),
+            key_var: Some("AZURE_OPENAI_API_KEY".to_owned()),
+            key: key("AZURE_OPENAI_API_KEY"),
+            key_required: true,
             headers: Ok(Vec::new()),
             origin: "built in",
-        });
+        },
+    );
+    for &(name, base_url, key_var) in VENDORS {
+        endpoints.insert(
+            name.to_owned(),
+            Endpoint {
+                protocol: Protocol::ChatCompletions,
+                base_url: base_url.to_owned(),
+                base_from: "built in".to_owned(),
+                key_var: key_var.map(str::to_owned),
+                key: key_var.and_then(key),
+                key_required: key_var.is_some(),
+                headers: Ok(Vec::new()),
+                origin: "built in",
+            },
+        );
     }
     for (name, endpoint) in configured {
         if ["openai", "anthropic", "azure", "local"].contains(&name.as_str()) || name.is_empty() || name.contains(':') {
@@ -321,17 +328,19 @@ fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env) -> Result
             (None, None) => return Err(UsageError(format!("runner.yaml: endpoint `{name}` needs a base_url"))),
         };
         let key_var = endpoint.api_key_env.clone().or_else(|| builtin.as_ref().and_then(|b| b.key_var.clone()));
-        endpoints.insert(name.clone(), Endpoint {
-            protocol: Protocol::ChatCompletions,
-            base_url,
-            base_from: format!("endpoints.{name}.base_url in runner.yaml"),
-            key: key_var.as_deref().and_then(key),
-            key_required: key_var.is_some(),
-            key_var,
-            headers: expand(&endpoint.headers),
-            origin: "runner.yaml",
-        });
+        endpoints.insert(
+            name.clone(),
+            Endpoint {
+                protocol: Protocol::ChatCompletions,
+                base_url,
+                base_from: format!("endpoints.{name}.base_url in runner.yaml"),
+                key: key_var.as_deref().and_then(key),
+                key_required: key_var.is_some(),
+                key_var,
+                headers: expand(&endpoint.headers),
+                origin: "runner.yaml",
+            },
+        );
     }
     Ok(endpoints)
 }
-

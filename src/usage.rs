@@ -27,12 +27,7 @@ fn is_zero(n: &u64) -> bool {
 impl Usage {
     /// Usage with the total derived from its parts.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Self {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-            ..Self::default()
-        }
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, ..Self::default() }
     }
 
     /// Prompt tokens that were neither served from the cache nor written to it.
@@ -87,14 +82,7 @@ mod tests {
         let a = Usage { cached_tokens: 3, reasoning_tokens: 1, ..Usage::new(10, 5) };
         let b = Usage { cached_tokens: 2, ..Usage::new(7, 4) };
         let total: Usage = [a, b].into_iter().sum();
-        assert_eq!(total, Usage {
-            prompt_tokens: 17,
-            completion_tokens: 9,
-            total_tokens: 26,
-            cached_tokens: 5,
-            reasoning_tokens: 1,
-            cache_write_tokens: 0,
-        });
+        assert_eq!(total, Usage { prompt_tokens: 17, completion_tokens: 9, total_tokens: 26, cached_tokens: 5, reasoning_tokens: 1, cache_write_tokens: 0 });
         assert_eq!(total.uncached_prompt_tokens(), 12);
     }
 

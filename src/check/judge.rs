@@ -116,14 +116,7 @@ pub(crate) async fn grade(judge: &Target, conversation: &[Message], rubric: &str
     let provider = Cached::new(judge, repetition);
     let messages = judge_messages(conversation, rubric);
     let tools = [grade_tool()];
-    let request = CompletionRequest {
-        model: &judge.spec.name,
-        messages: &messages,
-        tools: &tools,
-        sampling,
-        tool_choice: Some(GRADE_TOOL),
-        on_text: None,
-    };
+    let request = CompletionRequest { model: &judge.spec.name, messages: &messages, tools: &tools, sampling, tool_choice: Some(GRADE_TOOL), on_text: None };
     let exchange = crate::provider::Provider::complete(&provider, request).await;
     let price = judge.price.as_ref().map(|p| &p.price);
     let (result, request) = record_exchange(exchange, &messages, price, String::new());
@@ -169,7 +162,11 @@ mod tests {
 
     #[test]
     fn the_judge_sees_every_message_and_the_rubric() {
-        let call = ToolCall { id: "c1".into(), kind: "function".into(), function: FunctionCall { name: "get_weather".into(), arguments: r#"{"city":"Paris"}"#.into() } };
+        let call = ToolCall {
+            id: "c1".into(),
+            kind: "function".into(),
+            function: FunctionCall { name: "get_weather".into(), arguments: r#"{"city":"Paris"}"#.into() },
+        };
         let conversation = [
             Message::System { content: "Be brief.".into() },
             Message::User { content: "Weather in Paris?".into() },
@@ -179,7 +176,9 @@ mod tests {
         ];
         let messages = judge_messages(&conversation, "  States the temperature in Celsius.\n");
         assert_eq!(messages.len(), 2);
-        assert!(matches!(&messages[0], Message::System { content } if content.contains("call the `grade` tool") || content.contains("calling the `grade` tool")));
+        assert!(
+            matches!(&messages[0], Message::System { content } if content.contains("call the `grade` tool") || content.contains("calling the `grade` tool"))
+        );
         let Message::User { content } = &messages[1] else { panic!("{messages:?}") };
         let expected = "<conversation>\n<message role=\"system\">\nBe brief.\n</message>\n<message role=\"user\">\nWeather in Paris?\n</message>\n\
             <tool_call id=\"c1\" name=\"get_weather\">\n{\"city\":\"Paris\"}\n</tool_call>\n\

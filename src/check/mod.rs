@@ -159,12 +159,8 @@ fn assign(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Result<(), St
 /// by element; numbers by value (2 equals 2.0); everything else by equality.
 pub fn is_subset(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
-        (Value::Object(want), Value::Object(got)) => {
-            want.iter().all(|(key, value)| got.get(key).is_some_and(|actual| is_subset(value, actual)))
-        }
-        (Value::Array(want), Value::Array(got)) => {
-            want.len() == got.len() && want.iter().zip(got).all(|(w, g)| is_subset(w, g))
-        }
+        (Value::Object(want), Value::Object(got)) => want.iter().all(|(key, value)| got.get(key).is_some_and(|actual| is_subset(value, actual))),
+        (Value::Array(want), Value::Array(got)) => want.len() == got.len() && want.iter().zip(got).all(|(w, g)| is_subset(w, g)),
         (Value::Number(want), Value::Number(got)) => want.as_f64() == got.as_f64(),
         _ => expected == actual,
     }
@@ -236,7 +232,9 @@ mod tests {
         assert_eq!((missing.check.as_ref(), missing.passed), ("called", false));
         assert!(missing.detail.starts_with("get_weather was not called"), "{missing:?}");
 
-        let not_called = |names: &[&str]| evaluate(&Expect { not_called: names.iter().map(|n| (*n).to_owned()).collect(), ..Expect::default() }, &facts("", &calls)).remove(0);
+        let not_called = |names: &[&str]| {
+            evaluate(&Expect { not_called: names.iter().map(|n| (*n).to_owned()).collect(), ..Expect::default() }, &facts("", &calls)).remove(0)
+        };
         assert!(not_called(&["get_weather"]).passed);
         let made = not_called(&["get_weather", "reverse_text"]);
         assert!(!made.passed && made.detail.starts_with("reverse_text was called"), "{made:?}");

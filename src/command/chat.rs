@@ -6,9 +6,9 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::files::write_atomically;
 use crate::chat::Session;
 use crate::cli::OfferArgs;
+use crate::files::write_atomically;
 use crate::progress::DownloadBar;
 use crate::provider::{Models, TextSink, openai::http_client};
 use crate::record::RunRecord;

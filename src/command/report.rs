@@ -27,7 +27,8 @@ fn write_html(path: &Path, merged: &Merged, logs: &Path, page: &Page<'_>) -> any
             None => "not started".to_owned(),
             Some(_) => format!("no log at {} (give --logs-dir where the run wrote its logs)", log.display()),
         };
-        html.add(facts, record.as_ref(), record.as_ref().map(|_| log.as_path()), Some(missing)).with_context(|| format!("cannot write beside {}", path.display()))?;
+        html.add(facts, record.as_ref(), record.as_ref().map(|_| log.as_path()), Some(missing))
+            .with_context(|| format!("cannot write beside {}", path.display()))?;
     }
     html.finish(page)?;
     Ok(found)
@@ -60,7 +61,11 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
     if let Some((spec, entry)) = &price_as {
         let p = &entry.price;
         let date = entry.date.as_deref().map_or_else(String::new, |d| format!(", read {d}"));
-        writeln!(out, "costs: every model's recorded tokens re-priced at {spec}'s prices (input ${}, output ${} per million; {}{date})", p.input, p.output, entry.source)?;
+        writeln!(
+            out,
+            "costs: every model's recorded tokens re-priced at {spec}'s prices (input ${}, output ${} per million; {}{date})",
+            p.input, p.output, entry.source
+        )?;
     }
     let comparison = super::compare_with(args.baseline.as_deref(), &summary)?;
     if let Some(comparison) = &comparison {

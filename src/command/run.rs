@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_PASSED};
-use crate::files::{is_file_or_absent, write_atomically};
 use crate::cli::RunArgs;
+use crate::files::{is_file_or_absent, write_atomically};
 use crate::plan::{CacheLookup, Cell, MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
 use crate::provider::{ModelSpec, Models, openai::http_client};
@@ -76,10 +76,8 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         None => usize::try_from(plan.len()).unwrap_or(usize::MAX) - done.len(),
         Some(_) => plan.runs().filter(plays).count(),
     };
-    let jobs = plan
-        .runs()
-        .filter(plays)
-        .map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
+    let jobs =
+        plan.runs().filter(plays).map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
     let report_path = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
     let html = args.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
     let mut reports = Reports::create(&report_path, html, &finished)?;

@@ -8,8 +8,8 @@ use std::path::Path;
 use super::EXIT_PASSED;
 use crate::provider::openai::http_client;
 use crate::settings::{Flags, Settings};
-use crate::tools::mcp::{McpPool, RunServers};
 use crate::tools::Tool;
+use crate::tools::mcp::{McpPool, RunServers};
 
 pub(crate) async fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Result<u8> {
     let settings = Settings::load(Flags { config, ..Flags::default() })?;

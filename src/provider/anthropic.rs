@@ -122,8 +122,9 @@ impl AnthropicProvider {
     /// One event of the stream.
     fn event(&self, data: &str, stream: &mut StreamState, show: &mut dyn FnMut(&str)) -> Result<(), (ProviderError, bool)> {
         stream.events += 1;
-        let event: Value = serde_json::from_str(data)
-            .map_err(|err| (ProviderError::InvalidResponse { reason: format!("not a Messages API stream event ({err})"), body: self.remote.shown(data) }, false))?;
+        let event: Value = serde_json::from_str(data).map_err(|err| {
+            (ProviderError::InvalidResponse { reason: format!("not a Messages API stream event ({err})"), body: self.remote.shown(data) }, false)
+        })?;
         let index = event["index"].as_u64().unwrap_or(0) as usize;
         match event["type"].as_str().unwrap_or_default() {
             "message_start" => merge_usage(&mut stream.usage, &event["message"]["usage"]),
@@ -404,27 +405,32 @@ mod tests {
         ];
         let (system, messages) = messages(&conversation);
         assert_eq!(system.as_deref(), Some("Be brief."));
-        assert_eq!(Value::Array(messages), json!([
-            {"role": "user", "content": [{"type": "text", "text": "Add 2 and 3, reverse abc"}]},
-            {"role": "assistant", "content": [
-                {"type": "tool_use", "id": "t1", "name": "add", "input": {"a": 2, "b": 3}},
-                {"type": "tool_use", "id": "t2", "name": "reverse", "input": {}}
-            ]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "t1", "content": "{\"result\":5}"},
-                {"type": "tool_result", "tool_use_id": "t2", "content": "{\"error\":\"boom\"}", "is_error": true}
-            ]},
-            {"role": "assistant", "content": [{"type": "text", "text": "5, and reverse failed"}]},
-            {"role": "user", "content": [{"type": "text", "text": "thanks"}]}
-        ]));
+        assert_eq!(
+            Value::Array(messages),
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "Add 2 and 3, reverse abc"}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t1", "name": "add", "input": {"a": 2, "b": 3}},
+                    {"type": "tool_use", "id": "t2", "name": "reverse", "input": {}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "{\"result\":5}"},
+                    {"type": "tool_result", "tool_use_id": "t2", "content": "{\"error\":\"boom\"}", "is_error": true}
+                ]},
+                {"role": "assistant", "content": [{"type": "text", "text": "5, and reverse failed"}]},
+                {"role": "user", "content": [{"type": "text", "text": "thanks"}]}
+            ])
+        );
     }
 
     #[test]
     fn request_carries_tools_max_tokens_and_sampling() {
-        let tools = [ToolSpec { kind: "function", function: FunctionSpec { name: "add".into(), description: "Adds".into(), parameters: json!({"type": "object"}) } }];
+        let tools =
+            [ToolSpec { kind: "function", function: FunctionSpec { name: "add".into(), description: "Adds".into(), parameters: json!({"type": "object"}) } }];
         let sampling = Sampling { temperature: Some(0.0), ..Sampling::default() };
         let conversation = [Message::User { content: "hi".into() }];
-        let request = CompletionRequest { model: "claude-haiku-4-5", messages: &conversation, tools: &tools, sampling: &sampling, tool_choice: None, on_text: None };
+        let request =
+            CompletionRequest { model: "claude-haiku-4-5", messages: &conversation, tools: &tools, sampling: &sampling, tool_choice: None, on_text: None };
         let body = request_body(&request);
         assert_eq!(body["max_tokens"], json!(DEFAULT_MAX_TOKENS));
         assert_eq!(body["tools"], json!([{"name": "add", "description": "Adds", "input_schema": {"type": "object"}}]));
@@ -438,8 +444,12 @@ mod tests {
 
     #[test]
     fn usage_counts_cache_reads_and_writes_as_input() {
-        let usage = read_usage(&json!({"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 3000})).unwrap();
-        assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.completion_tokens, usage.total_tokens), (4100, 3000, 1000, 20, 4120));
+        let usage =
+            read_usage(&json!({"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 3000})).unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.completion_tokens, usage.total_tokens),
+            (4100, 3000, 1000, 20, 4120)
+        );
         assert_eq!(usage.uncached_prompt_tokens(), 100);
         assert_eq!(read_usage(&json!({})), None);
     }

@@ -228,7 +228,9 @@ pub(crate) struct Offline {
 
 impl Provider for Offline {
     fn complete<'a>(&'a self, _request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
-        Box::pin(async { Exchange { result: Err(ProviderError::Transport("--replay: nothing is sent".to_owned())), attempts: Vec::new(), cache: CacheUse::Off } })
+        Box::pin(async {
+            Exchange { result: Err(ProviderError::Transport("--replay: nothing is sent".to_owned())), attempts: Vec::new(), cache: CacheUse::Off }
+        })
     }
 
     fn base_url(&self) -> Option<&str> {
@@ -325,7 +327,14 @@ mod tests {
         // A change of key derivation would orphan every committed cache: it must be deliberate.
         let spec = ModelSpec { provider: "openai".into(), name: "gpt-4o-mini".into() };
         let messages = [Message::System { content: "Be brief.".into() }, Message::User { content: "What is 2 plus 3?".into() }];
-        let tools = [ToolSpec { kind: "function", function: FunctionSpec { name: "add".into(), description: "Adds".into(), parameters: json!({"type": "object", "properties": {"x": {"type": "number"}}}) } }];
+        let tools = [ToolSpec {
+            kind: "function",
+            function: FunctionSpec {
+                name: "add".into(),
+                description: "Adds".into(),
+                parameters: json!({"type": "object", "properties": {"x": {"type": "number"}}}),
+            },
+        }];
         let sampling = Sampling { temperature: Some(0.0), max_tokens: Some(256), ..Sampling::default() };
         let (key, canonical) = key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), None);
         // Recomputed independently: sha256 of Python's json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).

@@ -89,9 +89,7 @@ impl ProviderConfig {
             None => match prices.provider_of(text) {
                 Some(provider) => (provider, text),
                 None => {
-                    return Err(format!(
-                        "unknown model `{text}`: name it as PROVIDER:MODEL (e.g. openai:{text}); `runner models` lists known ones"
-                    ));
+                    return Err(format!("unknown model `{text}`: name it as PROVIDER:MODEL (e.g. openai:{text}); `runner models` lists known ones"));
                 }
             },
         };
@@ -99,10 +97,7 @@ impl ProviderConfig {
             return Err(format!("model `{text}` has no name after the provider"));
         }
         if provider != "local" && !self.endpoints.contains_key(provider) {
-            return Err(format!(
-                "unknown provider `{provider}` in `{text}`; expected one of: {} (add endpoints in runner.yaml)",
-                self.providers().join(", ")
-            ));
+            return Err(format!("unknown provider `{provider}` in `{text}`; expected one of: {} (add endpoints in runner.yaml)", self.providers().join(", ")));
         }
         Ok(ModelSpec { provider: provider.to_owned(), name: name.to_owned() })
     }
@@ -161,7 +156,8 @@ impl<'a> Models<'a> {
         let price = self.prices.get(&spec.provider, &spec.name).cloned();
         if price.is_none()
             && spec.provider == "openai"
-            && let Some(near) = self.prices.iter().map(|(key, _)| key).filter(|key| key.starts_with("openai:")).find(|key| edit_distance(&key[7..], &spec.name) <= 2)
+            && let Some(near) =
+                self.prices.iter().map(|(key, _)| key).filter(|key| key.starts_with("openai:")).find(|key| edit_distance(&key[7..], &spec.name) <= 2)
         {
             // Unknown names are kept (new models appear), but a near miss is worth a word.
             tracing::warn!("unknown model `{spec}`: did you mean `{near}`? (going on with `{spec}`)");
@@ -229,7 +225,8 @@ impl<'a> Models<'a> {
             }
         };
         let limiter = self.limiters.entry(base.to_owned()).or_default().clone();
-        let remote = Remote::new(self.http.clone(), url, base.to_owned(), &headers, endpoint.key.clone(), self.config.timeout)?.with_retry(self.config.retry, limiter);
+        let remote =
+            Remote::new(self.http.clone(), url, base.to_owned(), &headers, endpoint.key.clone(), self.config.timeout)?.with_retry(self.config.retry, limiter);
         Ok(match endpoint.protocol {
             Protocol::Anthropic => Arc::new(AnthropicProvider::new(remote)),
             _ => Arc::new(OpenAiProvider::new(remote, max_tokens_field)),
@@ -263,9 +260,7 @@ impl<'a> Models<'a> {
 /// `text` with every byte outside the URL-safe set percent-encoded (a deployment name or
 /// an API version in a URL).
 fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    text.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// Levenshtein distance between two short names, in characters.

@@ -2,11 +2,11 @@
 //! Here too: what names a model ([`ModelSpec`]), what a request samples with ([`Sampling`]),
 //! a model ready to be asked ([`Target`]), and the factory that makes one from a name.
 
+pub(crate) mod anthropic;
+pub(crate) mod cache;
 pub(crate) mod factory;
 #[cfg(feature = "local")]
 pub mod local;
-pub(crate) mod anthropic;
-pub(crate) mod cache;
 pub mod openai;
 pub(crate) mod remote;
 pub(crate) mod retry;
@@ -202,4 +202,3 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     message
 }
-

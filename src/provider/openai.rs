@@ -44,8 +44,7 @@ impl OpenAiProvider {
             temperature: request.sampling.temperature,
             top_p: request.sampling.top_p,
             max_tokens: max_tokens.filter(|_| self.max_tokens_field == MaxTokensField::MaxTokens),
-            max_completion_tokens: max_tokens
-                .filter(|_| self.max_tokens_field == MaxTokensField::MaxCompletionTokens),
+            max_completion_tokens: max_tokens.filter(|_| self.max_tokens_field == MaxTokensField::MaxCompletionTokens),
             seed: request.sampling.seed,
             stream: request.on_text.is_some().then_some(true),
             stream_options: request.on_text.is_some().then_some(StreamOptions { include_usage: true }),
@@ -117,10 +116,7 @@ impl OpenAiProvider {
             return Err((ProviderError::EmptyStream, false));
         }
         if !stream.done {
-            let error = ProviderError::InvalidResponse {
-                reason: "the stream ended before [DONE]".to_owned(),
-                body: self.remote.shown(&stream.content),
-            };
+            let error = ProviderError::InvalidResponse { reason: "the stream ended before [DONE]".to_owned(), body: self.remote.shown(&stream.content) };
             // A connection cut mid-stream: another attempt may see the whole answer.
             return Err((error, true));
         }

@@ -68,7 +68,14 @@ pub(crate) struct Answer {
 impl Remote {
     /// Requests to `url`, logged as `base_url`, with `headers` (values are sent as they are
     /// and never shown).
-    pub(crate) fn new(http: reqwest::Client, url: String, base_url: String, headers: &[(String, String)], api_key: Option<Secret>, timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        url: String,
+        base_url: String,
+        headers: &[(String, String)],
+        api_key: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;

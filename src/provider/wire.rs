@@ -184,16 +184,8 @@ impl From<&WireUsage> for crate::usage::Usage {
             prompt_tokens: wire.prompt_tokens,
             completion_tokens: wire.completion_tokens,
             total_tokens: wire.total_tokens.unwrap_or(wire.prompt_tokens + wire.completion_tokens),
-            cached_tokens: wire
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            reasoning_tokens: wire
-                .completion_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
+            cached_tokens: wire.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            reasoning_tokens: wire.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
             cache_write_tokens: 0,
         }
     }
@@ -208,9 +200,24 @@ mod tests {
     fn tool_call_only_messages_carry_empty_content_on_the_wire() {
         let call = ToolCall { id: "c".into(), kind: "function".into(), function: crate::message::FunctionCall { name: "f".into(), arguments: "{}".into() } };
         let messages = [Message::Assistant { content: None, tool_calls: vec![call] }, Message::Assistant { content: None, tool_calls: vec![] }];
-        let body = ChatRequest { model: "m", messages: &messages, tools: None, tool_choice: None, temperature: None, top_p: None, max_tokens: None, max_completion_tokens: None, seed: None, stream: None, stream_options: None };
+        let body = ChatRequest {
+            model: "m",
+            messages: &messages,
+            tools: None,
+            tool_choice: None,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            max_completion_tokens: None,
+            seed: None,
+            stream: None,
+            stream_options: None,
+        };
         let wire = serde_json::to_value(&body).unwrap();
-        assert_eq!(wire["messages"][0], json!({"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}));
+        assert_eq!(
+            wire["messages"][0],
+            json!({"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        );
         assert_eq!(wire["messages"][1], json!({"role": "assistant", "content": null}));
         // The log keeps the API's own shape.
         assert_eq!(serde_json::to_value(&messages[0]).unwrap()["content"], serde_json::Value::Null);

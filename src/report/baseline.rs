@@ -87,9 +87,20 @@ impl Comparison {
 
     /// As Markdown, for the step summary.
     pub(crate) fn render_markdown(&self) -> String {
-        let mut out = format!("#### Against the baseline `{}`\n\n| model | pass rate before | after | cost (USD) before | after |\n|---|---:|---:|---:|---:|\n", self.baseline);
+        let mut out = format!(
+            "#### Against the baseline `{}`\n\n| model | pass rate before | after | cost (USD) before | after |\n|---|---:|---:|---:|---:|\n",
+            self.baseline
+        );
         for m in &self.models {
-            let _ = writeln!(out, "| `{}` | {} | {} | {} | {} |", m.model, percent_cell(m.pass_rate.0), percent_cell(m.pass_rate.1), usd_cell(m.cost_usd.0), usd_cell(m.cost_usd.1));
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                m.model,
+                percent_cell(m.pass_rate.0),
+                percent_cell(m.pass_rate.1),
+                usd_cell(m.cost_usd.0),
+                usd_cell(m.cost_usd.1)
+            );
         }
         for (title, changes) in [("Regressions", &self.regressions), ("Fixes", &self.fixes)] {
             let _ = write!(out, "\n**{title}**: {}\n", changes.len());

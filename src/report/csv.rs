@@ -49,7 +49,8 @@ impl CsvReport<BufWriter<File>> {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         // Opened without truncating: the lock must be held before anything is cut.
-        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot create {}", path.display()))?;
         if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
             return Err(UsageError(format!("{} is being written by another runner; give this run its own --report", path.display())).into());
         }

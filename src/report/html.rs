@@ -348,7 +348,8 @@ fn models_section(summary: &Summary) -> String {
     }
     out.push_str("</tbody></table>");
     for m in summary.models().iter().filter(|m| m.judge_usd > 0.0) {
-        let _ = write!(out, "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>", escape_markup(&m.model.to_string()), m.judge_usd);
+        let _ =
+            write!(out, "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>", escape_markup(&m.model.to_string()), m.judge_usd);
     }
     out.push_str("</section>\n");
     out
@@ -372,7 +373,9 @@ fn comparison_section(c: &Comparison) -> String {
         );
     }
     out.push_str("</tbody></table>");
-    for (label, class, changes) in [("Regressions (passed before, not now)", "failed", &c.regressions), ("Fixes (did not pass before, pass now)", "passed", &c.fixes)] {
+    for (label, class, changes) in
+        [("Regressions (passed before, not now)", "failed", &c.regressions), ("Fixes (did not pass before, pass now)", "passed", &c.fixes)]
+    {
         let _ = write!(out, "<h3>{label}: {}</h3>", changes.len());
         if !changes.is_empty() {
             out.push_str("<ul>");
@@ -439,11 +442,29 @@ fn cost_chart(summary: &Summary) -> String {
     );
     for i in 0..=4 {
         let rate = f64::from(i) / 4.0;
-        let _ = write!(svg, "<line class=\"grid\" x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\"/><text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>", left + plot_w, y(rate), y(rate), left - 6.0, y(rate) + 4.0, i * 25);
+        let _ = write!(
+            svg,
+            "<line class=\"grid\" x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\"/><text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
+            left + plot_w,
+            y(rate),
+            y(rate),
+            left - 6.0,
+            y(rate) + 4.0,
+            i * 25
+        );
     }
     let mut tick = 0.0;
     while tick <= x_max + x_step / 2.0 {
-        let _ = write!(svg, "<line class=\"grid\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{top}\" y2=\"{}\"/><text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", x(tick), x(tick), top + plot_h, x(tick), top + plot_h + 16.0, tick_label(tick));
+        let _ = write!(
+            svg,
+            "<line class=\"grid\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{top}\" y2=\"{}\"/><text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            x(tick),
+            x(tick),
+            top + plot_h,
+            x(tick),
+            top + plot_h + 16.0,
+            tick_label(tick)
+        );
         tick += x_step;
     }
     let _ = write!(
@@ -485,7 +506,9 @@ fn cost_chart(summary: &Summary) -> String {
             if m.unpriced { " (unpriced)" } else { "" },
         );
     }
-    svg.push_str("</svg><figcaption>Each point is a model: its pass rate against what one run cost on average. Up and to the left is better.</figcaption></figure>");
+    svg.push_str(
+        "</svg><figcaption>Each point is a model: its pass rate against what one run cost on average. Up and to the left is better.</figcaption></figure>",
+    );
     svg
 }
 
@@ -526,7 +549,8 @@ fn latency_chart(summary: &Summary) -> String {
         let at = |p: usize| percentile(&sorted, p).unwrap_or(0) as f64;
         let beyond = sorted.iter().filter(|&&ms| ms as f64 > x_max).count();
         let label = if beyond > 0 { format!("{} ({beyond} beyond)", m.model) } else { m.model.to_string() };
-        let _ = write!(svg, "<text class=\"label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", left - 8.0, mid + 4.0, escape_markup(&short(&label, 26)));
+        let _ =
+            write!(svg, "<text class=\"label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", left - 8.0, mid + 4.0, escape_markup(&short(&label, 26)));
         let step = sorted.len().div_ceil(MAX_DOTS).max(1);
         svg.push_str("<g class=\"dots\">");
         for (k, ms) in sorted.iter().enumerate().filter(|(k, _)| k % step == 0) {
@@ -560,7 +584,9 @@ fn latency_chart(summary: &Summary) -> String {
     if models.is_empty() {
         let _ = write!(svg, "<text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no turn was played</text>", left + plot_w / 2.0, top + row / 2.0);
     }
-    svg.push_str("</svg><figcaption>Every turn of every run; the box holds the middle half, the bar is the median, the whiskers reach p5 and p95.</figcaption></figure>");
+    svg.push_str(
+        "</svg><figcaption>Every turn of every run; the box holds the middle half, the bar is the median, the whiskers reach p5 and p95.</figcaption></figure>",
+    );
     svg
 }
 
@@ -845,9 +871,7 @@ mod tests {
     #[test]
     fn a_conversation_keeps_what_the_model_said_beside_its_tool_calls() {
         let usage = json!({"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12});
-        let turn = |index: usize, user: &str, reply: &str| {
-            json!({"index": index, "user": user, "reply": reply, "status": "passed", "error": null, "latency_ms": 5, "requests": [], "tool_calls": [], "usage": usage, "cost": {"input_usd": 0.0, "output_usd": 0.0, "total_usd": 0.0}, "checks": []})
-        };
+        let turn = |index: usize, user: &str, reply: &str| json!({"index": index, "user": user, "reply": reply, "status": "passed", "error": null, "latency_ms": 5, "requests": [], "tool_calls": [], "usage": usage, "cost": {"input_usd": 0.0, "output_usd": 0.0, "total_usd": 0.0}, "checks": []});
         let call = json!([{"id": "c1", "type": "function", "function": {"name": "add_numbers", "arguments": "{}"}}]);
         let record: RunRecord = serde_json::from_value(json!({
             "runner_version": "0", "run_id": "r", "scenario": {"name": "s", "file": "s.yaml"},

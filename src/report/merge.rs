@@ -15,7 +15,8 @@ use crate::settings::UsageError;
 use crate::usage::Usage;
 
 /// Columns a report must have for its runs to be rebuilt.
-const REQUIRED: &[&str] = &["run_id", "scenario", "model", "repetition", "turn", "status", "prompt_tokens", "completion_tokens", "total_cost_usd", "latency_ms"];
+const REQUIRED: &[&str] =
+    &["run_id", "scenario", "model", "repetition", "turn", "status", "prompt_tokens", "completion_tokens", "total_cost_usd", "latency_ms"];
 
 /// One run as its rows describe it.
 struct Run {
@@ -73,7 +74,11 @@ impl Merged {
                 .ok_or_else(|| UsageError(format!("{file}:{line}: expected a model as PROVIDER:MODEL, found `{model_text}`")))?;
             let repetition = u32::try_from(number("repetition")?).map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
             let count = |column: Option<usize>| column.map_or(0, |i| field(i).parse().unwrap_or(0));
-            let usage = Usage { cached_tokens: count(cached), cache_write_tokens: count(written), ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?) };
+            let usage = Usage {
+                cached_tokens: count(cached),
+                cache_write_tokens: count(written),
+                ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?)
+            };
             let (cost_usd, row_unpriced) = match price_as {
                 Some(entry) => (entry.price.cost(&usage).total_usd, false),
                 None => {

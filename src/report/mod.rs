@@ -44,8 +44,7 @@ pub(crate) fn escape_markup(text: &str) -> String {
 /// others right; the first row is the header. Trailing spaces are trimmed.
 pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..columns).map(|col| rows.iter().filter_map(|r| r.get(col)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns).map(|col| rows.iter().filter_map(|r| r.get(col)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();

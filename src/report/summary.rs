@@ -85,7 +85,21 @@ pub(crate) struct ModelStats {
 
 impl ModelStats {
     fn new(model: ModelSpec) -> Self {
-        Self { model, runs: 0, passed: 0, failed: 0, errors: 0, not_started: 0, usage: Usage::default(), cost_usd: 0.0, spent_usd: 0.0, cache_hits: 0, judge_usd: 0.0, unpriced: false, turn_latencies_ms: Vec::new() }
+        Self {
+            model,
+            runs: 0,
+            passed: 0,
+            failed: 0,
+            errors: 0,
+            not_started: 0,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            spent_usd: 0.0,
+            cache_hits: 0,
+            judge_usd: 0.0,
+            unpriced: false,
+            turn_latencies_ms: Vec::new(),
+        }
     }
 
     /// Passed runs over finished runs.
@@ -268,8 +282,19 @@ impl Summary {
     /// The table printed at the end of `runner run` and by `runner report`.
     pub(crate) fn render(&self) -> String {
         let header = [
-            "model", "runs", "passed", "failed", "errors", "pass_rate", "prompt_tok", "completion_tok", "cached_tok", "cost_usd", "usd/pass",
-            "median_ms", "p95_ms",
+            "model",
+            "runs",
+            "passed",
+            "failed",
+            "errors",
+            "pass_rate",
+            "prompt_tok",
+            "completion_tok",
+            "cached_tok",
+            "cost_usd",
+            "usd/pass",
+            "median_ms",
+            "p95_ms",
         ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(std::string::ToString::to_string).collect()];
         for m in &self.models {
@@ -295,7 +320,12 @@ impl Summary {
             out.push('\n');
             let mut rows = vec![["scenario", "model", "passed", ""].map(String::from).to_vec()];
             for s in &self.scenarios {
-                rows.push(vec![s.scenario.escape_debug().to_string(), s.model.to_string().escape_debug().to_string(), format!("{}/{}", s.passed, s.runs), if s.flaky() { "flaky".into() } else { String::new() }]);
+                rows.push(vec![
+                    s.scenario.escape_debug().to_string(),
+                    s.model.to_string().escape_debug().to_string(),
+                    format!("{}/{}", s.passed, s.runs),
+                    if s.flaky() { "flaky".into() } else { String::new() },
+                ]);
             }
             out.push_str(&super::render_table(&rows, &[0, 1, 3]));
         }

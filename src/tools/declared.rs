@@ -35,8 +35,16 @@ enum Answer {
     Result(Value),
     /// The first entry whose `when` matches the arguments (no `when`: always).
     Results(Vec<(Option<Pattern>, Value)>),
-    Command { argv: Vec<String>, dir: PathBuf, timeout: Duration },
-    Http { url: String, headers: Vec<(String, crate::provider::Secret)>, timeout: Duration },
+    Command {
+        argv: Vec<String>,
+        dir: PathBuf,
+        timeout: Duration,
+    },
+    Http {
+        url: String,
+        headers: Vec<(String, crate::provider::Secret)>,
+        timeout: Duration,
+    },
 }
 
 /// A declaration as written.
@@ -185,7 +193,10 @@ impl Tool for DeclaredTool {
 
 /// Every way `arguments` break the schema, each as `PATH: RULE`.
 pub(crate) fn schema_problems(validator: &jsonschema::Validator, arguments: &Value) -> Vec<String> {
-    validator.iter_errors(arguments).map(|err| format!("{}: {err}", if err.instance_path().as_str().is_empty() { "/" } else { err.instance_path().as_str() })).collect()
+    validator
+        .iter_errors(arguments)
+        .map(|err| format!("{}: {err}", if err.instance_path().as_str().is_empty() { "/" } else { err.instance_path().as_str() }))
+        .collect()
 }
 
 /// `${VAR}` replaced by the variable's value; an unset variable is an error naming it.
@@ -280,14 +291,24 @@ async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, argument
 
 /// POSTs the arguments as JSON; a 2xx body is the result, anything else a tool error.
 /// Header values never reach a result or an error.
-async fn post(context: &ToolContext, url: &str, headers: &[(String, crate::provider::Secret)], timeout: Duration, arguments: &Value) -> Result<Value, ToolError> {
+async fn post(
+    context: &ToolContext,
+    url: &str,
+    headers: &[(String, crate::provider::Secret)],
+    timeout: Duration,
+    arguments: &Value,
+) -> Result<Value, ToolError> {
     let redact = |text: &str| headers.iter().fold(text.to_owned(), |text, (_, secret)| secret.redact(&text));
     let mut request = context.http.post(url).timeout(timeout).json(arguments);
     for (name, value) in headers {
         request = request.header(name, value.expose());
     }
     let failed = |err: reqwest::Error| {
-        if err.is_timeout() { ToolError::Failed(format!("{url} did not answer within {timeout:?}")) } else { ToolError::Failed(redact(&crate::provider::error_chain(&err))) }
+        if err.is_timeout() {
+            ToolError::Failed(format!("{url} did not answer within {timeout:?}"))
+        } else {
+            ToolError::Failed(redact(&crate::provider::error_chain(&err)))
+        }
     };
     let mut response = request.send().await.map_err(failed)?;
     let status = response.status();
@@ -299,7 +320,11 @@ async fn post(context: &ToolContext, url: &str, headers: &[(String, crate::provi
         body.extend_from_slice(&chunk);
     }
     if !status.is_success() {
-        return Err(ToolError::Failed(redact(&format!("{url} answered HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&body).chars().take(2000).collect::<String>()))));
+        return Err(ToolError::Failed(redact(&format!(
+            "{url} answered HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body).chars().take(2000).collect::<String>()
+        ))));
     }
     let result = as_result(&body);
     let text = result.to_string();

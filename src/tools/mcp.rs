@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{Peer, RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::ServiceExt;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -84,7 +84,8 @@ impl McpServerSpec {
     /// Reads an `{mcp: {...}}` entry; `dir` is where a `command` runs (the scenario file's
     /// directory), `env` expands `${VAR}` in headers. The error says what was expected.
     pub(crate) fn parse(entry: &Value, dir: PathBuf, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let raw: RawEntry = serde_json::from_value(entry.clone()).map_err(|err| format!("expected an MCP server entry `{{mcp: {{command or url, include, shared}}}}`: {err}"))?;
+        let raw: RawEntry = serde_json::from_value(entry.clone())
+            .map_err(|err| format!("expected an MCP server entry `{{mcp: {{command or url, include, shared}}}}`: {err}"))?;
         let raw = raw.mcp;
         let seconds = |field: &str, value: Option<f64>, default: Duration| match value {
             None => Ok(default),
@@ -186,7 +187,8 @@ impl McpServer {
                 let mut custom = HashMap::new();
                 for (name, value) in headers {
                     let name = reqwest::header::HeaderName::try_from(name.as_str()).map_err(|err| format!("header `{name}`: {err}"))?;
-                    let mut value = reqwest::header::HeaderValue::try_from(value.expose()).map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
+                    let mut value = reqwest::header::HeaderValue::try_from(value.expose())
+                        .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
                     value.set_sensitive(true);
                     custom.insert(name, value);
                 }

@@ -69,8 +69,7 @@ impl ToolContext {
 
     /// The next number of the run's random stream (SplitMix64).
     pub fn next_random(&self) -> u64 {
-        let state = self.rng_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let state = self.rng_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
         crate::rng::mix64(state)
     }
 }
@@ -164,11 +163,7 @@ pub fn decode_arguments(raw: &str) -> Result<Value, ToolError> {
 fn spec_of(tool: &dyn Tool) -> ToolSpec {
     ToolSpec {
         kind: "function",
-        function: FunctionSpec {
-            name: tool.name().to_owned(),
-            description: tool.description().to_owned(),
-            parameters: tool.parameters(),
-        },
+        function: FunctionSpec { name: tool.name().to_owned(), description: tool.description().to_owned(), parameters: tool.parameters() },
     }
 }
 
@@ -212,9 +207,24 @@ mod tests {
 
     #[test]
     fn random_stream_is_reproducible() {
-        let a: Vec<u64> = (0..4).map({ let c = context(42); move |_| c.next_random() }).collect();
-        let b: Vec<u64> = (0..4).map({ let c = context(42); move |_| c.next_random() }).collect();
-        let c: Vec<u64> = (0..4).map({ let c = context(43); move |_| c.next_random() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let c = context(42);
+                move |_| c.next_random()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let c = context(42);
+                move |_| c.next_random()
+            })
+            .collect();
+        let c: Vec<u64> = (0..4)
+            .map({
+                let c = context(43);
+                move |_| c.next_random()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -124,11 +124,7 @@ impl Tool for GetWeather {
     }
 }
 
-async fn fetch_json<T: for<'de> Deserialize<'de>>(
-    context: &ToolContext,
-    url: &str,
-    query: &[(&str, String)],
-) -> Result<T, ToolError> {
+async fn fetch_json<T: for<'de> Deserialize<'de>>(context: &ToolContext, url: &str, query: &[(&str, String)]) -> Result<T, ToolError> {
     let unavailable = |err: &dyn std::fmt::Display| ToolError::Failed(format!("weather service unavailable: {err}"));
     let timeout = context.weather.timeout;
     // A time-out says so (reqwest reports one met while reading the body as a decoding error).

@@ -96,7 +96,8 @@ fn a_second_run_is_answered_from_the_cache_and_replay_needs_no_server_or_key() {
     assert!(replayed.iter().all(|(_, log)| request_caches(log).iter().all(|c| c == "hit")));
     assert!(second.stdout.contains("cache: openai:gpt-4o-mini: 4 request(s) answered from the cache"), "{}", second.stdout);
     assert!(second.stdout.contains("spent by this run 0.000000"), "{}", second.stdout);
-    let mut reports: Vec<PathBuf> = std::fs::read_dir(ws.path().join("reports")).unwrap().flatten().map(|e| e.path()).filter(|p| !p.to_string_lossy().ends_with(".summary.csv")).collect();
+    let mut reports: Vec<PathBuf> =
+        std::fs::read_dir(ws.path().join("reports")).unwrap().flatten().map(|e| e.path()).filter(|p| !p.to_string_lossy().ends_with(".summary.csv")).collect();
     reports.sort();
     let rows = crate::read_csv(reports.last().unwrap());
     assert!(rows.iter().all(|r| r["cache_hits"] != "0"), "{rows:?}");

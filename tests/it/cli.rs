@@ -16,11 +16,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
 
 #[test]
 fn diagnostics_show_with_v_and_never_hold_the_key() {
-    let run = Test::new()
-        .server(assistant)
-        .file("a.yaml", "turns:\n  - user: hello\n")
-        .args(["-v", "run", "a.yaml", "-m", "openai:gpt-4o-mini"])
-        .run();
+    let run = Test::new().server(assistant).file("a.yaml", "turns:\n  - user: hello\n").args(["-v", "run", "a.yaml", "-m", "openai:gpt-4o-mini"]).run();
     run.success();
     assert!(run.stderr.contains("model resolved") && run.stderr.contains("run finished"), "{}", run.stderr);
     assert!(!run.stderr.contains(crate::KEY));

@@ -32,7 +32,18 @@ fn budget_stops_starting_runs_and_exits_3() {
     // 11 prompt tokens at $100,000 per million: $1.10 a run.
     ws.write("prices.yaml", "openai:pricey: {input: 100000, output: 0}\n");
     let out = exec(ws.runner(&server.url()).args([
-        "run", "s.yaml", "-m", "openai:pricey", "--prices", "prices.yaml", "-j", "1", "--max-cost-usd", "2", "--junit", "junit.xml",
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:pricey",
+        "--prices",
+        "prices.yaml",
+        "-j",
+        "1",
+        "--max-cost-usd",
+        "2",
+        "--junit",
+        "junit.xml",
     ]));
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     // $1.10 after the first run, $2.20 after the second: the budget is reached, nothing more starts.
@@ -57,11 +68,8 @@ fn budget_stops_starting_runs_and_exits_3() {
 
 #[test]
 fn budget_needs_prices_to_be_enforced() {
-    let out = Test::new()
-        .server(assistant)
-        .file("s.yaml", &scenarios(1, "hello", ""))
-        .args(["run", "s.yaml", "-m", "openai:mystery", "--max-cost-usd", "1"])
-        .run();
+    let out =
+        Test::new().server(assistant).file("s.yaml", &scenarios(1, "hello", "")).args(["run", "s.yaml", "-m", "openai:mystery", "--max-cost-usd", "1"]).run();
     let server = out.server();
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("no known price for openai:mystery (--max-cost-usd cannot be enforced)"), "{}", out.stderr);
@@ -96,10 +104,7 @@ fn summary_csv_adds_up_and_repeats_find_flaky_scenarios() {
         assistant(request)
     });
     let ws = Workspace::new();
-    ws.write(
-        "s.yaml",
-        "name: coin\nturns:\n  - user: coin\n    expect:\n      contains: heads\n---\nname: steady\nturns:\n  - user: hello\n  - user: again\n",
-    );
+    ws.write("s.yaml", "name: coin\nturns:\n  - user: coin\n    expect:\n      contains: heads\n---\nname: steady\nturns:\n  - user: hello\n  - user: again\n");
     let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "1", "--repeat", "4"]));
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stdout.lines().any(|l| l.starts_with("coin") && l.contains("2/4") && l.ends_with("flaky")), "{}", out.stdout);

@@ -14,7 +14,8 @@ pub fn model(request: &Request) -> Reply {
     let last = request.last_message();
     if last["role"] == "tool" {
         let body = request.json();
-        let results: Vec<String> = body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap().to_owned()).collect();
+        let results: Vec<String> =
+            body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap().to_owned()).collect();
         return text(&format!("Tool said: {}", results.join(" | ")), 10, 5);
     }
     let user = request.last_user();
@@ -58,7 +59,9 @@ fn result_and_results_answer_by_the_arguments() {
     assert_eq!(offered["name"], "refund");
     assert_eq!(offered["parameters"]["properties"]["amount"], json!({"type": "number", "minimum": 0}));
 
-    let results = format!("{REFUND}    results:\n      - when: {{order_id: A1}}\n        result: {{status: refunded}}\n      - when: {{order_id: {{$regex: '^B'}}}}\n        result: {{status: pending}}");
+    let results = format!(
+        "{REFUND}    results:\n      - when: {{order_id: A1}}\n        result: {{status: refunded}}\n      - when: {{order_id: {{$regex: '^B'}}}}\n        result: {{status: pending}}"
+    );
     let run = run_with(&results, r#"call refund {"order_id": "B7", "amount": 5}"#, &[]);
     run.success();
     assert_eq!(first_call(&run)["result"], json!({"status": "pending"}));
@@ -83,7 +86,8 @@ fn arguments_are_checked_against_the_declared_schema() {
 
 #[test]
 fn command_tools_run_once_per_call_in_the_scenario_directory() {
-    let script = "import json, os, sys\nargs = json.load(sys.stdin)\nprint(json.dumps({'cwd_has_script': os.path.exists('tool.py'), 'doubled': args['count'] * 2}))\n";
+    let script =
+        "import json, os, sys\nargs = json.load(sys.stdin)\nprint(json.dumps({'cwd_has_script': os.path.exists('tool.py'), 'doubled': args['count'] * 2}))\n";
     let tool = "  - name: double\n    parameters: {type: object, properties: {count: {type: integer}}, required: [count]}\n    command: [python3, tool.py]";
     let run = run_with(tool, r#"call double {"count": 21}"#, &[("tool.py", script)]);
     run.success();
@@ -132,7 +136,8 @@ fn http_tools_post_the_arguments_and_never_show_their_headers() {
             _ => Reply::json(503, json!({"error": format!("down, your header was {auth}")})),
         }
     });
-    let tool = |path: &str| format!("  - name: refund\n    http:\n      url: {}{path}\n      headers: {{Authorization: 'Bearer ${{TOOLS_TOKEN}}'}}", endpoint.url());
+    let tool =
+        |path: &str| format!("  - name: refund\n    http:\n      url: {}{path}\n      headers: {{Authorization: 'Bearer ${{TOOLS_TOKEN}}'}}", endpoint.url());
     let run = |path: &str| {
         Test::new()
             .server(model)

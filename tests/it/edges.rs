@@ -178,7 +178,11 @@ fn names_that_would_share_a_log_file_are_refused() {
 
 #[test]
 fn runner_report_skips_summary_files_a_glob_also_matches() {
-    let first = Test::new().server(assistant).file("s.yaml", "turns:\n  - user: hello\n").args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "reports/shard-1.csv"]).run();
+    let first = Test::new()
+        .server(assistant)
+        .file("s.yaml", "turns:\n  - user: hello\n")
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "reports/shard-1.csv"])
+        .run();
     first.success();
     let out = crate::exec(first.runner("http://127.0.0.1:9").args(["report", "reports/shard-1.csv", "reports/shard-1.summary.csv"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -208,7 +212,11 @@ fn rough_edges_say_what_is_wrong() {
     run.success();
     assert!(run.stderr.contains("did you mean `openai:gpt-4o-mini`?"), "{}", run.stderr);
     // A base URL without a scheme: said before anything is sent.
-    let run = Test::new().env("OPENAI_BASE_URL", " localhost:8080/v1").file("s.yaml", "turns:\n  - user: hello\n").args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let run = Test::new()
+        .env("OPENAI_BASE_URL", " localhost:8080/v1")
+        .file("s.yaml", "turns:\n  - user: hello\n")
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
     run.code(2);
     assert!(run.stderr.contains("is not an http:// or https:// URL"), "{}", run.stderr);
     // A limit breached: a sentence, not a debug dump.
@@ -221,7 +229,11 @@ fn rough_edges_say_what_is_wrong() {
     let run = Test::new().server(assistant).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("/modelx\nquit\n").run();
     run.success();
     assert!(run.stderr.contains("unknown command /modelx"), "{}", run.stderr);
-    let run = Test::new().file("blocked", "a file where a directory should be").args(["chat", "-m", "openai:gpt-4o-mini", "--logs-dir", "blocked/conversations"]).stdin("hello\nquit\n").run();
+    let run = Test::new()
+        .file("blocked", "a file where a directory should be")
+        .args(["chat", "-m", "openai:gpt-4o-mini", "--logs-dir", "blocked/conversations"])
+        .stdin("hello\nquit\n")
+        .run();
     run.code(2);
     assert!(run.stderr.contains("cannot save conversations under blocked/conversations"), "{}", run.stderr);
 }
@@ -249,15 +261,15 @@ fn a_chat_answer_stopped_with_ctrl_c_still_counts() {
 #[test]
 fn the_timeout_bounds_waits_not_a_stream_that_keeps_coming() {
     // A streamed answer in 8 pieces, one every 400 ms: 3.2 s in all, against --timeout 1.
-    let server = MockServer::start(|request| {
-        crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(400)).cut(crate::server::Cut::Drip(8))
-    });
+    let server =
+        MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(400)).cut(crate::server::Cut::Drip(8)));
     let ws = Workspace::new();
     let out = crate::exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"]).stdin(Stdio::null()));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "Hello there!\n");
     // A stall longer than the timeout is cut, and says so.
-    let stalled = MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(1500)).cut(crate::server::Cut::Drip(2)));
+    let stalled =
+        MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(1500)).cut(crate::server::Cut::Drip(2)));
     ws.write("runner.yaml", "max_retries: 0\n");
     let out = crate::exec(ws.runner(&stalled.url()).args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"]).stdin(Stdio::null()));
     assert_eq!(out.code, 1, "{}", out.stdout);

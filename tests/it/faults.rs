@@ -38,12 +38,25 @@ fn thirty_percent_faults_lose_no_run() {
     });
     let ws = Workspace::new();
     let scenarios: Vec<String> = (1..=20)
-        .map(|i| format!("name: f{i}\nturns:\n  - user: reverse apple\n    expect:\n      contains: elppa\n  - user: hello\n    expect:\n      contains: hello\n"))
+        .map(|i| {
+            format!("name: f{i}\nturns:\n  - user: reverse apple\n    expect:\n      contains: elppa\n  - user: hello\n    expect:\n      contains: hello\n")
+        })
         .collect();
     ws.write("s.yaml", &scenarios.join("---\n"));
     let started = std::time::Instant::now();
     let out = exec(ws.runner(&server.url()).args([
-        "run", "s.yaml", "-m", "openai:gpt-4o-mini", "--repeat", "10", "-j", "50", "--timeout", "1", "--max-retries", "3",
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--repeat",
+        "10",
+        "-j",
+        "50",
+        "--timeout",
+        "1",
+        "--max-retries",
+        "3",
     ]));
     let wall = started.elapsed();
     assert!(out.code == 0 || out.code == 1, "{}\n{}", out.stdout, out.stderr);
@@ -84,7 +97,8 @@ fn thirty_percent_faults_lose_no_run() {
     // Report rows match the runs: the same runs, a row per played turn.
     let rows = ws.csv_rows();
     let row_runs: BTreeSet<(String, String)> = rows.iter().map(|r| (r["scenario"].clone(), r["repetition"].clone())).collect();
-    let log_runs: BTreeSet<(String, String)> = logs.iter().map(|(_, l)| (l["scenario"]["name"].as_str().unwrap().to_owned(), l["repetition"].to_string())).collect();
+    let log_runs: BTreeSet<(String, String)> =
+        logs.iter().map(|(_, l)| (l["scenario"]["name"].as_str().unwrap().to_owned(), l["repetition"].to_string())).collect();
     assert_eq!(row_runs, log_runs);
     let turns: usize = logs.iter().map(|(_, l)| l["turns"].as_array().unwrap().len()).sum();
     assert_eq!(rows.len(), turns);
@@ -110,9 +124,11 @@ fn thirty_percent_faults_lose_no_run() {
 fn quota_exhaustion_and_bad_requests_are_not_retried() {
     let out = Test::new()
         .server(|request| match request.last_user().as_str() {
-        "quota" => Reply::json(429, json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}})),
-        _ => api_error(400, "Invalid 'messages'"),
-    })
+            "quota" => {
+                Reply::json(429, json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}))
+            }
+            _ => api_error(400, "Invalid 'messages'"),
+        })
         .file("s.yaml", "name: q\nturns:\n  - user: quota\n---\nname: b\nturns:\n  - user: bad\n")
         .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
         .run();
@@ -131,7 +147,8 @@ fn repeated_429s_lower_the_requests_in_flight() {
     let busy = in_flight.clone();
     let server = MockServer::start(move |request| {
         let now = busy.fetch_add(1, Ordering::SeqCst);
-        let reply = if now >= 4 { api_error(429, "Rate limit reached").header("retry-after-ms", "50") } else { assistant(request).after(Duration::from_millis(100)) };
+        let reply =
+            if now >= 4 { api_error(429, "Rate limit reached").header("retry-after-ms", "50") } else { assistant(request).after(Duration::from_millis(100)) };
         // The handler runs before the delay; count the request out when its reply would be sent.
         let out = busy.clone();
         let delay = reply.delay;
@@ -146,9 +163,7 @@ fn repeated_429s_lower_the_requests_in_flight() {
     ws.write("s.yaml", &scenarios.join("---\n"));
     let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "30", "--max-retries", "10"]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    let throttled = |log: &Value| -> usize {
-        log["turns"][0]["requests"][0]["attempts"].as_array().unwrap().iter().filter(|a| a["status"] == 429).count()
-    };
+    let throttled = |log: &Value| -> usize { log["turns"][0]["requests"][0]["attempts"].as_array().unwrap().iter().filter(|a| a["status"] == 429).count() };
     let logs = ws.logs();
     let total: usize = logs.iter().map(|(_, l)| throttled(l)).sum();
     // Without a bound, 30 in flight against room for 4 would draw about 26 429s per 100 ms

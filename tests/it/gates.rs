@@ -13,7 +13,9 @@ fn suite(passing: usize, failing: usize) -> String {
 
 #[test]
 fn min_pass_rate_lets_a_mostly_passing_batch_through() {
-    let run = |rate: &str| Test::new().server(assistant).file("s.yaml", &suite(3, 1)).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--min-pass-rate", rate]).run();
+    let run = |rate: &str| {
+        Test::new().server(assistant).file("s.yaml", &suite(3, 1)).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--min-pass-rate", rate]).run()
+    };
     let out = run("0.7");
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("pass-rate gate: every model passed at least 70.0% of its runs"), "{}", out.stdout);
@@ -85,7 +87,18 @@ fn resume_plays_again_the_runs_that_ended_in_an_error() {
     assert_eq!(first.code, 1);
     assert_eq!(server.chat_bodies().len(), 2);
     let run_id = std::fs::read_dir(ws.path().join("logs/runs")).unwrap().flatten().next().unwrap().file_name().to_string_lossy().into_owned();
-    let resumed = crate::exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--max-retries", "0", "--report", "r.csv", "--resume", &run_id]));
+    let resumed = crate::exec(ws.runner(&server.url()).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--max-retries",
+        "0",
+        "--report",
+        "r.csv",
+        "--resume",
+        &run_id,
+    ]));
     assert_eq!(resumed.code, 1);
     // The passed run is kept; the errored one is sent again.
     let mut asked: Vec<String> = server.requests().iter().map(crate::server::Request::last_user).collect();
@@ -100,18 +113,27 @@ fn resume_plays_again_the_runs_that_ended_in_an_error() {
 fn baseline_names_regressions_and_fixes_and_a_regression_fails() {
     let server = crate::server::MockServer::start(assistant);
     let ws = crate::Workspace::new();
-    let scenarios = |a: &str, b: &str| format!("name: a\nturns:\n  - user: hello\n    expect: {{contains: {a}}}\n---\nname: b\nturns:\n  - user: hello\n    expect: {{contains: {b}}}\n");
+    let scenarios = |a: &str, b: &str| {
+        format!("name: a\nturns:\n  - user: hello\n    expect: {{contains: {a}}}\n---\nname: b\nturns:\n  - user: hello\n    expect: {{contains: {b}}}\n")
+    };
     ws.write("s.yaml", &scenarios("Hello", "Goodbye"));
     let first = crate::exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "first.csv"]));
     assert_eq!(first.code, 1);
 
     // a now fails, b now passes.
     ws.write("s.yaml", &scenarios("Goodbye", "Hello"));
-    let out = crate::exec(
-        ws.runner(&server.url())
-            .env("GITHUB_STEP_SUMMARY", ws.path().join("step.md"))
-            .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "second.csv", "--baseline", "first.csv", "--min-pass-rate", "0.5"]),
-    );
+    let out = crate::exec(ws.runner(&server.url()).env("GITHUB_STEP_SUMMARY", ws.path().join("step.md")).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--report",
+        "second.csv",
+        "--baseline",
+        "first.csv",
+        "--min-pass-rate",
+        "0.5",
+    ]));
     assert_eq!(out.code, 1, "a regression fails the batch even above the pass-rate gate:\n{}", out.stdout);
     assert!(out.stdout.contains("baseline: first.csv"), "{}", out.stdout);
     assert!(out.stdout.contains("regressions (passed before, not now): 1\n  a on openai:gpt-4o-mini (1/1 -> 0/1)"), "{}", out.stdout);
@@ -127,5 +149,9 @@ fn baseline_names_regressions_and_fixes_and_a_regression_fails() {
     assert!(out.stdout.contains("regressions (passed before, not now): 1"), "{}", out.stdout);
     // Against itself: nothing changed; the exit code is the batch's own.
     let out = crate::exec(ws.runner(&server.url()).args(["report", "first.csv", "--baseline", "first.csv"]));
-    assert!(out.stdout.contains("regressions (passed before, not now): 0") && out.stdout.contains("fixes (did not pass before, pass now): 0"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("regressions (passed before, not now): 0") && out.stdout.contains("fixes (did not pass before, pass now): 0"),
+        "{}",
+        out.stdout
+    );
 }

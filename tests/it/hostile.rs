@@ -64,10 +64,13 @@ fn route(request: &Request) -> Reply {
         // The key in the model's structured values.
         "key-in-call" => {
             let call = json!({"id": format!("call_{KEY}"), "type": "function", "function": {"name": format!("add_{KEY}"), "arguments": format!("{{\"x\": \"{KEY}\"}}")}});
-            Reply::json(200, json!({
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": format!("stop {KEY}")}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
-            }))
+            Reply::json(
+                200,
+                json!({
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": format!("stop {KEY}")}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+                }),
+            )
         }
         // An error body whose 16 KiB cut falls inside the key.
         "long-error" => {
@@ -111,7 +114,9 @@ fn route(request: &Request) -> Reply {
         ),
         "repeated-name" => stream(
             &[
-                delta(json!({"tool_calls": [{"index": 0, "id": "call_r", "type": "function", "function": {"name": "reverse_text", "arguments": "{\"text\":"}}]})),
+                delta(
+                    json!({"tool_calls": [{"index": 0, "id": "call_r", "type": "function", "function": {"name": "reverse_text", "arguments": "{\"text\":"}}]}),
+                ),
                 delta(json!({"tool_calls": [{"index": 0, "function": {"name": "reverse_text", "arguments": "\"abc\"}"}}]})),
                 finish("tool_calls"),
                 usage(5, 5),
@@ -120,12 +125,15 @@ fn route(request: &Request) -> Reply {
         ),
         // A tool that was never offered, and arguments that are not JSON.
         "unknown-tool" => tool_calls(&[("call_t", "teleport", json!({"to": "Mars"}))], 5, 5),
-        "not-json" => Reply::json(200, json!({
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
-                {"id": "call_n", "type": "function", "function": {"name": "add_numbers", "arguments": "{x: 1"}}
-            ]}, "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
-        })),
+        "not-json" => Reply::json(
+            200,
+            json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_n", "type": "function", "function": {"name": "add_numbers", "arguments": "{x: 1"}}
+                ]}, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+            }),
+        ),
         // A server that cannot stream a reply that may call tools: 200 and an empty body.
         "no-streamed-tools" if streaming && request.json()["tools"].is_array() => Reply::bytes(200, Vec::new()),
         "no-streamed-tools" => text("answered without streaming", 5, 5),
@@ -241,11 +249,7 @@ fn an_error_in_a_stream_is_an_error() {
 #[test]
 fn a_huge_tool_call_index_allocates_nothing() {
     let started = std::time::Instant::now();
-    let run = Test::new()
-        .server(hostile)
-        .args(["chat", "-m", "openai:gpt-4o-mini"])
-        .stdin("fault:huge-index\nquit\n")
-        .run();
+    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:huge-index\nquit\n").run();
     run.success();
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(run.stdout.contains("result: {\"result\":3}"), "{}", run.stdout);

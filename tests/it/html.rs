@@ -43,7 +43,16 @@ fn chromium(profile: &Path) -> Command {
     let binary = binary.expect("the HTML report's tests need Chromium: apt-get install chromium (.ci/run installs it)");
     let mut command = Command::new(binary);
     command
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()));
     command
 }
@@ -163,7 +172,8 @@ fn runner_report_builds_the_page_from_reports_and_their_logs() {
     let before = Test::new().server(assistant).file("s.yaml", &passing).args(["run", "s.yaml", "--report", "before.csv"]).args(MODELS).run();
     before.success();
     let base = std::fs::read_to_string(before.ws.path().join("before.csv")).unwrap();
-    let after = Test::new().server(assistant).file("s.yaml", SUITE).file("before.csv", &base).args(["run", "s.yaml", "--report", "after.csv"]).args(MODELS).run();
+    let after =
+        Test::new().server(assistant).file("s.yaml", SUITE).file("before.csv", &base).args(["run", "s.yaml", "--report", "after.csv"]).args(MODELS).run();
     after.code(1);
 
     let report = |extra: &[&str]| {

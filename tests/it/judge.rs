@@ -17,7 +17,8 @@ fn judged(request: &Request) -> Reply {
     }
     let shown = request.last_user();
     let reply = shown.rsplit("<message role=\"assistant\">\n").next().unwrap_or_default();
-    let verdict = if reply.contains("elppa") { json!({"pass": true, "reason": "It gives elppa."}) } else { json!({"pass": false, "reason": "It never says goodbye."}) };
+    let verdict =
+        if reply.contains("elppa") { json!({"pass": true, "reason": "It gives elppa."}) } else { json!({"pass": false, "reason": "It never says goodbye."}) };
     tool_calls(&[("g1", "grade", verdict)], 500, 20)
 }
 
@@ -102,7 +103,8 @@ fn a_judge_grades_each_reply_through_a_forced_call_and_is_recorded_apart() {
 fn the_judge_cost_counts_toward_the_budget() {
     // Each run costs the model $0.00001 and its judge $0.00145: a $0.001 budget is spent by
     // the judge of the first run alone.
-    let scenarios: Vec<String> = (0..3).map(|i| format!("name: s{i}\nturns:\n  - user: reverse apple\n    expect: {{judge: Gives the reversed word.}}\n")).collect();
+    let scenarios: Vec<String> =
+        (0..3).map(|i| format!("name: s{i}\nturns:\n  - user: reverse apple\n    expect: {{judge: Gives the reversed word.}}\n")).collect();
     let out = Test::new()
         .server(judged)
         .file("s.yaml", &scenarios.join("---\n"))
@@ -137,7 +139,8 @@ fn a_judge_must_be_named_and_is_never_the_model_under_test() {
         .file("runner.yaml", "judge_model: openai:gpt-4o\n")
         .args(["run", "s.yaml", "--judge-model", "openai:gpt-4.1"])
         .run();
-    let judged_by: Vec<Value> = out.server().chat_bodies().into_iter().filter(|b| b["tool_choice"]["function"]["name"] == "grade").map(|b| b["model"].clone()).collect();
+    let judged_by: Vec<Value> =
+        out.server().chat_bodies().into_iter().filter(|b| b["tool_choice"]["function"]["name"] == "grade").map(|b| b["model"].clone()).collect();
     assert_eq!(judged_by, ["gpt-4.1"]);
     // A judge that cannot be reached is refused before anything runs, like a model.
     let out = Test::new().server(judged).file("s.yaml", yaml).args(["run", "s.yaml", "--judge-model", "nowhere:x"]).run();
@@ -148,16 +151,18 @@ fn a_judge_must_be_named_and_is_never_the_model_under_test() {
 
 #[test]
 fn a_judge_without_a_verdict_is_the_runs_error_not_a_failure() {
-    let judge_says = |reply: fn() -> Reply| {
-        move |request: &Request| if request.json()["model"] == "gpt-4o" { reply() } else { assistant(request) }
-    };
+    let judge_says = |reply: fn() -> Reply| move |request: &Request| if request.json()["model"] == "gpt-4o" { reply() } else { assistant(request) };
     let yaml = "turns:\n  - user: hello\n    expect: {judge: Greets the user.}\n  - user: hello\n";
     for (reply, why) in [
         ((|| text("PASS", 30, 2)) as fn() -> Reply, "judge: the judge answered in text instead of calling `grade`: \"PASS\""),
         (|| tool_calls(&[("g", "grade", json!({"reason": "fine"}))], 30, 2), "judge: the judge's verdict has no `pass`"),
         (|| api_error(400, "tool_choice is not supported"), "judge: the judge's request failed: HTTP 400"),
     ] {
-        let out = Test::new().server(judge_says(reply)).file("s.yaml", yaml).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--judge-model", "openai:gpt-4o"]).run();
+        let out = Test::new()
+            .server(judge_says(reply))
+            .file("s.yaml", yaml)
+            .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--judge-model", "openai:gpt-4o"])
+            .run();
         out.code(1);
         let (_, log) = out.logs().remove(0);
         assert_eq!(log["status"], "error", "{log}");

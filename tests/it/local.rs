@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use runner::provider::local::{LocalProvider, acquire};
 use runner::message::Message;
 use runner::provider::Sampling;
+use runner::provider::local::{LocalProvider, acquire};
 use runner::tools::ToolRegistry;
 use serde_json::{Value, json};
 
@@ -38,11 +38,7 @@ fn ask(messages: &[Message], tools: &[&str], sampling: Sampling) -> runner::prov
 /// `runner` in `ws` with no key, no model named, and the embedded model's weights.
 fn local_runner(ws: &Workspace) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runner"));
-    command
-        .current_dir(ws.path())
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("RUNNER_MODEL")
-        .env("RUNNER_LOCAL_MODEL", model_path());
+    command.current_dir(ws.path()).env_remove("OPENAI_API_KEY").env_remove("RUNNER_MODEL").env("RUNNER_LOCAL_MODEL", model_path());
     command
 }
 
@@ -201,19 +197,18 @@ fn runner_run_defaults_to_the_embedded_model_without_a_key() {
 #[test]
 fn downloads_are_checked_and_land_in_the_cache() {
     let weights = std::fs::read(model_path()).unwrap();
-    let hub = MockServer::start(move |request| {
-        if request.path.ends_with("/good.gguf") { Reply::bytes(200, weights.clone()) } else { Reply::bytes(200, b"not the model".to_vec()) }
-    });
+    let hub =
+        MockServer::start(
+            move |request| {
+                if request.path.ends_with("/good.gguf") { Reply::bytes(200, weights.clone()) } else { Reply::bytes(200, b"not the model".to_vec()) }
+            },
+        );
     let cache = tempfile::tempdir().unwrap();
     let http = runner::provider::openai::http_client().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // pip runs a python that does not exist here, so only the Hub is really tried.
-    let sources = |url: String| acquire::Sources {
-        explicit: None,
-        cache_dir: Some(cache.path().to_owned()),
-        hub_url: url,
-        python: "/nonexistent/python3".to_owned(),
-    };
+    let sources =
+        |url: String| acquire::Sources { explicit: None, cache_dir: Some(cache.path().to_owned()), hub_url: url, python: "/nonexistent/python3".to_owned() };
 
     // A body that is not the model fails its checksum and leaves nothing in the cache.
     let err = runtime.block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet)).unwrap_err();

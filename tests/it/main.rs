@@ -3,19 +3,19 @@
 // Helpers are `pub` for the modules of this one test binary.
 #![allow(unreachable_pub)]
 
-#[cfg(feature = "local")]
-mod local;
-mod chat;
 mod cache;
+mod chat;
 mod cli;
 mod compare;
 mod declared;
 mod edges;
-mod gates;
 mod faults;
+mod gates;
 mod hostile;
 mod html;
 mod judge;
+#[cfg(feature = "local")]
+mod local;
 mod mcp;
 mod readme;
 mod run;

@@ -27,7 +27,11 @@ fn everything() -> String {
         |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
         PathBuf::from,
     );
-    assert!(path.exists(), "{} is missing: install it as .ci/run does (npm install --prefix target/npm @modelcontextprotocol/server-everything)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: install it as .ci/run does (npm install --prefix target/npm @modelcontextprotocol/server-everything)",
+        path.display()
+    );
     path.to_string_lossy().into_owned()
 }
 
@@ -133,9 +137,16 @@ fn a_server_per_run_keeps_no_state_between_runs_and_a_shared_one_does() {
 
 #[test]
 fn a_server_that_cannot_start_fails_only_the_runs_that_need_it() {
-    let yaml = |flags: &str, extra: &str| scenario(&format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt{flags}]{extra}", test_server()), &["call echo {\"message\": \"x\"}"]);
+    let yaml = |flags: &str, extra: &str| {
+        scenario(&format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt{flags}]{extra}", test_server()), &["call echo {\"message\": \"x\"}"])
+    };
     let fine = "name: fine\ntools: [reverse_text]\nturns:\n  - user: 'call reverse_text {\"text\": \"abc\"}'\n";
-    let ran = Test::new().server(model).file("s.yaml", &yaml(", --exit-at-start", "")).file("fine.yaml", fine).args(["run", "s.yaml", "fine.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let ran = Test::new()
+        .server(model)
+        .file("s.yaml", &yaml(", --exit-at-start", ""))
+        .file("fine.yaml", fine)
+        .args(["run", "s.yaml", "fine.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
     ran.code(1);
     let logs = ran.logs();
     let broken = logs.iter().find(|(_, log)| log["scenario"]["name"] == "s").unwrap();

@@ -44,7 +44,11 @@ fn examples(readme: &str) -> Vec<String> {
         }
     }
     // Placeholders (`PATHS...`, `[PROMPT]`, `FILE`, `RUN_ID`, `...`) are syntax, not examples.
-    let placeholder = |c: &str| c.contains("...") || c.contains('[') || c.split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_').any(|w| w.len() > 1 && w.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'));
+    let placeholder = |c: &str| {
+        c.contains("...")
+            || c.contains('[')
+            || c.split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_').any(|w| w.len() > 1 && w.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+    };
     commands.retain(|c| !placeholder(c));
     commands.dedup();
     commands
@@ -92,7 +96,12 @@ fn every_shell_example_in_the_readme_runs() {
                 .output()
                 .unwrap();
             let code = output.status.code();
-            assert!(matches!(code, Some(0 | 1)), "`{command}` exited with {code:?}:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            assert!(
+                matches!(code, Some(0 | 1)),
+                "`{command}` exited with {code:?}:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
     }
 }

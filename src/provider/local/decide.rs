@@ -27,9 +27,9 @@ pub const NONE_HANDICAP: f64 = 1.0;
 
 /// Words that say nothing about which tool is wanted.
 const COMMON: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does", "e", "for", "from", "g", "get", "give",
-    "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "please", "s", "so", "tell", "that", "the", "their", "this",
-    "to", "two", "what", "whats", "with", "would", "you", "your", "both", "how", "much", "right", "which", "who", "why",
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does", "e", "for", "from", "g", "get", "give", "i", "in", "is", "it", "its", "me",
+    "my", "of", "on", "or", "please", "s", "so", "tell", "that", "the", "their", "this", "to", "two", "what", "whats", "with", "would", "you", "your", "both",
+    "how", "much", "right", "which", "who", "why",
 ];
 
 /// Content words of `text`, reduced to a rough stem; `+` counts as "plus".
@@ -144,7 +144,13 @@ fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec], candida
 /// The offered tool to call and the number of tokens fed into `model`, which then holds the
 /// prompt and [`CALL_OPEN`]; `None` to answer in text (`model` untouched).
 /// `candidates` are step 1's (not empty).
-pub(crate) fn choose(engine: &Engine, model: &mut Model, messages: &[Message], tools: &[ToolSpec], candidates: &[usize]) -> Result<Option<(usize, u64)>, String> {
+pub(crate) fn choose(
+    engine: &Engine,
+    model: &mut Model,
+    messages: &[Message],
+    tools: &[ToolSpec],
+    candidates: &[usize],
+) -> Result<Option<(usize, u64)>, String> {
     let (scores, opened, count) = option_scores(engine, model, tools, candidates)?;
     let baseline = calibration(engine, messages, tools, candidates)?;
     let calibrated: Vec<f64> = scores.iter().zip(&baseline).map(|(s, b)| s - b).collect();
@@ -206,9 +212,7 @@ mod tests {
         let registry = ToolRegistry::builtin();
         let names: Vec<String> = registry.names().map(str::to_owned).collect();
         let tools = registry.specs(&names);
-        let named = |message: &str| -> Vec<String> {
-            candidates(message, &tools).into_iter().map(|i| tools[i].function.name.clone()).collect()
-        };
+        let named = |message: &str| -> Vec<String> { candidates(message, &tools).into_iter().map(|i| tools[i].function.name.clone()).collect() };
         assert_eq!(named("What's the weather in Paris?"), ["get_weather"]);
         assert_eq!(named("reverse apple"), ["reverse_text"]);
         assert_eq!(named("What is 2 plus 3?"), ["add_numbers"]);
@@ -222,12 +226,19 @@ mod tests {
         let names: Vec<String> = registry.names().map(str::to_owned).collect();
         let tools = registry.specs(&names);
         let named = |message: &str| -> Option<Vec<(String, Vec<String>)>> {
-            request_parts(message, &tools).map(|parts| parts.into_iter().map(|(p, t)| (p, t.iter().map(|&i| tools[i].function.name.clone()).collect())).collect())
+            request_parts(message, &tools)
+                .map(|parts| parts.into_iter().map(|(p, t)| (p, t.iter().map(|&i| tools[i].function.name.clone()).collect())).collect())
         };
         let pair = |part: &str, tool: &str| (part.to_owned(), vec![tool.to_owned()]);
         // "2 and 3" is one list of numbers, not two requests.
-        assert_eq!(named("Reverse the word apple and add 2 and 3"), Some(vec![pair("Reverse the word apple", "reverse_text"), pair("add 2 and 3", "add_numbers")]));
-        assert_eq!(named("Reverse the word apple and get the weather in Paris"), Some(vec![pair("Reverse the word apple", "reverse_text"), pair("get the weather in Paris", "get_weather")]));
+        assert_eq!(
+            named("Reverse the word apple and add 2 and 3"),
+            Some(vec![pair("Reverse the word apple", "reverse_text"), pair("add 2 and 3", "add_numbers")])
+        );
+        assert_eq!(
+            named("Reverse the word apple and get the weather in Paris"),
+            Some(vec![pair("Reverse the word apple", "reverse_text"), pair("get the weather in Paris", "get_weather")])
+        );
         // "banana" names no tool: no split.
         assert_eq!(named("Reverse the words apple and banana"), None);
         assert!(request_parts("What is the weather in Paris?", &tools).is_none());

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use crate::message::{FunctionCall, FunctionSpec, Message, ToolCall, ToolSpec};
 use super::{Attempt, Completion, CompletionRequest, Exchange, Provider, ProviderError};
+use crate::message::{FunctionCall, FunctionSpec, Message, ToolCall, ToolSpec};
 use crate::usage::Usage;
 use model::Model;
 use sampler::Sampler;
@@ -75,9 +75,7 @@ impl LocalProvider {
     pub fn load(path: &std::path::Path, cache_dir: Option<&std::path::Path>) -> Result<Self, String> {
         let loaded = model::load(path, cache_dir)?;
         let mut templates = minijinja::Environment::new();
-        templates
-            .add_template_owned("chat", loaded.chat_template)
-            .map_err(|e| format!("the GGUF's chat template does not parse: {e}"))?;
+        templates.add_template_owned("chat", loaded.chat_template).map_err(|e| format!("the GGUF's chat template does not parse: {e}"))?;
         let stop = ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| loaded.tokenizer.token_id(t)).collect();
         Ok(Self {
             engine: Arc::new(Engine {
@@ -97,7 +95,6 @@ impl LocalProvider {
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.engine.tokenizer
     }
-
 
     /// Renders `messages` (and the offered tools) as the model's prompt text.
     pub fn prompt(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<String, String> {
@@ -153,10 +150,8 @@ impl Provider for LocalProvider {
 
 /// SmolLM2's function-calling instructions, with the offered tools as JSON.
 fn tools_prompt(tools: &[ToolSpec]) -> String {
-    let list: Vec<Value> = tools
-        .iter()
-        .map(|t| json!({"name": t.function.name, "description": t.function.description, "parameters": t.function.parameters}))
-        .collect();
+    let list: Vec<Value> =
+        tools.iter().map(|t| json!({"name": t.function.name, "description": t.function.description, "parameters": t.function.parameters})).collect();
     format!(
         "You are an expert in composing functions. You are given a question and a set of possible functions.\n\
          Based on the question, you will need to make one or more function/tool calls to achieve the purpose.\n\
@@ -299,7 +294,13 @@ impl Engine {
         let completion = self.answer(messages, tools, forced, sampling, stream)?;
         if let Some(usage) = &completion.usage {
             let forwarded = self.base.forwarded() - before;
-            tracing::debug!(forwarded, prompt = usage.prompt_tokens, cached = usage.cached_tokens, generated = usage.completion_tokens, "embedded model request");
+            tracing::debug!(
+                forwarded,
+                prompt = usage.prompt_tokens,
+                cached = usage.cached_tokens,
+                generated = usage.completion_tokens,
+                "embedded model request"
+            );
         }
         Ok(completion)
     }
@@ -313,7 +314,6 @@ impl Engine {
         sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, String> {
-
         let max_tokens = sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
         let mut sampler = Sampler::new(sampling.temperature, sampling.top_p, sampling.seed.unwrap_or(0));
         // The cheap evidence step comes first: with no candidate tool, the long tool prompt
@@ -615,7 +615,15 @@ impl Engine {
     /// any); a 135M model copies far more reliably than it composes. An enum value the
     /// message names is taken as it is. `logits` are those after the key. Returns the value
     /// and the number of tokens written.
-    fn write_value(&self, model: &mut Model, sampler: &mut Sampler, logits: Vec<f32>, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
+    fn write_value(
+        &self,
+        model: &mut Model,
+        sampler: &mut Sampler,
+        logits: Vec<f32>,
+        schema: &Value,
+        asked: &str,
+        depth: usize,
+    ) -> Result<(Value, u64), String> {
         if let Some(options) = schema["enum"].as_array() {
             if let Some(named) = named_option(options, asked) {
                 let (_, n) = self.force(model, &named.to_string())?;
@@ -869,12 +877,9 @@ fn readable_result(content: &str) -> String {
     };
     match serde_json::from_str::<Value>(content) {
         Ok(Value::Object(map)) if map.len() == 1 && map.contains_key("result") => scalar(&map["result"]),
-        Ok(Value::Object(map)) => map
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| format!("{}: {}", k.replace('_', " "), scalar(v)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        Ok(Value::Object(map)) => {
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{}: {}", k.replace('_', " "), scalar(v))).collect::<Vec<_>>().join(", ")
+        }
         _ => content.to_owned(),
     }
 }

@@ -127,9 +127,7 @@ fn from_gguf<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> R
     let content = gguf_file::Content::read(reader).map_err(|e| format!("{}: not a GGUF file ({e})", path.display()))?;
     let md = &content.metadata;
     let get = |key: &str| md.get(key).ok_or_else(|| format!("{}: no `{key}` in the GGUF metadata", path.display()));
-    let strings = |key: &str| -> Result<Vec<String>, String> {
-        get(key)?.to_vec().map_err(err)?.iter().map(|v| v.to_string().cloned().map_err(err)).collect()
-    };
+    let strings = |key: &str| -> Result<Vec<String>, String> { get(key)?.to_vec().map_err(err)?.iter().map(|v| v.to_string().cloned().map_err(err)).collect() };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
     let types: Vec<i32> = get("tokenizer.ggml.token_type")?.to_vec().map_err(err)?.iter().map(|v| v.to_i32().unwrap_or(1)).collect();

@@ -72,12 +72,7 @@ pub fn best_allowed(logits: &[f32], ok: &dyn Fn(u32) -> bool) -> Option<u32> {
     if let Some(&(_, id)) = best.iter().find(|(_, id)| ok(*id)) {
         return Some(id);
     }
-    logits
-        .iter()
-        .enumerate()
-        .filter(|(id, _)| ok(*id as u32))
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(id, _)| id as u32)
+    logits.iter().enumerate().filter(|(id, _)| ok(*id as u32)).max_by(|a, b| a.1.total_cmp(b.1)).map(|(id, _)| id as u32)
 }
 
 /// log(sum(exp(logits))) over the tokens `ok` accepts, minus the log-sum over all: the log
