@@ -5,10 +5,16 @@
 //! server: tells a per-run server from a shared one), `fail` (an `isError` result), `crash`
 //! (writes to stderr and exits mid-call), `sleep {secs}`.
 //!
+//! More tools: `env` (this process's environment, as `NAME=VALUE` lines), `chart` (a text
+//! block, an image block and another text block), `big {bytes}` (a text block that long).
+//!
 //! Flags: `--slow-start SECS` (wait before answering anything), `--exit-at-start` (write to
 //! stderr and exit 3), `--pid-file PATH` (append this process's id, to see that it ended),
 //! `--with-child` (start a `sleep` that outlives this process unless its group is killed; its
-//! id goes to the pid file too).
+//! id goes to the pid file too), `--escaping-child` (start a `sleep` in a session of its own,
+//! out of the group; its id goes to the pid file), `--odd-names` (list tools whose names no
+//! model API takes: `math.add`, `fs/read`, `fs_read`, a name with markup and a terminal
+//! escape), `--only-echo` (list only `echo`, as a second server listing it would).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,6 +29,8 @@ use serde_json::{Value, json};
 
 struct TestServer {
     counted: AtomicU64,
+    odd_names: bool,
+    only_echo: bool,
 }
 
 fn schema(value: Value) -> JsonObject {
@@ -43,6 +51,21 @@ impl rmcp::ServerHandler for TestServer {
 
     async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
         let object = |properties: Value, required: &[&str]| schema(json!({"type": "object", "properties": properties, "required": required}));
+        if self.only_echo {
+            return Ok(ListToolsResult::with_all_items(vec![Tool::new(
+                "echo",
+                "Echoes the message back.",
+                object(json!({"message": {"type": "string"}}), &["message"]),
+            )]));
+        }
+        if self.odd_names {
+            return Ok(ListToolsResult::with_all_items(vec![
+                Tool::new("math.add", "Adds two numbers.", object(json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"])),
+                Tool::new("fs/read", "Reads.", object(json!({}), &[])),
+                Tool::new("fs_read", "Reads too.", object(json!({}), &[])),
+                Tool::new("<b>\x1b[31mred", "Paints \x1b[2Jthe screen.", object(json!({}), &[])),
+            ]));
+        }
         Ok(ListToolsResult::with_all_items(vec![
             Tool::new("echo", "Echoes the message back.", object(json!({"message": {"type": "string"}}), &["message"])),
             Tool::new("add", "Adds two numbers.", object(json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"])),
@@ -50,6 +73,9 @@ impl rmcp::ServerHandler for TestServer {
             Tool::new("fail", "Always fails.", object(json!({}), &[])),
             Tool::new("crash", "Exits in the middle of the call.", object(json!({}), &[])),
             Tool::new("sleep", "Sleeps.", object(json!({"secs": {"type": "number"}}), &["secs"])),
+            Tool::new("env", "This server's environment.", object(json!({}), &[])),
+            Tool::new("chart", "A chart with words around it.", object(json!({}), &[])),
+            Tool::new("big", "A long text.", object(json!({"bytes": {"type": "number"}}), &["bytes"])),
         ]))
     }
 
@@ -64,11 +90,22 @@ impl rmcp::ServerHandler for TestServer {
                 eprintln!("test server: crashing on purpose");
                 std::process::exit(1);
             }
+            "env" => text(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n")),
+            "chart" => CallToolResult::success(vec![
+                ContentBlock::text("Sales by month:"),
+                ContentBlock::image("QUJD".repeat(2048), "image/png"),
+                ContentBlock::text("(up 4%)"),
+            ])
+            .into(),
+            "big" => text("x".repeat(args["bytes"].as_f64().unwrap_or(0.0) as usize)),
+            "math.add" => text((args["a"].as_f64().unwrap_or(0.0) + args["b"].as_f64().unwrap_or(0.0)).to_string()),
             "sleep" => {
                 tokio::time::sleep(Duration::from_secs_f64(args["secs"].as_f64().unwrap_or(1.0))).await;
                 text("slept")
             }
-            other => return Err(ErrorData::invalid_params(format!("no tool `{other}`"), None)),
+            other => {
+                return Err(ErrorData::invalid_params(format!("no tool `{other}`"), None));
+            }
         })
     }
 }
@@ -84,6 +121,12 @@ async fn main() -> anyhow::Result<()> {
             let child = std::process::Command::new("sleep").arg("600").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn()?;
             pids.push(child.id());
         }
+        if args.iter().any(|a| a == "--escaping-child") {
+            // setsid(1) puts the sleep in a session (and group) of its own.
+            let child =
+                std::process::Command::new("setsid").args(["sleep", "600"]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn()?;
+            pids.push(child.id());
+        }
         let lines: String = pids.iter().map(|pid| format!("{pid}\n")).collect();
         std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(lines.as_bytes())?;
     }
@@ -95,7 +138,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(secs) = flag("--slow-start") {
         tokio::time::sleep(Duration::from_secs_f64(secs.parse()?)).await;
     }
-    let server = TestServer { counted: AtomicU64::new(0) }.serve(rmcp::transport::stdio()).await?;
+    let server =
+        TestServer { counted: AtomicU64::new(0), odd_names: args.iter().any(|a| a == "--odd-names"), only_echo: args.iter().any(|a| a == "--only-echo") }
+            .serve(rmcp::transport::stdio())
+            .await?;
     server.waiting().await?;
     Ok(())
 }

@@ -90,9 +90,17 @@ impl Agent<'_> {
             }
             rounds += 1;
             for call in calls {
-                let record = self.run_tool(&call.id, &call.function.name, &call.function.arguments).await;
+                let (record, environment) = self.run_tool(&call.id, &call.function.name, &call.function.arguments).await;
                 messages.push(Message::Tool { tool_call_id: call.id, content: tool_message(&record) });
                 outcome.tool_calls.push(record);
+                if let Some(why) = environment {
+                    // The machine failed, not the model: the turn is an error (and --resume
+                    // plays the run again), not a failure to hold against the model.
+                    outcome.error.get_or_insert(format!("tool `{}` could not run: {why}", call.function.name));
+                }
+            }
+            if outcome.error.is_some() {
+                break;
             }
         }
         outcome.latency_ms = started.elapsed().as_millis() as u64;
@@ -102,7 +110,9 @@ impl Agent<'_> {
         outcome
     }
 
-    async fn run_tool(&self, id: &str, name: &str, raw_arguments: &str) -> ToolCallRecord {
+    /// The call's record, its result and error redacted with the batch's secrets; and, when the
+    /// machine stopped it (no file descriptors left), why.
+    async fn run_tool(&self, id: &str, name: &str, raw_arguments: &str) -> (ToolCallRecord, Option<String>) {
         let started = Instant::now();
         let offered = self.tools.iter().any(|spec| spec.function.name == name);
         let pinned = self.tool_results.get(name).filter(|_| offered);
@@ -117,21 +127,29 @@ impl Agent<'_> {
         } else {
             self.registry.call(name, raw_arguments, self.context).await
         };
-        let (result, error) = match result {
-            Ok(value) => (Some(value), None),
-            Err(err) => (None, Some(err.to_string())),
+        let secrets = &self.context.secrets;
+        let environment = match &result {
+            Err(ToolError::Environment(why)) => Some(secrets.redact(why)),
+            _ => None,
         };
-        let source = if pinned.is_some() { Some("pinned") } else { self.registry.get(name).filter(|_| offered).map(|tool| tool.source()) };
-        ToolCallRecord {
+        let (result, error) = match result {
+            Ok(value) => (Some(secrets.redact_value(value)), None),
+            Err(err) => (None, Some(secrets.redact(&err.to_string()))),
+        };
+        let tool = self.registry.get(name).filter(|_| offered);
+        let source = if pinned.is_some() { Some("pinned") } else { tool.map(|tool| tool.source()) };
+        let record = ToolCallRecord {
             id: id.to_owned(),
             name: name.to_owned(),
+            listed_as: tool.and_then(|tool| tool.original_name()).map(str::to_owned),
             arguments,
             result,
             error,
             duration_ms: started.elapsed().as_millis() as u64,
             pinned: pinned.is_some(),
             source: source.map(str::to_owned),
-        }
+        };
+        (record, environment)
     }
 }
 
@@ -310,6 +328,64 @@ mod tests {
         assert_eq!(outcome.tool_calls.len(), 2);
         assert_eq!(outcome.requests.len(), 3);
         assert!(outcome.error.unwrap().contains("after 2 tool round(s)"));
+    }
+
+    /// A tool the machine stops: no descriptors left to start it.
+    struct Starved;
+
+    impl crate::tools::Tool for Starved {
+        fn name(&self) -> &str {
+            "add_numbers"
+        }
+        fn description(&self) -> &str {
+            ""
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object"})
+        }
+        fn call<'a>(&'a self, _arguments: Value, _context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
+            Box::pin(async { Err(ToolError::Environment("cannot start `x`: Too many open files (the machine's limit, not the model)".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_the_machine_stops_makes_the_turn_an_error_and_secrets_are_redacted() {
+        let provider =
+            Arc::new(Scripted { replies: Mutex::new(vec![tools_reply(vec![call("a", "add_numbers", "{}")]), text_reply("never")]), seen: Mutex::new(vec![]) });
+        let registry = ToolRegistry::builtin().with(&[Arc::new(Starved) as Arc<dyn crate::tools::Tool>]);
+        let specs = registry.specs(&["add_numbers".to_owned()]);
+        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1);
+        let agent = Agent {
+            provider: provider.as_ref(),
+            model: "m",
+            sampling: &Sampling::default(),
+            tools: &specs,
+            registry: &registry,
+            tool_results: &BTreeMap::new(),
+            max_tool_rounds: 8,
+            context: &context,
+            price: None,
+            on_text: None,
+        };
+        let outcome = agent.run_turn(&mut vec![], 1, "go").await;
+        assert_eq!(outcome.status, Status::Error);
+        assert!(outcome.error.as_deref().unwrap().contains("tool `add_numbers` could not run"), "{:?}", outcome.error);
+        assert_eq!(outcome.requests.len(), 1, "no request after the machine stopped the tool");
+
+        // Whatever a tool returns, the batch's secrets are redacted from it.
+        let secrets = crate::provider::Secrets::default();
+        secrets.add("Bearer tool-secret-0123456789");
+        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1).with_secrets(secrets);
+        let pinned = BTreeMap::from([("add_numbers".to_owned(), json!({"echo": "token tool-secret-0123456789"}))]);
+        let provider =
+            Arc::new(Scripted { replies: Mutex::new(vec![tools_reply(vec![call("a", "add_numbers", "{}")]), text_reply("ok")]), seen: Mutex::new(vec![]) });
+        let registry = ToolRegistry::builtin();
+        let specs = registry.specs(&["add_numbers".to_owned()]);
+        let agent = Agent { provider: provider.as_ref(), registry: &registry, tools: &specs, tool_results: &pinned, context: &context, ..agent };
+        let mut messages = vec![];
+        let outcome = agent.run_turn(&mut messages, 1, "go").await;
+        assert_eq!(outcome.tool_calls[0].result, Some(json!({"echo": "token [redacted]"})));
+        assert!(!serde_json::to_string(&messages).unwrap().contains("tool-secret"));
     }
 
     #[tokio::test]

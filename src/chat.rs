@@ -36,10 +36,18 @@ pub(crate) struct Session {
 
 impl Session {
     /// A conversation offering `tools` of `registry` (all of them when `None`).
-    pub(crate) fn new(target: Arc<Target>, registry: ToolRegistry, tools: Option<&[String]>, http: reqwest::Client, weather: WeatherConfig, seed: u64) -> Self {
+    pub(crate) fn new(
+        target: Arc<Target>,
+        registry: ToolRegistry,
+        tools: Option<&[String]>,
+        http: reqwest::Client,
+        weather: WeatherConfig,
+        seed: u64,
+        secrets: crate::provider::Secrets,
+    ) -> Self {
         let all: Vec<String> = registry.names().map(str::to_owned).collect();
         let specs = registry.specs(tools.unwrap_or(&all));
-        let context = ToolContext::new(http, Arc::new(weather), seed);
+        let context = ToolContext::new(http, Arc::new(weather), seed).with_secrets(secrets);
         Self {
             target,
             registry,

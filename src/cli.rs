@@ -131,7 +131,12 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
         "w" => 7 * 86_400,
         _ => return Err(format!("`{text}` is not an age (e.g. 30d, 12h, 90m, 2w)")),
     };
-    Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
+    // An age past a thousand years is a typo, and past the calendar's range.
+    const MAX_AGE_SECS: u64 = 1000 * 366 * 86_400;
+    match number.checked_mul(seconds) {
+        Some(secs) if secs <= MAX_AGE_SECS => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!("`{text}` is older than anything a cache holds: give an age of at most 1000 years (e.g. 30d)")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -355,17 +360,18 @@ pub struct OfferArgs {
 }
 
 /// Diagnostics (`tracing` events from the core) on standard error: `RUST_LOG` when set, else
-/// warnings, `-v` runner's debug events, `-vv` its trace events.
+/// runner's warnings, `-v` its debug events (and the libraries' warnings: the MCP SDK's
+/// own, say), `-vv` its trace events. Colour only on a terminal, and never under `NO_COLOR`.
 pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
-        1 => "runner=debug",
-        _ => "runner=trace",
+        0 => "runner=warn",
+        1 => "warn,runner=debug",
+        _ => "info,runner=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     // Without -v only warnings show: as plain lines, without time and module.
     let _ = if verbose == 0 && std::env::var_os("RUST_LOG").is_none() { builder.without_time().with_target(false).try_init() } else { builder.try_init() };
 }

@@ -50,6 +50,65 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// The bytes of the regular file at `path`, at most `max` of them. A link is not followed,
+/// and nothing but a regular file is read: a FIFO, a device or a folder is an error at once
+/// (opened without blocking, so that a FIFO with no writer cannot hang the reader), and so
+/// is a file past `max` bytes.
+pub(crate) fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Puts `bytes` (and a final newline) at `name` in `dir` as a new regular file, whole or not
+/// at all: written under a fresh temporary name (never through an existing link), then
+/// renamed over whatever was at `name`, so a link there is replaced, never written through.
+/// `dir` is created when missing, and must be a real folder, not a link to one.
+pub(crate) fn put_regular(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a folder (a link or a file): not written through", dir.display()),
+            ));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)?,
+        Err(err) => return Err(err),
+    }
+    let path = dir.join(name);
+    if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is a folder", path.display())));
+    }
+    let tmp = temp_path(&path);
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.write_all(b"\n")?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// A temporary name beside `path` that no other writer (in this process or another) uses.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -252,6 +252,19 @@ impl TurnRecord {
         }
     }
 
+    /// Said of a turn that ended in a silent empty answer (no text, no tool call, no error),
+    /// which is what a proxy such as LiteLLM sends when its upstream request failed; `None`
+    /// for any other turn.
+    pub(crate) fn empty_reply(&self) -> Option<String> {
+        if self.error.is_some() || !self.reply.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return None;
+        }
+        let finish = self.requests.last().and_then(|r| r.finish_reason.as_deref()).unwrap_or("none");
+        Some(format!(
+            "the model's answer was empty: no text and no tool call (finish_reason {finish}); a proxy such as LiteLLM answers so when its upstream request failed"
+        ))
+    }
+
     /// What the turn's judge cost; 0 without one.
     pub(crate) fn judge_cost_usd(&self) -> f64 {
         self.judge.as_ref().map_or(0.0, |j| j.cost.total_usd)
@@ -319,6 +332,10 @@ mod total_usd {
 pub struct ToolCallRecord {
     pub id: String,
     pub name: String,
+    /// The name an MCP server lists the tool under, when that name is not legal for a model
+    /// and `name` was made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_as: Option<String>,
     /// The decoded arguments, or the model's raw text when it was not JSON.
     pub arguments: Value,
     pub result: Option<Value>,

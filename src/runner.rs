@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub repeated: bool,
     /// The judges of `expect.judge` checks, by the model name the scenario settled on.
     pub judges: std::collections::HashMap<String, Arc<Target>>,
+    /// The batch's secrets: redacted from tool results and errors.
+    pub secrets: crate::provider::Secrets,
 }
 
 /// Why the rest of a batch was not started.
@@ -180,7 +182,9 @@ pub(crate) async fn run_all(
                 (tokio::spawn(task), shared.clone())
             });
             async move {
-                let Some((handle, shared)) = started else { return Ended::NotStarted(job) };
+                let Some((handle, shared)) = started else {
+                    return Ended::NotStarted(job);
+                };
                 match handle.await {
                     Ok(Some(record)) => Ended::Ran(Box::new(record)),
                     Ok(None) => Ended::Aborted(job),
@@ -250,7 +254,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let scenario = &job.scenario;
     let target = &job.target;
     let seed = tool_seed(shared.seed, job);
-    let context = ToolContext::new(shared.http.clone(), shared.weather.clone(), seed);
+    let context = ToolContext::new(shared.http.clone(), shared.weather.clone(), seed).with_secrets(shared.secrets.clone());
     // Boxed: starting servers is a large future, and every run in flight would carry it.
     let servers = match Box::pin(RunServers::start(&scenario.mcp, &shared.mcp, &shared.http)).await {
         Ok(servers) => servers,
@@ -312,6 +316,12 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
             (Some(spec), true) => Some(judge_turn(spec, &messages, shared, job).await),
             _ => None,
         };
+        if let Some(empty) = outcome.empty_reply() {
+            // A failed check on an empty answer says so: the model may not be to blame.
+            for check in checks.iter_mut().filter(|c| !c.passed) {
+                check.detail = format!("{} ({empty})", check.detail);
+            }
+        }
         checks.extend(judge.as_ref().map(judge::check_record));
         let mut record = outcome.with_checks(checks);
         // No verdict: whether the reply met the rubric is unknown, which is an error.
@@ -396,7 +406,7 @@ fn unplayed(job: &Job, shared: &Shared, started_at: chrono::DateTime<Utc>, error
         finished_at: now,
         duration_ms: (now - started_at).num_milliseconds().max(0) as u64,
         status: Status::Error,
-        error: Some(error),
+        error: Some(shared.secrets.redact(&error)),
         tool_seed: tool_seed(shared.seed, job),
         messages: Vec::new(),
         turns: Vec::new(),

@@ -131,12 +131,14 @@ pub struct Validator<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// The judge of `expect.judge` checks that name none (`--judge-model`, `judge_model:`).
     pub judge_model: Option<&'a str>,
+    /// The batch's secrets: declared tools' and MCP servers' header values join it.
+    pub(crate) secrets: crate::provider::Secrets,
 }
 
 impl<'a> Validator<'a> {
     /// A validator with no environment (a `${VAR}` in a header is then an error).
     pub fn new(tools: &'a ToolRegistry, check_model: &'a dyn Fn(&str) -> Result<(), String>) -> Self {
-        Self { tools, check_model, env: &|_| None, judge_model: None }
+        Self { tools, check_model, env: &|_| None, judge_model: None, secrets: Default::default() }
     }
 }
 
@@ -244,7 +246,9 @@ fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>, visited: &mut Vec<Pa
             continue;
         }
         // Follows links; an entry that cannot be looked at (a dangling link) is no scenario.
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             collect_yaml_files(&path, files, visited)?;
         } else if meta.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
@@ -344,7 +348,9 @@ fn plain_message(err: &serde_saphyr::Error) -> String {
 fn limit_sentence(message: &str) -> String {
     let detail = message.strip_prefix("budget breached:").unwrap_or(message).trim();
     // `Kind { field: number, ... }` -> `number field, ...`
-    let Some((_, fields)) = detail.split_once('{') else { return format!("this file goes past it: {detail}") };
+    let Some((_, fields)) = detail.split_once('{') else {
+        return format!("this file goes past it: {detail}");
+    };
     let parts: Vec<String> = fields
         .trim_end_matches('}')
         .split(',')
@@ -519,7 +525,7 @@ impl RawScenario {
         let tools: Vec<String> = match self.tools {
             Some(entries) => {
                 let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty() && path != "-").map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-                let context = DeclarationContext { dir, env: validator.env };
+                let context = DeclarationContext { dir, env: validator.env, secrets: validator.secrets.clone() };
                 let mut names = Vec::new();
                 for entry in entries {
                     let name = match &entry.value {
@@ -530,7 +536,7 @@ impl RawScenario {
                             name.clone()
                         }
                         Value::Object(map) if map.contains_key("mcp") => {
-                            match McpServerSpec::parse(&entry.value, context.dir.clone(), context.env) {
+                            match McpServerSpec::parse(&entry.value, context.dir.clone(), context.env, &context.secrets) {
                                 Ok(server) => mcp.push(Arc::new(server)),
                                 Err(message) => fail(entry.referenced, message),
                             }
@@ -538,6 +544,15 @@ impl RawScenario {
                         }
                         Value::Object(_) => match DeclaredTool::parse(&entry.value, None, &context) {
                             Ok(tool) => {
+                                for key in crate::tools::declared::null_non_keywords(&tool.parameters()) {
+                                    let at = entry.referenced;
+                                    tracing::warn!(
+                                        "{path}:{}:{}: `{key}: null` in the parameters of `{}` is no JSON Schema keyword; a comma inside an unquoted flow mapping (`{{description: a, b}}`) splits it: quote the text",
+                                        at.line(),
+                                        at.column(),
+                                        tool.name()
+                                    );
+                                }
                                 let name = tool.name().to_owned();
                                 declared.push(Arc::new(tool));
                                 name
@@ -754,7 +769,9 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Scenario>, String> {
         let tools = ToolRegistry::builtin();
-        let check_model = |m: &str| if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) };
+        let check_model = |m: &str| {
+            if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) }
+        };
         let validator = Validator::new(&tools, &check_model);
         parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
     }
@@ -850,7 +867,9 @@ turns:
     #[test]
     fn judges_need_a_rubric_and_a_model_never_the_model_under_test_by_default() {
         let tools = ToolRegistry::builtin();
-        let check_model = |m: &str| if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) };
+        let check_model = |m: &str| {
+            if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) }
+        };
         let parse_with = |text: &str, judge_model: Option<&str>| {
             let validator = Validator { judge_model, ..Validator::new(&tools, &check_model) };
             parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())

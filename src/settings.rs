@@ -13,7 +13,7 @@ use crate::pricing::{PriceFile, PriceTable};
 use crate::provider::cache::{CacheMode, RequestCache};
 use crate::provider::factory::{ANTHROPIC_DEFAULT_BASE_URL, AZURE_DEFAULT_API_VERSION, OPENAI_DEFAULT_BASE_URL, Protocol, VENDORS};
 use crate::provider::retry::RetryPolicy;
-use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret};
+use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret, Secrets};
 use crate::scenario::{yaml_error, yaml_options};
 use crate::tools::declared::{DeclarationContext, DeclaredTool};
 use crate::tools::{Tool, ToolRegistry, WeatherConfig};
@@ -153,6 +153,9 @@ pub(crate) struct Settings {
     /// The judge of `expect.judge` checks that name no model: `--judge-model`, else
     /// `judge_model:` in runner.yaml.
     pub judge_model: Option<String>,
+    /// Every secret of the batch (keys, header values, credentials in base URLs) and the
+    /// variables that hold them; the scenarios' tool declarations add theirs as they load.
+    pub secrets: Secrets,
 }
 
 impl Settings {
@@ -165,7 +168,13 @@ impl Settings {
             _ => CacheMode::Use,
         };
         match args.cache.clone().or_else(|| self.cache_dir.clone()) {
-            Some(dir) => Ok(Some(RequestCache { dir, mode })),
+            Some(dir) => {
+                let cache = RequestCache { dir, mode };
+                cache
+                    .check_writable()
+                    .map_err(|err| UsageError(format!("the cache {} cannot take new entries: {err} (--replay only reads it)", cache.dir.display())))?;
+                Ok(Some(cache))
+            }
             None if mode == CacheMode::Use => Ok(None),
             None => Err(UsageError("--replay and --refresh need a cache: --cache DIR (or cache: DIR in runner.yaml)".to_owned())),
         }
@@ -207,20 +216,27 @@ impl Settings {
         if let Some(url) = env.var("RUNNER_FORECAST_URL").or_else(|| file.and_then(|w| w.forecast_url.clone())) {
             weather.forecast_url = url;
         }
-        let endpoints = endpoints(&config.endpoints, &env)?;
+        let secrets = Secrets::default();
+        let endpoints = endpoints(&config.endpoints, &env, &secrets)?;
         let default_model = env
             .var("RUNNER_MODEL")
             .or_else(|| config.model.clone())
             .or_else(|| env.var("OPENAI_API_KEY").map(|_| "openai:gpt-4o-mini".to_owned()))
             .unwrap_or_else(|| LOCAL_MODEL.to_owned());
-        let retry =
-            RetryPolicy { max_retries: flags.max_retries.or(config.max_retries).unwrap_or(RetryPolicy::default().max_retries), ..RetryPolicy::default() };
+        let asked_retries = flags.max_retries.or(config.max_retries);
+        let retry = RetryPolicy {
+            max_retries: asked_retries.unwrap_or(RetryPolicy::default().max_retries),
+            // Retries asked for by name cover time-outs to a local server too.
+            retry_local_timeouts: asked_retries.is_some(),
+            ..RetryPolicy::default()
+        };
         let providers = ProviderConfig {
             endpoints,
             timeout,
             retry,
             #[cfg(feature = "local")]
             local: crate::provider::local::acquire::Sources::from_vars(|key| env.var(key)),
+            secrets: secrets.clone(),
         };
         let concurrency = flags.concurrency.map(|n| n as usize).or(config.concurrency).unwrap_or(DEFAULT_CONCURRENCY).max(1);
         let step_summary = env.var("GITHUB_STEP_SUMMARY").map(PathBuf::from);
@@ -228,7 +244,7 @@ impl Settings {
         if let Some(path) = &config_path {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
             let lookup = |key: &str| env.var(key);
-            let context = DeclarationContext { dir, env: &lookup };
+            let context = DeclarationContext { dir, env: &lookup, secrets: secrets.clone() };
             for (name, declaration) in &config.tools {
                 let tool = DeclaredTool::parse(declaration, Some(name), &context).map_err(|e| UsageError(format!("{}: tools.{name}: {e}", path.display())))?;
                 configured.push(Arc::new(tool));
@@ -240,7 +256,7 @@ impl Settings {
         if let Some(model) = &judge_model {
             providers.parse_model(model, &prices).map_err(|e| UsageError(format!("judge model: {e}")))?;
         }
-        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env, cache_dir, judge_model })
+        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env, cache_dir, judge_model, secrets })
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).
@@ -257,16 +273,34 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, UsageError>
 /// Every remote provider: OpenAI and Anthropic (their addresses and keys from the
 /// environment), Azure, the built-in vendors, and `runner.yaml`'s endpoints, which add new
 /// ones or change a vendor's address, key variable or headers.
-fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env) -> Result<BTreeMap<String, Endpoint>, UsageError> {
-    let key = |var: &str| env.var(var).filter(|k| !k.trim().is_empty()).map(Secret::new);
+///
+/// Every key, header value and credential written into a base URL goes into `secrets`, and
+/// every variable a key or header is read from into its variables (tools start without them).
+fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env, secrets: &Secrets) -> Result<BTreeMap<String, Endpoint>, UsageError> {
+    let key = |var: &str| {
+        secrets.add_variable(var);
+        let value = env.var(var).filter(|k| !k.trim().is_empty())?;
+        secrets.add(&value);
+        Some(Secret::new(value))
+    };
     let expand = |headers: &BTreeMap<String, String>| -> Result<Vec<(String, String)>, String> {
-        let lookup = |var: &str| env.var(var);
-        headers.iter().map(|(name, value)| Ok((name.clone(), crate::tools::declared::expand(value, &lookup)?))).collect()
+        let lookup = |var: &str| {
+            secrets.add_variable(var);
+            env.var(var)
+        };
+        let expanded: Vec<(String, String)> =
+            headers.iter().map(|(name, value)| Ok((name.clone(), crate::tools::declared::expand(value, &lookup)?))).collect::<Result<_, String>>()?;
+        for (_, value) in &expanded {
+            secrets.add(value);
+        }
+        Ok(expanded)
     };
     let mut endpoints = BTreeMap::new();
     let mut openai_headers = Vec::new();
     for (var, header) in [("OPENAI_ORG_ID", "OpenAI-Organization"), ("OPENAI_PROJECT_ID", "OpenAI-Project")] {
+        secrets.add_variable(var);
         if let Some(value) = env.var(var).filter(|v| !v.trim().is_empty()) {
+            secrets.add(&value);
             openai_headers.push((header.to_owned(), value));
         }
     }
@@ -325,7 +359,9 @@ fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env) -> Result
         let base_url = match (&endpoint.base_url, &builtin) {
             (Some(url), _) => url.clone(),
             (None, Some(builtin)) => builtin.base_url.clone(),
-            (None, None) => return Err(UsageError(format!("runner.yaml: endpoint `{name}` needs a base_url"))),
+            (None, None) => {
+                return Err(UsageError(format!("runner.yaml: endpoint `{name}` needs a base_url")));
+            }
         };
         let key_var = endpoint.api_key_env.clone().or_else(|| builtin.as_ref().and_then(|b| b.key_var.clone()));
         endpoints.insert(
@@ -341,6 +377,12 @@ fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env) -> Result
                 origin: "runner.yaml",
             },
         );
+    }
+    for endpoint in endpoints.values() {
+        secrets.add_url(&endpoint.base_url);
+    }
+    for var in ["OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "AZURE_OPENAI_ENDPOINT"] {
+        secrets.add_variable(var);
     }
     Ok(endpoints)
 }

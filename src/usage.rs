@@ -24,10 +24,26 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The largest count a server's usage is believed for: 2^53, the largest integer a JSON
+/// number holds exactly. Past it a figure is a server's bug, not tokens.
+pub(crate) const MAX_BELIEVED: u64 = 1 << 53;
+
 impl Usage {
     /// Usage with the total derived from its parts.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, ..Self::default() }
+        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens.saturating_add(completion_tokens), ..Self::default() }
+    }
+
+    /// Whether a server's report is believable: every count at most [`MAX_BELIEVED`], the
+    /// total at least prompt plus completion, the cache's parts within the prompt and the
+    /// reasoning within the completion. A report that is not is kept raw (`raw_usage`) and
+    /// the figures are estimated instead.
+    pub fn is_believable(&self) -> bool {
+        let counts = [self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_tokens, self.reasoning_tokens, self.cache_write_tokens];
+        counts.iter().all(|&n| n <= MAX_BELIEVED)
+            && self.total_tokens >= self.prompt_tokens + self.completion_tokens
+            && self.cached_tokens + self.cache_write_tokens <= self.prompt_tokens
+            && self.reasoning_tokens <= self.completion_tokens
     }
 
     /// Prompt tokens that were neither served from the cache nor written to it.
@@ -38,12 +54,13 @@ impl Usage {
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, other: Self) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-        self.cached_tokens += other.cached_tokens;
-        self.reasoning_tokens += other.reasoning_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
+        // Saturating: a sum never wraps to a small figure, whatever a file or server said.
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(other.cache_write_tokens);
     }
 }
 
@@ -84,6 +101,25 @@ mod tests {
         let total: Usage = [a, b].into_iter().sum();
         assert_eq!(total, Usage { prompt_tokens: 17, completion_tokens: 9, total_tokens: 26, cached_tokens: 5, reasoning_tokens: 1, cache_write_tokens: 0 });
         assert_eq!(total.uncached_prompt_tokens(), 12);
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        let big = Usage::new(1 << 63, 1 << 63);
+        assert_eq!(big.total_tokens, u64::MAX);
+        let mut sum = big;
+        sum += big;
+        assert_eq!((sum.prompt_tokens, sum.completion_tokens, sum.total_tokens), (u64::MAX, u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn unbelievable_reports_are_recognised() {
+        assert!(Usage::new(10, 5).is_believable());
+        assert!(Usage { cached_tokens: 4, cache_write_tokens: 6, reasoning_tokens: 5, ..Usage::new(10, 5) }.is_believable());
+        assert!(!Usage::new(MAX_BELIEVED + 1, 0).is_believable());
+        assert!(!Usage { total_tokens: 3, ..Usage::new(10, 5) }.is_believable());
+        assert!(!Usage { cached_tokens: 11, ..Usage::new(10, 5) }.is_believable());
+        assert!(!Usage { reasoning_tokens: 6, ..Usage::new(10, 5) }.is_believable());
     }
 
     #[test]

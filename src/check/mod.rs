@@ -126,7 +126,9 @@ fn check_called(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRe
 /// closest call differs.
 fn assign(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Result<(), String> {
     fn search(expected: &[ExpectedCall], actual: &[ToolCallRecord], used: &mut [bool]) -> bool {
-        let Some((want, rest)) = expected.split_first() else { return true };
+        let Some((want, rest)) = expected.split_first() else {
+            return true;
+        };
         for (i, got) in actual.iter().enumerate() {
             if !used[i] && call_matches(want, got).is_ok() {
                 used[i] = true;
@@ -173,7 +175,7 @@ mod tests {
     use serde_json::json;
 
     fn call(name: &str, arguments: Value) -> ToolCallRecord {
-        ToolCallRecord { id: "c".into(), name: name.into(), arguments, result: None, error: None, duration_ms: 0, pinned: false, source: None }
+        ToolCallRecord { id: "c".into(), name: name.into(), listed_as: None, arguments, result: None, error: None, duration_ms: 0, pinned: false, source: None }
     }
 
     fn facts<'a>(reply: &'a str, calls: &'a [ToolCallRecord]) -> TurnFacts<'a> {

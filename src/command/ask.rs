@@ -22,7 +22,15 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
     let cache = settings.request_cache(&args.offer.cache)?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let mut session = Session::new(target, settings.tools.clone(), tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
+    let mut session = Session::new(
+        target,
+        settings.tools.clone(),
+        tools.as_deref(),
+        models.http().clone(),
+        settings.weather.clone(),
+        random_seed(),
+        settings.secrets.clone(),
+    );
     let print = |text: &str| {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
@@ -39,6 +47,9 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
     if let Some(err) = &turn.error {
         eprintln!("error: {err}");
         return Ok(EXIT_FAILED);
+    }
+    if let Some(empty) = turn.empty_reply() {
+        eprintln!("warning: {empty}");
     }
     if !args.quiet && !args.json {
         let target = &session.target;

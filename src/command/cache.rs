@@ -15,9 +15,13 @@ pub(crate) fn cache(command: &CacheCommand) -> anyhow::Result<u8> {
     match command {
         CacheCommand::Stats { dir } => super::print(&stats(dir)?)?,
         CacheCommand::Prune { dir, older_than } => {
-            let cutoff = SystemTime::now().checked_sub(*older_than).unwrap_or(SystemTime::UNIX_EPOCH);
-            let (removed, bytes) = cache::prune(dir, cutoff).with_context(|| format!("cannot prune {}", dir.display()))?;
-            super::print(&format!("{}: removed {removed} entries ({}) recorded before {}\n", dir.display(), size(bytes), day(cutoff)))?;
+            let cutoff = SystemTime::now().checked_sub(*older_than).unwrap_or(SystemTime::UNIX_EPOCH).max(SystemTime::UNIX_EPOCH);
+            let pruned = cache::prune(dir, cutoff).with_context(|| format!("cannot prune {}", dir.display()))?;
+            let mut out = format!("{}: removed {} entries ({}) recorded before {}\n", dir.display(), pruned.removed, size(pruned.bytes), day(cutoff));
+            if pruned.foreign > 0 {
+                writeln!(out, "left {} other file(s), folder(s) or link(s) that are not cache entries untouched", pruned.foreign)?;
+            }
+            super::print(&out)?;
         }
     }
     Ok(EXIT_PASSED)
@@ -26,6 +30,9 @@ pub(crate) fn cache(command: &CacheCommand) -> anyhow::Result<u8> {
 fn stats(dir: &Path) -> anyhow::Result<String> {
     let stats = cache::stats(dir).with_context(|| format!("cannot read the cache {}", dir.display()))?;
     let mut out = format!("{}: {} entries, {}\n", dir.display(), stats.entries, size(stats.bytes));
+    if stats.foreign > 0 {
+        writeln!(out, "{} other file(s), folder(s) or link(s) are not cache entries (not counted, never pruned)", stats.foreign)?;
+    }
     if let (Some(oldest), Some(newest)) = (stats.oldest, stats.newest) {
         let age = |at: SystemTime| SystemTime::now().duration_since(at).unwrap_or(Duration::ZERO).as_secs() / 86_400;
         writeln!(out, "recorded: oldest {} ({} days ago), newest {} ({} days ago)", day(oldest), age(oldest), day(newest), age(newest))?;

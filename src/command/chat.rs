@@ -84,7 +84,15 @@ pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: 
     let cache = settings.request_cache(&offer.cache)?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let session = Session::new(target, settings.tools.clone(), tools.as_deref(), models.http().clone(), settings.weather.clone(), random_seed());
+    let session = Session::new(
+        target,
+        settings.tools.clone(),
+        tools.as_deref(),
+        models.http().clone(),
+        settings.weather.clone(),
+        random_seed(),
+        settings.secrets.clone(),
+    );
     Ok(converse(session, &mut models, log_dir, !offer.no_stream).await)
 }
 
@@ -102,7 +110,9 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
     let guard = tokio::spawn(save_on_termination(saved.clone(), session.log_path(log_dir)));
     loop {
         *saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = session.record(last_error.as_deref());
-        let Some(line) = tokio::task::block_in_place(|| input.read("You: ")) else { break };
+        let Some(line) = tokio::task::block_in_place(|| input.read("You: ")) else {
+            break;
+        };
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -171,6 +181,9 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
                             eprintln!("error: {err}");
                             last_error = Some(err.clone());
                         }
+                        if let Some(empty) = turn.empty_reply() {
+                            eprintln!("warning: {empty}");
+                        }
                     }
                 }
             }
@@ -192,7 +205,9 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
 
 /// Waits for SIGTERM or SIGHUP, then writes `saved` to `path` and exits with the signal's code.
 async fn save_on_termination(saved: Arc<Mutex<RunRecord>>, path: PathBuf) {
-    let Some(code) = super::Signals::terminations().next().await else { return };
+    let Some(code) = super::Signals::terminations().next().await else {
+        return;
+    };
     let record = saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     match serde_json::to_vec_pretty(&record).map_err(std::io::Error::other).and_then(|bytes| write_atomically(&path, &bytes)) {
         Ok(()) => eprintln!("\nconversation saved to {}", path.display()),

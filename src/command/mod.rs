@@ -44,7 +44,12 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(run(cli)) {
+    crate::tools::contain_children();
+    let outcome = runtime.block_on(run(cli));
+    // Whatever a tool left behind (detached from its group) ends with the command.
+    drop(runtime);
+    crate::tools::sweep_children();
+    match outcome {
         Ok(code) => ExitCode::from(code),
         // A closed pipe (`runner tools | head -1`) ends the command quietly.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
@@ -97,7 +102,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 /// `--baseline REPORT.csv`, compared with `summary`.
 fn compare_with(baseline: Option<&std::path::Path>, summary: &crate::report::summary::Summary) -> anyhow::Result<Option<crate::report::baseline::Comparison>> {
-    let Some(path) = baseline else { return Ok(None) };
+    let Some(path) = baseline else {
+        return Ok(None);
+    };
     let mut before = crate::report::merge::Merged::default();
     if !before.read(path, None)? {
         return Err(UsageError(format!("--baseline {}: a per-model summary, not a report (give the report beside it)", path.display())).into());
@@ -109,14 +116,21 @@ fn compare_with(baseline: Option<&std::path::Path>, summary: &crate::report::sum
 fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
     let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);
     let env = |key: &str| settings.env.var(key);
-    let validator = Validator { env: &env, judge_model: settings.judge_model.as_deref(), ..Validator::new(&settings.tools, &check_model) };
+    let validator = Validator {
+        env: &env,
+        judge_model: settings.judge_model.as_deref(),
+        secrets: settings.secrets.clone(),
+        ..Validator::new(&settings.tools, &check_model)
+    };
     Ok(load_scenarios(paths, &validator)?)
 }
 
 /// The tools `--tools` names (`None`: every built-in and configured tool), checked against
 /// `registry`.
 fn offered_tools(flag: Option<&str>, registry: &ToolRegistry) -> Result<Option<Vec<String>>, crate::settings::UsageError> {
-    let Some(flag) = flag.map(str::trim) else { return Ok(None) };
+    let Some(flag) = flag.map(str::trim) else {
+        return Ok(None);
+    };
     if flag == "none" {
         return Ok(Some(Vec::new()));
     }

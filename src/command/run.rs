@@ -74,7 +74,43 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     // Counting needs a pass over the matrix only when --only-failed picks runs from it.
     let total = match &wanted {
         None => usize::try_from(plan.len()).unwrap_or(usize::MAX) - done.len(),
-        Some(_) => plan.runs().filter(plays).count(),
+        Some(wanted) => {
+            let path = args.only_failed.as_deref().unwrap_or(Path::new("")).display();
+            let in_plan: HashSet<(String, ModelSpec, u32)> =
+                plan.runs().map(|(cell, repetition)| (plan.cells[cell].scenario.name.clone(), plan.cells[cell].spec.clone(), repetition)).collect();
+            let mut unmatched: Vec<&(String, ModelSpec, u32)> = wanted.iter().filter(|run| !in_plan.contains(*run)).collect();
+            unmatched.sort();
+            let named = |runs: &[&(String, ModelSpec, u32)]| {
+                let mut text: Vec<String> = runs
+                    .iter()
+                    .take(10)
+                    .map(|(scenario, model, repetition)| format!("{} on {model} #{repetition}", crate::report::printable(scenario)))
+                    .collect();
+                if runs.len() > 10 {
+                    text.push(format!("and {} more", runs.len() - 10));
+                }
+                text.join("; ")
+            };
+            if !wanted.is_empty() && unmatched.len() == wanted.len() {
+                return Err(UsageError(format!(
+                    "--only-failed {path}: none of its {} run(s) that did not pass is in this batch (renamed scenarios? other models?): {}",
+                    wanted.len(),
+                    named(&unmatched)
+                ))
+                .into());
+            }
+            if !unmatched.is_empty() {
+                eprintln!(
+                    "warning: --only-failed {path}: {} of its {} run(s) that did not pass match nothing here: {}",
+                    unmatched.len(),
+                    wanted.len(),
+                    named(&unmatched)
+                );
+            }
+            let count = plan.runs().filter(plays).count();
+            eprintln!("--only-failed {path}: playing {count} run(s) that did not pass there");
+            count
+        }
     };
     let jobs =
         plan.runs().filter(plays).map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
@@ -91,14 +127,25 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         mcp: Default::default(),
         repeated: plan.repeat > 1,
         judges,
+        secrets: settings.secrets.clone(),
     });
+    let mut concurrency = settings.concurrency;
+    if let Some((bound, limit)) = crate::tools::runs_within_open_files_limit()
+        && concurrency > bound
+    {
+        eprintln!(
+            "warning: -j {concurrency} needs up to {} open files and the limit is {limit} (ulimit -n): running {bound} at once",
+            concurrency * crate::tools::FILES_PER_RUN
+        );
+        concurrency = bound;
+    }
     let limits = Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
     let control = Control::new();
     let listener = tokio::spawn(interrupts(control.clone()));
     let mut progress = Progress::default();
     let mut totals = {
         let mut reporters = (&mut logs, (&mut progress, &mut reports));
-        runner::run_all(jobs, total, settings.concurrency, limits, control.clone(), shared.clone(), &mut reporters as &mut dyn Reporter).await
+        runner::run_all(jobs, total, concurrency, limits, control.clone(), shared.clone(), &mut reporters as &mut dyn Reporter).await
     };
     shared.mcp.shutdown().await;
     listener.abort();
@@ -172,7 +219,9 @@ fn open_logs(args: &RunArgs) -> anyhow::Result<JsonLogs> {
 
 /// `--only-failed REPORT.csv`: the runs that report says did not pass.
 fn only_failed(report: Option<&Path>) -> anyhow::Result<Option<HashSet<(String, ModelSpec, u32)>>> {
-    let Some(report) = report else { return Ok(None) };
+    let Some(report) = report else {
+        return Ok(None);
+    };
     let mut merged = crate::report::merge::Merged::default();
     if !merged.read(report, None)? {
         return Err(UsageError(format!("--only-failed {}: a per-model summary, not a report (give the report beside it)", report.display())).into());

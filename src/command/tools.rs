@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::EXIT_PASSED;
 use crate::provider::openai::http_client;
+use crate::report::printable;
 use crate::settings::{Flags, Settings};
 use crate::tools::Tool;
 use crate::tools::mcp::{McpPool, RunServers};
@@ -35,11 +36,17 @@ pub(crate) async fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Re
     Ok(EXIT_PASSED)
 }
 
+/// A tool's name, how it answers, its description and schema. Names and descriptions may
+/// come from an MCP server: control characters (terminal escapes) are shown escaped.
 fn describe(out: &mut String, tool: &dyn Tool, declared_by: Option<&str>) -> std::fmt::Result {
+    let name = printable(tool.name());
+    let listed = tool.original_name().map(|original| format!(", listed as `{}`", printable(original))).unwrap_or_default();
+    let description: Vec<String> = tool.description().lines().map(printable).collect();
+    let description = description.join("\n  ");
     match (tool.source(), declared_by) {
-        ("builtin", _) => writeln!(out, "{}\n  {}", tool.name(), tool.description())?,
-        (source, Some(by)) => writeln!(out, "{} ({source}, declared by {by})\n  {}", tool.name(), tool.description())?,
-        (source, None) => writeln!(out, "{} ({source}, runner.yaml)\n  {}", tool.name(), tool.description())?,
+        ("builtin", _) => writeln!(out, "{name}\n  {description}")?,
+        (source, Some(by)) => writeln!(out, "{name} ({source}{listed}, declared by {})\n  {description}", printable(by))?,
+        (source, None) => writeln!(out, "{name} ({source}, runner.yaml)\n  {description}")?,
     }
     for line in serde_json::to_string_pretty(&tool.parameters()).map_err(|_| std::fmt::Error)?.lines() {
         writeln!(out, "  {line}")?;

@@ -297,14 +297,21 @@ fn finish_reason(stop_reason: &str) -> String {
 /// Token counts from the API's usage object. `prompt_tokens` counts every input token:
 /// `input_tokens` (neither read from nor written to the cache) plus cache writes plus cache
 /// reads, so that figures compare with other providers'.
+/// `None` too for a report not to believe (a count negative, fractional or past 2^53): the
+/// figures are then estimated and the object kept raw.
 fn read_usage(raw: &Value) -> Option<Usage> {
-    let count = |field: &str| raw.get(field).and_then(Value::as_u64).unwrap_or(0);
+    // Absent or null is 0; anything but a non-negative integer is no count at all.
+    let count = |field: &str| match raw.get(field) {
+        None | Some(Value::Null) => Some(0),
+        Some(value) => value.as_u64(),
+    };
     if !raw.is_object() || (raw.get("input_tokens").is_none() && raw.get("output_tokens").is_none()) {
         return None;
     }
-    let (written, read) = (count("cache_creation_input_tokens"), count("cache_read_input_tokens"));
-    let prompt = count("input_tokens") + written + read;
-    Some(Usage { cached_tokens: read, cache_write_tokens: written, ..Usage::new(prompt, count("output_tokens")) })
+    let (written, read) = (count("cache_creation_input_tokens")?, count("cache_read_input_tokens")?);
+    let prompt = count("input_tokens")?.checked_add(written)?.checked_add(read)?;
+    let usage = Usage { cached_tokens: read, cache_write_tokens: written, ..Usage::new(prompt, count("output_tokens")?) };
+    usage.is_believable().then_some(usage)
 }
 
 /// A stream's usage: `message_start` gives the input side, `message_delta` the output (and,
@@ -452,6 +459,16 @@ mod tests {
         );
         assert_eq!(usage.uncached_prompt_tokens(), 100);
         assert_eq!(read_usage(&json!({})), None);
+        // Counts beyond reason are not believed: the figures are estimated instead.
+        for raw in [
+            json!({"input_tokens": u64::MAX, "output_tokens": 1, "cache_read_input_tokens": 5}),
+            json!({"input_tokens": -3, "output_tokens": 1}),
+            json!({"input_tokens": 2.5, "output_tokens": 1}),
+            json!({"input_tokens": 1u64 << 54, "output_tokens": 1}),
+            json!({"input_tokens": 1, "output_tokens": "7"}),
+        ] {
+            assert_eq!(read_usage(&raw), None, "{raw}");
+        }
     }
 
     #[test]

@@ -90,7 +90,15 @@ impl RequestCache {
     /// is a miss, and is overwritten when the request is sent again).
     pub(crate) fn read(&self, key: &str) -> Option<Entry> {
         let path = self.path(key);
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = match crate::files::read_regular(&path, MAX_ENTRY) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => {
+                // A link, a FIFO, a device, a folder or a huge file: never followed or read.
+                tracing::warn!(path = %path.display(), %err, "a cache entry that is not a regular file of a sane size; ignored");
+                return None;
+            }
+        };
         match serde_json::from_slice::<Entry>(&bytes) {
             Ok(entry) if entry.key == key => Some(entry),
             Ok(_) => {
@@ -105,15 +113,36 @@ impl RequestCache {
     }
 
     /// Stores `entry`, whole or not at all (two writers of one key each rename a complete
-    /// file into place).
+    /// file into place). Whatever was at its path (a link, a FIFO) is replaced by a regular
+    /// file, never written through; a shard that is a link is refused.
     pub(crate) fn write(&self, entry: &Entry) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
-        crate::files::write_atomically(&self.path(&entry.key), &bytes)
+        crate::files::put_regular(&self.dir.join(shard_of(&entry.key)), &format!("{}.json", entry.key), &bytes)
+    }
+
+    /// Whether new entries can be stored: the folder is created and a file written in it
+    /// and removed. Under `--cache` (not `--replay`), a cache that cannot take entries is a
+    /// usage error before anything is sent, rather than a batch that silently stores nothing.
+    pub(crate) fn check_writable(&self) -> std::io::Result<()> {
+        if self.mode == CacheMode::Replay {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let probe = crate::files::temp_path(&self.dir.join(".runner-probe"));
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&probe)?;
+        std::fs::remove_file(&probe)
     }
 }
 
+/// The largest entry file read: a file past it is no entry of runner's.
+const MAX_ENTRY: u64 = 64 << 20;
+
+fn shard_of(key: &str) -> &str {
+    &key[..2.min(key.len())]
+}
+
 fn entry_path(dir: &Path, key: &str) -> PathBuf {
-    dir.join(&key[..2.min(key.len())]).join(format!("{key}.json"))
+    dir.join(shard_of(key)).join(format!("{key}.json"))
 }
 
 /// The key of a request and the canonical object it is the hash of.
@@ -172,7 +201,9 @@ impl<'a> Cached<'a> {
 impl Provider for Cached<'_> {
     fn complete<'a>(&'a self, request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
         Box::pin(async move {
-            let Some(cache) = self.cache else { return self.inner.complete(request).await };
+            let Some(cache) = self.cache else {
+                return self.inner.complete(request).await;
+            };
             let base_url = self.inner.base_url();
             let (key, canonical) = key(self.spec, base_url, &request, self.repetition);
             if cache.mode != CacheMode::Refresh
@@ -208,7 +239,9 @@ impl Provider for Cached<'_> {
                 };
                 match cache.write(&entry) {
                     Ok(()) => exchange.cache = CacheUse::Stored,
-                    Err(err) => tracing::warn!(path = %cache.path(&entry.key).display(), %err, "cannot store the answer in the cache"),
+                    Err(err) => {
+                        tracing::warn!(path = %cache.path(&entry.key).display(), %err, "cannot store the answer in the cache");
+                    }
                 }
             }
             exchange
@@ -238,6 +271,65 @@ impl Provider for Offline {
     }
 }
 
+/// What `dir` holds: every entry (a regular file `DIR/xx/<key>.json` whose name is a SHA-256
+/// key beginning with its shard's name, and whose content is an entry of that key), with its
+/// recording time, model and size; and how many other things are there (files, folders,
+/// links), which are never counted or touched. No link is followed.
+struct Listing {
+    entries: Vec<(PathBuf, Option<SystemTime>, String, u64)>,
+    foreign: u64,
+}
+
+fn is_hex(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_key(text: &str) -> bool {
+    text.len() == 64 && is_hex(text)
+}
+
+fn list(dir: &Path) -> std::io::Result<Listing> {
+    let mut listing = Listing { entries: Vec::new(), foreign: 0 };
+    if !std::fs::metadata(dir)?.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a folder"));
+    }
+    let mut shards: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    shards.sort_by_key(std::fs::DirEntry::file_name);
+    for shard in shards {
+        let name = shard.file_name();
+        let shard_name = name.to_str().unwrap_or("");
+        // `file_type` does not follow links: a linked folder is foreign, never entered.
+        let is_shard = shard.file_type()?.is_dir() && shard_name.len() == 2 && is_hex(shard_name);
+        if !is_shard {
+            listing.foreign += u64::from(!shard_name.starts_with('.'));
+            continue;
+        }
+        let mut files: Vec<_> = std::fs::read_dir(shard.path())?.collect::<Result<_, _>>()?;
+        files.sort_by_key(std::fs::DirEntry::file_name);
+        for file in files {
+            let path = file.path();
+            let file_name = file.file_name();
+            let key = file_name.to_str().and_then(|n| n.strip_suffix(".json")).filter(|k| is_key(k) && k.starts_with(shard_name));
+            let entry = match (key, file.file_type()?.is_file()) {
+                (Some(key), true) => crate::files::read_regular(&path, MAX_ENTRY)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok())
+                    .filter(|entry| entry.key == key),
+                _ => None,
+            };
+            let Some(entry) = entry else {
+                listing.foreign += 1;
+                continue;
+            };
+            let at =
+                chrono::DateTime::parse_from_rfc3339(&entry.recorded_at).ok().map(SystemTime::from).or_else(|| file.metadata().and_then(|m| m.modified()).ok());
+            let size = file.metadata().map_or(0, |m| m.len());
+            listing.entries.push((path, at, format!("{}:{}", entry.provider, entry.model), size));
+        }
+    }
+    Ok(listing)
+}
+
 /// What a cache directory holds: entries, bytes, the oldest and newest recording.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -247,69 +339,51 @@ pub(crate) struct Stats {
     pub newest: Option<SystemTime>,
     /// Entries per `PROVIDER:MODEL`.
     pub per_model: std::collections::BTreeMap<String, u64>,
-}
-
-/// Every entry file of `dir` (`DIR/xx/<key>.json`).
-fn entry_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for shard in std::fs::read_dir(dir)? {
-        let shard = shard?.path();
-        if !shard.is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(&shard)? {
-            let file = file?.path();
-            if file.extension().is_some_and(|e| e == "json") {
-                files.push(file);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// When an entry was recorded: its `recorded_at`, else the file's modification time.
-fn recorded(path: &Path) -> (Option<SystemTime>, Option<String>) {
-    let entry = std::fs::read(path).ok().and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
-    let at = entry
-        .as_ref()
-        .and_then(|e| chrono::DateTime::parse_from_rfc3339(&e.recorded_at).ok())
-        .map(SystemTime::from)
-        .or_else(|| std::fs::metadata(path).and_then(|m| m.modified()).ok());
-    (at, entry.map(|e| format!("{}:{}", e.provider, e.model)))
+    /// Files, folders and links that are not entries.
+    pub foreign: u64,
 }
 
 /// Counts what `dir` holds.
 pub(crate) fn stats(dir: &Path) -> std::io::Result<Stats> {
-    let mut stats = Stats::default();
-    for file in entry_files(dir)? {
+    let listing = list(dir)?;
+    let mut stats = Stats { foreign: listing.foreign, ..Stats::default() };
+    for (_, at, model, size) in listing.entries {
         stats.entries += 1;
-        stats.bytes += std::fs::metadata(&file).map_or(0, |m| m.len());
-        let (at, model) = recorded(&file);
+        stats.bytes += size;
         if let Some(at) = at {
             stats.oldest = Some(stats.oldest.map_or(at, |o| o.min(at)));
             stats.newest = Some(stats.newest.map_or(at, |n| n.max(at)));
         }
-        *stats.per_model.entry(model.unwrap_or_else(|| "(unreadable)".to_owned())).or_default() += 1;
+        *stats.per_model.entry(model).or_default() += 1;
     }
     Ok(stats)
 }
 
-/// Deletes the entries recorded before `cutoff`; returns how many and their bytes. Empty
-/// shard directories are removed too.
-pub(crate) fn prune(dir: &Path, cutoff: SystemTime) -> std::io::Result<(u64, u64)> {
-    let (mut removed, mut bytes) = (0, 0);
-    for file in entry_files(dir)? {
-        if recorded(&file).0.is_some_and(|at| at < cutoff) {
-            bytes += std::fs::metadata(&file).map_or(0, |m| m.len());
+/// What `prune` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pruned {
+    pub removed: u64,
+    pub bytes: u64,
+    /// Things that are not entries, left as they were.
+    pub foreign: u64,
+}
+
+/// Deletes the entries recorded before `cutoff` (nothing that is not provably an entry);
+/// empty shard directories are removed too.
+pub(crate) fn prune(dir: &Path, cutoff: SystemTime) -> std::io::Result<Pruned> {
+    let listing = list(dir)?;
+    let mut pruned = Pruned { foreign: listing.foreign, ..Pruned::default() };
+    for (file, at, _, size) in listing.entries {
+        if at.is_some_and(|at| at < cutoff) {
             std::fs::remove_file(&file)?;
-            removed += 1;
+            pruned.bytes += size;
+            pruned.removed += 1;
             if let Some(shard) = file.parent() {
                 let _ = std::fs::remove_dir(shard);
             }
         }
     }
-    Ok((removed, bytes))
+    Ok(pruned)
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ pub(crate) struct ProviderConfig {
     /// Where the embedded model's weights come from.
     #[cfg(feature = "local")]
     pub local: super::local::acquire::Sources,
+    /// Every secret of the batch: redacted from everything a server sends back.
+    pub secrets: super::Secrets,
 }
 
 impl ProviderConfig {
@@ -178,7 +180,8 @@ impl<'a> Models<'a> {
         if self.replaying() {
             // Where a request would go is part of its key; nothing is sent there.
             let base = endpoint.base_url.trim().trim_end_matches('/');
-            return Ok(Arc::new(Offline { base_url: (!base.is_empty()).then(|| base.to_owned()) }));
+            // Redacted as the live client's is, so that replay finds what a run recorded.
+            return Ok(Arc::new(Offline { base_url: (!base.is_empty()).then(|| self.config.secrets.redact(base)) }));
         }
         self.remote(spec, &endpoint)
     }
@@ -225,8 +228,8 @@ impl<'a> Models<'a> {
             }
         };
         let limiter = self.limiters.entry(base.to_owned()).or_default().clone();
-        let remote =
-            Remote::new(self.http.clone(), url, base.to_owned(), &headers, endpoint.key.clone(), self.config.timeout)?.with_retry(self.config.retry, limiter);
+        let remote = Remote::new(self.http.clone(), url, base.to_owned(), &headers, self.config.secrets.clone(), self.config.timeout)?
+            .with_retry(self.config.retry, limiter);
         Ok(match endpoint.protocol {
             Protocol::Anthropic => Arc::new(AnthropicProvider::new(remote)),
             _ => Arc::new(OpenAiProvider::new(remote, max_tokens_field)),

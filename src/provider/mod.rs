@@ -25,7 +25,7 @@ use crate::pricing::PriceEntry;
 use crate::usage::Usage;
 
 pub(crate) use factory::{Endpoint, Models, ProviderConfig};
-pub(crate) use secret::{Secret, StreamRedactor};
+pub(crate) use secret::{Secret, Secrets, StreamRedactor};
 
 /// The embedded model's name.
 pub const LOCAL_MODEL: &str = "local:smollm2-135m";
@@ -162,10 +162,12 @@ pub enum ProviderError {
     #[error("request failed: {0}")]
     Transport(String),
     /// No response within the request timeout.
-    #[error("no response within {0:?}")]
+    #[error(
+        "no response within {0:?} (--timeout SECS gives a slow model longer; a server that serves one request at a time may still be busy with an earlier one, and --max-retries 0 stops queueing behind it)"
+    )]
     Timeout(Duration),
     /// The body stopped arriving: nothing for the length of the timeout.
-    #[error("the response stalled: nothing arrived for {0:?}")]
+    #[error("the response stalled: nothing arrived for {0:?} (--timeout SECS gives a slow model longer)")]
     Stalled(Duration),
     /// A streamed request got a success status and not a single event.
     #[error("the server answered with an empty stream")]

@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
 use super::sse::SseReader;
-use super::{Attempt, Completion, Exchange, ProviderError, Secret, StreamRedactor};
+use super::{Attempt, Completion, Exchange, ProviderError, Secrets, StreamRedactor};
 
 /// Longest error body kept in a log or message.
 pub(crate) const MAX_ERROR_BODY: usize = 16 * 1024;
@@ -25,11 +25,14 @@ pub(crate) struct Remote {
     /// Sent with every request: authentication and the endpoint's own headers, every one
     /// marked sensitive (never shown by a debug print).
     headers: HeaderMap,
-    /// Looked for in everything a server sends back.
-    api_key: Option<Secret>,
+    /// Looked for in everything a server sends back: the batch's every secret.
+    secrets: Secrets,
     timeout: Duration,
     retry: RetryPolicy,
     limiter: Arc<Limiter>,
+    /// The server is on this machine or a private network (see
+    /// [`RetryPolicy::retry_local_timeouts`]).
+    local: bool,
 }
 
 /// One attempt's outcome and whether another attempt could fare better.
@@ -66,14 +69,14 @@ pub(crate) struct Answer {
 }
 
 impl Remote {
-    /// Requests to `url`, logged as `base_url`, with `headers` (values are sent as they are
-    /// and never shown).
+    /// Requests to `url`, logged as `base_url` (credentials written into it redacted), with
+    /// `headers` (values are sent as they are and never shown).
     pub(crate) fn new(
         http: reqwest::Client,
         url: String,
         base_url: String,
         headers: &[(String, String)],
-        api_key: Option<Secret>,
+        secrets: Secrets,
         timeout: Duration,
     ) -> Result<Self, String> {
         let mut map = HeaderMap::new();
@@ -83,7 +86,9 @@ impl Remote {
             value.set_sensitive(true);
             map.append(name, value);
         }
-        Ok(Self { http, url, base_url, headers: map, api_key, timeout, retry: RetryPolicy::default(), limiter: Arc::default() })
+        let local = is_local(&url);
+        let base_url = secrets.redact(&base_url);
+        Ok(Self { http, url, base_url, headers: map, secrets, timeout, retry: RetryPolicy::default(), limiter: Arc::default(), local })
     }
 
     /// Retries by `policy`; requests in flight bounded by `limiter` (one per endpoint, shared
@@ -98,12 +103,9 @@ impl Remote {
         &self.base_url
     }
 
-    /// `text` with the key replaced wherever it appears.
+    /// `text` with every secret replaced wherever it appears.
     pub(crate) fn redact(&self, text: &str) -> String {
-        match &self.api_key {
-            Some(key) => key.redact(text),
-            None => text.to_owned(),
-        }
+        self.secrets.redact(text)
     }
 
     /// A server's text (an error body, a partial reply), redacted whole and then cut.
@@ -115,15 +117,15 @@ impl Remote {
     /// the model produced as data (arguments, an id, a name, the finish reason) is never
     /// rewritten, only replaced whole when it holds the key.
     pub(crate) fn redact_completion(&self, mut completion: Completion) -> Completion {
-        if let Some(key) = &self.api_key {
-            completion.content = completion.content.map(|text| key.redact(&text));
-            completion.finish_reason = completion.finish_reason.map(|reason| key.screen(reason));
-            for call in &mut completion.tool_calls {
-                call.id = key.screen(std::mem::take(&mut call.id));
-                call.function.name = key.screen(std::mem::take(&mut call.function.name));
-                call.function.arguments = key.screen(std::mem::take(&mut call.function.arguments));
-            }
+        let key = &self.secrets;
+        completion.content = completion.content.map(|text| key.redact(&text));
+        completion.finish_reason = completion.finish_reason.map(|reason| key.screen(reason));
+        for call in &mut completion.tool_calls {
+            call.id = key.screen(std::mem::take(&mut call.id));
+            call.function.name = key.screen(std::mem::take(&mut call.function.name));
+            call.function.arguments = key.screen(std::mem::take(&mut call.function.arguments));
         }
+        completion.raw_usage = completion.raw_usage.map(|raw| key.redact_value(raw));
         completion
     }
 
@@ -137,9 +139,20 @@ impl Remote {
             Ok(Ok(response)) => response,
             // Refused, reset or timed out before an answer: the request may be sent again.
             Ok(Err(err)) => return Err(Sent::failed(self.transport_error(&err), None, true)),
-            Err(_) => return Err(Sent::failed(ProviderError::Timeout(self.timeout), None, true)),
+            Err(_) => {
+                return Err(Sent::failed(ProviderError::Timeout(self.timeout), None, true));
+            }
         };
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            // The shared client follows a redirect only within its origin; one that leaves it
+            // is not followed, so the key and headers never reach another server.
+            let location = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("no Location");
+            let body = self.redact(&format!(
+                "the server redirected to another origin ({location}); runner does not follow it, so that the key and headers go only where the base URL says: set the base URL to the server's own address"
+            ));
+            return Err(Sent::failed(ProviderError::Status { status, body }, Some(status), false));
+        }
         let asked = asked_delay(response.headers());
         Ok(Answer { response, status, asked })
     }
@@ -179,7 +192,7 @@ impl Remote {
         mut event: impl FnMut(&str, &mut dyn FnMut(&str)) -> Result<bool, (ProviderError, bool)>,
     ) -> Result<(), (ProviderError, bool)> {
         let mut reader = SseReader::default();
-        let mut shown = StreamRedactor::new(self.api_key.as_ref());
+        let mut shown = StreamRedactor::new(&self.secrets);
         let mut show = |text: &str| {
             let safe = shown.push(text);
             if !safe.is_empty() {
@@ -236,7 +249,9 @@ impl Remote {
             }
             drop(permit);
             let number = attempts.len() as u32 + 1;
-            let retry = sent.result.is_err() && sent.retryable && number <= self.retry.max_retries;
+            let timed_out = matches!(sent.result, Err(ProviderError::Timeout(_) | ProviderError::Stalled(_)));
+            let local_timeout = timed_out && self.local && !self.retry.retry_local_timeouts;
+            let retry = sent.result.is_err() && sent.retryable && !local_timeout && number <= self.retry.max_retries;
             let wait = retry.then(|| self.retry.delay(number, sent.asked, jitter()));
             attempts.push(Attempt {
                 attempt: number,
@@ -246,13 +261,30 @@ impl Remote {
                 retry_in_ms: wait.map(|w| w.as_millis() as u64),
             });
             if let Some(last) = attempts.last() {
-                tracing::debug!(url = %self.url, attempt = last.attempt, status = ?last.status, error = ?last.error, retry_in_ms = ?last.retry_in_ms, "request attempt");
+                tracing::debug!(url = %self.redact(&self.url), attempt = last.attempt, status = ?last.status, error = ?last.error, retry_in_ms = ?last.retry_in_ms, "request attempt");
             }
             match wait {
                 Some(wait) => tokio::time::sleep(wait).await,
-                None => return Exchange { result: sent.result, attempts, cache: Default::default() },
+                None => {
+                    return Exchange { result: sent.result, attempts, cache: Default::default() };
+                }
             }
         }
+    }
+}
+
+/// Whether `url`'s host is this machine or a private network: a loopback, private or
+/// link-local address, `localhost`, or a name ending in `.local` / `.internal`.
+fn is_local(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url).ok().and_then(|url| url.host_str().map(str::to_ascii_lowercase)) else {
+        return false;
+    };
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") || host.ends_with(".internal"),
     }
 }
 
@@ -266,4 +298,28 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+
+    #[test]
+    fn local_and_private_hosts_are_told_apart() {
+        for url in [
+            "http://127.0.0.1:8080/v1",
+            "http://localhost:11434/v1",
+            "http://[::1]:8000",
+            "http://10.1.2.3/v1",
+            "http://192.168.0.5",
+            "http://172.20.0.1",
+            "http://llm.internal/v1",
+            "http://[fd00::1]/",
+        ] {
+            assert!(is_local(url), "{url}");
+        }
+        for url in ["https://api.openai.com/v1", "http://8.8.8.8/", "http://172.32.0.1", "not a url"] {
+            assert!(!is_local(url), "{url}");
+        }
+    }
 }

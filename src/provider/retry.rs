@@ -26,11 +26,16 @@ pub(crate) struct RetryPolicy {
     pub base_delay: Duration,
     /// Longest backoff (when the server gives no delay).
     pub max_delay: Duration,
+    /// Whether a time-out to a server on this machine or a private network is retried. Off
+    /// unless retries were asked for (`--max-retries`, `max_retries:`): such a server
+    /// (llama.cpp's, Ollama) often serves one request at a time and goes on generating the
+    /// abandoned one, so a retry only queues behind it.
+    pub retry_local_timeouts: bool,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_retries: 3, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(20) }
+        Self { max_retries: 3, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(20), retry_local_timeouts: false }
     }
 }
 
@@ -49,9 +54,15 @@ impl RetryPolicy {
 }
 
 /// The delay a response asks for: `retry-after-ms` (milliseconds, OpenAI's), else
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds or an HTTP date. A proxy's prefixed forms count too (LiteLLM
+/// passes an upstream `Retry-After` on as `llm_provider-retry-after`); the plain names win.
 pub(crate) fn asked_delay(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let header = |suffix: &str| {
+        let value = headers.get(suffix).or_else(|| {
+            headers.iter().find(|(name, _)| name.as_str().strip_suffix(suffix).is_some_and(|prefix| prefix.ends_with(['-', '_']))).map(|(_, value)| value)
+        });
+        value.and_then(|v| v.to_str().ok()).map(str::trim)
+    };
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|ms| ms.is_finite() && *ms >= 0.0) {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
@@ -193,6 +204,11 @@ mod tests {
         assert_eq!(asked_delay(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])), Some(Duration::ZERO));
         assert_eq!(asked_delay(&headers(&[("retry-after", "soon")])), None);
         assert_eq!(asked_delay(&HeaderMap::new()), None);
+        // A proxy's prefixed names (LiteLLM's), the plain one first when both are there.
+        assert_eq!(asked_delay(&headers(&[("llm_provider-retry-after", "4")])), Some(Duration::from_secs(4)));
+        assert_eq!(asked_delay(&headers(&[("llm_provider-retry-after-ms", "70")])), Some(Duration::from_millis(70)));
+        assert_eq!(asked_delay(&headers(&[("x-retry-after", "1"), ("retry-after", "3")])), Some(Duration::from_secs(3)));
+        assert_eq!(asked_delay(&headers(&[("noretry-after", "5")])), None);
     }
 
     #[tokio::test]

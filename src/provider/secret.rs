@@ -15,7 +15,7 @@ pub(crate) const HELD_THE_KEY: &str = "[redacted: this value held the API key]";
 
 const MARK: &str = "[redacted]";
 
-/// A secret (an API key).
+/// A secret (an API key, a header value).
 #[derive(Clone)]
 pub(crate) struct Secret(String);
 
@@ -27,35 +27,6 @@ impl Secret {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
-
-    /// The key, when it is long enough to look for.
-    fn needle(&self) -> Option<&str> {
-        (self.0.len() >= MIN_SECRET_LEN).then_some(self.0.as_str())
-    }
-
-    /// Whether `text` holds the key, plainly or JSON-escaped.
-    pub(crate) fn is_in(&self, text: &str) -> bool {
-        self.needle().is_some_and(|key| text.contains(key) || (text.contains('\\') && unescape(text).contains(key)))
-    }
-
-    /// `text` with every occurrence of the key replaced by `[redacted]`.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let Some(key) = self.needle() else { return text.to_owned() };
-        let plain = text.replace(key, MARK);
-        if plain.contains('\\') {
-            let decoded = unescape(&plain);
-            if decoded.contains(key) {
-                // Spelled with escapes: the decoded text, redacted, is what is kept.
-                return decoded.replace(key, MARK);
-            }
-        }
-        plain
-    }
-
-    /// A value the model produced, as it is, or [`HELD_THE_KEY`] when it holds the key.
-    pub(crate) fn screen(&self, value: String) -> String {
-        if self.is_in(&value) { HELD_THE_KEY.to_owned() } else { value }
-    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -64,31 +35,179 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Redacts text that arrives in pieces (a streamed reply on its way to the terminal): a key
-/// split across two pieces is caught, because the tail that could begin the key is held back
-/// until the next piece shows whether it does.
-pub(crate) struct StreamRedactor<'a> {
-    key: Option<&'a str>,
+/// Every secret a batch holds, and the environment variables that hold them: API keys,
+/// endpoint and tool header values (whole, and the token inside `Bearer X`), credentials
+/// written into a base URL. Built by settings (and the scenarios' tool declarations as they
+/// load), shared by every provider, tool and writer: text from outside is redacted with it
+/// wherever it lands, and tools start without its variables.
+#[derive(Clone, Default)]
+pub(crate) struct Secrets {
+    inner: std::sync::Arc<std::sync::RwLock<Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// Longest first, so that a secret holding another is replaced whole.
+    needles: Vec<String>,
+    variables: Vec<String>,
+}
+
+impl Secrets {
+    /// A list holding `values` (each as [`add`](Self::add) takes it).
+    #[cfg(test)]
+    pub(crate) fn of<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let secrets = Self::default();
+        for value in values {
+            secrets.add(value);
+        }
+        secrets
+    }
+
+    fn held(&self) -> std::sync::RwLockReadGuard<'_, Held> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, needle: &str) {
+        let needle = needle.trim();
+        if needle.len() < MIN_SECRET_LEN {
+            return;
+        }
+        let mut held = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !held.needles.iter().any(|n| n == needle) {
+            held.needles.push(needle.to_owned());
+            held.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        }
+    }
+
+    /// A key or a header value: looked for whole, and each word of it (the `X` of
+    /// `Bearer X`, `token=X`), so that a server quoting only the token is caught too.
+    pub(crate) fn add(&self, value: &str) {
+        self.push(value);
+        for word in value.split(|c: char| c.is_whitespace() || c == '=' || c == ',' || c == ';') {
+            self.push(word);
+        }
+    }
+
+    /// The credentials written into a URL: the user and password of `user:pw@`, and the
+    /// values of query parameters that name a key, token, secret, password or signature.
+    pub(crate) fn add_url(&self, url: &str) {
+        let Ok(parsed) = reqwest::Url::parse(url.trim()) else {
+            return;
+        };
+        self.push(parsed.username());
+        if let Some(password) = parsed.password() {
+            self.push(password);
+        }
+        for (name, value) in parsed.query_pairs() {
+            let name = name.to_ascii_lowercase();
+            if ["key", "token", "secret", "password", "passwd", "sig", "auth", "credential"].iter().any(|part| name.contains(part)) {
+                self.add(&value);
+            }
+        }
+    }
+
+    /// An environment variable that holds a secret: tools start without it.
+    pub(crate) fn add_variable(&self, name: &str) {
+        let mut held = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !held.variables.iter().any(|v| v == name) {
+            held.variables.push(name.to_owned());
+        }
+    }
+
+    /// The variables tools start without.
+    pub(crate) fn variables(&self) -> Vec<String> {
+        self.held().variables.clone()
+    }
+
+    fn needles(&self) -> Vec<String> {
+        self.held().needles.clone()
+    }
+
+    /// Whether `text` holds a secret, plainly or JSON-escaped.
+    pub(crate) fn is_in(&self, text: &str) -> bool {
+        let held = self.held();
+        let decoded = (text.contains('\\') && !held.needles.is_empty()).then(|| unescape(text));
+        held.needles.iter().any(|key| text.contains(key.as_str()) || decoded.as_deref().is_some_and(|d| d.contains(key.as_str())))
+    }
+
+    /// `text` with every secret replaced by `[redacted]`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let held = self.held();
+        if held.needles.is_empty() {
+            return text.to_owned();
+        }
+        let mut plain = text.to_owned();
+        for key in &held.needles {
+            if plain.contains(key.as_str()) {
+                plain = plain.replace(key.as_str(), MARK);
+            }
+        }
+        if plain.contains('\\') {
+            let decoded = unescape(&plain);
+            if held.needles.iter().any(|key| decoded.contains(key.as_str())) {
+                // Spelled with escapes: the decoded text, redacted, is what is kept.
+                return held.needles.iter().fold(decoded, |text, key| text.replace(key.as_str(), MARK));
+            }
+        }
+        plain
+    }
+
+    /// A value the model produced, as it is, or [`HELD_THE_KEY`] when it holds a secret.
+    pub(crate) fn screen(&self, value: String) -> String {
+        if self.is_in(&value) { HELD_THE_KEY.to_owned() } else { value }
+    }
+
+    /// A JSON value (a tool's result) with every string in it redacted, keys too.
+    pub(crate) fn redact_value(&self, value: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.held().needles.is_empty() {
+            return value;
+        }
+        match value {
+            Value::String(text) => Value::String(self.redact(&text)),
+            Value::Array(items) => Value::Array(items.into_iter().map(|item| self.redact_value(item)).collect()),
+            Value::Object(fields) => Value::Object(fields.into_iter().map(|(key, item)| (self.redact(&key), self.redact_value(item))).collect()),
+            other => other,
+        }
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({} held)", self.held().needles.len())
+    }
+}
+
+/// Redacts text that arrives in pieces (a streamed reply on its way to the terminal): a
+/// secret split across two pieces is caught, because the tail that could begin one is held
+/// back until the next piece shows whether it does.
+pub(crate) struct StreamRedactor {
+    keys: Vec<String>,
     pending: String,
 }
 
-impl<'a> StreamRedactor<'a> {
-    pub(crate) fn new(secret: Option<&'a Secret>) -> Self {
-        Self { key: secret.and_then(Secret::needle), pending: String::new() }
+impl StreamRedactor {
+    pub(crate) fn new(secrets: &Secrets) -> Self {
+        Self { keys: secrets.needles(), pending: String::new() }
     }
 
     /// Takes the next piece; returns what is safe to show now.
     pub(crate) fn push(&mut self, piece: &str) -> String {
-        let Some(key) = self.key else { return piece.to_owned() };
-        self.pending.push_str(piece);
-        if self.pending.contains(key) {
-            self.pending = self.pending.replace(key, MARK);
+        if self.keys.is_empty() {
+            return piece.to_owned();
         }
-        // Hold back the longest tail that is a beginning of the key.
+        self.pending.push_str(piece);
+        for key in &self.keys {
+            if self.pending.contains(key.as_str()) {
+                self.pending = self.pending.replace(key.as_str(), MARK);
+            }
+        }
+        // Hold back the longest tail that is a beginning of a secret.
+        let longest = self.keys.first().map_or(0, String::len);
         let mut hold = 0;
-        for len in (1..key.len().min(self.pending.len() + 1)).rev() {
+        for len in (1..longest.min(self.pending.len() + 1)).rev() {
             let start = self.pending.len() - len;
-            if self.pending.is_char_boundary(start) && key.starts_with(&self.pending[start..]) {
+            if self.pending.is_char_boundary(start) && self.keys.iter().any(|key| key.len() > len && key.starts_with(&self.pending[start..])) {
                 hold = len;
                 break;
             }
@@ -157,8 +276,8 @@ mod tests {
 
     const KEY: &str = "sk-test-CANARY1234567890";
 
-    fn secret(key: &str) -> Secret {
-        Secret::new(key.to_owned())
+    fn secret(key: &str) -> Secrets {
+        Secrets::of([key])
     }
 
     #[test]
@@ -199,7 +318,7 @@ mod tests {
         for cut in 1..KEY.len() {
             let text = format!("before {KEY} after");
             let at = "before ".len() + cut;
-            let mut redactor = StreamRedactor::new(Some(&s));
+            let mut redactor = StreamRedactor::new(&s);
             let mut shown = String::new();
             for piece in [&text[..at - 3], &text[at - 3..at], &text[at..]] {
                 shown.push_str(&redactor.push(piece));
@@ -208,7 +327,7 @@ mod tests {
             assert_eq!(shown, "before [redacted] after", "cut at {cut}");
         }
         // Text that only looks like the start of the key is shown once the next piece says so.
-        let mut redactor = StreamRedactor::new(Some(&s));
+        let mut redactor = StreamRedactor::new(&s);
         assert_eq!(redactor.push("an sk-"), "an ");
         assert_eq!(redactor.push("ip"), "sk-ip");
         assert_eq!(redactor.finish(), "");
@@ -235,7 +354,7 @@ mod tests {
                 }
             }
             let chars: Vec<char> = text.chars().collect();
-            let mut redactor = StreamRedactor::new(Some(&s));
+            let mut redactor = StreamRedactor::new(&s);
             let mut shown = String::new();
             let mut from = 0;
             while from < chars.len() {
@@ -246,6 +365,44 @@ mod tests {
             shown.push_str(&redactor.finish());
             assert_eq!(shown, text.replace(KEY, MARK), "{text:?}");
         }
+    }
+
+    #[test]
+    fn every_kind_of_secret_is_found_whole_and_in_part() {
+        let secrets = Secrets::default();
+        secrets.add("sk-ant-KEY-0123456789");
+        secrets.add("Bearer tok-HEADER-abcdef");
+        secrets.add("X-Team-Secret-987654");
+        secrets.add_url("https://alice:pw-URL-secret-42@example.test/v1?api_key=qs-KEY-77777777&api-version=2024-10-21");
+        for (text, gone) in [
+            ("echo sk-ant-KEY-0123456789", "sk-ant-KEY-0123456789"),
+            ("bad token tok-HEADER-abcdef", "tok-HEADER-abcdef"),
+            ("Authorization: Bearer tok-HEADER-abcdef", "tok-HEADER-abcdef"),
+            ("team X-Team-Secret-987654!", "X-Team-Secret-987654"),
+            ("login with pw-URL-secret-42", "pw-URL-secret-42"),
+            ("?api_key=qs-KEY-77777777", "qs-KEY-77777777"),
+        ] {
+            assert!(secrets.is_in(text), "{text}");
+            let redacted = secrets.redact(text);
+            assert!(!redacted.contains(gone) && redacted.contains("[redacted]"), "{text} -> {redacted}");
+        }
+        // The API version is no credential, and short words are no secrets.
+        assert_eq!(secrets.redact("api-version=2024-10-21 alice Bearer"), "api-version=2024-10-21 alice Bearer");
+        let value = serde_json::json!({"env": ["K=sk-ant-KEY-0123456789"], "tok-HEADER-abcdef": 1});
+        let text = secrets.redact_value(value).to_string();
+        assert!(!secrets.is_in(&text), "{text}");
+    }
+
+    #[test]
+    fn a_stream_holds_back_the_start_of_any_secret() {
+        let secrets = Secrets::of(["first-secret-AAAA", "second-secret-BBBB"]);
+        let mut redactor = StreamRedactor::new(&secrets);
+        let mut shown = String::new();
+        for piece in ["x second-sec", "ret-BB", "BB and first-", "secret-AAAA."] {
+            shown.push_str(&redactor.push(piece));
+        }
+        shown.push_str(&redactor.finish());
+        assert_eq!(shown, "x [redacted] and [redacted].");
     }
 
     #[test]

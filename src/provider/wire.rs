@@ -172,9 +172,13 @@ pub struct CompletionTokensDetails {
 }
 
 impl WireUsage {
-    /// The token counts of a `usage` object; `None` when it is not one.
+    /// The token counts of a `usage` object; `None` when it is not one, or not one to believe
+    /// (a count negative, fractional or past 2^53, parts that contradict the total): the
+    /// figures are then estimated and the object kept raw.
     pub(super) fn read(raw: &serde_json::Value) -> Option<crate::usage::Usage> {
-        raw.is_object().then(|| serde_json::from_value::<Self>(raw.clone()).ok()).flatten().map(|wire| (&wire).into())
+        let wire = raw.is_object().then(|| serde_json::from_value::<Self>(raw.clone()).ok()).flatten()?;
+        let usage = crate::usage::Usage::from(&wire);
+        usage.is_believable().then_some(usage)
     }
 }
 
@@ -183,7 +187,7 @@ impl From<&WireUsage> for crate::usage::Usage {
         Self {
             prompt_tokens: wire.prompt_tokens,
             completion_tokens: wire.completion_tokens,
-            total_tokens: wire.total_tokens.unwrap_or(wire.prompt_tokens + wire.completion_tokens),
+            total_tokens: wire.total_tokens.unwrap_or(wire.prompt_tokens.saturating_add(wire.completion_tokens)),
             cached_tokens: wire.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
             reasoning_tokens: wire.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
             cache_write_tokens: 0,
@@ -242,5 +246,22 @@ mod tests {
         .unwrap();
         let usage = WireUsage::read(response.usage.as_ref().unwrap()).unwrap();
         assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.reasoning_tokens, usage.total_tokens), (100, 64, 8, 120));
+    }
+
+    #[test]
+    fn usage_beyond_reason_is_not_believed() {
+        for raw in [
+            json!({"prompt_tokens": 1u64 << 63, "completion_tokens": 1u64 << 63, "total_tokens": 0}),
+            json!({"prompt_tokens": -1, "completion_tokens": 2, "total_tokens": 1}),
+            json!({"prompt_tokens": 1.5, "completion_tokens": 2, "total_tokens": 3.5}),
+            json!({"prompt_tokens": 1u64 << 54, "completion_tokens": 2}),
+            json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 3}),
+            json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "prompt_tokens_details": {"cached_tokens": 11}}),
+            json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "completion_tokens_details": {"reasoning_tokens": 6}}),
+        ] {
+            assert_eq!(WireUsage::read(&raw), None, "{raw}");
+        }
+        // A total past prompt plus completion (hidden thinking counted there) is believed.
+        assert!(WireUsage::read(&json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 40})).is_some());
     }
 }

@@ -54,7 +54,9 @@ impl Comparison {
         }
         let (mut regressions, mut fixes) = (Vec::new(), Vec::new());
         for now in after.scenarios().iter().filter(|s| s.runs > 0) {
-            let Some(then) = before.scenarios().iter().find(|s| s.scenario == now.scenario && s.model == now.model && s.runs > 0) else { continue };
+            let Some(then) = before.scenarios().iter().find(|s| s.scenario == now.scenario && s.model == now.model && s.runs > 0) else {
+                continue;
+            };
             let (passed_then, passed_now) = (then.passed == then.runs, now.passed == now.runs);
             let change = Change { scenario: now.scenario.clone(), model: now.model.clone(), before: (then.passed, then.runs), after: (now.passed, now.runs) };
             match (passed_then, passed_now) {
@@ -88,14 +90,14 @@ impl Comparison {
     /// As Markdown, for the step summary.
     pub(crate) fn render_markdown(&self) -> String {
         let mut out = format!(
-            "#### Against the baseline `{}`\n\n| model | pass rate before | after | cost (USD) before | after |\n|---|---:|---:|---:|---:|\n",
-            self.baseline
+            "#### Against the baseline {}\n\n| model | pass rate before | after | cost (USD) before | after |\n|---|---:|---:|---:|---:|\n",
+            super::markdown_code(&self.baseline)
         );
         for m in &self.models {
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} | {} |",
-                m.model,
+                "| {} | {} | {} | {} | {} |",
+                super::markdown_code(&m.model.to_string()),
                 percent_cell(m.pass_rate.0),
                 percent_cell(m.pass_rate.1),
                 usd_cell(m.cost_usd.0),
@@ -107,7 +109,16 @@ impl Comparison {
             if !changes.is_empty() {
                 out.push_str("\n| scenario | model | before | after |\n|---|---|---:|---:|\n");
                 for c in changes {
-                    let _ = writeln!(out, "| {} | `{}` | {}/{} | {}/{} |", c.scenario, c.model, c.before.0, c.before.1, c.after.0, c.after.1);
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {}/{} | {}/{} |",
+                        super::markdown_cell(&c.scenario),
+                        super::markdown_code(&c.model.to_string()),
+                        c.before.0,
+                        c.before.1,
+                        c.after.0,
+                        c.after.1
+                    );
                 }
             }
         }

@@ -72,10 +72,32 @@ impl<W: Write> CsvReport<W> {
 
     /// The row of a run without turns: zero tokens, zero cost, `turn` empty.
     fn no_turn_row(&mut self, row: [&str; 4], status: &str, unpriced: bool, error: &str) -> csv::Result<()> {
-        let [run_id, scenario, model, repetition] = row;
+        let [run_id, scenario, model, repetition] = row.map(text_cell);
         let unpriced = if unpriced { "true" } else { "false" };
+        let error = text_cell(error);
         self.writer.write_record([
-            run_id, scenario, model, repetition, "", status, "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", unpriced, error, "0", "0", "0",
+            &*run_id,
+            &scenario,
+            &model,
+            &repetition,
+            "",
+            status,
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            unpriced,
+            &error,
+            "0",
+            "0",
+            "0",
         ])
     }
 }
@@ -100,11 +122,12 @@ impl<W: Write> CsvReport<W> {
         let repetition = record.repetition.to_string();
         let model = record.model.spec.to_string();
         let scenario = record.scenario.as_ref().map_or("", |s| s.name.as_str());
+        let (run_id, scenario_cell, model_cell) = (text_cell(&record.run_id), text_cell(scenario), text_cell(&model));
         for turn in &record.turns {
             self.writer.write_record([
-                record.run_id.as_str(),
-                scenario,
-                model.as_str(),
+                &*run_id,
+                &scenario_cell,
+                &model_cell,
                 repetition.as_str(),
                 &turn.index.to_string(),
                 turn.status.as_str(),
@@ -120,7 +143,7 @@ impl<W: Write> CsvReport<W> {
                 &turn.usage.cached_tokens.to_string(),
                 &turn.usage.reasoning_tokens.to_string(),
                 if record.cost.unpriced { "true" } else { "false" },
-                turn.error.as_deref().unwrap_or(""),
+                &text_cell(turn.error.as_deref().unwrap_or("")),
                 &turn.usage.cache_write_tokens.to_string(),
                 &turn.cache_hits().to_string(),
                 &usd(turn.judge_cost_usd()),
@@ -133,6 +156,31 @@ impl<W: Write> CsvReport<W> {
         }
         Ok(())
     }
+}
+
+/// The most of a text a cell holds (an error's); past it the text is cut and marked.
+pub(crate) const MAX_CELL: usize = 4096;
+
+/// Text from outside (a scenario or model name, an error) as a CSV cell: one that a
+/// spreadsheet would run as a formula (a leading `=`, `+`, `-`, `@`, tab or carriage return)
+/// gets a leading `'`, as OWASP advises, and so does one that already begins with `'`, so that
+/// [`text_from_cell`] gives back exactly what was written. Cut at [`MAX_CELL`] bytes.
+pub(crate) fn text_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    let text: std::borrow::Cow<'_, str> = if text.len() > MAX_CELL {
+        let mut end = MAX_CELL;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} bytes in all)", &text[..end], text.len()).into()
+    } else {
+        text.into()
+    };
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) { format!("'{text}").into() } else { text }
+}
+
+/// A text cell as [`text_cell`] wrote it, read back.
+pub(crate) fn text_from_cell(cell: &str) -> &str {
+    cell.strip_prefix('\'').unwrap_or(cell)
 }
 
 /// A dollar amount with 10 decimals, trailing zeros dropped (`0.000046`, `0`).
@@ -164,6 +212,18 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], COLUMNS.join(","));
         assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0,0");
+    }
+
+    #[test]
+    fn formulas_are_neutralised_and_read_back() {
+        for text in ["=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "'quoted", "'=both", "plain", "a=b", ""] {
+            let cell = text_cell(text);
+            assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "{text:?} -> {cell:?}");
+            assert_eq!(text_from_cell(&cell), text);
+        }
+        let long = "x".repeat(MAX_CELL * 3);
+        let cell = text_cell(&long);
+        assert!(cell.len() < MAX_CELL + 40 && cell.ends_with(&format!("({} bytes in all)", MAX_CELL * 3)), "{}", cell.len());
     }
 
     #[test]

@@ -22,6 +22,8 @@ const REQUIRED: &[&str] =
 struct Run {
     file: PathBuf,
     run_id: String,
+    /// The turn numbers of its rows: a turn seen twice is a duplicated row.
+    turns: Vec<u64>,
     facts: RunFacts,
     rows: Vec<csv::StringRecord>,
 }
@@ -32,6 +34,34 @@ pub(crate) struct Merged {
     runs: Vec<Run>,
     index: HashMap<(String, ModelSpec, u32), usize>,
     header: Option<csv::StringRecord>,
+    /// Every file read, by its canonical path: one file named twice is refused.
+    files: std::collections::HashSet<PathBuf>,
+}
+
+/// The largest row a report may have: far past any row runner writes (its cells are cut at
+/// 4 KiB), and a bound on what a hostile file makes `runner report` hold.
+const MAX_ROW: usize = 1 << 20;
+/// The largest cost a row may carry: a billion dollars is no run's.
+const MAX_COST_USD: f64 = 1e9;
+
+/// A file read with no line longer than [`MAX_ROW`]: a huge field fails fast instead of
+/// filling memory.
+struct Bounded<R> {
+    inner: R,
+    since_newline: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            self.since_newline = if byte == b'\n' { 0 } else { self.since_newline + 1 };
+            if self.since_newline > MAX_ROW {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a line longer than {} MiB: not a runner report", MAX_ROW >> 20)));
+            }
+        }
+        Ok(n)
+    }
 }
 
 impl Merged {
@@ -41,7 +71,12 @@ impl Merged {
     /// `reports/shard-*.csv` also matches): it holds no runs and is skipped.
     pub(crate) fn read(&mut self, path: &Path, price_as: Option<&PriceEntry>) -> Result<bool, UsageError> {
         let file = path.display();
-        let mut reader = csv::Reader::from_path(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
+        let canonical = std::fs::canonicalize(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
+        if !self.files.insert(canonical) {
+            return Err(UsageError(format!("{file} is given twice (its runs would count twice)")));
+        }
+        let opened = std::fs::File::open(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
+        let mut reader = csv::Reader::from_reader(Bounded { inner: std::io::BufReader::new(opened), since_newline: 0 });
         let header = reader.headers().map_err(|e| UsageError(format!("{file}:1: cannot read the header: {e}")))?.clone();
         if header.iter().eq(super::summary::CSV_COLUMNS.iter().copied()) {
             return Ok(false);
@@ -58,42 +93,62 @@ impl Merged {
         for record in reader.records() {
             let record = record.map_err(|e| UsageError(format!("{file}: {e}")))?;
             let line = record.position().map_or(0, csv::Position::line);
+            if record.as_slice().len() > MAX_ROW {
+                return Err(UsageError(format!("{file}:{line}: a row longer than {} MiB: not a runner report", MAX_ROW >> 20)));
+            }
             let field = |i: usize| record.get(i).unwrap_or("");
-            let number = |name: &str| -> Result<u64, UsageError> {
-                let text = field(at(name));
-                text.parse().map_err(|_| UsageError(format!("{file}:{line}: expected a whole number in `{name}`, found `{text}`")))
+            let whole = |name: &str, text: &str| -> Result<u64, UsageError> {
+                text.parse::<u64>().ok().filter(|&n| n <= crate::usage::MAX_BELIEVED).ok_or_else(|| {
+                    UsageError(format!("{file}:{line}: expected a whole number from 0 to 2^53 in `{name}`, found `{}`", crate::report::printable(text)))
+                })
+            };
+            let number = |name: &str| whole(name, field(at(name)));
+            // An optional column: absent or empty is 0.
+            let count = |column: Option<usize>, name: &str| match column.map(field).filter(|t| !t.is_empty()) {
+                Some(text) => whole(name, text),
+                None => Ok(0),
+            };
+            let amount = |name: &str, text: &str| -> Result<f64, UsageError> {
+                text.parse::<f64>().ok().filter(|usd| usd.is_finite() && (0.0..=MAX_COST_USD).contains(usd)).ok_or_else(|| {
+                    UsageError(format!("{file}:{line}: expected an amount in dollars from 0 to 1e9 in `{name}`, found `{}`", crate::report::printable(text)))
+                })
             };
             let status_text = field(at("status"));
             let status = match Status::parse(status_text) {
                 Some(status) => Some(status),
                 None if status_text == NOT_STARTED => None,
-                None => return Err(UsageError(format!("{file}:{line}: expected status passed, failed, error or not_started, found `{status_text}`"))),
+                None => {
+                    return Err(UsageError(format!("{file}:{line}: expected status passed, failed, error or not_started, found `{status_text}`")));
+                }
             };
-            let model_text = field(at("model"));
+            let model_text = super::csv::text_from_cell(field(at("model")));
             let model = ModelSpec::from_key(model_text)
                 .ok_or_else(|| UsageError(format!("{file}:{line}: expected a model as PROVIDER:MODEL, found `{model_text}`")))?;
             let repetition = u32::try_from(number("repetition")?).map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
-            let count = |column: Option<usize>| column.map_or(0, |i| field(i).parse().unwrap_or(0));
             let usage = Usage {
-                cached_tokens: count(cached),
-                cache_write_tokens: count(written),
+                cached_tokens: count(cached, "cached_tokens")?,
+                cache_write_tokens: count(written, "cache_write_tokens")?,
                 ..Usage::new(number("prompt_tokens")?, number("completion_tokens")?)
             };
+            let recorded = amount("total_cost_usd", field(at("total_cost_usd")))?;
             let (cost_usd, row_unpriced) = match price_as {
                 Some(entry) => (entry.price.cost(&usage).total_usd, false),
-                None => {
-                    let text = field(at("total_cost_usd"));
-                    let cost = text.parse::<f64>().map_err(|_| UsageError(format!("{file}:{line}: expected an amount in `total_cost_usd`, found `{text}`")))?;
-                    (cost, unpriced.is_some_and(|i| field(i) == "true"))
-                }
+                None => (recorded, unpriced.is_some_and(|i| field(i) == "true")),
             };
-            let has_turn = !field(at("turn")).is_empty();
-            let judge_usd = judge.map_or(0.0, |i| field(i).parse().unwrap_or(0.0));
+            let turn_text = field(at("turn"));
+            let has_turn = !turn_text.is_empty();
+            let turn = if has_turn { Some(whole("turn", turn_text)?) } else { None };
+            let judge_usd = match judge.map(field).filter(|t| !t.is_empty()) {
+                Some(text) => amount("judge_cost_usd", text)?,
+                None => 0.0,
+            };
+            let (hits, requests) = (count(hits, "cache_hits")?, count(requests, "requests")?);
             let row = Run {
                 file: path.to_path_buf(),
-                run_id: field(at("run_id")).to_owned(),
+                run_id: super::csv::text_from_cell(field(at("run_id"))).to_owned(),
+                turns: turn.into_iter().collect(),
                 facts: RunFacts {
-                    scenario: field(at("scenario")).to_owned(),
+                    scenario: super::csv::text_from_cell(field(at("scenario"))).to_owned(),
                     model,
                     repetition,
                     status,
@@ -101,8 +156,8 @@ impl Merged {
                     cost_usd,
                     // A turn whose every request the cache answered spent nothing; the CSV
                     // does not split a turn's cost by request, so any other turn counts whole.
-                    spent_usd: judge_usd + if count(hits) > 0 && count(hits) == count(requests) { 0.0 } else { cost_usd },
-                    cache_hits: count(hits) as usize,
+                    spent_usd: judge_usd + if hits > 0 && hits == requests { 0.0 } else { cost_usd },
+                    cache_hits: usize::try_from(hits).unwrap_or(usize::MAX),
                     judge_usd,
                     unpriced: row_unpriced,
                     turn_latencies_ms: if has_turn { vec![number("latency_ms")?] } else { Vec::new() },
@@ -140,7 +195,11 @@ impl Merged {
                 run.run_id
             ));
         }
-        // Another turn of the same run.
+        // Another turn of the same run, never one already read.
+        if let Some(turn) = row.turns.iter().find(|turn| run.turns.contains(turn)) {
+            return Err(format!("turn {turn} of run {} / {} / repetition {} appears twice (a duplicated row)", key.0, key.1, key.2));
+        }
+        run.turns.extend(row.turns.iter().copied());
         let facts = &mut run.facts;
         facts.status = match (facts.status, row.facts.status) {
             (Some(a), Some(b)) => Some(a.worst(b)),

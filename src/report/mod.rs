@@ -40,6 +40,54 @@ pub(crate) fn escape_markup(text: &str) -> String {
     out
 }
 
+/// Text from outside (a scenario or tool name, a server's words) made safe to print on a
+/// terminal: control characters (escape sequences, newlines) shown as `\u{..}`.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
+/// Text for a Markdown table cell: everything Markdown or HTML would read (`|`, `*`, `[`,
+/// `!`, `<`, ...) escaped, line breaks and control characters as spaces, so that a name can
+/// neither break the table, start a heading, nor render an image or a link.
+pub(crate) fn markdown_cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A name (a model's) as a Markdown code span in a table cell: backticks cannot end the span
+/// and `|` cannot end the cell.
+pub(crate) fn markdown_code(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c == '`' {
+                '\''
+            } else if c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("`{}`", clean.replace('|', "\\|"))
+}
+
 /// Rows as aligned text columns two spaces apart: the columns in `left` aligned left, the
 /// others right; the first row is the header. Trailing spaces are trimmed.
 pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
@@ -67,7 +115,20 @@ pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_markup;
+    use super::{escape_markup, markdown_cell, markdown_code, printable};
+
+    #[test]
+    fn hostile_names_stay_inside_their_markdown_cell() {
+        for hostile in ["a|b", "x\n# Heading", "![img](http://x/y.png)", "[link](javascript:1)", "<img src=x>", "`code`|", "**bold** _it_"] {
+            let cell = markdown_cell(hostile);
+            // No unescaped pipe, no line break, no markup character left bare.
+            let bare = cell.char_indices().filter(|&(i, c)| "|[]!<>`*_\n".contains(c) && !cell[..i].ends_with('\\')).count();
+            assert_eq!(bare, 0, "{hostile:?} -> {cell:?}");
+        }
+        assert_eq!(markdown_cell("weather-paris: ok"), "weather-paris: ok");
+        assert_eq!(markdown_code("openai:gpt|x`y"), "`openai:gpt\\|x'y`");
+        assert_eq!(printable("ok\u{1b}[2J"), "ok\\u{1b}[2J");
+    }
 
     #[test]
     fn escapes_markup_and_drops_forbidden_characters() {

@@ -368,8 +368,8 @@ impl Summary {
         for m in &self.models {
             let money = |value| money_cell(m, value);
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                m.model,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                super::markdown_code(&m.model.to_string()),
                 m.runs,
                 m.passed,
                 m.failed,
@@ -388,7 +388,13 @@ impl Summary {
         if !flaky.is_empty() {
             out.push_str("\n**Flaky** (passed some repetitions, failed others):\n\n| scenario | model | passed |\n|---|---|---:|\n");
             for s in flaky {
-                out.push_str(&format!("| {} | `{}` | {}/{} |\n", s.scenario, s.model, s.passed, s.runs));
+                out.push_str(&format!(
+                    "| {} | {} | {}/{} |\n",
+                    super::markdown_cell(&s.scenario),
+                    super::markdown_code(&s.model.to_string()),
+                    s.passed,
+                    s.runs
+                ));
             }
         }
         out.push('\n');
@@ -402,7 +408,7 @@ impl Summary {
         for m in &self.models {
             let money = |value: Option<f64>| value.map_or_else(String::new, super::csv::usd);
             writer.write_record([
-                m.model.to_string(),
+                super::csv::text_cell(&m.model.to_string()).into_owned(),
                 m.runs.to_string(),
                 m.passed.to_string(),
                 m.failed.to_string(),

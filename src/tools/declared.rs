@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::process::{ProcessGroup, own_group};
 use super::{Tool, ToolContext, ToolError};
 use crate::matcher::Pattern;
+use crate::provider::{Secret, Secrets};
 
 /// How long a `command` may run when the declaration sets no `timeout_secs`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +29,9 @@ pub(crate) struct DeclaredTool {
     parameters: Value,
     validator: jsonschema::Validator,
     answer: Answer,
+    /// The batch's secrets: a command starts without their variables; output and errors are
+    /// redacted with them.
+    secrets: Secrets,
 }
 
 /// How a declared tool answers.
@@ -42,7 +46,7 @@ enum Answer {
     },
     Http {
         url: String,
-        headers: Vec<(String, crate::provider::Secret)>,
+        headers: Vec<(String, Secret)>,
         timeout: Duration,
     },
 }
@@ -91,6 +95,8 @@ pub(crate) struct DeclarationContext<'a> {
     pub dir: PathBuf,
     /// Looks up `${VAR}` in http headers (the environment).
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// The batch's secrets: header values are added to it.
+    pub secrets: Secrets,
 }
 
 impl DeclaredTool {
@@ -101,7 +107,9 @@ impl DeclaredTool {
         let name = match (name, raw.name) {
             (Some(given), None) => given.to_owned(),
             (None, Some(name)) => name,
-            (Some(_), Some(_)) => return Err("a tool declared under its name in runner.yaml takes no `name` field".to_owned()),
+            (Some(_), Some(_)) => {
+                return Err("a tool declared under its name in runner.yaml takes no `name` field".to_owned());
+            }
             (None, None) => return Err("expected a tool declaration with a `name`".to_owned()),
         };
         if !(1..=64).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
@@ -113,11 +121,15 @@ impl DeclaredTool {
         let timeout = match raw.timeout_secs {
             None => DEFAULT_TIMEOUT,
             Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Duration::from_secs_f64(secs),
-            Some(secs) => return Err(format!("expected `timeout_secs` of `{name}` between 0 and 86400, found {secs}")),
+            Some(secs) => {
+                return Err(format!("expected `timeout_secs` of `{name}` between 0 and 86400, found {secs}"));
+            }
         };
         let kinds = [raw.result.is_some(), raw.results.is_some(), raw.command.is_some(), raw.http.is_some()];
         let answer = match kinds.iter().filter(|k| **k).count() {
-            0 => return Err(format!("expected `{name}` to say how it answers: one of result, results, command, http")),
+            0 => {
+                return Err(format!("expected `{name}` to say how it answers: one of result, results, command, http"));
+            }
             1 => {
                 if let Some(result) = raw.result {
                     Answer::Result(result)
@@ -132,7 +144,9 @@ impl DeclaredTool {
                     let argv: Option<Vec<String>> = command.as_array().and_then(|items| items.iter().map(|i| i.as_str().map(str::to_owned)).collect());
                     match argv {
                         Some(argv) if !argv.is_empty() => Answer::Command { argv, dir: context.dir.clone(), timeout },
-                        _ => return Err(format!("expected `command` of `{name}` to be a list of strings (program, then arguments), found {command}")),
+                        _ => {
+                            return Err(format!("expected `command` of `{name}` to be a list of strings (program, then arguments), found {command}"));
+                        }
                     }
                 } else {
                     let http = raw.http.expect("one kind is set");
@@ -141,14 +155,19 @@ impl DeclaredTool {
                     }
                     let mut headers = Vec::new();
                     for (header, template) in http.headers {
-                        headers.push((header, crate::provider::Secret::new(expand(&template, context.env)?)));
+                        let value = expand(&template, context.env)?;
+                        context.secrets.add(&value);
+                        headers.push((header, Secret::new(value)));
                     }
+                    context.secrets.add_url(&http.url);
                     Answer::Http { url: http.url, headers, timeout }
                 }
             }
-            _ => return Err(format!("expected `{name}` to have exactly one of result, results, command, http")),
+            _ => {
+                return Err(format!("expected `{name}` to have exactly one of result, results, command, http"));
+            }
         };
-        Ok(Self { name, description: raw.description, parameters, validator, answer })
+        Ok(Self { name, description: raw.description, parameters, validator, answer, secrets: context.secrets.clone() })
     }
 
     async fn answer(&self, arguments: Value, context: &ToolContext) -> Result<Value, ToolError> {
@@ -159,8 +178,8 @@ impl DeclaredTool {
                 .find(|(when, _)| when.as_ref().is_none_or(|pattern| pattern.check(Some(&arguments), "arguments").is_ok()))
                 .map(|(_, result)| result.clone())
                 .ok_or_else(|| ToolError::Failed(format!("no `results` entry of `{}` matches the arguments {arguments}", self.name))),
-            Answer::Command { argv, dir, timeout } => run_command(argv, dir, *timeout, &arguments).await,
-            Answer::Http { url, headers, timeout } => post(context, url, headers, *timeout, &arguments).await,
+            Answer::Command { argv, dir, timeout } => run_command(argv, dir, *timeout, &arguments, &self.secrets).await,
+            Answer::Http { url, headers, timeout } => post(context, url, headers, *timeout, &arguments, &self.secrets).await,
         }
     }
 }
@@ -199,13 +218,105 @@ pub(crate) fn schema_problems(validator: &jsonschema::Validator, arguments: &Val
         .collect()
 }
 
+/// The JSON Schema keywords (draft 2020-12 and the older drafts' names still met).
+const KEYWORDS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$ref",
+    "$defs",
+    "$anchor",
+    "$dynamicRef",
+    "$dynamicAnchor",
+    "$vocabulary",
+    "$comment",
+    "definitions",
+    "type",
+    "enum",
+    "const",
+    "multipleOf",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "maxContains",
+    "minContains",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "dependentRequired",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "items",
+    "prefixItems",
+    "contains",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependencies",
+    "format",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+    "title",
+    "description",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "examples",
+    "nullable",
+];
+
+/// Keys of `schema` (at any depth) that are no JSON Schema keyword and whose value is null:
+/// almost always a description cut at a comma by YAML's flow mapping
+/// (`{type: string, description: The id, like A1.}` gives `"like A1.": null`). Names of
+/// properties and definitions are not keywords and are not looked at.
+pub(crate) fn null_non_keywords(schema: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![(schema, false)];
+    while let Some((value, names)) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map {
+                    if !names && item.is_null() && !KEYWORDS.contains(&key.as_str()) {
+                        found.push(key.clone());
+                    }
+                    let holds_names = !names && ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"].contains(&key.as_str());
+                    stack.push((item, holds_names));
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, false))),
+            _ => {}
+        }
+    }
+    found.sort();
+    found
+}
+
 /// `${VAR}` replaced by the variable's value; an unset variable is an error naming it.
 pub(crate) fn expand(template: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find('}') else { return Err(format!("expected `}}` after `${{` in `{template}`")) };
+        let Some(end) = rest[start..].find('}') else {
+            return Err(format!("expected `}}` after `${{` in `{template}`"));
+        };
         let var = &rest[start + 2..start + end];
         out.push_str(&env(var).ok_or_else(|| format!("header needs ${{{var}}}: set {var} in the environment"))?);
         rest = &rest[start + end + 1..];
@@ -221,12 +332,17 @@ fn as_result(bytes: &[u8]) -> Value {
 
 /// One process per call: the arguments as JSON on stdin, stdout is the result. A non-zero
 /// exit, a time-out or more than [`MAX_OUTPUT`] of output is a tool error with stderr's last
-/// lines; on time-out the whole process group is killed.
-async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, arguments: &Value) -> Result<Value, ToolError> {
+/// lines; on time-out the whole process group is killed. The time-out bounds the whole call,
+/// from start to exit. The command starts without the variables that hold the batch's
+/// secrets.
+async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, arguments: &Value, secrets: &Secrets) -> Result<Value, ToolError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut command = tokio::process::Command::new(&argv[0]);
-    own_group(command.args(&argv[1..]).current_dir(dir));
-    let mut child = command.spawn().map_err(|err| ToolError::Failed(format!("cannot start `{}` in {}: {err}", argv[0], dir.display())))?;
+    own_group(command.args(&argv[1..]).current_dir(dir), secrets);
+    let spawning = super::process::spawning();
+    let mut child = command.spawn().map_err(|err| super::process::spawn_error(&argv[0], dir, &err))?;
     let mut group = ProcessGroup::of(child.id());
+    drop(spawning);
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -255,13 +371,13 @@ async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, argument
             out.extend_from_slice(&chunk[..n]);
         }
     };
-    let outcome = tokio::time::timeout(timeout, read).await;
-    let whole = match outcome {
+    let timed_out = || ToolError::Failed(format!("`{}` did not finish within {timeout:?} (killed)", argv.join(" ")));
+    let whole = match tokio::time::timeout_at(deadline, read).await {
         Ok(whole) => whole.map_err(|e| ToolError::Failed(format!("cannot read the output of `{}`: {e}", argv[0])))?,
         Err(_) => {
             group.kill();
             let _ = child.wait().await;
-            return Err(ToolError::Failed(format!("`{}` did not finish within {timeout:?} (killed)", argv.join(" "))));
+            return Err(timed_out());
         }
     };
     if !whole {
@@ -269,13 +385,13 @@ async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, argument
         let _ = child.wait().await;
         return Err(ToolError::Failed(format!("`{}` wrote more than {} MiB (killed)", argv.join(" "), MAX_OUTPUT >> 20)));
     }
-    // Its output ended; it may still run: the rest of the time-out bounds the wait.
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
+    // Its output ended; it may still run: what is left of the time-out bounds the wait.
+    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
         Ok(status) => status.map_err(|e| ToolError::Failed(e.to_string()))?,
         Err(_) => {
             group.kill();
             let _ = child.wait().await;
-            return Err(ToolError::Failed(format!("`{}` did not finish within {timeout:?} (killed)", argv.join(" "))));
+            return Err(timed_out());
         }
     };
     group.kill(); // Whatever it left running in its group goes with it.
@@ -294,11 +410,12 @@ async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, argument
 async fn post(
     context: &ToolContext,
     url: &str,
-    headers: &[(String, crate::provider::Secret)],
+    headers: &[(String, Secret)],
     timeout: Duration,
     arguments: &Value,
+    secrets: &Secrets,
 ) -> Result<Value, ToolError> {
-    let redact = |text: &str| headers.iter().fold(text.to_owned(), |text, (_, secret)| secret.redact(&text));
+    let redact = |text: &str| secrets.redact(text);
     let mut request = context.http.post(url).timeout(timeout).json(arguments);
     for (name, value) in headers {
         request = request.header(name, value.expose());
@@ -319,6 +436,12 @@ async fn post(
         }
         body.extend_from_slice(&chunk);
     }
+    if status.is_redirection() {
+        let location = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("no Location").to_owned();
+        return Err(ToolError::Failed(redact(&format!(
+            "{url} redirected to another origin ({location}); runner does not follow it, so that the tool's headers go only to its own url"
+        ))));
+    }
     if !status.is_success() {
         return Err(ToolError::Failed(redact(&format!(
             "{url} answered HTTP {}: {}",
@@ -326,7 +449,20 @@ async fn post(
             String::from_utf8_lossy(&body).chars().take(2000).collect::<String>()
         ))));
     }
-    let result = as_result(&body);
-    let text = result.to_string();
-    if headers.iter().any(|(_, secret)| secret.is_in(&text)) { Ok(Value::String(redact(&text))) } else { Ok(result) }
+    Ok(secrets.redact_value(as_result(&body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_description_split_at_a_comma_is_found() {
+        // What `{type: string, description: The order id, like A1001.}` reads as.
+        let split = json!({"type": "object", "properties": {"order_id": {"type": "string", "description": "The order id", "like A1001.": null}}});
+        assert_eq!(null_non_keywords(&split), ["like A1001."]);
+        let fine = json!({"type": "object", "properties": {"note": {"type": ["string", "null"], "default": null}, "nullable_name": {"const": null}}, "$defs": {"x": {"type": "null"}}});
+        assert!(null_non_keywords(&fine).is_empty());
+    }
 }

@@ -17,11 +17,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use super::declared::{expand, schema_problems};
+use super::declared::{MAX_OUTPUT, expand, schema_problems};
 use super::process::{ProcessGroup, own_group};
 use super::{Tool, ToolContext, ToolError};
-use crate::provider::Secret;
+use crate::provider::{Secret, Secrets};
 use crate::record::ServerLog;
+use crate::report::printable;
 
 /// How long a server may take to start and list its tools when the entry sets no
 /// `startup_timeout_secs`.
@@ -47,6 +48,9 @@ pub(crate) struct McpServerSpec {
     pub shared: bool,
     startup_timeout: Duration,
     call_timeout: Duration,
+    /// The batch's secrets: a stdio server starts without their variables; what it says is
+    /// redacted with them.
+    secrets: Secrets,
 }
 
 #[derive(Debug)]
@@ -82,8 +86,9 @@ struct RawServer {
 
 impl McpServerSpec {
     /// Reads an `{mcp: {...}}` entry; `dir` is where a `command` runs (the scenario file's
-    /// directory), `env` expands `${VAR}` in headers. The error says what was expected.
-    pub(crate) fn parse(entry: &Value, dir: PathBuf, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+    /// directory), `env` expands `${VAR}` in headers, whose values join `secrets`. The error
+    /// says what was expected.
+    pub(crate) fn parse(entry: &Value, dir: PathBuf, env: &dyn Fn(&str) -> Option<String>, secrets: &Secrets) -> Result<Self, String> {
         let raw: RawEntry = serde_json::from_value(entry.clone())
             .map_err(|err| format!("expected an MCP server entry `{{mcp: {{command or url, include, shared}}}}`: {err}"))?;
         let raw = raw.mcp;
@@ -109,8 +114,11 @@ impl McpServerSpec {
                 }
                 let mut headers = Vec::new();
                 for (name, template) in raw.headers {
-                    headers.push((name, Secret::new(expand(&template, env)?)));
+                    let value = expand(&template, env)?;
+                    secrets.add(&value);
+                    headers.push((name, Secret::new(value)));
                 }
+                secrets.add_url(&url);
                 Transport::Http { url, headers }
             }
             (Some(_), Some(_)) => return Err("expected one of `command` (stdio) or `url` (streamable HTTP) in an MCP entry, found both".to_owned()),
@@ -123,16 +131,18 @@ impl McpServerSpec {
         }
         let label = match &transport {
             Transport::Stdio { argv, .. } => argv.join(" "),
-            Transport::Http { url, .. } => url.clone(),
+            Transport::Http { url, .. } => secrets.redact(url),
         };
-        Ok(Self { label, transport, include: raw.include, shared: raw.shared, startup_timeout, call_timeout })
+        Ok(Self { label, transport, include: raw.include, shared: raw.shared, startup_timeout, call_timeout, secrets: secrets.clone() })
     }
 
     /// What makes two entries the same server, for sharing one across a batch. Holds header
     /// values: never shown.
     fn identity(&self) -> String {
         match &self.transport {
-            Transport::Stdio { argv, dir } => format!("stdio\0{}\0{}", dir.display(), argv.join("\0")),
+            Transport::Stdio { argv, dir } => {
+                format!("stdio\0{}\0{}", dir.display(), argv.join("\0"))
+            }
             Transport::Http { url, headers } => {
                 let headers: Vec<String> = headers.iter().map(|(name, value)| format!("{name}\0{}", value.expose())).collect();
                 format!("http\0{url}\0{}", headers.join("\0"))
@@ -146,6 +156,7 @@ impl McpServerSpec {
 pub(crate) struct McpServer {
     label: String,
     shared: bool,
+    secrets: Secrets,
     session: tokio::sync::Mutex<Option<RunningService<RoleClient, ()>>>,
     listed: Vec<Arc<McpTool>>,
     stderr: Arc<Mutex<Tail>>,
@@ -164,13 +175,15 @@ impl McpServer {
         let handshake = match &spec.transport {
             Transport::Stdio { argv, dir } => {
                 let mut command = tokio::process::Command::new(&argv[0]);
-                own_group(command.args(&argv[1..]).current_dir(dir));
+                own_group(command.args(&argv[1..]).current_dir(dir), &spec.secrets);
+                let spawning = super::process::spawning();
                 let (transport, pipe) = TokioChildProcess::builder(command)
                     .stderr(std::process::Stdio::piped())
                     .spawn()
-                    .map_err(|err| format!("cannot start `{}` in {}: {err}", argv[0], dir.display()))?;
+                    .map_err(|err| format!("MCP server {}", super::process::spawn_error(&argv[0], dir, &err)))?;
                 // From here on, whatever happens, the server's processes end with `group`.
                 group = Some(ProcessGroup::of(transport.id()));
+                drop(spawning);
                 if let Some(mut pipe) = pipe {
                     let stderr = stderr.clone();
                     reader = Some(tokio::spawn(async move {
@@ -196,15 +209,29 @@ impl McpServer {
                 Box::pin(().serve(StreamableHttpClientTransport::with_client(http.clone(), config)))
             }
         };
+        // How far it got, for a time-out's message.
+        let shook_hands = std::sync::atomic::AtomicBool::new(false);
         let started = async {
-            let session = handshake.await.map_err(|err| err.to_string())?;
-            let listed = session.peer().list_all_tools().await.map_err(|err| format!("cannot list its tools: {err}"))?;
+            let session = handshake.await.map_err(|err| handshake_in_words(&err, spec))?;
+            shook_hands.store(true, std::sync::atomic::Ordering::Relaxed);
+            let listed = session.peer().list_all_tools().await.map_err(|err| format!("cannot list its tools: {}", in_words(&err, spec)))?;
             Ok::<_, String>((session, listed))
         };
         let failed = match tokio::time::timeout(spec.startup_timeout, started).await {
             Ok(Ok(started)) => Ok(started),
             Ok(Err(err)) => Err(format!("could not start: {err}")),
-            Err(_) => Err(format!("did not start within {:?}", spec.startup_timeout)),
+            Err(_) if shook_hands.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(format!("answered the MCP handshake but did not list its tools within {:?} (startup_timeout_secs)", spec.startup_timeout))
+            }
+            Err(_) => Err(format!(
+                "did not start within {:?}: no answer to the MCP handshake (initialize){} (startup_timeout_secs)",
+                spec.startup_timeout,
+                if matches!(spec.transport, Transport::Stdio { .. }) {
+                    "; a stdio server must speak JSON-RPC on its stdout and log only to stderr"
+                } else {
+                    ""
+                }
+            )),
         };
         let (session, listed) = match failed {
             Ok(started) => started,
@@ -216,10 +243,12 @@ impl McpServer {
                 if let Some(reader) = reader {
                     let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
                 }
-                return Err(redact_headers(spec, format!("MCP server `{}` {why}{}", spec.label, stderr_note(&stderr))));
+                return Err(spec.secrets.redact(&format!("MCP server `{}` {why}{}", spec.label, stderr_note(&stderr))));
             }
         };
         let peer = session.peer().clone();
+        // Legal names keep theirs; a mapped name avoids every name listed or made before it.
+        let mut names: Vec<String> = listed.iter().map(|tool| tool.name.to_string()).filter(|name| is_legal_name(name)).collect();
         let listed = listed
             .into_iter()
             .map(|tool| {
@@ -227,8 +256,14 @@ impl McpServer {
                 // A schema the validator cannot compile still goes to the model; the server
                 // then judges the arguments itself.
                 let validator = jsonschema::validator_for(&parameters).ok();
+                let original = tool.name.into_owned();
+                let name = legal_name(&original, &names);
+                if name != original {
+                    names.push(name.clone());
+                }
                 Arc::new(McpTool {
-                    name: tool.name.into_owned(),
+                    original: (name != original).then_some(original),
+                    name,
                     description: tool.description.map(std::borrow::Cow::into_owned).unwrap_or_default(),
                     parameters,
                     validator,
@@ -243,6 +278,7 @@ impl McpServer {
         Ok(Arc::new(Self {
             label: spec.label.clone(),
             shared: spec.shared,
+            secrets: spec.secrets.clone(),
             session: tokio::sync::Mutex::new(Some(session)),
             listed,
             stderr,
@@ -251,23 +287,26 @@ impl McpServer {
     }
 
     /// The tools `include` asks for (all when it is absent), or which one the server lacks.
+    /// `include` may name a tool as the server lists it or as the model is offered it.
     pub(crate) fn tools(&self, include: Option<&[String]>) -> Result<Vec<Arc<dyn Tool>>, String> {
-        let Some(include) = include else { return Ok(self.listed.iter().map(|t| t.clone() as Arc<dyn Tool>).collect()) };
+        let Some(include) = include else {
+            return Ok(self.listed.iter().map(|t| t.clone() as Arc<dyn Tool>).collect());
+        };
         include
             .iter()
-            .map(|name| match self.listed.iter().find(|t| t.name == *name) {
+            .map(|name| match self.listed.iter().find(|t| t.name == *name || t.original.as_ref() == Some(name)) {
                 Some(tool) => Ok(tool.clone() as Arc<dyn Tool>),
                 None => {
-                    let listed: Vec<&str> = self.listed.iter().map(|t| t.name.as_str()).collect();
-                    Err(format!("MCP server `{}` does not list tool `{name}` named in `include`; it lists: {}", self.label, listed.join(", ")))
+                    let listed: Vec<String> = self.listed.iter().map(|t| printable(&t.name)).collect();
+                    Err(format!("MCP server `{}` does not list tool `{}` named in `include`; it lists: {}", self.label, printable(name), listed.join(", ")))
                 }
             })
             .collect()
     }
 
-    /// What the log keeps of it.
+    /// What the log keeps of it (its stderr redacted).
     pub(crate) fn log(&self) -> ServerLog {
-        ServerLog { server: self.label.clone(), shared: self.shared, stderr: self.stderr.lock().expect("stderr lock").text() }
+        ServerLog { server: self.label.clone(), shared: self.shared, stderr: self.secrets.redact(&self.stderr.lock().expect("stderr lock").text()) }
     }
 
     /// Ends the session and the server: asks it to exit (SIGTERM to its process group,
@@ -314,16 +353,100 @@ fn stderr_note(stderr: &Mutex<Tail>) -> String {
     format!("; stderr: {}", lines[lines.len().saturating_sub(STDERR_LINES)..].join("\n"))
 }
 
-fn redact_headers(spec: &McpServerSpec, text: String) -> String {
-    match &spec.transport {
-        Transport::Http { headers, .. } => headers.iter().fold(text, |text, (_, secret)| secret.redact(&text)),
-        Transport::Stdio { .. } => text,
+/// Why the MCP handshake failed, in words: the transport's own cause (connection refused, an
+/// HTTP status), which the SDK's error keeps out of its text and its source chain.
+fn handshake_in_words(err: &rmcp::service::ClientInitializeError, spec: &McpServerSpec) -> String {
+    use rmcp::service::ClientInitializeError;
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    match err {
+        ClientInitializeError::TransportError { error, .. } => {
+            let cause = error.error.as_ref();
+            match cause.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+                Some(StreamableHttpError::Client(http)) => in_words(http, spec),
+                Some(StreamableHttpError::HttpStatus(status)) => {
+                    format!("{} answered HTTP {} (is the URL the server's MCP endpoint, often /mcp?)", spec.label, status.status)
+                }
+                _ => in_words(cause, spec),
+            }
+        }
+        ClientInitializeError::ConnectionClosed(why) => {
+            format!("closed the connection during the MCP handshake ({why})")
+        }
+        other => in_words(other, spec),
     }
+}
+
+/// Why a server could not be reached or started, in words: the cause that matters
+/// (connection refused, an HTTP status) rather than the SDK's nested type names.
+fn in_words(err: &(dyn std::error::Error + 'static), spec: &McpServerSpec) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return format!("connection refused at {} (is the server running at that address?)", spec.label);
+            }
+            return format!("{io}");
+        }
+        if let Some(http) = cause.downcast_ref::<reqwest::Error>() {
+            if http.is_connect() {
+                let why = crate::provider::error_chain(http);
+                let why = if why.to_ascii_lowercase().contains("refused") { "connection refused".to_owned() } else { why };
+                return format!("cannot connect to {}: {why} (is the server running at that address?)", spec.label);
+            }
+            if let Some(status) = http.status() {
+                return format!("{} answered HTTP {status} (is the URL the server's MCP endpoint, often /mcp?)", spec.label);
+            }
+            if http.is_timeout() {
+                return format!("{} did not answer in time", spec.label);
+            }
+        }
+        source = cause.source();
+    }
+    let text = crate::provider::error_chain(err);
+    // The SDK's status errors name the code in their text.
+    for code in ["401", "403", "404", "405", "500", "502", "503"] {
+        if text.contains(&format!("HTTP {code}")) || text.contains(&format!("status: {code}")) || text.contains(&format!("status code {code}")) {
+            return format!("{} answered HTTP {code} (is the URL the server's MCP endpoint, often /mcp, and are its headers right?)", spec.label);
+        }
+    }
+    if text.to_ascii_lowercase().contains("connection refused") {
+        return format!("connection refused at {} (is the server running at that address?)", spec.label);
+    }
+    text
+}
+
+/// Whether `name` may go to a model as a tool name: 1 to 64 letters, digits, `_` or `-`, as
+/// OpenAI and Anthropic require.
+fn is_legal_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The name a listed tool is offered under: its own when legal, else every other character
+/// as `_`, cut to 64, with `_2`, `_3`, ... where that meets a name already `taken`.
+fn legal_name(original: &str, taken: &[String]) -> String {
+    if is_legal_name(original) {
+        return original.to_owned();
+    }
+    let mut base: String = original.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).take(64).collect();
+    if base.is_empty() {
+        base = "tool".to_owned();
+    }
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        let suffix = format!("_{n}");
+        name = format!("{}{suffix}", &base[..base.len().min(64 - suffix.len())]);
+        n += 1;
+    }
+    name
 }
 
 /// One tool of a started server.
 pub(crate) struct McpTool {
+    /// The name the model is offered: the listed one, or a legal name made from it.
     name: String,
+    /// The name the server lists, when it is not legal as a model's tool name.
+    original: Option<String>,
     description: String,
     parameters: Value,
     validator: Option<jsonschema::Validator>,
@@ -336,7 +459,7 @@ pub(crate) struct McpTool {
 
 impl McpTool {
     async fn answer(&self, arguments: Value) -> Result<Value, ToolError> {
-        let mut params = CallToolRequestParams::new(self.name.clone());
+        let mut params = CallToolRequestParams::new(self.original.clone().unwrap_or_else(|| self.name.clone()));
         if let Value::Object(arguments) = arguments {
             params.arguments = Some(arguments);
         }
@@ -368,6 +491,9 @@ impl Tool for McpTool {
     fn source(&self) -> &'static str {
         "mcp"
     }
+    fn original_name(&self) -> Option<&str> {
+        self.original.as_deref()
+    }
     fn check(&self, arguments: &Value) -> Vec<String> {
         self.validator.as_ref().map(|v| schema_problems(v, arguments)).unwrap_or_default()
     }
@@ -376,15 +502,20 @@ impl Tool for McpTool {
     }
 }
 
-/// A call's content blocks as the tool message: text blocks joined by newlines, other
-/// blocks as their JSON, structured content when there are no blocks. `isError` makes it a
-/// tool error with that text.
+/// A call's content blocks as the tool message: text blocks as their text, every other
+/// block as a short placeholder naming its kind and size (`[image: image/png, 12 KiB]`),
+/// joined by newlines; structured content when there are no blocks. `isError` makes it a
+/// tool error with that text. A result past [`MAX_OUTPUT`] is an error, as for `command`
+/// and `http` tools.
 fn content(result: CallToolResult) -> Result<Value, ToolError> {
-    let texts: Option<Vec<&str>> = result.content.iter().map(|block| block.as_text().map(|t| t.text.as_str())).collect();
-    let value = match texts {
-        Some(texts) if !texts.is_empty() => Value::String(texts.join("\n")),
-        _ if result.content.is_empty() => result.structured_content.clone().unwrap_or(Value::Null),
-        _ => serde_json::to_value(&result.content).unwrap_or(Value::Null),
+    let size = serde_json::to_string(&result.content).map_or(0, |t| t.len()) + result.structured_content.as_ref().map_or(0, |v| v.to_string().len());
+    if size > MAX_OUTPUT {
+        return Err(ToolError::Failed(format!("the MCP server's result is {} KiB, past the {} MiB a tool result may be", size >> 10, MAX_OUTPUT >> 20)));
+    }
+    let value = if result.content.is_empty() {
+        result.structured_content.clone().unwrap_or(Value::Null)
+    } else {
+        Value::String(result.content.iter().map(placeholder_or_text).collect::<Vec<_>>().join("\n"))
     };
     if result.is_error == Some(true) {
         return Err(ToolError::Failed(match value {
@@ -393,6 +524,25 @@ fn content(result: CallToolResult) -> Result<Value, ToolError> {
         }));
     }
     Ok(value)
+}
+
+/// A content block as the model reads it: text as it is, anything else named.
+fn placeholder_or_text(block: &rmcp::model::ContentBlock) -> String {
+    if let Some(text) = block.as_text() {
+        return text.text.clone();
+    }
+    let json = serde_json::to_value(block).unwrap_or(Value::Null);
+    let kind = json.get("type").and_then(Value::as_str).unwrap_or("content");
+    let mime = json.get("mimeType").and_then(Value::as_str).or_else(|| json.pointer("/resource/mimeType").and_then(Value::as_str));
+    // Base64 data is 4 characters for 3 bytes.
+    let data = json.get("data").and_then(Value::as_str).or_else(|| json.pointer("/resource/blob").and_then(Value::as_str));
+    let bytes = data.map(|d| d.len() / 4 * 3).or_else(|| json.pointer("/resource/text").and_then(Value::as_str).map(str::len));
+    let uri = json.get("uri").and_then(Value::as_str).or_else(|| json.pointer("/resource/uri").and_then(Value::as_str));
+    let mut parts = vec![kind.to_owned()];
+    parts.extend(mime.map(str::to_owned));
+    parts.extend(bytes.map(|b| if b >= 1024 { format!("{} KiB", b / 1024) } else { format!("{b} bytes") }));
+    parts.extend(uri.map(str::to_owned));
+    format!("[{}: {}]", parts[0], parts[1..].join(", "))
 }
 
 /// The servers of one run: those it started and the shared ones it uses, and the tools it
@@ -414,6 +564,17 @@ impl RunServers {
                 let tools = server.tools(spec.include.as_deref());
                 run.servers.push(server);
                 tools
+            });
+            let tools = tools.and_then(|tools| {
+                // Two tools of one name would go to the model twice, which providers refuse.
+                match tools.iter().find(|tool| run.tools.iter().any(|t| t.name() == tool.name())) {
+                    Some(tool) => Err(format!(
+                        "two MCP servers list a tool named `{}` (the second: `{}`); offer one of them (`include` picks a server's tools)",
+                        printable(tool.name()),
+                        spec.label
+                    )),
+                    None => Ok(tools),
+                }
             });
             match tools {
                 Ok(tools) => run.tools.extend(tools),
@@ -463,7 +624,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(entry: Value) -> Result<McpServerSpec, String> {
-        McpServerSpec::parse(&entry, PathBuf::from("."), &|var| (var == "TOKEN").then(|| "s3cr3t-value".to_owned()))
+        McpServerSpec::parse(&entry, PathBuf::from("."), &|var| (var == "TOKEN").then(|| "s3cr3t-value".to_owned()), &Secrets::default())
     }
 
     #[test]
@@ -501,6 +662,27 @@ mod tests {
         let structured = CallToolResult::structured(json!({"total": 3}));
         // `structured` also writes the JSON as a text block, which is what the model reads.
         assert_eq!(content(structured).unwrap(), json!(r#"{"total":3}"#));
+    }
+
+    #[test]
+    fn other_blocks_become_placeholders_and_big_results_errors() {
+        use rmcp::model::ContentBlock;
+        let image = ContentBlock::image("A".repeat(4096), "image/png");
+        let mixed = CallToolResult::success(vec![ContentBlock::text("the chart:"), image, ContentBlock::text("done")]);
+        assert_eq!(content(mixed).unwrap(), json!("the chart:\n[image: image/png, 3 KiB]\ndone"));
+        let big = CallToolResult::success(vec![ContentBlock::text("x".repeat(MAX_OUTPUT + 1))]);
+        assert!(matches!(content(big), Err(ToolError::Failed(m)) if m.contains("past the 1 MiB")));
+    }
+
+    #[test]
+    fn illegal_names_are_mapped_and_kept_apart() {
+        assert_eq!(legal_name("lookup_order", &[]), "lookup_order");
+        assert_eq!(legal_name("math.add", &[]), "math_add");
+        assert_eq!(legal_name("fs/read", &["fs_read".to_owned()]), "fs_read_2");
+        assert_eq!(legal_name("<b>\nx", &[]), "_b__x");
+        assert_eq!(legal_name("", &[]), "tool");
+        let long = legal_name(&"a.".repeat(50), &["a_".repeat(32)]);
+        assert!(is_legal_name(&long) && long.ends_with("_2"), "{long}");
     }
 
     #[test]

@@ -17,6 +17,33 @@ use serde_json::Value;
 use crate::message::{FunctionSpec, ToolSpec};
 pub use weather::WeatherConfig;
 
+/// Makes runner the reaper of every process its tools start, however they detach
+/// (see `process`): call once, before any tool starts.
+pub(crate) fn contain_children() {
+    if !process::contain() {
+        tracing::debug!("cannot become a child subreaper: a tool process that detaches itself may outlive its run");
+    }
+}
+
+/// File descriptors one run in flight may hold at most: its model connection, a command
+/// tool's three pipes, an MCP server's pipes and connection, its log.
+pub(crate) const FILES_PER_RUN: usize = 16;
+/// Kept for everything else (the reports, the runtime, the embedded model's files).
+const FILES_KEPT: usize = 64;
+
+/// Raises the soft limit of open files to the hard one; returns how many runs may be in
+/// flight at once within it (`None`: no bound known).
+pub(crate) fn runs_within_open_files_limit() -> Option<(usize, u64)> {
+    let limit = process::raise_open_files_limit()?;
+    let usable = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FILES_KEPT);
+    Some(((usable / FILES_PER_RUN).max(1), limit))
+}
+
+/// Ends every process a tool left behind.
+pub(crate) fn sweep_children() {
+    process::sweep();
+}
+
 /// Why a tool call produced no result. Sent back to the model as `{"error": "..."}`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ToolError {
@@ -26,6 +53,10 @@ pub enum ToolError {
     BadArguments(String),
     #[error("{0}")]
     Failed(String),
+    /// The machine, not the model, stopped the call (no file descriptors or processes left):
+    /// the turn ends in an error, which `--resume` plays again.
+    #[error("{0}")]
+    Environment(String),
 }
 
 /// A function the model can call.
@@ -38,6 +69,11 @@ pub trait Tool: Send + Sync {
     /// `command`, `http`, `mcp`.
     fn source(&self) -> &'static str {
         "builtin"
+    }
+    /// The name its server lists it under, where that is not legal as a model's tool name
+    /// and the model is offered another (MCP tools only).
+    fn original_name(&self) -> Option<&str> {
+        None
     }
     /// What is wrong with `arguments` by the tool's schema (empty: nothing).
     fn check(&self, arguments: &Value) -> Vec<String> {
@@ -53,18 +89,25 @@ impl std::fmt::Debug for dyn Tool {
     }
 }
 
-/// What tools may use during one run: the shared HTTP pool, service endpoints and the
-/// run's random stream.
+/// What tools may use during one run: the shared HTTP pool, service endpoints, the run's
+/// random stream, and the batch's secrets (redacted from every result and error).
 pub struct ToolContext {
     pub http: reqwest::Client,
     pub weather: Arc<WeatherConfig>,
     rng_state: AtomicU64,
+    pub(crate) secrets: crate::provider::Secrets,
 }
 
 impl ToolContext {
     /// A context whose random stream starts from `seed`: the same seed, the same numbers.
     pub fn new(http: reqwest::Client, weather: Arc<WeatherConfig>, seed: u64) -> Self {
-        Self { http, weather, rng_state: AtomicU64::new(seed) }
+        Self { http, weather, rng_state: AtomicU64::new(seed), secrets: Default::default() }
+    }
+
+    /// This context with the batch's secrets.
+    pub(crate) fn with_secrets(mut self, secrets: crate::provider::Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// The next number of the run's random stream (SplitMix64).

@@ -204,3 +204,15 @@ fn every_problem_in_a_declaration_is_a_load_error_with_its_position() {
         assert!(run.server().chat_bodies().is_empty(), "nothing is sent");
     }
 }
+
+#[test]
+fn a_description_cut_at_a_comma_by_a_flow_mapping_is_warned_about_at_its_line() {
+    let yaml = "name: s\ntools:\n  - name: lookup\n    parameters:\n      type: object\n      properties:\n        order_id: {type: string, description: The order id, like A1001.}\n    result: {}\nturns:\n  - user: hi\n";
+    let ran = Test::new().file("s.yaml", yaml).args(["check", "s.yaml"]).run();
+    ran.success();
+    assert!(ran.stderr.contains("s.yaml:3:5: `like A1001.: null` in the parameters of `lookup` is no JSON Schema keyword"), "{}", ran.stderr);
+    // The shipped example says it whole, and draws no warning.
+    let shipped = Test::new().args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/support.yaml")]).run();
+    shipped.success();
+    assert!(!shipped.stderr.contains("no JSON Schema keyword"), "{}", shipped.stderr);
+}

@@ -4,12 +4,15 @@
 #![allow(unreachable_pub)]
 
 mod cache;
+mod cache_tree;
 mod chat;
 mod cli;
 mod compare;
+mod containment;
 mod declared;
 mod edges;
 mod faults;
+mod figures;
 mod gates;
 mod hostile;
 mod html;
@@ -19,8 +22,10 @@ mod local;
 mod mcp;
 mod readme;
 mod run;
+mod secrets;
 mod server;
 mod snapshot;
+mod terminal;
 mod vendors;
 
 use std::path::{Path, PathBuf};

@@ -253,3 +253,60 @@ fn runner_tools_starts_the_servers_to_list_their_tools() {
     assert!(!ran.stdout.contains("count (mcp"), "only the included tools: {}", ran.stdout);
     all_ended(&ran);
 }
+
+#[test]
+fn illegal_names_are_mapped_collisions_refused_and_names_printed_inert() {
+    // Names no model API takes go out mapped; the call reaches the server by its own name and
+    // the log keeps it.
+    let entry = format!("  - mcp:\n      command: ['{}', --odd-names]", test_server());
+    let ran = run(&scenario(&entry, &[r#"call math_add {"a": 2, "b": 3}"#]), &[]);
+    ran.success();
+    let offered: Vec<String> =
+        ran.server().chat_bodies()[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().to_owned()).collect();
+    for name in &offered {
+        assert!((1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{name}");
+    }
+    assert!(offered.contains(&"math_add".to_owned()) && offered.contains(&"fs_read".to_owned()) && offered.contains(&"fs_read_2".to_owned()), "{offered:?}");
+    let call = &calls(&ran.logs()[0].1)[0];
+    assert_eq!((call["name"].as_str(), call["listed_as"].as_str(), call["result"].as_str()), (Some("math_add"), Some("math.add"), Some("5")), "{call}");
+    // `runner tools` shows the escape sequences escaped.
+    let tools = Test::new().file("s.yaml", &scenario(&entry, &["hi"])).args(["tools", "s.yaml"]).run();
+    tools.success();
+    assert!(!tools.stdout.contains('\u{1b}'), "{:?}", tools.stdout);
+    assert!(tools.stdout.contains("math_add (mcp, listed as `math.add`"), "{}", tools.stdout);
+    // Two servers listing one name: the run is an error, nothing is sent.
+    let two = format!("  - mcp:\n      command: ['{}']\n      include: [echo]\n  - mcp:\n      command: ['{}', --only-echo]", test_server(), test_server());
+    let ran = run(&scenario(&two, &["hi"]), &[]);
+    ran.code(1);
+    let error = ran.logs()[0].1["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("two MCP servers list a tool named `echo`"), "{error}");
+    assert!(ran.server().chat_bodies().is_empty());
+}
+
+#[test]
+fn results_are_capped_and_mixed_content_is_text_with_placeholders() {
+    let entry = format!("  - mcp:\n      command: ['{}']\n      include: [chart, big]", test_server());
+    let ran = run(&scenario(&entry, &["call chart {}", r#"call big {"bytes": 15000000}"#]), &[]);
+    ran.success();
+    let calls = calls(&ran.logs()[0].1);
+    assert_eq!(calls[0]["result"], "Sales by month:\n[image: image/png, 6 KiB]\n(up 4%)", "{}", calls[0]);
+    assert!(calls[1]["error"].as_str().unwrap().contains("past the 1 MiB a tool result may be"), "{}", calls[1]);
+    let log_size = std::fs::metadata(ran.path().join("logs/runs")).map(|_| ran.all_files().iter().map(|(_, b)| b.len()).sum::<usize>()).unwrap();
+    assert!(log_size < 1 << 20, "the workspace holds {log_size} bytes");
+}
+
+#[test]
+fn an_unreachable_or_wrong_server_is_said_in_words() {
+    let not_mcp = MockServer::start(|_| crate::server::Reply::bytes(404, b"Not Found".to_vec()));
+    for (url, expected) in [("http://127.0.0.1:9/mcp".to_owned(), "connection refused"), (format!("{}/wrong", not_mcp.url()), "404")] {
+        let entry = format!("  - mcp:\n      url: '{url}'\n      startup_timeout_secs: 5");
+        let ran = run(&scenario(&entry, &["hi"]), &[]);
+        ran.code(1);
+        let error = ran.logs()[0].1["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(expected), "{url}: {error}");
+        for debug in ["Error {", "kind:", "Some(", "source:", "StreamableHttpError"] {
+            assert!(!error.contains(debug), "{url}: Rust's debug text: {error}");
+        }
+        assert!(!ran.stderr.contains("ERROR") && !ran.stderr.contains("rmcp"), "the library's own log lines: {}", ran.stderr);
+    }
+}
