@@ -273,7 +273,7 @@ impl CacheLookup<'_> {
         let scenario = &cell.scenario;
         let base_url = match cell.spec.provider.as_str() {
             "local" => None,
-            provider => self.providers.endpoints.get(provider).map(|e| e.base_url.trim().trim_end_matches('/').to_owned()),
+            provider => self.providers.endpoints.get(provider).and_then(|e| self.providers.shown_base_url(e)),
         };
         let provider = crate::provider::cache::Offline { base_url };
         let specs = registry.with(&scenario.declared).specs(&scenario.tools);

@@ -40,7 +40,8 @@ fn render(settings: &Settings) -> Result<String, std::fmt::Error> {
                 (Some(var), Some(_)) => format!("{var} (set)"),
                 (Some(var), None) => format!("{var} (not set)"),
             };
-            let address = if endpoint.base_url.is_empty() { format!("(set {})", endpoint.base_from) } else { endpoint.base_url.clone() };
+            // Credentials written into a base URL are secrets like a key.
+            let address = if endpoint.base_url.is_empty() { format!("(set {})", endpoint.base_from) } else { settings.secrets.redact(&endpoint.base_url) };
             vec![name.clone(), key, address, endpoint.origin.to_owned()]
         }))
         .chain(std::iter::once(vec!["local".to_owned(), "no key".to_owned(), "in-process (local:smollm2-135m)".to_owned(), "built in".to_owned()]))

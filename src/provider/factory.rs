@@ -104,6 +104,13 @@ impl ProviderConfig {
         Ok(ModelSpec { provider: provider.to_owned(), name: name.to_owned() })
     }
 
+    /// Where `endpoint`'s requests go, as logs, cache keys and the terminal show it: trimmed,
+    /// with credentials written into it redacted; `None` when nothing says where it is.
+    pub(crate) fn shown_base_url(&self, endpoint: &Endpoint) -> Option<String> {
+        let base = endpoint.base_url.trim().trim_end_matches('/');
+        (!base.is_empty()).then(|| self.secrets.redact(base))
+    }
+
     /// Every provider name, sorted.
     pub(crate) fn providers(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.endpoints.keys().map(String::as_str).chain(["local"]).collect();
@@ -178,10 +185,9 @@ impl<'a> Models<'a> {
         }
         let endpoint = self.config.endpoints.get(&spec.provider).ok_or_else(|| format!("unknown provider `{}`", spec.provider))?.clone();
         if self.replaying() {
-            // Where a request would go is part of its key; nothing is sent there.
-            let base = endpoint.base_url.trim().trim_end_matches('/');
-            // Redacted as the live client's is, so that replay finds what a run recorded.
-            return Ok(Arc::new(Offline { base_url: (!base.is_empty()).then(|| self.config.secrets.redact(base)) }));
+            // Where a request would go is part of its key (shown as the live client shows it, so
+            // that replay finds what a run recorded); nothing is sent there.
+            return Ok(Arc::new(Offline { base_url: self.config.shown_base_url(&endpoint) }));
         }
         self.remote(spec, &endpoint)
     }
@@ -205,7 +211,7 @@ impl<'a> Models<'a> {
             return Err(format!("{spec}: set {} to the endpoint's address (e.g. https://NAME.openai.azure.com)", endpoint.base_from));
         }
         if !(base.starts_with("http://") || base.starts_with("https://")) || reqwest::Url::parse(base).is_err() {
-            return Err(format!("base URL `{base}` is not an http:// or https:// URL ({})", endpoint.base_from));
+            return Err(format!("base URL `{}` is not an http:// or https:// URL ({})", self.config.secrets.redact(base), endpoint.base_from));
         }
         let mut headers = endpoint.headers.clone().map_err(|e| format!("{spec}: {e}"))?;
         let key = endpoint.key.as_ref().map(|k| k.expose().to_owned());

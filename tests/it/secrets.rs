@@ -211,6 +211,11 @@ fn every_kind_of_secret_echoed_whole_or_in_part_is_redacted_everywhere() {
     ]));
     let logs = ws.logs();
     assert_eq!(logs.len(), 2, "{}", out.stderr);
+    // `runner models` shows the endpoint's address without its password.
+    let models = exec(ws.runner(&model.url()).env("TEAM_TOKEN", team).args(["models"]));
+    assert_eq!(models.code, 0, "{}", models.stderr);
+    assert!(models.stdout.contains("http://user:[redacted]@127.0.0.1"), "{}", models.stdout);
+    assert!(!models.stdout.contains(url_password));
     // The tool's error and the model's echo were recorded, redacted.
     let names: Vec<&String> = logs.iter().map(|(n, _)| n).collect();
     let s = &logs.iter().find(|(_, log)| log["scenario"]["name"] == "s").unwrap_or_else(|| panic!("{names:?}")).1;
