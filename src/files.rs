@@ -37,12 +37,19 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         file.write_all(bytes)?;
         return file.write_all(b"\n");
     }
-    let tmp = temp_path(&path);
+    rename_into_place(&path, bytes)
+}
+
+/// Writes `bytes` and a final newline to a new file under a fresh temporary name beside
+/// `path` (created, never opened through an existing link), then renames it over `path`;
+/// on failure the temporary file is removed.
+fn rename_into_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path(path);
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         file.write_all(bytes)?;
         file.write_all(b"\n")?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -96,17 +103,7 @@ pub(crate) fn put_regular(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Resu
     if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is a folder", path.display())));
     }
-    let tmp = temp_path(&path);
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.write_all(b"\n")?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    rename_into_place(&path, bytes)
 }
 
 /// A temporary name beside `path` that no other writer (in this process or another) uses.

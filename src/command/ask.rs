@@ -7,11 +7,9 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{EXIT_FAILED, EXIT_PASSED};
-use crate::chat::Session;
 use crate::cli::AskArgs;
 use crate::progress::DownloadBar;
 use crate::provider::{Models, TextSink, openai::http_client};
-use crate::rng::random_seed;
 use crate::settings::{Flags, Settings, UsageError};
 
 pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
@@ -22,15 +20,7 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
     let cache = settings.request_cache(&args.offer.cache)?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let mut session = Session::new(
-        target,
-        settings.tools.clone(),
-        tools.as_deref(),
-        models.http().clone(),
-        settings.weather.clone(),
-        random_seed(),
-        settings.secrets.clone(),
-    );
+    let mut session = super::session(&settings, target, tools.as_deref(), models.http());
     let print = |text: &str| {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());

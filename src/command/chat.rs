@@ -12,7 +12,6 @@ use crate::files::write_atomically;
 use crate::progress::DownloadBar;
 use crate::provider::{Models, TextSink, openai::http_client};
 use crate::record::RunRecord;
-use crate::rng::random_seed;
 use crate::settings::{Flags, Settings, UsageError};
 
 const HELP: &str = "commands:
@@ -84,15 +83,7 @@ pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: 
     let cache = settings.request_cache(&offer.cache)?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
-    let session = Session::new(
-        target,
-        settings.tools.clone(),
-        tools.as_deref(),
-        models.http().clone(),
-        settings.weather.clone(),
-        random_seed(),
-        settings.secrets.clone(),
-    );
+    let session = super::session(&settings, target, tools.as_deref(), models.http());
     Ok(converse(session, &mut models, log_dir, !offer.no_stream).await)
 }
 

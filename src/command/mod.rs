@@ -112,6 +112,20 @@ fn compare_with(baseline: Option<&std::path::Path>, summary: &crate::report::sum
     Ok(Some(crate::report::baseline::Comparison::new(&path.display().to_string(), &before.summary(), summary)))
 }
 
+/// A conversation with `target` for `ask` and `chat`: the configured tools (`offered` of
+/// them), the shared HTTP pool, a fresh random seed, the batch's secrets.
+fn session(settings: &Settings, target: std::sync::Arc<crate::provider::Target>, offered: Option<&[String]>, http: &reqwest::Client) -> crate::chat::Session {
+    crate::chat::Session::new(
+        target,
+        settings.tools.clone(),
+        offered,
+        http.clone(),
+        settings.weather.clone(),
+        crate::rng::random_seed(),
+        settings.secrets.clone(),
+    )
+}
+
 /// Every scenario of `paths`, validated against the built-in tools and the known models.
 fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
     let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);

@@ -119,3 +119,26 @@ fn concurrency_is_bounded_by_the_open_files_limit() {
     assert!(server.max_in_flight() <= 2, "{} in flight", server.max_in_flight());
     std::thread::sleep(Duration::from_millis(1));
 }
+
+#[test]
+fn kill_9_of_runner_ends_the_servers_it_started() {
+    // A stdio "server" that ignores the end of its input and never answers: only the
+    // parent-death signal can end it once runner is killed.
+    let ws = Workspace::new();
+    let server = crate::server::MockServer::start(model);
+    ws.write("s.yaml", "name: s\ntools:\n  - mcp:\n      command: [sh, -c, 'echo $$ >> pids.txt; exec sleep 600 < /dev/null']\n      startup_timeout_secs: 60\nturns:\n  - user: go\n");
+    let mut child = ws
+        .runner(&server.url())
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(|| !pids(&ws).is_empty());
+    std::thread::sleep(Duration::from_millis(200));
+    let pids = pids(&ws);
+    assert!(running(pids[0]));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for(|| !running(pids[0]));
+}
