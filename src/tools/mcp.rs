@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{Peer, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -162,6 +162,8 @@ pub(crate) struct McpServer {
     stderr: Arc<Mutex<Tail>>,
     /// Killed when dropped: an aborted run drops its servers without stopping them.
     group: Mutex<Option<ProcessGroup>>,
+    /// The stdio server's process, held so that it is reaped.
+    child: Mutex<Option<tokio::process::Child>>,
 }
 
 impl McpServer {
@@ -169,6 +171,11 @@ impl McpServer {
     pub(crate) async fn start(spec: &McpServerSpec, http: &reqwest::Client) -> Result<Arc<Self>, String> {
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut group: Option<ProcessGroup> = None;
+        // The server's process (stdio): killed if dropped, reaped by the runtime.
+        let mut child: Option<tokio::process::Child> = None;
+        // How many messages past what the SDK reads the server has sent (stdio).
+        let (oversized_tx, oversized) = tokio::sync::watch::channel(0u64);
+        let oversized_tx = Arc::new(oversized_tx);
         let mut reader = None;
         // True once stderr has been read to its end (at once for a server without one).
         let (closed_tx, stderr_closed) = tokio::sync::watch::channel(!matches!(spec.transport, Transport::Stdio { .. }));
@@ -177,13 +184,14 @@ impl McpServer {
                 let mut command = tokio::process::Command::new(&argv[0]);
                 own_group(command.args(&argv[1..]).current_dir(dir), &spec.secrets);
                 let spawning = super::process::spawning();
-                let (transport, pipe) = TokioChildProcess::builder(command)
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(|err| format!("MCP server {}", super::process::spawn_error(&argv[0], dir, &err)))?;
+                let mut spawned = command.spawn().map_err(|err| format!("MCP server {}", super::process::spawn_error(&argv[0], dir, &err)))?;
                 // From here on, whatever happens, the server's processes end with `group`.
-                group = Some(ProcessGroup::of(transport.id()));
+                group = Some(ProcessGroup::of(spawned.id()));
                 drop(spawning);
+                let (Some(stdin), Some(stdout), pipe) = (spawned.stdin.take(), spawned.stdout.take(), spawned.stderr.take()) else {
+                    return Err(format!("MCP server `{}`: its standard input and output could not be opened", spec.label));
+                };
+                child = Some(spawned);
                 if let Some(mut pipe) = pipe {
                     let stderr = stderr.clone();
                     reader = Some(tokio::spawn(async move {
@@ -194,7 +202,8 @@ impl McpServer {
                         closed_tx.send_replace(true);
                     }));
                 }
-                Box::pin(().serve(transport)) as BoxFuture<'_, _>
+                let stdout = LineWatch { inner: stdout, since_newline: 0, oversized: oversized_tx.clone() };
+                Box::pin(().serve((stdout, stdin))) as BoxFuture<'_, _>
             }
             Transport::Http { url, headers } => {
                 let mut custom = HashMap::new();
@@ -271,6 +280,7 @@ impl McpServer {
                     server: spec.label.clone(),
                     stderr: stderr.clone(),
                     stderr_closed: stderr_closed.clone(),
+                    oversized: oversized.clone(),
                     timeout: spec.call_timeout,
                 })
             })
@@ -283,6 +293,7 @@ impl McpServer {
             listed,
             stderr,
             group: Mutex::new(group),
+            child: Mutex::new(child),
         }))
     }
 
@@ -321,6 +332,10 @@ impl McpServer {
             let _ = session.close_with_timeout(EXIT_GRACE).await;
         }
         drop(group); // SIGKILL to whatever of the group is still there.
+        let child = self.child.lock().expect("child lock").take();
+        if let Some(mut child) = child {
+            let _ = child.wait().await;
+        }
     }
 }
 
@@ -385,6 +400,9 @@ fn in_words(err: &(dyn std::error::Error + 'static), spec: &McpServerSpec) -> St
             if io.kind() == std::io::ErrorKind::ConnectionRefused {
                 return format!("connection refused at {} (is the server running at that address?)", spec.label);
             }
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return "it closed its standard input before the MCP handshake (is the command an MCP server over stdio?)".to_owned();
+            }
             return format!("{io}");
         }
         if let Some(http) = cause.downcast_ref::<reqwest::Error>() {
@@ -441,6 +459,45 @@ fn legal_name(original: &str, taken: &[String]) -> String {
     name
 }
 
+/// A stdio server's output on its way to the SDK, watched for lines longer than the SDK
+/// reads (it drops them and keeps waiting): each such line is counted in `oversized`.
+struct LineWatch<R> {
+    inner: R,
+    since_newline: usize,
+    oversized: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl<R> LineWatch<R> {
+    /// What the SDK's stdio transport reads in one message.
+    const LIMIT: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for LineWatch<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            let mut since = self.since_newline;
+            for &byte in &buf.filled()[before..] {
+                if byte == b'\n' {
+                    since = 0;
+                } else {
+                    since += 1;
+                    if since == Self::LIMIT + 1 {
+                        self.oversized.send_modify(|count| *count += 1);
+                    }
+                }
+            }
+            self.since_newline = since;
+        }
+        polled
+    }
+}
+
 /// One tool of a started server.
 pub(crate) struct McpTool {
     /// The name the model is offered: the listed one, or a legal name made from it.
@@ -454,6 +511,8 @@ pub(crate) struct McpTool {
     server: String,
     stderr: Arc<Mutex<Tail>>,
     stderr_closed: tokio::sync::watch::Receiver<bool>,
+    /// Counts the server's messages too long for the SDK, which drops them unanswered.
+    oversized: tokio::sync::watch::Receiver<u64>,
     timeout: Duration,
 }
 
@@ -463,7 +522,30 @@ impl McpTool {
         if let Value::Object(arguments) = arguments {
             params.arguments = Some(arguments);
         }
-        match tokio::time::timeout(self.timeout, self.peer.call_tool(params)).await {
+        // A message too long for the SDK is dropped, and the call would wait for nothing: such
+        // a message ends the wait.
+        let mut oversized = self.oversized.clone();
+        let seen = *oversized.borrow_and_update();
+        let dropped = async move {
+            if oversized.wait_for(|count| *count > seen).await.is_err() {
+                // The reader is gone (a URL server has none): nothing more can be dropped.
+                std::future::pending::<()>().await;
+            }
+        };
+        let call = tokio::time::timeout(self.timeout, self.peer.call_tool(params));
+        let outcome = tokio::select! {
+            outcome = call => outcome,
+            () = dropped => {
+                return Err(ToolError::Failed(format!(
+                    "MCP server `{}` sent a message longer than {} MiB while `{}` ran (its answer, most likely), which the MCP SDK does not read; a tool result may be {} MiB",
+                    self.server,
+                    LineWatch::<tokio::process::ChildStdout>::LIMIT >> 20,
+                    self.name,
+                    MAX_OUTPUT >> 20
+                )));
+            }
+        };
+        match outcome {
             Ok(Ok(result)) => content(result),
             Ok(Err(err)) => {
                 // A server that died says why on stderr: let the reader reach its end.

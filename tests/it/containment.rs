@@ -126,7 +126,10 @@ fn kill_9_of_runner_ends_the_servers_it_started() {
     // parent-death signal can end it once runner is killed.
     let ws = Workspace::new();
     let server = crate::server::MockServer::start(model);
-    ws.write("s.yaml", "name: s\ntools:\n  - mcp:\n      command: [sh, -c, 'echo $$ >> pids.txt; exec sleep 600 < /dev/null']\n      startup_timeout_secs: 60\nturns:\n  - user: go\n");
+    ws.write(
+        "s.yaml",
+        "name: s\ntools:\n  - mcp:\n      command: [sh, -c, 'echo $$ >> pids.txt; exec sleep 600']\n      startup_timeout_secs: 60\nturns:\n  - user: go\n",
+    );
     let mut child = ws
         .runner(&server.url())
         .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])

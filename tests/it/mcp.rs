@@ -286,11 +286,15 @@ fn illegal_names_are_mapped_collisions_refused_and_names_printed_inert() {
 #[test]
 fn results_are_capped_and_mixed_content_is_text_with_placeholders() {
     let entry = format!("  - mcp:\n      command: ['{}']\n      include: [chart, big]", test_server());
-    let ran = run(&scenario(&entry, &["call chart {}", r#"call big {"bytes": 15000000}"#]), &[]);
+    let ran = run(&scenario(&entry, &["call chart {}", r#"call big {"bytes": 15000000}"#, r#"call big {"bytes": 20000000}"#]), &[]);
     ran.success();
     let calls = calls(&ran.logs()[0].1);
     assert_eq!(calls[0]["result"], "Sales by month:\n[image: image/png, 6 KiB]\n(up 4%)", "{}", calls[0]);
     assert!(calls[1]["error"].as_str().unwrap().contains("past the 1 MiB a tool result may be"), "{}", calls[1]);
+    // Past what the SDK's transport takes in one message: said, not a time-out.
+    let error = calls[2]["error"].as_str().unwrap();
+    assert!(error.contains("sent a message longer than 16 MiB while `big` ran"), "{error}");
+    assert!(calls[2]["duration_ms"].as_u64().unwrap() < 20_000, "found before the 30 s time-out: {}", calls[2]);
     let log_size = std::fs::metadata(ran.path().join("logs/runs")).map(|_| ran.all_files().iter().map(|(_, b)| b.len()).sum::<usize>()).unwrap();
     assert!(log_size < 1 << 20, "the workspace holds {log_size} bytes");
 }
