@@ -116,7 +116,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         plan.runs().filter(plays).map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
     let report_path = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
     let html = args.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
-    let mut reports = Reports::create(&report_path, html, &finished)?;
+    let mut reports = Reports::create(&report_path, html, args.junit.is_some(), &finished)?;
     let shared = Arc::new(Shared {
         run_id: logs.run_id().to_owned(),
         registry: settings.tools.clone(),
@@ -249,7 +249,7 @@ fn read_finished(logs: &JsonLogs, plan: &Plan) -> (Vec<RunRecord>, HashSet<(usiz
 struct Reports {
     csv: CsvReport<std::io::BufWriter<std::fs::File>>,
     summary: Summary,
-    junit: Junit,
+    junit: Option<Junit>,
     failures: Failures,
     html: Option<HtmlReport>,
 }
@@ -257,10 +257,12 @@ struct Reports {
 impl Reports {
     /// Creates the CSV report at `path`. Resumed runs (`finished`) go in first; their report
     /// is rebuilt beside the old one and replaces it whole.
-    fn create(path: &Path, html: Option<HtmlReport>, finished: &[RunRecord]) -> anyhow::Result<Self> {
+    fn create(path: &Path, html: Option<HtmlReport>, junit: bool, finished: &[RunRecord]) -> anyhow::Result<Self> {
         let staging = path.with_file_name(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let csv = CsvReport::create(if finished.is_empty() { path } else { &staging })?;
-        let mut reports = Self { csv, summary: Summary::default(), junit: Junit::default(), failures: Failures::default(), html };
+        // JUnit's cases are kept only when a file will hold them.
+        let junit = junit.then(Junit::default);
+        let mut reports = Self { csv, summary: Summary::default(), junit, failures: Failures::default(), html };
         if !finished.is_empty() {
             for record in finished {
                 reports.run_ended(&RunOutcome::Finished(Box::new(record.clone())))?;
@@ -275,8 +277,8 @@ impl Reports {
         if let Some(path) = summary_path {
             write_atomically(path, &self.summary.to_csv()?).with_context(|| format!("cannot write {}", path.display()))?;
         }
-        if let Some(path) = junit {
-            write_atomically(path, self.junit.render().trim_end().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        if let (Some(path), Some(cases)) = (junit, &self.junit) {
+            write_atomically(path, cases.render().trim_end().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
