@@ -38,26 +38,39 @@ pub(crate) struct Merged {
     files: std::collections::HashSet<PathBuf>,
 }
 
-/// The largest row a report may have: far past any row runner writes (its cells are cut at
-/// 4 KiB), and a bound on what a hostile file makes `runner report` hold.
+/// The largest row a report may have: far past any row runner writes (its text cells are
+/// cut at 4 KiB), and a bound on what a hostile file makes `runner report` hold.
 const MAX_ROW: usize = 1 << 20;
 /// The largest cost a row may carry: a billion dollars is no run's.
 const MAX_COST_USD: f64 = 1e9;
 
-/// A file read with no line longer than [`MAX_ROW`]: a huge field fails fast instead of
-/// filling memory.
+/// A file read with no row longer than [`MAX_ROW`]: a huge field fails fast instead of
+/// filling memory, also one spread over many lines inside quotes (a row ends only at a line
+/// break outside quotes; `""` inside quotes toggles twice and changes nothing).
 struct Bounded<R> {
     inner: R,
-    since_newline: usize,
+    since_row: usize,
+    quoted: bool,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, since_row: 0, quoted: false }
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         for &byte in &buf[..n] {
-            self.since_newline = if byte == b'\n' { 0 } else { self.since_newline + 1 };
-            if self.since_newline > MAX_ROW {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a line longer than {} MiB: not a runner report", MAX_ROW >> 20)));
+            match byte {
+                b'"' => self.quoted = !self.quoted,
+                b'\n' if !self.quoted => self.since_row = 0,
+                _ => {}
+            }
+            self.since_row += 1;
+            if self.since_row > MAX_ROW {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a row longer than {} MiB: not a runner report", MAX_ROW >> 20)));
             }
         }
         Ok(n)
@@ -76,7 +89,7 @@ impl Merged {
             return Err(UsageError(format!("{file} is given twice (its runs would count twice)")));
         }
         let opened = std::fs::File::open(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
-        let mut reader = csv::Reader::from_reader(Bounded { inner: std::io::BufReader::new(opened), since_newline: 0 });
+        let mut reader = csv::Reader::from_reader(Bounded::new(std::io::BufReader::new(opened)));
         let header = reader.headers().map_err(|e| UsageError(format!("{file}:1: cannot read the header: {e}")))?.clone();
         if header.iter().eq(super::summary::CSV_COLUMNS.iter().copied()) {
             return Ok(false);

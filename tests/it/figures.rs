@@ -115,6 +115,12 @@ fn report_refuses_impossible_values_and_double_counting_at_the_right_line() {
     let out = exec(ws.runner("http://127.0.0.1:9").args(["report", "r.csv"]));
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("longer than 1 MiB"), "{}", out.stderr);
+    // The same spread over short lines inside one quoted field.
+    let quoted = format!("r1,s,openai:gpt-4o-mini,1,1,passed,10,5,15,0,0,0.2,1,0,100,\"{}\"", "a line\n".repeat(1 << 20));
+    ws.write("r.csv", &report(&[&quoted]));
+    let out = exec(ws.runner("http://127.0.0.1:9").args(["report", "r.csv"]));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("longer than 1 MiB"), "{}", out.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
