@@ -288,10 +288,11 @@ fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env, secrets: 
             secrets.add_variable(var);
             env.var(var)
         };
-        let expanded: Vec<(String, String)> =
-            headers.iter().map(|(name, value)| Ok((name.clone(), crate::tools::declared::expand(value, &lookup)?))).collect::<Result<_, String>>()?;
-        for (_, value) in &expanded {
-            secrets.add(value);
+        let mut expanded = Vec::with_capacity(headers.len());
+        for (name, template) in headers {
+            let value = crate::tools::declared::expand(template, &lookup)?;
+            secrets.add_header(name, template, &value);
+            expanded.push((name.clone(), value));
         }
         Ok(expanded)
     };

@@ -88,6 +88,19 @@ impl Secrets {
         }
     }
 
+    /// A header's value, once `${VAR}` in its `template` is expanded: a secret when any of it
+    /// came from the environment, or when the header's name says it carries a credential
+    /// (`Authorization`, `*-Key`, `*Token*`, `*Secret*`, `Cookie`, ...). A value written out
+    /// in a file that is committed (`Content-Type: application/json`) is no secret, and
+    /// redacting it would cut it out of every reply that mentions it.
+    pub(crate) fn add_header(&self, name: &str, template: &str, value: &str) {
+        let name = name.to_ascii_lowercase();
+        let credential = ["auth", "key", "token", "secret", "cookie", "password", "signature", "session"].iter().any(|part| name.contains(part));
+        if credential || template.contains("${") {
+            self.add(value);
+        }
+    }
+
     /// The credentials written into a URL: the user and password of `user:pw@`, and the
     /// values of query parameters that name a key, token, secret, password or signature.
     pub(crate) fn add_url(&self, url: &str) {
@@ -386,6 +399,13 @@ mod tests {
             let redacted = secrets.redact(text);
             assert!(!redacted.contains(gone) && redacted.contains("[redacted]"), "{text} -> {redacted}");
         }
+        // A plain header written in a file is no secret; one from the environment, or named
+        // like a credential, is.
+        secrets.add_header("Content-Type", "application/json", "application/json");
+        secrets.add_header("X-Title", "${APP_TITLE}", "title-from-the-environment");
+        secrets.add_header("X-Api-Key", "literal-key-in-the-file", "literal-key-in-the-file");
+        assert!(!secrets.is_in("send application/json"));
+        assert!(secrets.is_in("title-from-the-environment") && secrets.is_in("literal-key-in-the-file"));
         // The API version is no credential, and short words are no secrets.
         assert_eq!(secrets.redact("api-version=2024-10-21 alice Bearer"), "api-version=2024-10-21 alice Bearer");
         let value = serde_json::json!({"env": ["K=sk-ant-KEY-0123456789"], "tok-HEADER-abcdef": 1});

@@ -156,7 +156,7 @@ impl DeclaredTool {
                     let mut headers = Vec::new();
                     for (header, template) in http.headers {
                         let value = expand(&template, context.env)?;
-                        context.secrets.add(&value);
+                        context.secrets.add_header(&header, &template, &value);
                         headers.push((header, Secret::new(value)));
                     }
                     context.secrets.add_url(&http.url);

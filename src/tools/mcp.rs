@@ -115,7 +115,7 @@ impl McpServerSpec {
                 let mut headers = Vec::new();
                 for (name, template) in raw.headers {
                     let value = expand(&template, env)?;
-                    secrets.add(&value);
+                    secrets.add_header(&name, &template, &value);
                     headers.push((name, Secret::new(value)));
                 }
                 secrets.add_url(&url);
