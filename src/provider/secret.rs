@@ -79,12 +79,15 @@ impl Secrets {
         }
     }
 
-    /// A key or a header value: looked for whole, and each word of it (the `X` of
-    /// `Bearer X`, `token=X`), so that a server quoting only the token is caught too.
+    /// A key or a header value: looked for whole, and the token in it (the `X` of `Bearer X`
+    /// or `token=X`, each part of `a=X; b=Y`), so that a server quoting only the token is
+    /// caught too. Other words of a value are not looked for: `My Application` would cut
+    /// "Application" out of every reply.
     pub(crate) fn add(&self, value: &str) {
         self.push(value);
-        for word in value.split(|c: char| c.is_whitespace() || c == '=' || c == ',' || c == ';') {
-            self.push(word);
+        for part in value.split([',', ';']) {
+            let token = part.trim().rsplit(|c: char| c.is_whitespace() || c == '=').next().unwrap_or_default();
+            self.push(token);
         }
     }
 
@@ -405,6 +408,10 @@ mod tests {
         secrets.add_header("X-Title", "${APP_TITLE}", "title-from-the-environment");
         secrets.add_header("X-Api-Key", "literal-key-in-the-file", "literal-key-in-the-file");
         assert!(!secrets.is_in("send application/json"));
+        secrets.add("Team Application Nightly-Build-7");
+        assert!(!secrets.is_in("an Application"), "only the token of a value is looked for alone");
+        secrets.add("sid=cookie-one-123456; theme=cookie-two-654321");
+        assert!(secrets.is_in("cookie-one-123456") && secrets.is_in("cookie-two-654321"));
         assert!(secrets.is_in("title-from-the-environment") && secrets.is_in("literal-key-in-the-file"));
         // The API version is no credential, and short words are no secrets.
         assert_eq!(secrets.redact("api-version=2024-10-21 alice Bearer"), "api-version=2024-10-21 alice Bearer");
