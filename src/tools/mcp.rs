@@ -331,11 +331,17 @@ impl McpServer {
         if let Some(mut session) = self.session.lock().await.take() {
             let _ = session.close_with_timeout(EXIT_GRACE).await;
         }
-        drop(group); // SIGKILL to whatever of the group is still there.
+        // SIGKILL to whatever of the group is still there; the server is reaped before the
+        // group is let go, so the sweep that follows finds no child of its own to look into.
+        let mut group = group;
+        if let Some(group) = &mut group {
+            group.kill();
+        }
         let child = self.child.lock().expect("child lock").take();
         if let Some(mut child) = child {
             let _ = child.wait().await;
         }
+        drop(group);
     }
 }
 
