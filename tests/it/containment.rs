@@ -2,23 +2,12 @@
 //! counted by their ids after the run. A `command` tool's `timeout_secs` bounds the whole call
 //! once. Running out of file descriptors is the machine's error, not the model's failure.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::server::{Reply, Request, text, tool_calls};
-use crate::{Test, Workspace, wait_for};
-
-/// Whether `pid` is a process that has not ended (a zombie has ended).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
-}
-
-/// The process ids written to `pids.txt` in the workspace.
-fn pids(ws: &Workspace) -> Vec<i32> {
-    std::fs::read_to_string(ws.path().join("pids.txt")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
+use crate::{Test, Workspace, pids, running, test_server, wait_for};
 
 /// The model: calls `spawn` once; after the tool round it answers.
 fn model(request: &Request) -> Reply {
@@ -26,11 +15,6 @@ fn model(request: &Request) -> Reply {
         return text("done", 5, 5);
     }
     tool_calls(&[("c1", "spawn", json!({}))], 5, 5)
-}
-
-fn test_server() -> String {
-    let runner = PathBuf::from(env!("CARGO_BIN_EXE_runner"));
-    runner.parent().unwrap().join("examples").join("mcp_test_server").to_string_lossy().into_owned()
 }
 
 #[test]

@@ -45,6 +45,24 @@ pub fn signal(child: &std::process::Child, signal: i32) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
 }
 
+/// The rmcp test server (examples/mcp_test_server.rs), built by `cargo test` beside runner.
+pub fn test_server() -> String {
+    let runner = PathBuf::from(env!("CARGO_BIN_EXE_runner"));
+    let path = runner.parent().unwrap().join("examples").join("mcp_test_server");
+    assert!(path.exists(), "{} is missing: `cargo test` builds it; alone: cargo build --example mcp_test_server", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+/// The process ids written to `pids.txt` in `ws` (by the test server, or a tool's script).
+pub fn pids(ws: &Workspace) -> Vec<i32> {
+    std::fs::read_to_string(ws.path().join("pids.txt")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Whether `pid` is a process that has not ended (a zombie has ended).
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
+}
+
 /// Waits until `what` holds, at most 10 s.
 pub fn wait_for(what: impl Fn() -> bool) {
     let started = std::time::Instant::now();

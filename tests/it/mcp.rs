@@ -11,15 +11,7 @@ use serde_json::Value;
 
 use crate::declared::model;
 use crate::server::MockServer;
-use crate::{Ran, Test, Workspace, signal, wait_for};
-
-/// The rmcp test server (examples/mcp_test_server.rs), built by `cargo test` beside runner.
-fn test_server() -> String {
-    let runner = PathBuf::from(env!("CARGO_BIN_EXE_runner"));
-    let path = runner.parent().unwrap().join("examples").join("mcp_test_server");
-    assert!(path.exists(), "{} is missing: `cargo test` builds it; alone: cargo build --example mcp_test_server", path.display());
-    path.to_string_lossy().into_owned()
-}
+use crate::{Ran, Test, Workspace, pids, running, signal, test_server, wait_for};
 
 /// server-everything's entry point, installed by `.ci/run` (`npm install --prefix target/npm`).
 fn everything() -> String {
@@ -48,16 +40,6 @@ fn run(yaml: &str, args: &[&str]) -> Ran {
 
 fn calls(log: &Value) -> Vec<Value> {
     log["turns"].as_array().unwrap().iter().flat_map(|turn| turn["tool_calls"].as_array().unwrap().clone()).collect()
-}
-
-/// The process ids the test server wrote to `pids.txt`.
-fn pids(ws: &Workspace) -> Vec<i32> {
-    std::fs::read_to_string(ws.path().join("pids.txt")).unwrap_or_default().lines().map(|l| l.parse().unwrap()).collect()
-}
-
-/// Whether `pid` is a process that has not ended (a zombie has ended).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
 }
 
 fn all_ended(ws: &Workspace) {

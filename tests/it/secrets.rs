@@ -126,10 +126,7 @@ fn env_model(request: &Request) -> Reply {
 
 #[test]
 fn command_tools_and_mcp_servers_start_without_the_provider_keys() {
-    let server_path = {
-        let runner = std::path::PathBuf::from(env!("CARGO_BIN_EXE_runner"));
-        runner.parent().unwrap().join("examples").join("mcp_test_server").to_string_lossy().into_owned()
-    };
+    let server_path = crate::test_server();
     let command_tool = "  - name: env\n    command: [env]\n";
     let mcp_tool = format!("  - mcp:\n      command: ['{server_path}']\n      include: [env]\n");
     for tools in [command_tool.to_owned(), mcp_tool] {
