@@ -595,12 +595,15 @@ impl RawScenario {
         if self.turns.value.is_empty() {
             fail(self.turns.referenced, "expected at least one turn".to_owned());
         }
-        let turns = self
+        let mut turns: Vec<Turn> = self
             .turns
             .value
             .into_iter()
             .map(|turn| Turn { user: turn.user, expect: turn.expect.map(|e| e.validate(&offered, open, validator, &mut fail)).unwrap_or_default() })
             .collect();
+        // Collected in place over the parsed turns' larger allocation (six turns' room for a
+        // one-turn scenario): kept for the whole batch, so given back now.
+        turns.shrink_to_fit();
 
         (errors.len() == before).then(|| Scenario {
             name,
