@@ -260,6 +260,15 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
+/// Where `response` redirected to when it is a redirect the shared client did not follow
+/// (one to another origin, see [`same_origin_redirects`]); `None` for any other response.
+pub(crate) fn unfollowed_redirect(response: &reqwest::Response) -> Option<String> {
+    response
+        .status()
+        .is_redirection()
+        .then(|| response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("no Location").to_owned())
+}
+
 /// The HTTP client every provider and tool shares: one connection pool for all runs.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     // Several callers may race here; only the first installation matters.

@@ -144,10 +144,9 @@ impl Remote {
             }
         };
         let status = response.status().as_u16();
-        if response.status().is_redirection() {
+        if let Some(location) = super::openai::unfollowed_redirect(&response) {
             // The shared client follows a redirect only within its origin; one that leaves it
             // is not followed, so the key and headers never reach another server.
-            let location = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("no Location");
             let body = self.redact(&format!(
                 "the server redirected to another origin ({location}); runner does not follow it, so that the key and headers go only where the base URL says: set the base URL to the server's own address"
             ));

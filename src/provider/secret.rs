@@ -97,15 +97,13 @@ impl Secrets {
     /// in a file that is committed (`Content-Type: application/json`) is no secret, and
     /// redacting it would cut it out of every reply that mentions it.
     pub(crate) fn add_header(&self, name: &str, template: &str, value: &str) {
-        let name = name.to_ascii_lowercase();
-        let credential = ["auth", "key", "token", "secret", "cookie", "password", "signature", "session"].iter().any(|part| name.contains(part));
-        if credential || template.contains("${") {
+        if names_a_credential(name) || template.contains("${") {
             self.add(value);
         }
     }
 
     /// The credentials written into a URL: the user and password of `user:pw@`, and the
-    /// values of query parameters that name a key, token, secret, password or signature.
+    /// values of query parameters named like a credential (`api_key`, `token`, `sig`, ...).
     pub(crate) fn add_url(&self, url: &str) {
         let Ok(parsed) = reqwest::Url::parse(url.trim()) else {
             return;
@@ -115,8 +113,7 @@ impl Secrets {
             self.push(password);
         }
         for (name, value) in parsed.query_pairs() {
-            let name = name.to_ascii_lowercase();
-            if ["key", "token", "secret", "password", "passwd", "sig", "auth", "credential"].iter().any(|part| name.contains(part)) {
+            if names_a_credential(&name) {
                 self.add(&value);
             }
         }
@@ -192,6 +189,13 @@ impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secrets({} held)", self.held().needles.len())
     }
+}
+
+/// Whether a header's or a query parameter's name says it carries a credential
+/// (`Authorization`, `X-Api-Key`, `access_token`, `Cookie`, `sig`, ...).
+fn names_a_credential(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["auth", "key", "token", "secret", "cookie", "password", "passwd", "sig", "session", "credential"].iter().any(|part| name.contains(part))
 }
 
 /// Redacts text that arrives in pieces (a streamed reply on its way to the terminal): a

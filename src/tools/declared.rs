@@ -436,8 +436,7 @@ async fn post(
         }
         body.extend_from_slice(&chunk);
     }
-    if status.is_redirection() {
-        let location = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("no Location").to_owned();
+    if let Some(location) = crate::provider::openai::unfollowed_redirect(&response) {
         return Err(ToolError::Failed(redact(&format!(
             "{url} redirected to another origin ({location}); runner does not follow it, so that the tool's headers go only to its own url"
         ))));

@@ -323,7 +323,7 @@ impl McpServer {
     /// Ends the session and the server: asks it to exit (SIGTERM to its process group,
     /// stdin closed), then kills what is left after a grace period.
     pub(crate) async fn stop(&self) {
-        let group = self.group.lock().expect("group lock").take();
+        let mut group = self.group.lock().expect("group lock").take();
         #[cfg(unix)]
         if let Some(group) = &group {
             group.signal(libc::SIGTERM);
@@ -333,7 +333,6 @@ impl McpServer {
         }
         // SIGKILL to whatever of the group is still there; the server is reaped before the
         // group is let go, so the sweep that follows finds no child of its own to look into.
-        let mut group = group;
         if let Some(group) = &mut group {
             group.kill();
         }
