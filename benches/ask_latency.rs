@@ -13,7 +13,10 @@ use std::time::Instant;
 
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let server = server::MockServer::start_with(|request| server::as_stream(request, server::text("Hello! How can I help?", 9, 7)), false);
+    let server = server::MockServer::start_with(
+        |request| server::as_stream(request, server::text("Hello! How can I help?", 9, 7)),
+        false,
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut samples: Vec<f64> = (0..runs + 2)
         .map(|_| {

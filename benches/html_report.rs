@@ -77,10 +77,15 @@ fn answer(request: &server::Request, counter: &AtomicU64) -> server::Reply {
         return server::text(&format!("The answer is {shown}."), prompt + 40, 12).after(delay);
     }
     if user == "thanks" {
-        let reply = if n.is_multiple_of(5) && model == "gpt-4.1-nano" { "ok" } else { "You are welcome! Anything else I can help with?" };
+        let reply = if n.is_multiple_of(5) && model == "gpt-4.1-nano" {
+            "ok"
+        } else {
+            "You are welcome! Anything else I can help with?"
+        };
         return server::text(reply, prompt + 80, 14).after(delay);
     }
-    let task: usize = user.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let task: usize =
+        user.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()).and_then(|s| s.parse().ok()).unwrap_or(0);
     let forgets = match model.as_str() {
         "gpt-4o-mini" => task % 7 == 3,
         "gpt-4.1-nano" => n.is_multiple_of(3),
@@ -93,7 +98,8 @@ fn answer(request: &server::Request, counter: &AtomicU64) -> server::Reply {
         return server::tool_calls(&[("call_1", "reverse_text", json!({"text": word}))], prompt, 18).after(delay);
     }
     let numbers: Vec<i64> = user.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    server::tool_calls(&[("call_1", "add_numbers", json!({"x": numbers.first(), "y": numbers.get(1)}))], prompt, 22).after(delay)
+    server::tool_calls(&[("call_1", "add_numbers", json!({"x": numbers.first(), "y": numbers.get(1)}))], prompt, 22)
+        .after(delay)
 }
 
 fn main() {
@@ -105,7 +111,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("suite.yaml"), scenarios()).unwrap();
     let total = repetitions * SCENARIOS * MODELS.len();
-    println!("runner run: {total} runs ({} models x {SCENARIOS} scenarios x --repeat {repetitions}), -j 50; median of {repeat}", MODELS.len());
+    println!(
+        "runner run: {total} runs ({} models x {SCENARIOS} scenarios x --repeat {repetitions}), -j 50; median of {repeat}",
+        MODELS.len()
+    );
 
     let mut plain = Vec::new();
     let mut with_html = Vec::new();
@@ -135,14 +144,25 @@ fn main() {
                 walls.push(wall);
                 ready.push(ready_ms.unwrap_or(f64::NAN));
             }
-            println!("chromium --dump-dom, process start to exit: {:.2} s (a blank page: {:.2} s)", median(&mut walls), median(&mut blank_walls));
-            println!("page ready (navigation start to the end of its script, data-ready-ms): {:.0} ms", median(&mut ready));
+            println!(
+                "chromium --dump-dom, process start to exit: {:.2} s (a blank page: {:.2} s)",
+                median(&mut walls),
+                median(&mut blank_walls)
+            );
+            println!(
+                "page ready (navigation start to the end of its script, data-ready-ms): {:.0} ms",
+                median(&mut ready)
+            );
             if let Ok(keep) = std::env::var("BENCH_KEEP") {
                 let keep = PathBuf::from(keep);
                 std::fs::create_dir_all(&keep).unwrap();
                 std::fs::copy(&page, keep.join("report.html")).unwrap();
                 let shot = keep.join("report.png");
-                let _ = browser(chromium, dir.path()).arg(format!("--screenshot={}", shot.display())).arg("--window-size=1400,1800").arg(url(&page)).status();
+                let _ = browser(chromium, dir.path())
+                    .arg(format!("--screenshot={}", shot.display()))
+                    .arg("--window-size=1400,1800")
+                    .arg(url(&page))
+                    .status();
                 println!("kept: {} and {}", keep.join("report.html").display(), shot.display());
             }
         }
@@ -161,7 +181,18 @@ fn batch(server: &server::MockServer, dir: &Path, repetitions: usize, html: Opti
         .current_dir(dir)
         .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
         .env("OPENAI_API_KEY", "sk-bench")
-        .args(["run", "suite.yaml", "-j", "50", "--judge-model", "openai:gpt-4o", "--repeat", &repetitions.to_string(), "--report", "report.csv"])
+        .args([
+            "run",
+            "suite.yaml",
+            "-j",
+            "50",
+            "--judge-model",
+            "openai:gpt-4o",
+            "--repeat",
+            &repetitions.to_string(),
+            "--report",
+            "report.csv",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for model in MODELS {
@@ -181,7 +212,10 @@ fn url(page: &Path) -> String {
 
 /// Headless Chromium with the flags a closed network needs, a fresh profile each time.
 fn browser(chromium: &Path, dir: &Path) -> Command {
-    let profile = dir.join(format!("profile-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let profile = dir.join(format!(
+        "profile-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
     let mut command = Command::new(chromium);
     command
         .args([
@@ -206,6 +240,7 @@ fn load(chromium: &Path, page: &Path, dir: &Path) -> (f64, Option<f64>) {
     let output = browser(chromium, dir).arg("--dump-dom").arg(url(page)).output().unwrap();
     let wall = started.elapsed().as_secs_f64();
     let dom = String::from_utf8_lossy(&output.stdout);
-    let ready = dom.split("data-ready-ms=\"").nth(1).and_then(|rest| rest.split('"').next()).and_then(|ms| ms.parse().ok());
+    let ready =
+        dom.split("data-ready-ms=\"").nth(1).and_then(|rest| rest.split('"').next()).and_then(|ms| ms.parse().ok());
     (wall, ready)
 }

@@ -48,7 +48,11 @@ fn main() {
     // SAFETY: getrusage fills a plain struct for this process.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    println!("embedded model {}: {} threads, median of {repeat}", path.display(), std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    println!(
+        "embedded model {}: {} threads, median of {repeat}",
+        path.display(),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    );
     println!("load (the converted Q8_0 file kept in the cache; the first load converts): {load_s:.2} s");
     println!("prompt: {:.1} tok/s (400-token prompt)", median(&mut prompt_rates));
     println!("generate: {:.1} tok/s ({generate} tokens, greedy)", median(&mut gen_rates));

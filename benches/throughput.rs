@@ -26,12 +26,17 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 fn main() {
     let n: usize = env_or("BENCH_N", 2000);
     let repeat: usize = env_or("BENCH_REPEAT", 3);
-    let concurrencies: Vec<usize> =
-        std::env::var("BENCH_J").unwrap_or_else(|_| "4,32,200".to_owned()).split(',').filter_map(|j| j.trim().parse().ok()).collect();
+    let concurrencies: Vec<usize> = std::env::var("BENCH_J")
+        .unwrap_or_else(|_| "4,32,200".to_owned())
+        .split(',')
+        .filter_map(|j| j.trim().parse().ok())
+        .collect();
 
     let server = server::MockServer::start_with(|_| server::text("ok", 12, 3).after(LATENCY), false);
     let dir = tempfile::tempdir().unwrap();
-    let docs: Vec<String> = (0..n).map(|i| format!("name: s{i:05}\ntools: []\nturns:\n  - user: hello {i}\n    expect: {{contains: ok}}\n")).collect();
+    let docs: Vec<String> = (0..n)
+        .map(|i| format!("name: s{i:05}\ntools: []\nturns:\n  - user: hello {i}\n    expect: {{contains: ok}}\n"))
+        .collect();
     let scenarios = dir.path().join("bench.yaml");
     std::fs::write(&scenarios, docs.join("---\n")).unwrap();
 
@@ -41,14 +46,19 @@ fn main() {
         measure(&server, &scenarios, dir.path(), 200, &["--cache".as_ref(), cache.as_os_str()]);
         println!("--cache --replay: every answer from the cache recorded just before");
     }
-    let extra: Vec<&std::ffi::OsStr> = if replay { vec!["--cache".as_ref(), cache.as_os_str(), "--replay".as_ref()] } else { Vec::new() };
-    println!("runner run: N={n} single-turn scenarios, server answers after {} ms; median of {repeat} run(s) per row", LATENCY.as_millis());
+    let extra: Vec<&std::ffi::OsStr> =
+        if replay { vec!["--cache".as_ref(), cache.as_os_str(), "--replay".as_ref()] } else { Vec::new() };
+    println!(
+        "runner run: N={n} single-turn scenarios, server answers after {} ms; median of {repeat} run(s) per row",
+        LATENCY.as_millis()
+    );
     println!("{:>5}  {:>9}  {:>9}  {:>9}  {:>13}", "-j", "wall_s", "ideal_s", "ideal/wall", "peak_rss_mib");
     for &j in &concurrencies {
         let ideal = n.div_ceil(j) as f64 * LATENCY.as_secs_f64();
         // Long rows (low -j) are measured once: the ratio is stable there and each takes minutes.
         let runs = if ideal > 30.0 { 1 } else { repeat.max(1) };
-        let mut samples: Vec<(f64, f64)> = (0..runs).map(|_| measure(&server, &scenarios, dir.path(), j, &extra)).collect();
+        let mut samples: Vec<(f64, f64)> =
+            (0..runs).map(|_| measure(&server, &scenarios, dir.path(), j, &extra)).collect();
         samples.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (wall, _) = samples[samples.len() / 2];
         let mut rss: Vec<f64> = samples.iter().map(|s| s.1).collect();
@@ -59,10 +69,19 @@ fn main() {
 }
 
 /// One `runner run`: (wall seconds, peak RSS MiB).
-fn measure(server: &server::MockServer, scenarios: &std::path::Path, dir: &std::path::Path, j: usize, extra: &[&std::ffi::OsStr]) -> (f64, f64) {
+fn measure(
+    server: &server::MockServer,
+    scenarios: &std::path::Path,
+    dir: &std::path::Path,
+    j: usize,
+    extra: &[&std::ffi::OsStr],
+) -> (f64, f64) {
     // A fresh directory each time: deleting thousands of files just before makes the file
     // system's next creates slower, which is not what runner costs.
-    let logs = dir.join(format!("logs-{j}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let logs = dir.join(format!(
+        "logs-{j}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
     let started = Instant::now();
     #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the peak RSS
     let child = Command::new(env!("CARGO_BIN_EXE_runner"))

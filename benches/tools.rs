@@ -52,7 +52,8 @@ fn main() {
         false,
     );
     let test_server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/mcp_test_server");
-    let everything = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let everything = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
     let echo = "    parameters: {type: object, properties: {message: {type: string}}, required: [message]}\n";
     let mut rows: Vec<(String, String)> = vec![
         ("no tool".into(), "tools: []".into()),
@@ -60,14 +61,19 @@ fn main() {
         ("command: cat".into(), format!("tools:\n  - name: echo\n{echo}    command: [cat]")),
         (
             "command: python3".into(),
-            format!("tools:\n  - name: echo\n{echo}    command: [python3, -c, 'import json,sys; print(json.dumps(json.load(sys.stdin)))']"),
+            format!(
+                "tools:\n  - name: echo\n{echo}    command: [python3, -c, 'import json,sys; print(json.dumps(json.load(sys.stdin)))']"
+            ),
         ),
     ];
     if test_server.exists() {
         for shared in [false, true] {
             rows.push((
                 format!("mcp rmcp server, {}", if shared { "shared" } else { "per run" }),
-                format!("tools:\n  - mcp: {{command: ['{}'], include: [echo], shared: {shared}}}", test_server.display()),
+                format!(
+                    "tools:\n  - mcp: {{command: ['{}'], include: [echo], shared: {shared}}}",
+                    test_server.display()
+                ),
             ));
         }
     } else {
@@ -77,14 +83,22 @@ fn main() {
         for shared in [false, true] {
             rows.push((
                 format!("mcp server-everything, {}", if shared { "shared" } else { "per run" }),
-                format!("tools:\n  - mcp: {{command: [node, '{}', stdio], include: [echo], shared: {shared}}}", everything.display()),
+                format!(
+                    "tools:\n  - mcp: {{command: [node, '{}', stdio], include: [echo], shared: {shared}}}",
+                    everything.display()
+                ),
             ));
         }
     } else {
-        println!("(no {}: npm install --prefix target/npm @modelcontextprotocol/server-everything)", everything.display());
+        println!(
+            "(no {}: npm install --prefix target/npm @modelcontextprotocol/server-everything)",
+            everything.display()
+        );
     }
 
-    println!("\nrunner run: {runs} runs of one turn with one tool call, -j {j}, the model answers at once; median of {repeat}");
+    println!(
+        "\nrunner run: {runs} runs of one turn with one tool call, -j {j}, the model answers at once; median of {repeat}"
+    );
     println!("{:<34}  {:>8}  {:>8}", "the call answered by", "wall_s", "runs/s");
     for (label, tools) in &rows {
         let file = dir.path().join("s.yaml");
@@ -101,7 +115,19 @@ fn batch(server: &server::MockServer, file: &Path, dir: &Path, runs: usize, j: u
         .current_dir(dir)
         .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
         .env("OPENAI_API_KEY", "sk-bench")
-        .args(["run", "-m", "openai:gpt-4o-mini", "-j", &j.to_string(), "--repeat", &runs.to_string(), "--report", "report.csv", "--logs-dir", "logs"])
+        .args([
+            "run",
+            "-m",
+            "openai:gpt-4o-mini",
+            "-j",
+            &j.to_string(),
+            "--repeat",
+            &runs.to_string(),
+            "--report",
+            "report.csv",
+            "--logs-dir",
+            "logs",
+        ])
         .arg(file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -124,8 +150,11 @@ fn result_call_cost(dir: &Path) {
     .unwrap();
     let registry = runner::tools::ToolRegistry::builtin();
     let check_model = |_: &str| Ok(());
-    let scenarios =
-        runner::scenario::load_scenarios(&[file.to_string_lossy().into_owned()], &runner::scenario::Validator::new(&registry, &check_model)).unwrap();
+    let scenarios = runner::scenario::load_scenarios(
+        &[file.to_string_lossy().into_owned()],
+        &runner::scenario::Validator::new(&registry, &check_model),
+    )
+    .unwrap();
     let tool = scenarios[0].declared[0].clone();
     let http = runner::provider::openai::http_client().unwrap();
     let context = runner::tools::ToolContext::new(http, Default::default(), 1);

@@ -112,7 +112,10 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
-    let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64);
+    let seed: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut corpus: Vec<Vec<u8>> = Vec::new();
     for dir in ["scenarios", "tests/fixtures"] {
@@ -140,7 +143,9 @@ fn main() {
         let text = String::from_utf8_lossy(&input).into_owned();
         let started = Instant::now();
         // The validator holds no state a panic could leave half-changed.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_scenarios(&text, "fuzz.yaml", "fuzz", &validator).map(|s| s.len())));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            parse_scenarios(&text, "fuzz.yaml", "fuzz", &validator).map(|s| s.len())
+        }));
         let took = started.elapsed();
         slowest = slowest.max(took);
         runs += 1;
@@ -150,7 +155,13 @@ fn main() {
                 // Count kinds of error: the message's first words, without position or quoted text.
                 let first = errors.0.first().map(std::string::ToString::to_string).unwrap_or_default();
                 let message = first.split_once(": ").map_or("", |(_, message)| message);
-                let kind: String = message.split(['`', '"', ':', '(', ',']).next().unwrap_or_default().chars().filter(|c| !c.is_ascii_digit()).collect();
+                let kind: String = message
+                    .split(['`', '"', ':', '(', ','])
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_ascii_digit())
+                    .collect();
                 messages.insert(kind.trim().to_owned());
             }
             Err(_) => {

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use rmcp::ServiceExt;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
@@ -49,8 +49,14 @@ impl rmcp::ServerHandler for TestServer {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
     }
 
-    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
-        let object = |properties: Value, required: &[&str]| schema(json!({"type": "object", "properties": properties, "required": required}));
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let object = |properties: Value, required: &[&str]| {
+            schema(json!({"type": "object", "properties": properties, "required": required}))
+        };
         if self.only_echo {
             return Ok(ListToolsResult::with_all_items(vec![Tool::new(
                 "echo",
@@ -60,7 +66,11 @@ impl rmcp::ServerHandler for TestServer {
         }
         if self.odd_names {
             return Ok(ListToolsResult::with_all_items(vec![
-                Tool::new("math.add", "Adds two numbers.", object(json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"])),
+                Tool::new(
+                    "math.add",
+                    "Adds two numbers.",
+                    object(json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"]),
+                ),
                 Tool::new("fs/read", "Reads.", object(json!({}), &[])),
                 Tool::new("fs_read", "Reads too.", object(json!({}), &[])),
                 Tool::new("<b>\x1b[31mred", "Paints \x1b[2Jthe screen.", object(json!({}), &[])),
@@ -68,7 +78,11 @@ impl rmcp::ServerHandler for TestServer {
         }
         Ok(ListToolsResult::with_all_items(vec![
             Tool::new("echo", "Echoes the message back.", object(json!({"message": {"type": "string"}}), &["message"])),
-            Tool::new("add", "Adds two numbers.", object(json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"])),
+            Tool::new(
+                "add",
+                "Adds two numbers.",
+                object(json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"]),
+            ),
             Tool::new("count", "How many times count was called on this server.", object(json!({}), &[])),
             Tool::new("fail", "Always fails.", object(json!({}), &[])),
             Tool::new("crash", "Exits in the middle of the call.", object(json!({}), &[])),
@@ -79,7 +93,11 @@ impl rmcp::ServerHandler for TestServer {
         ]))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, _context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         let args = Value::Object(request.arguments.unwrap_or_default());
         Ok(match request.name.as_ref() {
             "echo" => text(format!("Echo: {}", args["message"].as_str().unwrap_or_default())),
@@ -118,13 +136,20 @@ async fn main() -> anyhow::Result<()> {
         use std::io::Write;
         let mut pids = vec![std::process::id()];
         if args.iter().any(|a| a == "--with-child") {
-            let child = std::process::Command::new("sleep").arg("600").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn()?;
+            let child = std::process::Command::new("sleep")
+                .arg("600")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()?;
             pids.push(child.id());
         }
         if args.iter().any(|a| a == "--escaping-child") {
             // setsid(1) puts the sleep in a session (and group) of its own.
-            let child =
-                std::process::Command::new("setsid").args(["sleep", "600"]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn()?;
+            let child = std::process::Command::new("setsid")
+                .args(["sleep", "600"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()?;
             pids.push(child.id());
         }
         let lines: String = pids.iter().map(|pid| format!("{pid}\n")).collect();
@@ -138,10 +163,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(secs) = flag("--slow-start") {
         tokio::time::sleep(Duration::from_secs_f64(secs.parse()?)).await;
     }
-    let server =
-        TestServer { counted: AtomicU64::new(0), odd_names: args.iter().any(|a| a == "--odd-names"), only_echo: args.iter().any(|a| a == "--only-echo") }
-            .serve(rmcp::transport::stdio())
-            .await?;
+    let server = TestServer {
+        counted: AtomicU64::new(0),
+        odd_names: args.iter().any(|a| a == "--odd-names"),
+        only_echo: args.iter().any(|a| a == "--only-echo"),
+    }
+    .serve(rmcp::transport::stdio())
+    .await?;
     server.waiting().await?;
     Ok(())
 }

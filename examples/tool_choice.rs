@@ -20,7 +20,9 @@ struct Case {
 }
 
 fn main() {
-    let file = std::env::args().nth(1).unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tool_choice.yaml").to_owned());
+    let file = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tool_choice.yaml").to_owned());
     let cases: Vec<Case> = serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sources = acquire::Sources::from_env();

@@ -46,8 +46,10 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tool_eval
 fn main() {
     let half = std::env::args().nth(1).unwrap_or_else(|| "design".to_owned());
     assert!(["design", "holdout", "all"].contains(&half.as_str()), "the half: design, holdout or all");
-    let declared: BTreeMap<String, Declared> = serde_saphyr::from_str(&std::fs::read_to_string(format!("{DIR}/tools.yaml")).unwrap()).unwrap();
-    let cases: Vec<Case> = serde_saphyr::from_str(&std::fs::read_to_string(format!("{DIR}/cases.yaml")).unwrap()).unwrap();
+    let declared: BTreeMap<String, Declared> =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{DIR}/tools.yaml")).unwrap()).unwrap();
+    let cases: Vec<Case> =
+        serde_saphyr::from_str(&std::fs::read_to_string(format!("{DIR}/cases.yaml")).unwrap()).unwrap();
     let cases: Vec<&Case> = cases.iter().filter(|c| half == "all" || c.half == half).collect();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -66,13 +68,20 @@ fn main() {
             .iter()
             .map(|name| ToolSpec {
                 kind: "function",
-                function: FunctionSpec { name: name.clone(), description: declared[name].description.clone(), parameters: declared[name].parameters.clone() },
+                function: FunctionSpec {
+                    name: name.clone(),
+                    description: declared[name].description.clone(),
+                    parameters: declared[name].parameters.clone(),
+                },
             })
             .collect();
         let mut messages = vec![system.clone(), Message::User { content: case.prompt.clone() }];
         let first = provider.complete_blocking(&messages, &specs, &Sampling::default()).unwrap();
-        let made: Vec<(String, Value)> =
-            first.tool_calls.iter().map(|c| (c.function.name.clone(), serde_json::from_str(&c.function.arguments).unwrap_or(Value::Null))).collect();
+        let made: Vec<(String, Value)> = first
+            .tool_calls
+            .iter()
+            .map(|c| (c.function.name.clone(), serde_json::from_str(&c.function.arguments).unwrap_or(Value::Null)))
+            .collect();
         let decision = made.is_empty() == case.calls.is_empty();
         decided += usize::from(decision);
         let is_exact = made.len() == case.calls.len() && matches_all(&case.calls, &made);
@@ -90,7 +99,10 @@ fn main() {
         .to_owned();
         let mut shown: Vec<String> = made.iter().map(|(n, a)| format!("{n}({a})")).collect();
         if made.is_empty() {
-            shown.push(format!("text: {:?}", first.content.clone().unwrap_or_default().chars().take(60).collect::<String>()));
+            shown.push(format!(
+                "text: {:?}",
+                first.content.clone().unwrap_or_default().chars().take(60).collect::<String>()
+            ));
         } else {
             // The faithfulness round: each call answered with its tool's result.
             messages.push(Message::Assistant { content: None, tool_calls: first.tool_calls.clone() });
@@ -100,7 +112,11 @@ fn main() {
                 messages.push(Message::Tool { tool_call_id: call.id.clone(), content: result.to_string() });
                 results.push(result);
             }
-            let reply = provider.complete_blocking(&messages, &specs, &Sampling::default()).unwrap().content.unwrap_or_default();
+            let reply = provider
+                .complete_blocking(&messages, &specs, &Sampling::default())
+                .unwrap()
+                .content
+                .unwrap_or_default();
             answered += 1;
             let facts: Vec<String> = results.iter().flat_map(leaves).collect();
             if !facts.is_empty() {
@@ -112,9 +128,13 @@ fn main() {
                     mark.push_str(" !stated");
                 }
             }
-            let sources = format!("{} {}", case.prompt, results.iter().map(Value::to_string).collect::<Vec<_>>().join(" "));
-            let invented: Vec<String> =
-                numbers(&reply).into_iter().filter(|n| !numbers(&sources).iter().any(|s| (s - n).abs() < 1e-9)).map(|n| n.to_string()).collect();
+            let sources =
+                format!("{} {}", case.prompt, results.iter().map(Value::to_string).collect::<Vec<_>>().join(" "));
+            let invented: Vec<String> = numbers(&reply)
+                .into_iter()
+                .filter(|n| !numbers(&sources).iter().any(|s| (s - n).abs() < 1e-9))
+                .map(|n| n.to_string())
+                .collect();
             grounded += usize::from(invented.is_empty());
             if !invented.is_empty() {
                 mark.push_str(" !invented");
@@ -128,8 +148,14 @@ fn main() {
     println!("half: {half}, {} cases, {:.1} s", cases.len(), started.elapsed().as_secs_f64());
     println!("decision (tool or text): {decided}/{} = {:.0}%", cases.len(), pct(decided, cases.len()));
     println!("exact calls (of {needing} needing tools): {exact}/{needing} = {:.0}%", pct(exact, needing));
-    println!("replies stating the results (of {statable} with strings or numbers): {stated}/{statable} = {:.0}%", pct(stated, statable));
-    println!("replies with no invented number (of {answered} after tool calls): {grounded}/{answered} = {:.0}%", pct(grounded, answered));
+    println!(
+        "replies stating the results (of {statable} with strings or numbers): {stated}/{statable} = {:.0}%",
+        pct(stated, statable)
+    );
+    println!(
+        "replies with no invented number (of {answered} after tool calls): {grounded}/{answered} = {:.0}%",
+        pct(grounded, answered)
+    );
 }
 
 /// Each expected call is matched by a distinct call made (any order).
@@ -137,7 +163,9 @@ fn matches_all(expected: &[Expected], made: &[(String, Value)]) -> bool {
     let mut used = vec![false; made.len()];
     expected.iter().all(|e| {
         let pattern = Pattern::parse(&e.arguments).expect("a valid pattern");
-        let found = made.iter().enumerate().position(|(i, (name, args))| !used[i] && *name == e.name && pattern.check(Some(args), "arguments").is_ok());
+        let found = made.iter().enumerate().position(|(i, (name, args))| {
+            !used[i] && *name == e.name && pattern.check(Some(args), "arguments").is_ok()
+        });
         found.inspect(|&i| used[i] = true).is_some()
     })
 }

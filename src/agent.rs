@@ -85,12 +85,16 @@ impl Agent<'_> {
             }
             messages.push(Message::Assistant { content: completion.content, tool_calls: calls.clone() });
             if rounds == self.max_tool_rounds {
-                outcome.error = Some(format!("the model still called tools after {} tool round(s) (max_tool_rounds)", self.max_tool_rounds));
+                outcome.error = Some(format!(
+                    "the model still called tools after {} tool round(s) (max_tool_rounds)",
+                    self.max_tool_rounds
+                ));
                 break;
             }
             rounds += 1;
             for call in calls {
-                let (record, environment) = self.run_tool(&call.id, &call.function.name, &call.function.arguments).await;
+                let (record, environment) =
+                    self.run_tool(&call.id, &call.function.name, &call.function.arguments).await;
                 messages.push(Message::Tool { tool_call_id: call.id, content: tool_message(&record) });
                 outcome.tool_calls.push(record);
                 if let Some(why) = environment {
@@ -166,7 +170,12 @@ fn tool_message(record: &ToolCallRecord) -> String {
 /// The record of one request sent for `messages`, and the completion or the error's text.
 /// Usage is the provider's, else counted by runner; `partial` is the text a streamed reply
 /// showed before it failed: generated and paid for, so counted too.
-pub(crate) fn record_exchange(exchange: Exchange, messages: &[Message], price: Option<&Price>, partial: String) -> (Result<Completion, String>, RequestRecord) {
+pub(crate) fn record_exchange(
+    exchange: Exchange,
+    messages: &[Message],
+    price: Option<&Price>,
+    partial: String,
+) -> (Result<Completion, String>, RequestRecord) {
     let latency_ms = exchange.attempts.iter().map(|a| a.latency_ms).sum();
     let (result, usage, usage_source, finish_reason, raw_usage) = match exchange.result {
         Ok(completion) => {
@@ -202,7 +211,11 @@ pub(crate) fn record_exchange(exchange: Exchange, messages: &[Message], price: O
 pub(crate) fn estimate_usage(messages: &[Message], completion: &Completion) -> Usage {
     let prompt = serde_json::to_string(messages).map_or(0, |text| estimate_tokens(&text));
     let output = completion.content.as_deref().map_or(0, estimate_tokens)
-        + completion.tool_calls.iter().map(|c| estimate_tokens(&c.function.name) + estimate_tokens(&c.function.arguments)).sum::<u64>();
+        + completion
+            .tool_calls
+            .iter()
+            .map(|c| estimate_tokens(&c.function.name) + estimate_tokens(&c.function.arguments))
+            .sum::<u64>();
     Usage::new(prompt, output)
 }
 
@@ -232,7 +245,11 @@ mod tests {
     }
 
     fn call(id: &str, name: &str, args: &str) -> ToolCall {
-        ToolCall { id: id.into(), kind: "function".into(), function: FunctionCall { name: name.into(), arguments: args.into() } }
+        ToolCall {
+            id: id.into(),
+            kind: "function".into(),
+            function: FunctionCall { name: name.into(), arguments: args.into() },
+        }
     }
 
     fn tools_reply(calls: Vec<ToolCall>) -> Result<Completion, ProviderError> {
@@ -273,8 +290,13 @@ mod tests {
 
     #[tokio::test]
     async fn runs_every_call_in_order_and_sends_results_back() {
-        let replies =
-            vec![tools_reply(vec![call("a", "add_numbers", r#"{"x":2,"y":3}"#), call("b", "reverse_text", r#"{"text":"apple"}"#)]), text_reply("5 and elppa")];
+        let replies = vec![
+            tools_reply(vec![
+                call("a", "add_numbers", r#"{"x":2,"y":3}"#),
+                call("b", "reverse_text", r#"{"text":"apple"}"#),
+            ]),
+            text_reply("5 and elppa"),
+        ];
         let (outcome, messages, provider) = play(replies, 8, BTreeMap::new()).await;
         assert_eq!(outcome.reply.as_deref(), Some("5 and elppa"));
         assert!(outcome.error.is_none());
@@ -282,7 +304,8 @@ mod tests {
         assert_eq!(outcome.usage, Usage::new(30, 8));
         // 30 input x $1/M + 8 output x $2/M
         assert!((outcome.cost.total_usd - 46e-6).abs() < 1e-15);
-        let roles: Vec<_> = messages.iter().map(|m| serde_json::to_value(m).unwrap()["role"].as_str().unwrap().to_owned()).collect();
+        let roles: Vec<_> =
+            messages.iter().map(|m| serde_json::to_value(m).unwrap()["role"].as_str().unwrap().to_owned()).collect();
         assert_eq!(roles, ["user", "assistant", "tool", "tool", "assistant"]);
         assert_eq!(messages[2], Message::Tool { tool_call_id: "a".into(), content: r#"{"result":5}"#.into() });
         assert_eq!(messages[3], Message::Tool { tool_call_id: "b".into(), content: r#"{"result":"elppa"}"#.into() });
@@ -293,7 +316,11 @@ mod tests {
     #[tokio::test]
     async fn tool_errors_go_back_to_the_model() {
         let replies = vec![
-            tools_reply(vec![call("a", "teleport", "{}"), call("b", "add_numbers", "{oops"), call("c", "get_random_number", r#"{"min":1,"max":2}"#)]),
+            tools_reply(vec![
+                call("a", "teleport", "{}"),
+                call("b", "add_numbers", "{oops"),
+                call("c", "get_random_number", r#"{"min":1,"max":2}"#),
+            ]),
             text_reply("sorry"),
         ];
         let (outcome, messages, _) = play(replies, 8, BTreeMap::new()).await;
@@ -304,7 +331,9 @@ mod tests {
         // Known to the registry but not offered by this scenario.
         assert_eq!(errors[2], "unknown tool `get_random_number`");
         assert_eq!(outcome.tool_calls[1].arguments, json!("{oops"));
-        assert!(matches!(&messages[2], Message::Tool { content, .. } if content == r#"{"error":"unknown tool `teleport`"}"#));
+        assert!(
+            matches!(&messages[2], Message::Tool { content, .. } if content == r#"{"error":"unknown tool `teleport`"}"#)
+        );
     }
 
     #[tokio::test]
@@ -344,14 +373,20 @@ mod tests {
             json!({"type": "object"})
         }
         fn call<'a>(&'a self, _arguments: Value, _context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
-            Box::pin(async { Err(ToolError::Environment("cannot start `x`: Too many open files (the machine's limit, not the model)".into())) })
+            Box::pin(async {
+                Err(ToolError::Environment(
+                    "cannot start `x`: Too many open files (the machine's limit, not the model)".into(),
+                ))
+            })
         }
     }
 
     #[tokio::test]
     async fn a_tool_the_machine_stops_makes_the_turn_an_error_and_secrets_are_redacted() {
-        let provider =
-            Arc::new(Scripted { replies: Mutex::new(vec![tools_reply(vec![call("a", "add_numbers", "{}")]), text_reply("never")]), seen: Mutex::new(vec![]) });
+        let provider = Arc::new(Scripted {
+            replies: Mutex::new(vec![tools_reply(vec![call("a", "add_numbers", "{}")]), text_reply("never")]),
+            seen: Mutex::new(vec![]),
+        });
         let registry = ToolRegistry::builtin().with(&[Arc::new(Starved) as Arc<dyn crate::tools::Tool>]);
         let specs = registry.specs(&["add_numbers".to_owned()]);
         let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1);
@@ -375,13 +410,23 @@ mod tests {
         // Whatever a tool returns, the batch's secrets are redacted from it.
         let secrets = crate::provider::Secrets::default();
         secrets.add("Bearer tool-secret-0123456789");
-        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1).with_secrets(secrets);
+        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1)
+            .with_secrets(secrets);
         let pinned = BTreeMap::from([("add_numbers".to_owned(), json!({"echo": "token tool-secret-0123456789"}))]);
-        let provider =
-            Arc::new(Scripted { replies: Mutex::new(vec![tools_reply(vec![call("a", "add_numbers", "{}")]), text_reply("ok")]), seen: Mutex::new(vec![]) });
+        let provider = Arc::new(Scripted {
+            replies: Mutex::new(vec![tools_reply(vec![call("a", "add_numbers", "{}")]), text_reply("ok")]),
+            seen: Mutex::new(vec![]),
+        });
         let registry = ToolRegistry::builtin();
         let specs = registry.specs(&["add_numbers".to_owned()]);
-        let agent = Agent { provider: provider.as_ref(), registry: &registry, tools: &specs, tool_results: &pinned, context: &context, ..agent };
+        let agent = Agent {
+            provider: provider.as_ref(),
+            registry: &registry,
+            tools: &specs,
+            tool_results: &pinned,
+            context: &context,
+            ..agent
+        };
         let mut messages = vec![];
         let outcome = agent.run_turn(&mut messages, 1, "go").await;
         assert_eq!(outcome.tool_calls[0].result, Some(json!({"echo": "token [redacted]"})));

@@ -96,7 +96,8 @@ impl Session {
     /// Records a turn stopped half way (Ctrl-C): its user message stays in the conversation,
     /// and what was shown of the answer counts, estimated, as it was paid for.
     pub(crate) fn stopped(&mut self, user: &str, shown: &str) -> TurnRecord {
-        if let Some(at) = self.messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user)) {
+        if let Some(at) = self.messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user))
+        {
             self.messages.truncate(at + 1);
         }
         let arrived = Completion { content: Some(shown.to_owned()), ..Completion::default() };
@@ -134,7 +135,11 @@ impl Session {
     /// The token and cost summary printed at the end of a session; figures runner estimated
     /// (the server reported no usage) are marked.
     pub(crate) fn summary(&self) -> String {
-        let cost = if self.target.price.is_some() { format!("${:.6}", self.cost.total_usd) } else { "$0 (unpriced: no known price for this model)".to_owned() };
+        let cost = if self.target.price.is_some() {
+            format!("${:.6}", self.cost.total_usd)
+        } else {
+            "$0 (unpriced: no known price for this model)".to_owned()
+        };
         let estimated = self.turns.iter().any(TurnRecord::estimated);
         let (mark, note) = if estimated { ("~", " (estimated: the server reported no usage)") } else { ("", "") };
         format!(
@@ -150,7 +155,11 @@ impl Session {
             runner_version: env!("CARGO_PKG_VERSION").into(),
             run_id: run_id(self.started_at),
             scenario: None,
-            model: ModelInfo { spec: self.target.spec.clone(), base_url: self.target.provider.base_url().map(str::to_owned), sampling: Sampling::default() },
+            model: ModelInfo {
+                spec: self.target.spec.clone(),
+                base_url: self.target.provider.base_url().map(str::to_owned),
+                sampling: Sampling::default(),
+            },
             repetition: 1,
             started_at: self.started_at,
             finished_at,
@@ -228,7 +237,8 @@ impl Session {
             return Err("nothing to save yet: no finished turn".to_owned());
         }
         // A scenario has one model: the one that played its first turn.
-        let model = self.turns.iter().filter(|t| t.error.is_none()).find_map(|t| t.model.as_ref()).unwrap_or(&self.target.spec);
+        let model =
+            self.turns.iter().filter(|t| t.error.is_none()).find_map(|t| t.model.as_ref()).unwrap_or(&self.target.spec);
         let scenario = SavedScenario { name: name.to_owned(), model: model.to_string(), tool_results, turns };
         serde_saphyr::to_string(&scenario).map_err(|e| e.to_string())
     }

@@ -135,7 +135,9 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     const MAX_AGE_SECS: u64 = 1000 * 366 * 86_400;
     match number.checked_mul(seconds) {
         Some(secs) if secs <= MAX_AGE_SECS => Ok(std::time::Duration::from_secs(secs)),
-        _ => Err(format!("`{text}` is older than anything a cache holds: give an age of at most 1000 years (e.g. 30d)")),
+        _ => {
+            Err(format!("`{text}` is older than anything a cache holds: give an age of at most 1000 years (e.g. 30d)"))
+        }
     }
 }
 
@@ -370,8 +372,13 @@ pub fn init_tracing(verbose: u8) {
         _ => "info,runner=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     // Without -v only warnings show: as plain lines, without time and module.
-    let _ = if verbose == 0 && std::env::var_os("RUST_LOG").is_none() { builder.without_time().with_target(false).try_init() } else { builder.try_init() };
+    let _ = if verbose == 0 && std::env::var_os("RUST_LOG").is_none() {
+        builder.without_time().with_target(false).try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -149,7 +149,8 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
         write_atomically(&path, b"[1]").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"[1]\n");
-        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["file.json"]);
         // A directory where the file should be: the write fails and leaves nothing behind.
         let blocked = dir.path().join("blocked");

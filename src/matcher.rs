@@ -36,7 +36,9 @@ impl Pattern {
                 };
                 match key.as_str() {
                     "$one_of" => match arg {
-                        Value::Array(items) if !items.is_empty() => Ok(Pattern::OneOf(items.iter().map(Pattern::parse).collect::<Result<_, _>>()?)),
+                        Value::Array(items) if !items.is_empty() => {
+                            Ok(Pattern::OneOf(items.iter().map(Pattern::parse).collect::<Result<_, _>>()?))
+                        }
                         _ => Err(format!("expected `$one_of` to be a non-empty list, found {arg}")),
                     },
                     "$regex" => match arg {
@@ -46,12 +48,16 @@ impl Pattern {
                         }),
                         _ => Err(format!("expected `$regex` to be a string, found {arg}")),
                     },
-                    "$any" | "$absent" if *arg == Value::Bool(true) => Ok(if key == "$any" { Pattern::Any } else { Pattern::Absent }),
+                    "$any" | "$absent" if *arg == Value::Bool(true) => {
+                        Ok(if key == "$any" { Pattern::Any } else { Pattern::Absent })
+                    }
                     "$any" | "$absent" => Err(format!("expected `{key}: true`, found `{key}: {arg}`")),
                     other => Err(format!("unknown matcher `{other}`: expected $one_of, $regex, $any or $absent")),
                 }
             }
-            Value::Object(map) => Ok(Pattern::Object(map.iter().map(|(k, v)| Ok((k.clone(), Pattern::parse(v)?))).collect::<Result<_, String>>()?)),
+            Value::Object(map) => Ok(Pattern::Object(
+                map.iter().map(|(k, v)| Ok((k.clone(), Pattern::parse(v)?))).collect::<Result<_, String>>()?,
+            )),
             Value::Array(items) => Ok(Pattern::Array(items.iter().map(Pattern::parse).collect::<Result<_, _>>()?)),
             literal => Ok(Pattern::Literal(literal.clone())),
         }
@@ -72,17 +78,25 @@ impl Pattern {
             }
             (_, None) => Err(format!("`{path}` is missing, expected {}", self.describe())),
             (Pattern::Regex(regex), Some(Value::String(text))) if regex.is_match(text) => Ok(()),
-            (Pattern::Regex(regex), Some(value)) => Err(format!("`{path}` is {value}, expected a string matching /{}/", regex.as_str())),
-            (Pattern::Literal(Value::Number(want)), Some(Value::Number(got))) if want.as_f64() == got.as_f64() => Ok(()),
+            (Pattern::Regex(regex), Some(value)) => {
+                Err(format!("`{path}` is {value}, expected a string matching /{}/", regex.as_str()))
+            }
+            (Pattern::Literal(Value::Number(want)), Some(Value::Number(got))) if want.as_f64() == got.as_f64() => {
+                Ok(())
+            }
             (Pattern::Literal(want), Some(got)) if want == got => Ok(()),
             (Pattern::Literal(want), Some(got)) => Err(format!("`{path}` is {got}, expected {want}")),
             (Pattern::Object(entries), Some(Value::Object(got))) => {
                 entries.iter().try_for_each(|(key, pattern)| pattern.check(got.get(key), &format!("{path}.{key}")))
             }
-            (Pattern::Array(items), Some(Value::Array(got))) if items.len() == got.len() => {
-                items.iter().zip(got).enumerate().try_for_each(|(i, (pattern, value))| pattern.check(Some(value), &format!("{path}[{i}]")))
+            (Pattern::Array(items), Some(Value::Array(got))) if items.len() == got.len() => items
+                .iter()
+                .zip(got)
+                .enumerate()
+                .try_for_each(|(i, (pattern, value))| pattern.check(Some(value), &format!("{path}[{i}]"))),
+            (Pattern::Array(items), Some(got)) => {
+                Err(format!("`{path}` is {got}, expected a list of {} item(s)", items.len()))
             }
-            (Pattern::Array(items), Some(got)) => Err(format!("`{path}` is {got}, expected a list of {} item(s)", items.len())),
             (Pattern::Object(_), Some(got)) => Err(format!("`{path}` is {got}, expected an object")),
         }
     }
@@ -91,9 +105,16 @@ impl Pattern {
     fn describe(&self) -> String {
         match self {
             Pattern::Literal(value) => value.to_string(),
-            Pattern::Object(entries) => format!("{{{}}}", entries.iter().map(|(k, p)| format!("{k}: {}", p.describe())).collect::<Vec<_>>().join(", ")),
-            Pattern::Array(items) => format!("[{}]", items.iter().map(Pattern::describe).collect::<Vec<_>>().join(", ")),
-            Pattern::OneOf(items) => format!("[{}]", items.iter().map(Pattern::describe).collect::<Vec<_>>().join(", ")),
+            Pattern::Object(entries) => format!(
+                "{{{}}}",
+                entries.iter().map(|(k, p)| format!("{k}: {}", p.describe())).collect::<Vec<_>>().join(", ")
+            ),
+            Pattern::Array(items) => {
+                format!("[{}]", items.iter().map(Pattern::describe).collect::<Vec<_>>().join(", "))
+            }
+            Pattern::OneOf(items) => {
+                format!("[{}]", items.iter().map(Pattern::describe).collect::<Vec<_>>().join(", "))
+            }
             Pattern::Regex(regex) => format!("/{}/", regex.as_str()),
             Pattern::Any => "any value".to_owned(),
             Pattern::Absent => "absent".to_owned(),
@@ -118,9 +139,18 @@ mod tests {
     fn literals_match_as_numbers_subsets_and_elements() {
         assert!(check(json!({"x": 5}), json!({"x": 5.0, "y": 1})).is_ok());
         assert!(check(json!({"a": {"b": [1, "two"]}}), json!({"a": {"b": [1, "two"], "c": 3}})).is_ok());
-        assert_eq!(check(json!({"a": {"b": 1}}), json!({"a": {"b": 2}})), Err("`arguments.a.b` is 2, expected 1".to_owned()));
-        assert_eq!(check(json!({"l": [1, 2]}), json!({"l": [1, 2, 3]})), Err("`arguments.l` is [1,2,3], expected a list of 2 item(s)".to_owned()));
-        assert_eq!(check(json!({"city": "Paris"}), json!({})), Err("`arguments.city` is missing, expected \"Paris\"".to_owned()));
+        assert_eq!(
+            check(json!({"a": {"b": 1}}), json!({"a": {"b": 2}})),
+            Err("`arguments.a.b` is 2, expected 1".to_owned())
+        );
+        assert_eq!(
+            check(json!({"l": [1, 2]}), json!({"l": [1, 2, 3]})),
+            Err("`arguments.l` is [1,2,3], expected a list of 2 item(s)".to_owned())
+        );
+        assert_eq!(
+            check(json!({"city": "Paris"}), json!({})),
+            Err("`arguments.city` is missing, expected \"Paris\"".to_owned())
+        );
     }
 
     #[test]
@@ -140,14 +170,24 @@ mod tests {
             v[key] = value;
             v
         };
-        assert_eq!(check(pattern.clone(), with("to", json!("LAX"))), Err("`arguments.to` is \"LAX\", expected one of [\"JFK\", \"EWR\"]".to_owned()));
+        assert_eq!(
+            check(pattern.clone(), with("to", json!("LAX"))),
+            Err("`arguments.to` is \"LAX\", expected one of [\"JFK\", \"EWR\"]".to_owned())
+        );
         assert_eq!(
             check(pattern.clone(), with("date", json!("2025-12-31"))),
             Err("`arguments.date` is \"2025-12-31\", expected a string matching /^2026-/".to_owned())
         );
-        assert_eq!(check(pattern.clone(), with("cabin", json!("first"))), Err("`arguments.cabin` is \"first\", expected it absent".to_owned()));
+        assert_eq!(
+            check(pattern.clone(), with("cabin", json!("first"))),
+            Err("`arguments.cabin` is \"first\", expected it absent".to_owned())
+        );
         assert!(check(pattern.clone(), with("seats", json!(1.0))).is_ok());
-        assert!(check(pattern.clone(), with("seats", json!(2))).unwrap_err().contains("`arguments.seats` is 2, expected one of [1, absent]"));
+        assert!(
+            check(pattern.clone(), with("seats", json!(2)))
+                .unwrap_err()
+                .contains("`arguments.seats` is 2, expected one of [1, absent]")
+        );
         let mut missing = good.clone();
         missing.as_object_mut().unwrap().remove("passengers");
         assert_eq!(check(pattern, missing), Err("`arguments.passengers` is missing, expected any value".to_owned()));

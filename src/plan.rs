@@ -102,7 +102,11 @@ pub(crate) struct Cell {
 
 impl Plan {
     /// The matrix of `scenarios` as `options` ask.
-    pub(crate) fn new(settings: &Settings, mut scenarios: Vec<Scenario>, options: MatrixOptions<'_>) -> Result<Self, UsageError> {
+    pub(crate) fn new(
+        settings: &Settings,
+        mut scenarios: Vec<Scenario>,
+        options: MatrixOptions<'_>,
+    ) -> Result<Self, UsageError> {
         if let Some(filter) = options.filter {
             scenarios.retain(|s| s.name.contains(filter));
             if scenarios.is_empty() {
@@ -118,10 +122,17 @@ impl Plan {
             }
         }
         check_log_names(&cells)?;
-        let mut plan = Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new(), judges: Vec::new() };
-        let playing: Vec<&Cell> = plan.cells.iter().enumerate().filter(|(i, _)| plan.runs_of(*i) > 0).map(|(_, cell)| cell).collect();
+        let mut plan =
+            Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new(), judges: Vec::new() };
+        let playing: Vec<&Cell> =
+            plan.cells.iter().enumerate().filter(|(i, _)| plan.runs_of(*i) > 0).map(|(_, cell)| cell).collect();
         let mut judges: Vec<(String, ModelSpec)> = Vec::new();
-        for text in playing.iter().flat_map(|cell| &cell.scenario.turns).filter_map(|turn| turn.expect.judge.as_ref()).map(|judge| &judge.model) {
+        for text in playing
+            .iter()
+            .flat_map(|cell| &cell.scenario.turns)
+            .filter_map(|turn| turn.expect.judge.as_ref())
+            .map(|judge| &judge.model)
+        {
             if !judges.iter().any(|(known, _)| known == text) {
                 judges.push((text.clone(), settings.parse_model(text)?));
             }
@@ -176,7 +187,10 @@ impl Plan {
             return Ok(());
         }
         let why = if require_prices { "--require-prices" } else { "--max-cost-usd cannot be enforced" };
-        Err(UsageError(format!("no known price for {} ({why}); add prices with --prices FILE or runner.yaml", self.unpriced.join(", "))))
+        Err(UsageError(format!(
+            "no known price for {} ({why}); add prices with --prices FILE or runner.yaml",
+            self.unpriced.join(", ")
+        )))
     }
 }
 
@@ -188,7 +202,10 @@ fn check_log_names(cells: &[Cell]) -> Result<(), UsageError> {
         let key = crate::files::safe_file_name(&run.spec.to_string());
         match seen.iter().find(|(k, _)| *k == key) {
             Some((_, other)) if *other != &run.spec => {
-                return Err(UsageError(format!("models `{other}` and `{}` make the same log file name `{key}`; run them apart", run.spec)));
+                return Err(UsageError(format!(
+                    "models `{other}` and `{}` make the same log file name `{key}`; run them apart",
+                    run.spec
+                )));
             }
             Some(_) => {}
             None => seen.push((key, &run.spec)),
@@ -211,7 +228,9 @@ impl Counter {
         use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
         let known = if spec.provider == "openai" { get_tokenizer(&spec.name) } else { None };
         match known {
-            Some(Tokenizer::Cl100kBase) => Self { name: "cl100k_base", exact: true, bpe: tiktoken_rs::cl100k_base_singleton() },
+            Some(Tokenizer::Cl100kBase) => {
+                Self { name: "cl100k_base", exact: true, bpe: tiktoken_rs::cl100k_base_singleton() }
+            }
             Some(_) => Self { name: "o200k_base", exact: true, bpe: tiktoken_rs::o200k_base_singleton() },
             None => Self { name: "o200k_base", exact: false, bpe: tiktoken_rs::o200k_base_singleton() },
         }
@@ -281,18 +300,28 @@ impl CacheLookup<'_> {
         sampling.seed = sampling.seed.or(self.seed);
         let mut hits = 0;
         for &repetition in repetitions {
-            let mut messages: Vec<Message> = scenario.system.iter().map(|content| Message::System { content: content.clone() }).collect();
+            let mut messages: Vec<Message> =
+                scenario.system.iter().map(|content| Message::System { content: content.clone() }).collect();
             for turn in &scenario.turns {
                 messages.push(Message::User { content: turn.user.clone() });
-                let request =
-                    CompletionRequest { model: &cell.spec.name, messages: &messages, tools: &specs, sampling: &sampling, tool_choice: None, on_text: None };
+                let request = CompletionRequest {
+                    model: &cell.spec.name,
+                    messages: &messages,
+                    tools: &specs,
+                    sampling: &sampling,
+                    tool_choice: None,
+                    on_text: None,
+                };
                 let (key, _) = cache::key(&cell.spec, provider.base_url(), &request, repeated.then_some(repetition));
                 let Some(entry) = self.cache.read(&key) else { break };
                 hits += 1;
                 if !entry.response.tool_calls.is_empty() {
                     break;
                 }
-                messages.push(Message::Assistant { content: Some(entry.response.content.unwrap_or_default()), tool_calls: Vec::new() });
+                messages.push(Message::Assistant {
+                    content: Some(entry.response.content.unwrap_or_default()),
+                    tool_calls: Vec::new(),
+                });
             }
         }
         hits
@@ -301,7 +330,12 @@ impl CacheLookup<'_> {
 
 impl Plan {
     /// The dry run's report: the matrix (a row per scenario and model) and the cost bound.
-    pub(crate) fn render_dry_run(&self, prices: &PriceTable, tools: &ToolRegistry, cache: Option<&CacheLookup<'_>>) -> String {
+    pub(crate) fn render_dry_run(
+        &self,
+        prices: &PriceTable,
+        tools: &ToolRegistry,
+        cache: Option<&CacheLookup<'_>>,
+    ) -> String {
         let mut header = vec!["scenario", "model", "runs", "requests<=", "input_tok<=", "output_tok<=", "cost_usd<="];
         if cache.is_some() {
             header.push("cached");
@@ -363,8 +397,12 @@ impl Plan {
             rows.push(row);
         }
         let shard = self.shard.map_or_else(String::new, |s| format!(", shard {}/{}", s.index, s.count));
-        let mut out =
-            format!("dry run: {} run(s) of {} scenario(s) on {} model(s){shard}; no model is called\n\n", self.len(), scenarios.len(), counters.len());
+        let mut out = format!(
+            "dry run: {} run(s) of {} scenario(s) on {} model(s){shard}; no model is called\n\n",
+            self.len(),
+            scenarios.len(),
+            counters.len()
+        );
         out.push_str(&crate::report::render_table(&rows, &[0, 1]));
         out.push('\n');
         for (model, tokenizer, exact) in &counters {
@@ -376,7 +414,9 @@ impl Plan {
         } else {
             out.push_str(&format!("cost upper bound: ${total_usd:.6}"));
             if unbounded {
-                out.push_str(" for the scenarios that set max_tokens; the others have no bound (set max_tokens to bound them)");
+                out.push_str(
+                    " for the scenarios that set max_tokens; the others have no bound (set max_tokens to bound them)",
+                );
             }
         }
         out.push('\n');
@@ -414,13 +454,17 @@ mod tests {
         let b = bound(&s, &ToolRegistry::builtin(), &counter);
         let tools = counter.count(&serde_json::to_string(&ToolRegistry::builtin().specs(&s.tools)).unwrap());
         let system = MESSAGE_OVERHEAD + counter.count("Be brief.");
-        let (u1, u2) = (MESSAGE_OVERHEAD + counter.count("Add 2 and 3"), MESSAGE_OVERHEAD + counter.count("Now 4 and 5"));
+        let (u1, u2) =
+            (MESSAGE_OVERHEAD + counter.count("Add 2 and 3"), MESSAGE_OVERHEAD + counter.count("Now 4 and 5"));
         let base = tools + REPLY_PRIMING + system;
         let out = 10 + MESSAGE_OVERHEAD;
         let round = out + TOOL_RESULT_ALLOWANCE;
         // Turn 1: a request with nothing before it, then one after a tool round.
         // Turn 2: the same, after turn 1's two outputs and its one round.
-        let expected = (base + u1) + (base + u1 + out + round) + (base + u1 + u2 + 2 * out + round) + (base + u1 + u2 + 3 * out + 2 * round);
+        let expected = (base + u1)
+            + (base + u1 + out + round)
+            + (base + u1 + u2 + 2 * out + round)
+            + (base + u1 + u2 + 3 * out + 2 * round);
         assert_eq!(b, Bound { requests: 4, input_tokens: expected, output_tokens: Some(40) });
     }
 
@@ -446,11 +490,21 @@ mod tests {
         assert_eq!(whole.len(), 35);
         let mut seen = Vec::new();
         for index in 1..=4 {
-            let plan = Plan { cells: cells.clone(), repeat: 5, shard: Some(Shard { index, count: 4 }), unpriced: Vec::new(), judges: Vec::new() };
+            let plan = Plan {
+                cells: cells.clone(),
+                repeat: 5,
+                shard: Some(Shard { index, count: 4 }),
+                unpriced: Vec::new(),
+                judges: Vec::new(),
+            };
             let runs: Vec<(usize, u32)> = plan.runs().collect();
             assert_eq!(runs.len() as u64, plan.len(), "shard {index}");
             for cell in 0..cells.len() {
-                assert_eq!(plan.runs_of(cell), runs.iter().filter(|(c, _)| *c == cell).count() as u64, "shard {index}, cell {cell}");
+                assert_eq!(
+                    plan.runs_of(cell),
+                    runs.iter().filter(|(c, _)| *c == cell).count() as u64,
+                    "shard {index}, cell {cell}"
+                );
             }
             seen.extend(runs);
         }

@@ -90,7 +90,10 @@ const SHEETS: &[Sheet] = &[
         // DeepSeek-V3.2-Exp: one price for both; cached input is a cache hit.
         source: "https://api-docs.deepseek.com/quick_start/pricing",
         date: "2025-09-29",
-        models: &[("deepseek-chat", 0.28, Some(0.028), None, 0.42), ("deepseek-reasoner", 0.28, Some(0.028), None, 0.42)],
+        models: &[
+            ("deepseek-chat", 0.28, Some(0.028), None, 0.42),
+            ("deepseek-reasoner", 0.28, Some(0.028), None, 0.42),
+        ],
     },
     Sheet {
         provider: "groq",
@@ -107,7 +110,10 @@ const SHEETS: &[Sheet] = &[
         provider: "together",
         source: "https://www.together.ai/pricing",
         date: "2025-10-01",
-        models: &[("meta-llama/Llama-3.3-70B-Instruct-Turbo", 0.88, None, None, 0.88), ("deepseek-ai/DeepSeek-V3", 1.25, None, None, 1.25)],
+        models: &[
+            ("meta-llama/Llama-3.3-70B-Instruct-Turbo", 0.88, None, None, 0.88),
+            ("deepseek-ai/DeepSeek-V3", 1.25, None, None, 1.25),
+        ],
     },
     Sheet {
         provider: "openrouter",
@@ -239,7 +245,11 @@ impl PriceTable {
             .flat_map(|sheet| {
                 sheet.models.iter().map(|&(model, input, cached_input, cache_write_input, output)| {
                     let price = Price { input, cached_input, output, cache_write_input };
-                    let entry = PriceEntry { price, source: format!("built-in: {}", sheet.source), date: Some(sheet.date.to_owned()) };
+                    let entry = PriceEntry {
+                        price,
+                        source: format!("built-in: {}", sheet.source),
+                        date: Some(sheet.date.to_owned()),
+                    };
                     (format!("{}:{model}", sheet.provider), entry)
                 })
             })
@@ -259,7 +269,12 @@ impl PriceTable {
     /// Keys must be `PROVIDER:MODEL`.
     pub(crate) fn extend(&mut self, prices: PriceFile, source: &str) -> Result<(), String> {
         for (key, entry) in prices {
-            let price = Price { input: entry.input, cached_input: entry.cached_input, output: entry.output, cache_write_input: entry.cache_write_input };
+            let price = Price {
+                input: entry.input,
+                cached_input: entry.cached_input,
+                output: entry.output,
+                cache_write_input: entry.cache_write_input,
+            };
             if !key.contains(':') {
                 return Err(format!("price key `{key}` must be PROVIDER:MODEL (e.g. openai:{key})"));
             }
@@ -290,7 +305,9 @@ impl PriceTable {
     /// The entry for `provider:model`; a dated snapshot (`gpt-4o-2024-08-06`) falls back to
     /// its family (`gpt-4o`) when it has no entry of its own.
     pub(crate) fn get(&self, provider: &str, model: &str) -> Option<&PriceEntry> {
-        self.entries.get(&format!("{provider}:{model}")).or_else(|| self.entries.get(&format!("{provider}:{}", strip_snapshot_date(model)?)))
+        self.entries
+            .get(&format!("{provider}:{model}"))
+            .or_else(|| self.entries.get(&format!("{provider}:{}", strip_snapshot_date(model)?)))
     }
 
     /// The provider of a bare model name, when the table knows the model under one provider.
@@ -375,10 +392,16 @@ mod tests {
             ..Price { input: 9.0, cached_input: None, output: 9.0, cache_write_input: None }.into()
         };
         file.insert("openai:gpt-4o-mini".into(), dated);
-        file.insert("ollama:llama3.2:3b".into(), Price { input: 0.0, cached_input: None, output: 0.0, cache_write_input: None }.into());
+        file.insert(
+            "ollama:llama3.2:3b".into(),
+            Price { input: 0.0, cached_input: None, output: 0.0, cache_write_input: None }.into(),
+        );
         table.extend(file, "prices.yaml").unwrap();
         let mini = table.get("openai", "gpt-4o-mini").unwrap();
-        assert_eq!((mini.price.input, mini.source.as_str(), mini.date.as_deref()), (9.0, "contract 42", Some("2026-11-01")));
+        assert_eq!(
+            (mini.price.input, mini.source.as_str(), mini.date.as_deref()),
+            (9.0, "contract 42", Some("2026-11-01"))
+        );
         assert_eq!(table.get("ollama", "llama3.2:3b").unwrap().source, "prices.yaml");
         assert_eq!(table.get("ollama", "llama3.2:3b").unwrap().date, None);
         assert_eq!(PriceTable::builtin().get("openai", "gpt-4o").unwrap().date.as_deref(), Some("2025-08-07"));
@@ -388,11 +411,20 @@ mod tests {
     #[test]
     fn rejects_bare_keys_and_negative_prices() {
         let mut table = PriceTable::default();
-        let bare = PriceFile::from([("gpt-x".to_string(), Price { input: 1.0, cached_input: None, output: 1.0, cache_write_input: None }.into())]);
+        let bare = PriceFile::from([(
+            "gpt-x".to_string(),
+            Price { input: 1.0, cached_input: None, output: 1.0, cache_write_input: None }.into(),
+        )]);
         assert!(table.extend(bare, "f").unwrap_err().contains("PROVIDER:MODEL"));
-        let negative = PriceFile::from([("a:b".to_string(), Price { input: -1.0, cached_input: None, output: 1.0, cache_write_input: None }.into())]);
+        let negative = PriceFile::from([(
+            "a:b".to_string(),
+            Price { input: -1.0, cached_input: None, output: 1.0, cache_write_input: None }.into(),
+        )]);
         assert!(table.extend(negative, "f").unwrap_err().contains("non-negative"));
-        let undated = FilePrice { date: Some("last week".into()), ..Price { input: 1.0, cached_input: None, output: 1.0, cache_write_input: None }.into() };
+        let undated = FilePrice {
+            date: Some("last week".into()),
+            ..Price { input: 1.0, cached_input: None, output: 1.0, cache_write_input: None }.into()
+        };
         assert!(table.extend(PriceFile::from([("a:b".to_string(), undated)]), "f").unwrap_err().contains("YYYY-MM-DD"));
     }
 }

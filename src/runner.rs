@@ -12,7 +12,9 @@ use crate::check::{TurnFacts, evaluate, judge};
 use crate::message::Message;
 use crate::provider::cache::Cached;
 use crate::provider::{ModelSpec, Sampling, Target};
-use crate::record::{JudgeRecord, ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status};
+use crate::record::{
+    JudgeRecord, ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status,
+};
 use crate::rng::mix64;
 use crate::scenario::{JudgeSpec, Scenario};
 use crate::tools::mcp::{McpPool, RunServers};
@@ -189,7 +191,9 @@ pub(crate) async fn run_all(
                     Ok(Some(record)) => Ended::Ran(Box::new(record)),
                     Ok(None) => Ended::Aborted(job),
                     // A bug in a run must not take the batch down: record it as that run's error.
-                    Err(err) => Ended::Ran(Box::new(unplayed(&job, &shared, Utc::now(), format!("internal error: {err}")))),
+                    Err(err) => {
+                        Ended::Ran(Box::new(unplayed(&job, &shared, Utc::now(), format!("internal error: {err}"))))
+                    }
                 }
             }
         })
@@ -254,7 +258,8 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let scenario = &job.scenario;
     let target = &job.target;
     let seed = tool_seed(shared.seed, job);
-    let context = ToolContext::new(shared.http.clone(), shared.weather.clone(), seed).with_secrets(shared.secrets.clone());
+    let context =
+        ToolContext::new(shared.http.clone(), shared.weather.clone(), seed).with_secrets(shared.secrets.clone());
     // Boxed: starting servers is a large future, and every run in flight would carry it.
     let servers = match Box::pin(RunServers::start(&scenario.mcp, &shared.mcp, &shared.http)).await {
         Ok(servers) => servers,
@@ -265,7 +270,10 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let mut offered = std::borrow::Cow::Borrowed(&scenario.tools[..]);
     if !servers.tools.is_empty() {
         if let Some(tool) = servers.tools.iter().find(|tool| offered.iter().any(|name| name == tool.name())) {
-            let err = format!("an MCP server lists `{}`, which the scenario already offers; leave one out (`include` picks a server's tools)", tool.name());
+            let err = format!(
+                "an MCP server lists `{}`, which the scenario already offers; leave one out (`include` picks a server's tools)",
+                tool.name()
+            );
             let logs = Box::pin(servers.finish()).await;
             return RunRecord { mcp_servers: logs, ..unplayed(job, shared, started_at, err) };
         }

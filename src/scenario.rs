@@ -183,7 +183,9 @@ impl Source {
     fn stem(&self) -> String {
         match self {
             Source::Stdin => "stdin".to_owned(),
-            Source::File(path) => path.file_stem().map_or_else(|| "scenario".to_owned(), |s| s.to_string_lossy().into_owned()),
+            Source::File(path) => {
+                path.file_stem().map_or_else(|| "scenario".to_owned(), |s| s.to_string_lossy().into_owned())
+            }
         }
     }
 }
@@ -205,7 +207,10 @@ fn expand_paths(paths: &[String], errors: &mut Vec<ScenarioError>) -> Vec<Source
                 errors.push(ScenarioError::Unreadable { path: path.display().to_string(), message: err.to_string() });
             }
             if files.is_empty() {
-                errors.push(ScenarioError::Unreadable { path: path.display().to_string(), message: "directory holds no *.yaml or *.yml file".to_owned() });
+                errors.push(ScenarioError::Unreadable {
+                    path: path.display().to_string(),
+                    message: "directory holds no *.yaml or *.yml file".to_owned(),
+                });
             }
             files.sort();
             sources.extend(files.into_iter().map(Source::File));
@@ -275,12 +280,19 @@ fn read_source(source: &Source) -> Result<String, String> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("larger than the {} MiB a scenario file may be", MAX_FILE_BYTES >> 20));
     }
-    String::from_utf8(bytes).map_err(|err| format!("not UTF-8 text (invalid byte at offset {})", err.utf8_error().valid_up_to()))
+    String::from_utf8(bytes)
+        .map_err(|err| format!("not UTF-8 text (invalid byte at offset {})", err.utf8_error().valid_up_to()))
 }
 
 /// Parses and validates the scenarios of one file's text. `stem` names unnamed scenarios.
-pub fn parse_scenarios(text: &str, path: &str, stem: &str, validator: &Validator<'_>) -> Result<Vec<Scenario>, ScenarioErrors> {
-    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|err| ScenarioErrors(vec![yaml_error(path, &err)]))?;
+pub fn parse_scenarios(
+    text: &str,
+    path: &str,
+    stem: &str,
+    validator: &Validator<'_>,
+) -> Result<Vec<Scenario>, ScenarioErrors> {
+    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|err| ScenarioErrors(vec![yaml_error(path, &err)]))?;
     if raws.is_empty() {
         return Err(ScenarioErrors(vec![ScenarioError::Invalid {
             path: path.to_owned(),
@@ -359,11 +371,20 @@ fn limit_sentence(message: &str) -> String {
             Some(format!("{} {}", value.trim(), name.trim().replace('_', " ")))
         })
         .collect();
-    if parts.is_empty() { format!("this file goes past it: {detail}") } else { format!("this file goes past it: {}", parts.join(", ")) }
+    if parts.is_empty() {
+        format!("this file goes past it: {detail}")
+    } else {
+        format!("this file goes past it: {}", parts.join(", "))
+    }
 }
 
 fn invalid(path: &str, location: Location, message: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid { path: path.to_owned(), line: location.line(), column: location.column(), message: message.into() }
+    ScenarioError::Invalid {
+        path: path.to_owned(),
+        line: location.line(),
+        column: location.column(),
+        message: message.into(),
+    }
 }
 
 /// Scenario names must be unique, also once made safe as file names: `a/b` and `a:b` would
@@ -376,7 +397,10 @@ fn check_unique_names(scenarios: &[Scenario], errors: &mut Vec<ScenarioError>) {
             let message = if name == scenario.name {
                 format!("scenario name `{name}` is already used in {first}; names must be unique")
             } else {
-                format!("scenario names `{}` and `{name}` (in {first}) make the same log file name `{key}`; rename one", scenario.name.escape_debug())
+                format!(
+                    "scenario names `{}` and `{name}` (in {first}) make the same log file name `{key}`; rename one",
+                    scenario.name.escape_debug()
+                )
             };
             errors.push(ScenarioError::Unreadable { path: scenario.file.clone(), message });
         }
@@ -482,7 +506,13 @@ impl<'de> Deserialize<'de> for Strings {
 }
 
 impl RawScenario {
-    fn validate(self, path: &str, default_name: String, validator: &Validator<'_>, errors: &mut Vec<ScenarioError>) -> Option<Scenario> {
+    fn validate(
+        self,
+        path: &str,
+        default_name: String,
+        validator: &Validator<'_>,
+        errors: &mut Vec<ScenarioError>,
+    ) -> Option<Scenario> {
         let before = errors.len();
         let mut fail = |location: Location, message: String| errors.push(invalid(path, location, message));
 
@@ -524,19 +554,26 @@ impl RawScenario {
         let mut mcp: Vec<Arc<McpServerSpec>> = Vec::new();
         let tools: Vec<String> = match self.tools {
             Some(entries) => {
-                let dir = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty() && path != "-").map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                let dir = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty() && path != "-")
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
                 let context = DeclarationContext { dir, env: validator.env, secrets: validator.secrets.clone() };
                 let mut names = Vec::new();
                 for entry in entries {
                     let name = match &entry.value {
                         Value::String(name) => {
                             if validator.tools.get(name).is_none() {
-                                fail(entry.referenced, format!("unknown tool `{name}`; expected one of: {}, or a declaration", known()));
+                                fail(
+                                    entry.referenced,
+                                    format!("unknown tool `{name}`; expected one of: {}, or a declaration", known()),
+                                );
                             }
                             name.clone()
                         }
                         Value::Object(map) if map.contains_key("mcp") => {
-                            match McpServerSpec::parse(&entry.value, context.dir.clone(), context.env, &context.secrets) {
+                            match McpServerSpec::parse(&entry.value, context.dir.clone(), context.env, &context.secrets)
+                            {
                                 Ok(server) => mcp.push(Arc::new(server)),
                                 Err(message) => fail(entry.referenced, message),
                             }
@@ -584,8 +621,15 @@ impl RawScenario {
         let tool_results = match self.tool_results {
             Some(results) => {
                 for tool in results.value.keys() {
-                    if validator.tools.get(tool).is_none() && !declared.iter().any(|d| d.name() == tool) && !offered.contains(tool) && !open {
-                        fail(results.referenced, format!("tool_results names unknown tool `{tool}`; expected one of: {}", known()));
+                    if validator.tools.get(tool).is_none()
+                        && !declared.iter().any(|d| d.name() == tool)
+                        && !offered.contains(tool)
+                        && !open
+                    {
+                        fail(
+                            results.referenced,
+                            format!("tool_results names unknown tool `{tool}`; expected one of: {}", known()),
+                        );
                     }
                 }
                 results.value
@@ -599,7 +643,10 @@ impl RawScenario {
             .turns
             .value
             .into_iter()
-            .map(|turn| Turn { user: turn.user, expect: turn.expect.map(|e| e.validate(&offered, open, validator, &mut fail)).unwrap_or_default() })
+            .map(|turn| Turn {
+                user: turn.user,
+                expect: turn.expect.map(|e| e.validate(&offered, open, validator, &mut fail)).unwrap_or_default(),
+            })
             .collect();
         // Collected in place over the parsed turns' larger allocation (six turns' room for a
         // one-turn scenario): kept for the whole batch, so given back now.
@@ -630,10 +677,21 @@ impl RawScenario {
 impl RawExpect {
     /// `offered`: the tool names calls may name; `open`: any name may be offered (an MCP
     /// server lists its tools when it starts).
-    fn validate(self, offered: &[String], open: bool, validator: &Validator<'_>, fail: &mut impl FnMut(Location, String)) -> Expect {
-        let expected_call = |name: Spanned<String>, arguments: Option<Spanned<Value>>, fail: &mut dyn FnMut(Location, String)| {
+    fn validate(
+        self,
+        offered: &[String],
+        open: bool,
+        validator: &Validator<'_>,
+        fail: &mut impl FnMut(Location, String),
+    ) -> Expect {
+        let expected_call = |name: Spanned<String>,
+                             arguments: Option<Spanned<Value>>,
+                             fail: &mut dyn FnMut(Location, String)| {
             if !open && !offered.contains(&name.value) {
-                fail(name.referenced, format!("expected a tool this scenario offers ({}), found `{}`", offered.join(", "), name.value));
+                fail(
+                    name.referenced,
+                    format!("expected a tool this scenario offers ({}), found `{}`", offered.join(", "), name.value),
+                );
             }
             let arguments = arguments.and_then(|args| {
                 if !args.value.is_object() {
@@ -645,7 +703,9 @@ impl RawExpect {
             ExpectedCall { name: name.value, arguments }
         };
         let calls = |list: Option<Vec<RawExpectedCall>>, fail: &mut dyn FnMut(Location, String)| {
-            list.map(|calls| calls.into_iter().map(|call| expected_call(call.name, call.arguments, fail)).collect::<Vec<_>>())
+            list.map(|calls| {
+                calls.into_iter().map(|call| expected_call(call.name, call.arguments, fail)).collect::<Vec<_>>()
+            })
         };
         let tool_calls = calls(self.tool_calls, fail);
         let tool_calls_unordered = calls(self.tool_calls_unordered, fail);
@@ -658,20 +718,28 @@ impl RawExpect {
                 let spanned = |value: String| Spanned { value, referenced: at, defined: entry.defined };
                 match entry.value {
                     Value::String(name) => Some(expected_call(spanned(name), None, fail)),
-                    Value::Object(mut map) => match (map.remove("name"), map.remove("arguments"), map.keys().next().cloned()) {
-                        (Some(Value::String(name)), arguments, None) => {
-                            let arguments = arguments.map(|value| Spanned { value, referenced: at, defined: entry.defined });
-                            Some(expected_call(spanned(name), arguments, fail))
+                    Value::Object(mut map) => {
+                        match (map.remove("name"), map.remove("arguments"), map.keys().next().cloned()) {
+                            (Some(Value::String(name)), arguments, None) => {
+                                let arguments =
+                                    arguments.map(|value| Spanned { value, referenced: at, defined: entry.defined });
+                                Some(expected_call(spanned(name), arguments, fail))
+                            }
+                            (_, _, Some(key)) => {
+                                fail(
+                                    at,
+                                    format!(
+                                        "unknown field `{key}` in a `called` entry, expected `name` and `arguments`"
+                                    ),
+                                );
+                                None
+                            }
+                            _ => {
+                                fail(at, "expected a `called` entry to have a `name`".to_owned());
+                                None
+                            }
                         }
-                        (_, _, Some(key)) => {
-                            fail(at, format!("unknown field `{key}` in a `called` entry, expected `name` and `arguments`"));
-                            None
-                        }
-                        _ => {
-                            fail(at, "expected a `called` entry to have a `name`".to_owned());
-                            None
-                        }
-                    },
+                    }
                     other => {
                         fail(at, format!("expected a tool name or {{name, arguments}} in `called`, found {other}"));
                         None
@@ -691,7 +759,10 @@ impl RawExpect {
                         Ok(regex) => Some(regex),
                         Err(err) => {
                             let detail = err.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                            fail(patterns.referenced, format!("expected a valid regular expression, `{pattern}` is not: {detail}"));
+                            fail(
+                                patterns.referenced,
+                                format!("expected a valid regular expression, `{pattern}` is not: {detail}"),
+                            );
                             None
                         }
                     })
@@ -721,7 +792,11 @@ impl RawExpect {
 /// `judge: RUBRIC` or `judge: {rubric, model}`, with its model settled: the check's own, else
 /// the validator's default judge, else a load error (the model under test never grades
 /// itself unless named).
-fn judge_spec(judge: Spanned<Value>, validator: &Validator<'_>, fail: &mut impl FnMut(Location, String)) -> Option<JudgeSpec> {
+fn judge_spec(
+    judge: Spanned<Value>,
+    validator: &Validator<'_>,
+    fail: &mut impl FnMut(Location, String),
+) -> Option<JudgeSpec> {
     let at = judge.referenced;
     let (rubric, model) = match judge.value {
         Value::String(rubric) => (rubric, None),
@@ -816,14 +891,19 @@ turns:
         let s = &scenarios[0];
         assert_eq!(s.name, "weather-paris");
         assert_eq!(s.model.as_deref(), Some("openai:gpt-4o-mini"));
-        assert_eq!(s.sampling, Sampling { temperature: Some(0.0), top_p: Some(0.5), max_tokens: Some(100), seed: Some(7) });
+        assert_eq!(
+            s.sampling,
+            Sampling { temperature: Some(0.0), top_p: Some(0.5), max_tokens: Some(100), seed: Some(7) }
+        );
         assert_eq!(s.tools, ["get_weather", "reverse_text"]);
         assert_eq!(s.tool_results["get_weather"], json!({"city": "Paris", "temperature_c": 15, "conditions": "rainy"}));
         assert_eq!(s.max_tool_rounds, 3);
         let first = &s.turns[0].expect;
         let call = &first.tool_calls.as_ref().unwrap()[0];
         assert_eq!(call.name, "get_weather");
-        assert!(call.arguments.as_ref().unwrap().check(Some(&json!({"city": "Paris", "units": "c"})), "arguments").is_ok());
+        assert!(
+            call.arguments.as_ref().unwrap().check(Some(&json!({"city": "Paris", "units": "c"})), "arguments").is_ok()
+        );
         assert_eq!(first.contains, ["15"]);
         let second = &s.turns[1].expect;
         assert_eq!(second.contains, ["elppa"]);
@@ -835,7 +915,9 @@ turns:
 
     #[test]
     fn defaults_and_document_names() {
-        let scenarios = parse("turns: [{user: a}]\n---\nturns: [{user: b}]\n---\nname: named\ntools: []\nturns: [{user: c}]\n").unwrap();
+        let scenarios =
+            parse("turns: [{user: a}]\n---\nturns: [{user: b}]\n---\nname: named\ntools: []\nturns: [{user: c}]\n")
+                .unwrap();
         let names: Vec<_> = scenarios.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["s-1", "s-2", "named"]);
         assert_eq!(scenarios[0].tools.len(), 5);
@@ -859,7 +941,10 @@ turns:
         assert!(err.starts_with("s.yaml:4:14: expected a valid regular expression"), "{err}");
         let err = parse("model: bad:x\nturns: [{user: hi}]\n").unwrap_err();
         assert!(err.starts_with("s.yaml:1:8: unknown provider"), "{err}");
-        let err = parse("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls: [{name: get_weather}]\n").unwrap_err();
+        let err = parse(
+            "tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls: [{name: get_weather}]\n",
+        )
+        .unwrap_err();
         assert!(err.starts_with("s.yaml:5:27: expected a tool this scenario offers (reverse_text)"), "{err}");
         let err = parse("temperature: 3\nturns: [{user: hi}]\n").unwrap_err();
         assert!(err.starts_with("s.yaml:1:14: expected temperature between 0 and 2"), "{err}");
@@ -878,21 +963,43 @@ turns:
             parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
         };
         let text = "model: openai:gpt-4o\nturns:\n  - user: hi\n    expect:\n      judge: Greets back.\n  - user: bye\n    expect:\n      judge: {rubric: Says goodbye., model: anthropic:claude-haiku-4-5}\n";
-        let judges = |scenarios: Vec<Scenario>| scenarios[0].turns.iter().map(|t| t.expect.judge.clone().unwrap()).collect::<Vec<_>>();
+        let judges = |scenarios: Vec<Scenario>| {
+            scenarios[0].turns.iter().map(|t| t.expect.judge.clone().unwrap()).collect::<Vec<_>>()
+        };
         let with_default = judges(parse_with(text, Some("openai:gpt-4o-mini")).unwrap());
         assert_eq!(with_default[0], JudgeSpec { rubric: "Greets back.".into(), model: "openai:gpt-4o-mini".into() });
-        assert_eq!(with_default[1], JudgeSpec { rubric: "Says goodbye.".into(), model: "anthropic:claude-haiku-4-5".into() });
+        assert_eq!(
+            with_default[1],
+            JudgeSpec { rubric: "Says goodbye.".into(), model: "anthropic:claude-haiku-4-5".into() }
+        );
         // No default judge: the check without a model is a load error at its line; never the
         // scenario's own model.
         let err = parse_with(text, None).unwrap_err();
-        assert!(err.starts_with("s.yaml:5:14: expected a judge model for `judge`: give `judge: {rubric, model}`, `--judge-model MODEL`"), "{err}");
+        assert!(
+            err.starts_with(
+                "s.yaml:5:14: expected a judge model for `judge`: give `judge: {rubric, model}`, `--judge-model MODEL`"
+            ),
+            "{err}"
+        );
         assert!(!err.contains("s.yaml:8"), "{err}");
-        let bad = |expect: &str| parse_with(&format!("turns:\n  - user: hi\n    expect:\n      judge: {expect}\n"), Some("openai:gpt-4o-mini")).unwrap_err();
+        let bad = |expect: &str| {
+            parse_with(
+                &format!("turns:\n  - user: hi\n    expect:\n      judge: {expect}\n"),
+                Some("openai:gpt-4o-mini"),
+            )
+            .unwrap_err()
+        };
         assert_eq!(bad("\"  \""), "s.yaml:4:14: expected a rubric in `judge`, found an empty one");
-        assert_eq!(bad("{rubric: x, grader: y}"), "s.yaml:4:14: unknown field `grader` in `judge`, expected `rubric` and `model`");
+        assert_eq!(
+            bad("{rubric: x, grader: y}"),
+            "s.yaml:4:14: unknown field `grader` in `judge`, expected `rubric` and `model`"
+        );
         assert_eq!(bad("{model: openai:gpt-4o}"), "s.yaml:4:14: expected `judge` to have a `rubric` (a string)");
         assert_eq!(bad("{rubric: x, model: bad:y}"), "s.yaml:4:14: judge model: unknown provider in `bad:y`");
-        assert_eq!(bad("[x]"), "s.yaml:4:14: expected `judge` to be a rubric (a string) or {rubric, model}, found [\"x\"]");
+        assert_eq!(
+            bad("[x]"),
+            "s.yaml:4:14: expected `judge` to be a rubric (a string) or {rubric, model}, found [\"x\"]"
+        );
     }
 
     #[test]
@@ -902,14 +1009,26 @@ turns:
             "tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls:\n        - name: reverse_text\n          arguments: {text: {$oneof: [a]}}\n",
         );
         assert!(unknown.contains("s.yaml:7:22: unknown matcher `$oneof`"), "{unknown}");
-        let regex = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      called: [{name: reverse_text, arguments: {text: {$regex: '('}}}]\n");
+        let regex = at(
+            "tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      called: [{name: reverse_text, arguments: {text: {$regex: '('}}}]\n",
+        );
         assert!(regex.contains("expected a valid regular expression in `$regex`"), "{regex}");
-        let offered = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls_unordered: [{name: add_numbers}]\n");
-        assert!(offered.contains("expected a tool this scenario offers (reverse_text), found `add_numbers`"), "{offered}");
-        let field = at("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      called: [{name: reverse_text, args: {}}]\n");
+        let offered = at(
+            "tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      tool_calls_unordered: [{name: add_numbers}]\n",
+        );
+        assert!(
+            offered.contains("expected a tool this scenario offers (reverse_text), found `add_numbers`"),
+            "{offered}"
+        );
+        let field = at(
+            "tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      called: [{name: reverse_text, args: {}}]\n",
+        );
         assert!(field.contains("unknown field `args`"), "{field}");
         // not_called may name a tool that is not offered: that it is never called is the point.
-        assert!(parse("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      not_called: [delete_account]\n").is_ok());
+        assert!(
+            parse("tools: [reverse_text]\nturns:\n  - user: hi\n    expect:\n      not_called: [delete_account]\n")
+                .is_ok()
+        );
     }
 
     #[test]
@@ -930,7 +1049,9 @@ turns:
         let registry = crate::tools::ToolRegistry::builtin();
         let check_model = |_: &str| Ok(());
         let validator = Validator::new(&registry, &check_model);
-        let parse = |text: &str| parse_scenarios(text, "bomb.yaml", "bomb", &validator).map(|_| ()).unwrap_err().0[0].to_string();
+        let parse = |text: &str| {
+            parse_scenarios(text, "bomb.yaml", "bomb", &validator).map(|_| ()).unwrap_err().0[0].to_string()
+        };
 
         // Billion laughs: nine levels of nine aliases each would expand to 9^9 strings.
         let mut laughs = String::from("tool_results:\n  get_weather:\n    a0: &a0 lol\n");
@@ -944,7 +1065,8 @@ turns:
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
         assert!(err.starts_with("bomb.yaml:") && err.contains("alias"), "{err}");
 
-        let deep = format!("tool_results:\n  get_weather: {}x{}\nturns:\n  - user: hi\n", "[".repeat(200), "]".repeat(200));
+        let deep =
+            format!("tool_results:\n  get_weather: {}x{}\nturns:\n  - user: hi\n", "[".repeat(200), "]".repeat(200));
         let err = parse(&deep);
         assert!(err.starts_with("bomb.yaml:") && err.contains("depth"), "{err}");
 

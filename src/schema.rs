@@ -52,7 +52,9 @@ fn check(root: &Value, schema: &Value, value: &Value, path: &str, errors: &mut V
         }
     }
     if let Some(text) = value.as_str() {
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64).filter(|min| (text.chars().count() as u64) < *min) {
+        if let Some(min) =
+            schema.get("minLength").and_then(Value::as_u64).filter(|min| (text.chars().count() as u64) < *min)
+        {
             fail!("expected at least {min} character(s)");
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
@@ -194,7 +196,10 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        assert_eq!(validate(&schema, &json!({"b": ["w"]})), vec!["/: expected `a`, which is required", "/b/0: expected one of \"x\", \"y\", found \"w\""]);
+        assert_eq!(
+            validate(&schema, &json!({"b": ["w"]})),
+            vec!["/: expected `a`, which is required", "/b/0: expected one of \"x\", \"y\", found \"w\""]
+        );
     }
 
     #[test]
@@ -202,9 +207,15 @@ mod tests {
         let schema = scenario_schema();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let mut files = 0;
-        for entry in std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "yaml")) {
+        for entry in
+            std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        {
             let text = std::fs::read_to_string(entry.path()).unwrap();
-            assert!(text.starts_with("# yaml-language-server: $schema=../schema/scenario.schema.json\n"), "{}", entry.path().display());
+            assert!(
+                text.starts_with("# yaml-language-server: $schema=../schema/scenario.schema.json\n"),
+                "{}",
+                entry.path().display()
+            );
             for document in documents(&text) {
                 assert_eq!(validate(&schema, &document), Vec::<String>::new(), "{}", entry.path().display());
             }
@@ -237,7 +248,10 @@ mod tests {
             "turns:\n  - user: hi\n    expect:\n      contain: x\n",
             "max_tokens: 0\nturns:\n  - user: hi\n",
         ] {
-            assert!(crate::scenario::parse_scenarios(bad, "b.yaml", "b", &validator).is_err(), "loader accepts {bad:?}");
+            assert!(
+                crate::scenario::parse_scenarios(bad, "b.yaml", "b", &validator).is_err(),
+                "loader accepts {bad:?}"
+            );
             assert!(!validate(&schema, &documents(bad)[0]).is_empty(), "schema accepts {bad:?}");
         }
     }
@@ -252,7 +266,9 @@ mod tests {
         // And the same crate agrees with this validator on the shipped scenarios.
         let validator = jsonschema::validator_for(&schema).unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-        for entry in std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "yaml")) {
+        for entry in
+            std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        {
             for document in documents(&std::fs::read_to_string(entry.path()).unwrap()) {
                 assert!(validator.is_valid(&document), "{}", entry.path().display());
             }
@@ -262,7 +278,12 @@ mod tests {
     #[test]
     fn tool_enum_lists_every_builtin() {
         let schema = scenario_schema();
-        let listed: Vec<&str> = schema["properties"]["tools"]["items"]["oneOf"][0]["examples"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        let listed: Vec<&str> = schema["properties"]["tools"]["items"]["oneOf"][0]["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
         let builtin: Vec<String> = crate::tools::ToolRegistry::builtin().iter().map(|t| t.name().to_owned()).collect();
         assert_eq!(listed, builtin);
     }

@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use crate::pricing::{PriceFile, PriceTable};
 use crate::provider::cache::{CacheMode, RequestCache};
-use crate::provider::factory::{ANTHROPIC_DEFAULT_BASE_URL, AZURE_DEFAULT_API_VERSION, OPENAI_DEFAULT_BASE_URL, Protocol, VENDORS};
+use crate::provider::factory::{
+    ANTHROPIC_DEFAULT_BASE_URL, AZURE_DEFAULT_API_VERSION, OPENAI_DEFAULT_BASE_URL, Protocol, VENDORS,
+};
 use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret, Secrets};
 use crate::scenario::{yaml_error, yaml_options};
@@ -41,7 +43,8 @@ impl Env {
         let path = dir.join(".env");
         let mut dotenv = HashMap::new();
         if path.is_file() {
-            let entries = dotenvy::from_path_iter(&path).map_err(|err| UsageError(format!("{}: {err}", path.display())))?;
+            let entries =
+                dotenvy::from_path_iter(&path).map_err(|err| UsageError(format!("{}: {err}", path.display())))?;
             for entry in entries {
                 let (key, value) = entry.map_err(|err| UsageError(format!("{}: {err}", path.display())))?;
                 dotenv.insert(key, value);
@@ -170,13 +173,18 @@ impl Settings {
         match args.cache.clone().or_else(|| self.cache_dir.clone()) {
             Some(dir) => {
                 let cache = RequestCache { dir, mode };
-                cache
-                    .check_writable()
-                    .map_err(|err| UsageError(format!("the cache {} cannot take new entries: {err} (--replay only reads it)", cache.dir.display())))?;
+                cache.check_writable().map_err(|err| {
+                    UsageError(format!(
+                        "the cache {} cannot take new entries: {err} (--replay only reads it)",
+                        cache.dir.display()
+                    ))
+                })?;
                 Ok(Some(cache))
             }
             None if mode == CacheMode::Use => Ok(None),
-            None => Err(UsageError("--replay and --refresh need a cache: --cache DIR (or cache: DIR in runner.yaml)".to_owned())),
+            None => Err(UsageError(
+                "--replay and --refresh need a cache: --cache DIR (or cache: DIR in runner.yaml)".to_owned(),
+            )),
         }
     }
 }
@@ -195,16 +203,25 @@ impl Settings {
         };
         let mut prices = PriceTable::builtin();
         if let Some(path) = &config_path {
-            prices.extend(config.prices.clone(), &path.display().to_string()).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            prices
+                .extend(config.prices.clone(), &path.display().to_string())
+                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         }
         if let Some(path) = flags.prices {
             let file: PriceFile = read_yaml(path)?;
-            prices.extend(file, &path.display().to_string()).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            prices
+                .extend(file, &path.display().to_string())
+                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         }
         let timeout = match flags.timeout_secs.or(config.timeout_secs) {
-            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_TIMEOUT.as_secs_f64() => Duration::from_secs_f64(secs),
+            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_TIMEOUT.as_secs_f64() => {
+                Duration::from_secs_f64(secs)
+            }
             Some(secs) => {
-                return Err(UsageError(format!("timeout must be more than 0 and at most {} seconds (a week), got {secs}", MAX_TIMEOUT.as_secs())));
+                return Err(UsageError(format!(
+                    "timeout must be more than 0 and at most {} seconds (a week), got {secs}",
+                    MAX_TIMEOUT.as_secs()
+                )));
             }
             None => DEFAULT_TIMEOUT,
         };
@@ -238,15 +255,20 @@ impl Settings {
             local: crate::provider::local::acquire::Sources::from_vars(|key| env.var(key)),
             secrets: secrets.clone(),
         };
-        let concurrency = flags.concurrency.map(|n| n as usize).or(config.concurrency).unwrap_or(DEFAULT_CONCURRENCY).max(1);
+        let concurrency =
+            flags.concurrency.map(|n| n as usize).or(config.concurrency).unwrap_or(DEFAULT_CONCURRENCY).max(1);
         let step_summary = env.var("GITHUB_STEP_SUMMARY").map(PathBuf::from);
         let mut configured: Vec<Arc<dyn Tool>> = Vec::new();
         if let Some(path) = &config_path {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
             let lookup = |key: &str| env.var(key);
             let context = DeclarationContext { dir, env: &lookup, secrets: secrets.clone() };
             for (name, declaration) in &config.tools {
-                let tool = DeclaredTool::parse(declaration, Some(name), &context).map_err(|e| UsageError(format!("{}: tools.{name}: {e}", path.display())))?;
+                let tool = DeclaredTool::parse(declaration, Some(name), &context)
+                    .map_err(|e| UsageError(format!("{}: tools.{name}: {e}", path.display())))?;
                 configured.push(Arc::new(tool));
             }
         }
@@ -256,7 +278,19 @@ impl Settings {
         if let Some(model) = &judge_model {
             providers.parse_model(model, &prices).map_err(|e| UsageError(format!("judge model: {e}")))?;
         }
-        Ok(Self { default_model, prices, providers, concurrency, weather, step_summary, tools, env, cache_dir, judge_model, secrets })
+        Ok(Self {
+            default_model,
+            prices,
+            providers,
+            concurrency,
+            weather,
+            step_summary,
+            tools,
+            env,
+            cache_dir,
+            judge_model,
+            secrets,
+        })
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).
@@ -268,7 +302,8 @@ impl Settings {
 fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, UsageError> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|err| UsageError(format!("{display}: {err}")))?;
-    serde_saphyr::from_str_with_options(&text, yaml_options()).map_err(|err| UsageError(yaml_error(&display, &err).to_string()))
+    serde_saphyr::from_str_with_options(&text, yaml_options())
+        .map_err(|err| UsageError(yaml_error(&display, &err).to_string()))
 }
 /// Every remote provider: OpenAI and Anthropic (their addresses and keys from the
 /// environment), Azure, the built-in vendors, and `runner.yaml`'s endpoints, which add new
@@ -276,7 +311,11 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, UsageError>
 ///
 /// Every key, header value and credential written into a base URL goes into `secrets`, and
 /// every variable a key or header is read from into its variables (tools start without them).
-fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env, secrets: &Secrets) -> Result<BTreeMap<String, Endpoint>, UsageError> {
+fn endpoints(
+    configured: &BTreeMap<String, EndpointConfig>,
+    env: &Env,
+    secrets: &Secrets,
+) -> Result<BTreeMap<String, Endpoint>, UsageError> {
     let key = |var: &str| {
         secrets.add_variable(var);
         let value = env.var(var).filter(|k| !k.trim().is_empty())?;
@@ -320,12 +359,22 @@ fn endpoints(configured: &BTreeMap<String, EndpointConfig>, env: &Env, secrets: 
             origin: "built in",
         }
     };
-    endpoints.insert("openai".to_owned(), own(Protocol::ChatCompletions, "OPENAI_BASE_URL", OPENAI_DEFAULT_BASE_URL, "OPENAI_API_KEY", openai_headers));
-    endpoints.insert("anthropic".to_owned(), own(Protocol::Anthropic, "ANTHROPIC_BASE_URL", ANTHROPIC_DEFAULT_BASE_URL, "ANTHROPIC_API_KEY", Vec::new()));
+    endpoints.insert(
+        "openai".to_owned(),
+        own(Protocol::ChatCompletions, "OPENAI_BASE_URL", OPENAI_DEFAULT_BASE_URL, "OPENAI_API_KEY", openai_headers),
+    );
+    endpoints.insert(
+        "anthropic".to_owned(),
+        own(Protocol::Anthropic, "ANTHROPIC_BASE_URL", ANTHROPIC_DEFAULT_BASE_URL, "ANTHROPIC_API_KEY", Vec::new()),
+    );
     endpoints.insert(
         "azure".to_owned(),
         Endpoint {
-            protocol: Protocol::Azure { api_version: env.var("AZURE_OPENAI_API_VERSION").unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned()) },
+            protocol: Protocol::Azure {
+                api_version: env
+                    .var("AZURE_OPENAI_API_VERSION")
+                    .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned()),
+            },
             base_url: env.var("AZURE_OPENAI_ENDPOINT").unwrap_or_default(),
             base_from: "AZURE_OPENAI_ENDPOINT".to_owned(),
             key_var: Some("AZURE_OPENAI_API_KEY".to_owned()),

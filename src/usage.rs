@@ -31,7 +31,12 @@ pub(crate) const MAX_BELIEVED: u64 = 1 << 53;
 impl Usage {
     /// Usage with the total derived from its parts.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens.saturating_add(completion_tokens), ..Self::default() }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            ..Self::default()
+        }
     }
 
     /// Whether a server's report is believable: every count at most [`MAX_BELIEVED`], the
@@ -39,7 +44,14 @@ impl Usage {
     /// reasoning within the completion. A report that is not is kept raw (`raw_usage`) and
     /// the figures are estimated instead.
     pub fn is_believable(&self) -> bool {
-        let counts = [self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_tokens, self.reasoning_tokens, self.cache_write_tokens];
+        let counts = [
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cached_tokens,
+            self.reasoning_tokens,
+            self.cache_write_tokens,
+        ];
         counts.iter().all(|&n| n <= MAX_BELIEVED)
             && self.total_tokens >= self.prompt_tokens + self.completion_tokens
             && self.cached_tokens + self.cache_write_tokens <= self.prompt_tokens
@@ -99,7 +111,17 @@ mod tests {
         let a = Usage { cached_tokens: 3, reasoning_tokens: 1, ..Usage::new(10, 5) };
         let b = Usage { cached_tokens: 2, ..Usage::new(7, 4) };
         let total: Usage = [a, b].into_iter().sum();
-        assert_eq!(total, Usage { prompt_tokens: 17, completion_tokens: 9, total_tokens: 26, cached_tokens: 5, reasoning_tokens: 1, cache_write_tokens: 0 });
+        assert_eq!(
+            total,
+            Usage {
+                prompt_tokens: 17,
+                completion_tokens: 9,
+                total_tokens: 26,
+                cached_tokens: 5,
+                reasoning_tokens: 1,
+                cache_write_tokens: 0
+            }
+        );
         assert_eq!(total.uncached_prompt_tokens(), 12);
     }
 
@@ -115,7 +137,9 @@ mod tests {
     #[test]
     fn unbelievable_reports_are_recognised() {
         assert!(Usage::new(10, 5).is_believable());
-        assert!(Usage { cached_tokens: 4, cache_write_tokens: 6, reasoning_tokens: 5, ..Usage::new(10, 5) }.is_believable());
+        assert!(
+            Usage { cached_tokens: 4, cache_write_tokens: 6, reasoning_tokens: 5, ..Usage::new(10, 5) }.is_believable()
+        );
         assert!(!Usage::new(MAX_BELIEVED + 1, 0).is_believable());
         assert!(!Usage { total_tokens: 3, ..Usage::new(10, 5) }.is_believable());
         assert!(!Usage { cached_tokens: 11, ..Usage::new(10, 5) }.is_believable());

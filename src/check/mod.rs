@@ -30,7 +30,12 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
         checks.push(check_called(&expect.called, facts.tool_calls));
     }
     if !expect.not_called.is_empty() {
-        let made: Vec<&str> = expect.not_called.iter().filter(|name| facts.tool_calls.iter().any(|c| c.name == **name)).map(String::as_str).collect();
+        let made: Vec<&str> = expect
+            .not_called
+            .iter()
+            .filter(|name| facts.tool_calls.iter().any(|c| c.name == **name))
+            .map(String::as_str)
+            .collect();
         let (passed, detail) = if made.is_empty() {
             (true, format!("none of {} was called", expect.not_called.join(", ")))
         } else {
@@ -41,23 +46,32 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
     let reply = facts.reply.to_lowercase();
     for needle in &expect.contains {
         let passed = reply.contains(&needle.to_lowercase());
-        let detail = if passed { format!("reply contains {needle:?}") } else { format!("reply does not contain {needle:?}") };
+        let detail =
+            if passed { format!("reply contains {needle:?}") } else { format!("reply does not contain {needle:?}") };
         checks.push(CheckRecord { check: "contains".into(), passed, detail });
     }
     for needle in &expect.not_contains {
         let passed = !reply.contains(&needle.to_lowercase());
-        let detail = if passed { format!("reply does not contain {needle:?}") } else { format!("reply contains {needle:?}") };
+        let detail =
+            if passed { format!("reply does not contain {needle:?}") } else { format!("reply contains {needle:?}") };
         checks.push(CheckRecord { check: "not_contains".into(), passed, detail });
     }
     for regex in &expect.regex {
         let passed = regex.is_match(facts.reply);
         let verb = if passed { "matches" } else { "does not match" };
-        checks.push(CheckRecord { check: "regex".into(), passed, detail: format!("reply {verb} /{}/", regex.as_str()) });
+        checks.push(CheckRecord {
+            check: "regex".into(),
+            passed,
+            detail: format!("reply {verb} /{}/", regex.as_str()),
+        });
     }
     if let Some(limit) = expect.max_cost_usd {
         let (passed, detail) = if facts.priced {
             let passed = facts.cost_usd <= limit;
-            (passed, format!("turn cost ${:.6} {} limit ${limit}", facts.cost_usd, if passed { "within" } else { "over" }))
+            (
+                passed,
+                format!("turn cost ${:.6} {} limit ${limit}", facts.cost_usd, if passed { "within" } else { "over" }),
+            )
         } else {
             (false, format!("cannot check a cost limit of ${limit}: the model has no price (add one with --prices)"))
         };
@@ -91,7 +105,12 @@ fn call_matches(want: &ExpectedCall, got: &ToolCallRecord) -> Result<(), String>
 fn check_tool_calls(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
     let fail = |detail: String| CheckRecord { check: "tool_calls".into(), passed: false, detail };
     if expected.len() != actual.len() {
-        return fail(format!("expected {} tool call(s), the model made {}: {}", expected.len(), actual.len(), list_calls(actual)));
+        return fail(format!(
+            "expected {} tool call(s), the model made {}: {}",
+            expected.len(),
+            actual.len(),
+            list_calls(actual)
+        ));
     }
     for (i, (want, got)) in expected.iter().zip(actual).enumerate() {
         if let Err(why) = call_matches(want, got) {
@@ -105,10 +124,19 @@ fn check_tool_calls(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Che
 fn check_unordered(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
     let fail = |detail: String| CheckRecord { check: "tool_calls_unordered".into(), passed: false, detail };
     if expected.len() != actual.len() {
-        return fail(format!("expected {} tool call(s) in any order, the model made {}: {}", expected.len(), actual.len(), list_calls(actual)));
+        return fail(format!(
+            "expected {} tool call(s) in any order, the model made {}: {}",
+            expected.len(),
+            actual.len(),
+            list_calls(actual)
+        ));
     }
     match assign(expected, actual) {
-        Ok(()) => CheckRecord { check: "tool_calls_unordered".into(), passed: true, detail: format!("called {}", list_calls(actual)) },
+        Ok(()) => CheckRecord {
+            check: "tool_calls_unordered".into(),
+            passed: true,
+            detail: format!("called {}", list_calls(actual)),
+        },
         Err(why) => fail(format!("{why}; calls: {}", list_calls(actual))),
     }
 }
@@ -116,8 +144,14 @@ fn check_unordered(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Chec
 /// At least these calls, in any order.
 fn check_called(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
     match assign(expected, actual) {
-        Ok(()) => CheckRecord { check: "called".into(), passed: true, detail: format!("called {}", list_calls(actual)) },
-        Err(why) => CheckRecord { check: "called".into(), passed: false, detail: format!("{why}; calls: {}", list_calls(actual)) },
+        Ok(()) => {
+            CheckRecord { check: "called".into(), passed: true, detail: format!("called {}", list_calls(actual)) }
+        }
+        Err(why) => CheckRecord {
+            check: "called".into(),
+            passed: false,
+            detail: format!("{why}; calls: {}", list_calls(actual)),
+        },
     }
 }
 
@@ -147,7 +181,8 @@ fn assign(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Result<(), St
     // The first expected call that no call matches on its own, else a clash of two.
     for want in expected {
         if !actual.iter().any(|got| call_matches(want, got).is_ok()) {
-            let closest = actual.iter().find(|got| got.name == want.name).map(|got| call_matches(want, got).unwrap_err());
+            let closest =
+                actual.iter().find(|got| got.name == want.name).map(|got| call_matches(want, got).unwrap_err());
             return Err(match closest {
                 Some(why) => format!("no call matches {}: {why}", want.name),
                 None => format!("{} was not called", want.name),
@@ -161,8 +196,12 @@ fn assign(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Result<(), St
 /// by element; numbers by value (2 equals 2.0); everything else by equality.
 pub fn is_subset(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
-        (Value::Object(want), Value::Object(got)) => want.iter().all(|(key, value)| got.get(key).is_some_and(|actual| is_subset(value, actual))),
-        (Value::Array(want), Value::Array(got)) => want.len() == got.len() && want.iter().zip(got).all(|(w, g)| is_subset(w, g)),
+        (Value::Object(want), Value::Object(got)) => {
+            want.iter().all(|(key, value)| got.get(key).is_some_and(|actual| is_subset(value, actual)))
+        }
+        (Value::Array(want), Value::Array(got)) => {
+            want.len() == got.len() && want.iter().zip(got).all(|(w, g)| is_subset(w, g))
+        }
         (Value::Number(want), Value::Number(got)) => want.as_f64() == got.as_f64(),
         _ => expected == actual,
     }
@@ -175,7 +214,17 @@ mod tests {
     use serde_json::json;
 
     fn call(name: &str, arguments: Value) -> ToolCallRecord {
-        ToolCallRecord { id: "c".into(), name: name.into(), listed_as: None, arguments, result: None, error: None, duration_ms: 0, pinned: false, source: None }
+        ToolCallRecord {
+            id: "c".into(),
+            name: name.into(),
+            listed_as: None,
+            arguments,
+            result: None,
+            error: None,
+            duration_ms: 0,
+            pinned: false,
+            source: None,
+        }
     }
 
     fn facts<'a>(reply: &'a str, calls: &'a [ToolCallRecord]) -> TurnFacts<'a> {
@@ -195,16 +244,26 @@ mod tests {
     fn tool_calls_in_order_with_argument_subsets() {
         let calls = [call("get_weather", json!({"city": "Paris"})), call("reverse_text", json!({"text": "a"}))];
         let expect = |list: Vec<ExpectedCall>| Expect { tool_calls: Some(list), ..Expect::default() };
-        let want = |name: &str, args: Option<Value>| ExpectedCall { name: name.into(), arguments: args.map(|a| crate::scenario::Pattern::parse(&a).unwrap()) };
+        let want = |name: &str, args: Option<Value>| ExpectedCall {
+            name: name.into(),
+            arguments: args.map(|a| crate::scenario::Pattern::parse(&a).unwrap()),
+        };
 
-        let ok = evaluate(&expect(vec![want("get_weather", Some(json!({"city": "Paris"}))), want("reverse_text", None)]), &facts("", &calls));
+        let ok = evaluate(
+            &expect(vec![want("get_weather", Some(json!({"city": "Paris"}))), want("reverse_text", None)]),
+            &facts("", &calls),
+        );
         assert!(ok[0].passed, "{ok:?}");
-        let swapped = evaluate(&expect(vec![want("reverse_text", None), want("get_weather", None)]), &facts("", &calls));
+        let swapped =
+            evaluate(&expect(vec![want("reverse_text", None), want("get_weather", None)]), &facts("", &calls));
         assert!(!swapped[0].passed);
         assert!(swapped[0].detail.contains("call 1: expected reverse_text, got get_weather"), "{}", swapped[0].detail);
         let missing = evaluate(&expect(vec![want("get_weather", None)]), &facts("", &calls));
         assert!(missing[0].detail.starts_with("expected 1 tool call(s), the model made 2"));
-        let wrong_args = evaluate(&expect(vec![want("get_weather", Some(json!({"city": "Rome"}))), want("reverse_text", None)]), &facts("", &calls));
+        let wrong_args = evaluate(
+            &expect(vec![want("get_weather", Some(json!({"city": "Rome"}))), want("reverse_text", None)]),
+            &facts("", &calls),
+        );
         assert!(!wrong_args[0].passed);
         let none = evaluate(&expect(vec![]), &facts("", &[]));
         assert!(none[0].passed);
@@ -216,26 +275,55 @@ mod tests {
 
     #[test]
     fn unordered_called_and_not_called() {
-        let calls = [call("add_numbers", json!({"x": 1, "y": 2})), call("add_numbers", json!({"x": 3, "y": 4})), call("reverse_text", json!({"text": "a"}))];
-        let unordered = |list: Vec<ExpectedCall>| evaluate(&Expect { tool_calls_unordered: Some(list), ..Expect::default() }, &facts("", &calls)).remove(0);
+        let calls = [
+            call("add_numbers", json!({"x": 1, "y": 2})),
+            call("add_numbers", json!({"x": 3, "y": 4})),
+            call("reverse_text", json!({"text": "a"})),
+        ];
+        let unordered = |list: Vec<ExpectedCall>| {
+            evaluate(&Expect { tool_calls_unordered: Some(list), ..Expect::default() }, &facts("", &calls)).remove(0)
+        };
         // Any order; each expectation takes its own call.
-        let ok = unordered(vec![want("reverse_text", json!({})), want("add_numbers", json!({"x": 3})), want("add_numbers", json!({"x": {"$one_of": [1, 9]}}))]);
+        let ok = unordered(vec![
+            want("reverse_text", json!({})),
+            want("add_numbers", json!({"x": 3})),
+            want("add_numbers", json!({"x": {"$one_of": [1, 9]}})),
+        ]);
         assert!(ok.passed, "{ok:?}");
-        let twice = unordered(vec![want("reverse_text", json!({})), want("add_numbers", json!({"x": 3})), want("add_numbers", json!({"y": 4}))]);
+        let twice = unordered(vec![
+            want("reverse_text", json!({})),
+            want("add_numbers", json!({"x": 3})),
+            want("add_numbers", json!({"y": 4})),
+        ]);
         assert!(!twice.passed && twice.detail.contains("two expectations want the same call"), "{twice:?}");
-        let wrong = unordered(vec![want("reverse_text", json!({"text": "b"})), want("add_numbers", json!({})), want("add_numbers", json!({}))]);
-        assert!(wrong.detail.starts_with("no call matches reverse_text: reverse_text: `arguments.text` is \"a\", expected \"b\""), "{wrong:?}");
+        let wrong = unordered(vec![
+            want("reverse_text", json!({"text": "b"})),
+            want("add_numbers", json!({})),
+            want("add_numbers", json!({})),
+        ]);
+        assert!(
+            wrong
+                .detail
+                .starts_with("no call matches reverse_text: reverse_text: `arguments.text` is \"a\", expected \"b\""),
+            "{wrong:?}"
+        );
         let short = unordered(vec![want("reverse_text", json!({}))]);
         assert!(short.detail.starts_with("expected 1 tool call(s) in any order, the model made 3"), "{short:?}");
 
-        let called = |list: Vec<ExpectedCall>| evaluate(&Expect { called: list, ..Expect::default() }, &facts("", &calls)).remove(0);
+        let called = |list: Vec<ExpectedCall>| {
+            evaluate(&Expect { called: list, ..Expect::default() }, &facts("", &calls)).remove(0)
+        };
         assert!(called(vec![want("add_numbers", json!({"y": 4}))]).passed);
         let missing = called(vec![ExpectedCall { name: "get_weather".into(), arguments: None }]);
         assert_eq!((missing.check.as_ref(), missing.passed), ("called", false));
         assert!(missing.detail.starts_with("get_weather was not called"), "{missing:?}");
 
         let not_called = |names: &[&str]| {
-            evaluate(&Expect { not_called: names.iter().map(|n| (*n).to_owned()).collect(), ..Expect::default() }, &facts("", &calls)).remove(0)
+            evaluate(
+                &Expect { not_called: names.iter().map(|n| (*n).to_owned()).collect(), ..Expect::default() },
+                &facts("", &calls),
+            )
+            .remove(0)
         };
         assert!(not_called(&["get_weather"]).passed);
         let made = not_called(&["get_weather", "reverse_text"]);

@@ -68,7 +68,10 @@ fn read_prompt(argument: Option<&str>) -> anyhow::Result<String> {
         }
     }
     if prompt.trim().is_empty() {
-        return Err(UsageError("nothing to ask: give a prompt (runner ask \"...\") or pipe one (echo hi | runner ask)".into()).into());
+        return Err(UsageError(
+            "nothing to ask: give a prompt (runner ask \"...\") or pipe one (echo hi | runner ask)".into(),
+        )
+        .into());
     }
     Ok(prompt)
 }

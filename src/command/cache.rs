@@ -15,11 +15,24 @@ pub(crate) fn cache(command: &CacheCommand) -> anyhow::Result<u8> {
     match command {
         CacheCommand::Stats { dir } => super::print(&stats(dir)?)?,
         CacheCommand::Prune { dir, older_than } => {
-            let cutoff = SystemTime::now().checked_sub(*older_than).unwrap_or(SystemTime::UNIX_EPOCH).max(SystemTime::UNIX_EPOCH);
+            let cutoff = SystemTime::now()
+                .checked_sub(*older_than)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+                .max(SystemTime::UNIX_EPOCH);
             let pruned = cache::prune(dir, cutoff).with_context(|| format!("cannot prune {}", dir.display()))?;
-            let mut out = format!("{}: removed {} entries ({}) recorded before {}\n", dir.display(), pruned.removed, size(pruned.bytes), day(cutoff));
+            let mut out = format!(
+                "{}: removed {} entries ({}) recorded before {}\n",
+                dir.display(),
+                pruned.removed,
+                size(pruned.bytes),
+                day(cutoff)
+            );
             if pruned.foreign > 0 {
-                writeln!(out, "left {} other file(s), folder(s) or link(s) that are not cache entries untouched", pruned.foreign)?;
+                writeln!(
+                    out,
+                    "left {} other file(s), folder(s) or link(s) that are not cache entries untouched",
+                    pruned.foreign
+                )?;
             }
             super::print(&out)?;
         }
@@ -31,11 +44,22 @@ fn stats(dir: &Path) -> anyhow::Result<String> {
     let stats = cache::stats(dir).with_context(|| format!("cannot read the cache {}", dir.display()))?;
     let mut out = format!("{}: {} entries, {}\n", dir.display(), stats.entries, size(stats.bytes));
     if stats.foreign > 0 {
-        writeln!(out, "{} other file(s), folder(s) or link(s) are not cache entries (not counted, never pruned)", stats.foreign)?;
+        writeln!(
+            out,
+            "{} other file(s), folder(s) or link(s) are not cache entries (not counted, never pruned)",
+            stats.foreign
+        )?;
     }
     if let (Some(oldest), Some(newest)) = (stats.oldest, stats.newest) {
         let age = |at: SystemTime| SystemTime::now().duration_since(at).unwrap_or(Duration::ZERO).as_secs() / 86_400;
-        writeln!(out, "recorded: oldest {} ({} days ago), newest {} ({} days ago)", day(oldest), age(oldest), day(newest), age(newest))?;
+        writeln!(
+            out,
+            "recorded: oldest {} ({} days ago), newest {} ({} days ago)",
+            day(oldest),
+            age(oldest),
+            day(newest),
+            age(newest)
+        )?;
     }
     for (model, count) in &stats.per_model {
         writeln!(out, "  {model}: {count}")?;

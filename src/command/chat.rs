@@ -74,7 +74,13 @@ impl Input {
 }
 
 /// `runner chat`: the model named (else the default), then the loop.
-pub(crate) async fn chat(config: Option<&Path>, model: Option<String>, log_dir: &Path, timeout_secs: Option<f64>, offer: &OfferArgs) -> anyhow::Result<u8> {
+pub(crate) async fn chat(
+    config: Option<&Path>,
+    model: Option<String>,
+    log_dir: &Path,
+    timeout_secs: Option<f64>,
+    offer: &OfferArgs,
+) -> anyhow::Result<u8> {
     let settings = Settings::load(Flags { config, timeout_secs, ..Flags::default() })?;
     let tools = super::offered_tools(offer.tools.as_deref(), &settings.tools)?;
     // Said now, not after the conversation it could not save.
@@ -137,7 +143,9 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
                     continue;
                 }
                 let name = Path::new(file).file_stem().map_or("chat".into(), |s| s.to_string_lossy().into_owned());
-                match session.to_scenario(&name).and_then(|yaml| write_atomically(Path::new(file), yaml.trim_end().as_bytes()).map_err(|e| e.to_string())) {
+                match session.to_scenario(&name).and_then(|yaml| {
+                    write_atomically(Path::new(file), yaml.trim_end().as_bytes()).map_err(|e| e.to_string())
+                }) {
                     Ok(()) => println!("(saved {file})"),
                     Err(err) => eprintln!("error: cannot save {file}: {err}"),
                 }
@@ -200,7 +208,10 @@ async fn save_on_termination(saved: Arc<Mutex<RunRecord>>, path: PathBuf) {
         return;
     };
     let record = saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    match serde_json::to_vec_pretty(&record).map_err(std::io::Error::other).and_then(|bytes| write_atomically(&path, &bytes)) {
+    match serde_json::to_vec_pretty(&record)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| write_atomically(&path, &bytes))
+    {
         Ok(()) => eprintln!("\nconversation saved to {}", path.display()),
         Err(err) => eprintln!("\nerror: cannot save the conversation to {}: {err}", path.display()),
     }

@@ -69,7 +69,9 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
 
 /// Whether `err` (or one of its causes) is a write to a closed pipe.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Runs one command; the `u8` is the exit code.
@@ -78,7 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => run::run(config, *args).await,
         Command::Check { paths, judge_model } => check::check(config, &paths, judge_model.as_deref()),
-        Command::Chat { model, logs_dir, timeout, offer } => chat::chat(config, model, &logs_dir, timeout, &offer).await,
+        Command::Chat { model, logs_dir, timeout, offer } => {
+            chat::chat(config, model, &logs_dir, timeout, &offer).await
+        }
         Command::Ask(args) => ask::ask(config, args).await,
         Command::Report(args) => report::report(config, &args),
         Command::Schema => schema::schema(),
@@ -101,20 +105,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 /// `--baseline REPORT.csv`, compared with `summary`.
-fn compare_with(baseline: Option<&std::path::Path>, summary: &crate::report::summary::Summary) -> anyhow::Result<Option<crate::report::baseline::Comparison>> {
+fn compare_with(
+    baseline: Option<&std::path::Path>,
+    summary: &crate::report::summary::Summary,
+) -> anyhow::Result<Option<crate::report::baseline::Comparison>> {
     let Some(path) = baseline else {
         return Ok(None);
     };
     let mut before = crate::report::merge::Merged::default();
     if !before.read(path, None)? {
-        return Err(UsageError(format!("--baseline {}: a per-model summary, not a report (give the report beside it)", path.display())).into());
+        return Err(UsageError(format!(
+            "--baseline {}: a per-model summary, not a report (give the report beside it)",
+            path.display()
+        ))
+        .into());
     }
     Ok(Some(crate::report::baseline::Comparison::new(&path.display().to_string(), &before.summary(), summary)))
 }
 
 /// A conversation with `target` for `ask` and `chat`: the configured tools (`offered` of
 /// them), the shared HTTP pool, a fresh random seed, the batch's secrets.
-fn session(settings: &Settings, target: std::sync::Arc<crate::provider::Target>, offered: Option<&[String]>, http: &reqwest::Client) -> crate::chat::Session {
+fn session(
+    settings: &Settings,
+    target: std::sync::Arc<crate::provider::Target>,
+    offered: Option<&[String]>,
+    http: &reqwest::Client,
+) -> crate::chat::Session {
     crate::chat::Session::new(
         target,
         settings.tools.clone(),
@@ -141,7 +157,10 @@ fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> 
 
 /// The tools `--tools` names (`None`: every built-in and configured tool), checked against
 /// `registry`.
-fn offered_tools(flag: Option<&str>, registry: &ToolRegistry) -> Result<Option<Vec<String>>, crate::settings::UsageError> {
+fn offered_tools(
+    flag: Option<&str>,
+    registry: &ToolRegistry,
+) -> Result<Option<Vec<String>>, crate::settings::UsageError> {
     let Some(flag) = flag.map(str::trim) else {
         return Ok(None);
     };
@@ -151,7 +170,10 @@ fn offered_tools(flag: Option<&str>, registry: &ToolRegistry) -> Result<Option<V
     let names: Vec<String> = flag.split(',').map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
     if let Some(unknown) = names.iter().find(|n| !registry.names().any(|k| k == n.as_str())) {
         let known: Vec<&str> = registry.names().collect();
-        return Err(crate::settings::UsageError(format!("--tools: unknown tool `{unknown}`; known tools: {} (or none)", known.join(", "))));
+        return Err(crate::settings::UsageError(format!(
+            "--tools: unknown tool `{unknown}`; known tools: {} (or none)",
+            known.join(", ")
+        )));
     }
     Ok(Some(names))
 }
@@ -197,7 +219,9 @@ impl Signals {
             if interrupt {
                 kinds.insert(0, (SignalKind::interrupt(), EXIT_INTERRUPTED));
             }
-            Self { streams: kinds.into_iter().filter_map(|(kind, code)| signal(kind).ok().map(|s| (s, code))).collect() }
+            Self {
+                streams: kinds.into_iter().filter_map(|(kind, code)| signal(kind).ok().map(|s| (s, code))).collect(),
+            }
         }
         #[cfg(not(unix))]
         Self {}

@@ -40,7 +40,12 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
         Some(text) => {
             let spec = settings.parse_model(text)?;
             let entry = settings.prices.get(&spec.provider, &spec.name).cloned();
-            Some((spec, entry.ok_or_else(|| UsageError(format!("no known price for {text}; add one with --prices FILE or runner.yaml")))?))
+            Some((
+                spec,
+                entry.ok_or_else(|| {
+                    UsageError(format!("no known price for {text}; add one with --prices FILE or runner.yaml"))
+                })?,
+            ))
         }
         None => None,
     };
@@ -73,9 +78,19 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
     }
     if let Some(path) = &args.html {
         let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
-        let found = write_html(path, &merged, &args.logs_dir, &Page { title: &files.join(", "), summary: &summary, comparison: comparison.as_ref() })?;
+        let found = write_html(
+            path,
+            &merged,
+            &args.logs_dir,
+            &Page { title: &files.join(", "), summary: &summary, comparison: comparison.as_ref() },
+        )?;
         let runs = merged.runs().count();
-        writeln!(out, "html: {} ({found} of {runs} conversations from the logs under {})", path.display(), args.logs_dir.display())?;
+        writeln!(
+            out,
+            "html: {} ({found} of {runs} conversations from the logs under {})",
+            path.display(),
+            args.logs_dir.display()
+        )?;
     }
     super::print(&out)?;
     let regressed = comparison.is_some_and(|c| !c.regressions.is_empty());

@@ -40,7 +40,8 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let scenarios = super::load(&settings, &args.paths)?;
 
     // Plan: the matrix, the shard, the price gate; a dry run ends here.
-    let matrix = MatrixOptions { models: &args.models, repeat: args.repeat, filter: args.filter.as_deref(), shard: args.shard };
+    let matrix =
+        MatrixOptions { models: &args.models, repeat: args.repeat, filter: args.filter.as_deref(), shard: args.shard };
     let plan = Plan::new(&settings, scenarios, matrix)?;
     plan.check_prices(args.require_prices, args.max_cost_usd.is_some())?;
     let cache = settings.request_cache(&args.cache)?;
@@ -69,22 +70,30 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let wanted = only_failed(args.only_failed.as_deref())?;
     let plays = |&(cell, repetition): &(usize, u32)| {
         let Cell { scenario, spec } = &plan.cells[cell];
-        !done.contains(&(cell, repetition)) && wanted.as_ref().is_none_or(|w| w.contains(&(scenario.name.clone(), spec.clone(), repetition)))
+        !done.contains(&(cell, repetition))
+            && wanted.as_ref().is_none_or(|w| w.contains(&(scenario.name.clone(), spec.clone(), repetition)))
     };
     // Counting needs a pass over the matrix only when --only-failed picks runs from it.
     let total = match &wanted {
         None => usize::try_from(plan.len()).unwrap_or(usize::MAX) - done.len(),
         Some(wanted) => {
             let path = args.only_failed.as_deref().unwrap_or(Path::new("")).display();
-            let in_plan: HashSet<(String, ModelSpec, u32)> =
-                plan.runs().map(|(cell, repetition)| (plan.cells[cell].scenario.name.clone(), plan.cells[cell].spec.clone(), repetition)).collect();
-            let mut unmatched: Vec<&(String, ModelSpec, u32)> = wanted.iter().filter(|run| !in_plan.contains(*run)).collect();
+            let in_plan: HashSet<(String, ModelSpec, u32)> = plan
+                .runs()
+                .map(|(cell, repetition)| {
+                    (plan.cells[cell].scenario.name.clone(), plan.cells[cell].spec.clone(), repetition)
+                })
+                .collect();
+            let mut unmatched: Vec<&(String, ModelSpec, u32)> =
+                wanted.iter().filter(|run| !in_plan.contains(*run)).collect();
             unmatched.sort();
             let named = |runs: &[&(String, ModelSpec, u32)]| {
                 let mut text: Vec<String> = runs
                     .iter()
                     .take(10)
-                    .map(|(scenario, model, repetition)| format!("{} on {model} #{repetition}", crate::report::printable(scenario)))
+                    .map(|(scenario, model, repetition)| {
+                        format!("{} on {model} #{repetition}", crate::report::printable(scenario))
+                    })
                     .collect();
                 if runs.len() > 10 {
                     text.push(format!("and {} more", runs.len() - 10));
@@ -112,9 +121,13 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
             count
         }
     };
-    let jobs =
-        plan.runs().filter(plays).map(|(cell, repetition)| Job { scenario: plan.cells[cell].scenario.clone(), target: targets[cell].clone(), repetition });
-    let report_path = args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
+    let jobs = plan.runs().filter(plays).map(|(cell, repetition)| Job {
+        scenario: plan.cells[cell].scenario.clone(),
+        target: targets[cell].clone(),
+        repetition,
+    });
+    let report_path =
+        args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
     let html = args.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
     let mut reports = Reports::create(&report_path, html, args.junit.is_some(), &finished)?;
     let shared = Arc::new(Shared {
@@ -145,7 +158,16 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut progress = Progress::default();
     let mut totals = {
         let mut reporters = (&mut logs, (&mut progress, &mut reports));
-        runner::run_all(jobs, total, concurrency, limits, control.clone(), shared.clone(), &mut reporters as &mut dyn Reporter).await
+        runner::run_all(
+            jobs,
+            total,
+            concurrency,
+            limits,
+            control.clone(),
+            shared.clone(),
+            &mut reporters as &mut dyn Reporter,
+        )
+        .await
     };
     shared.mcp.shutdown().await;
     listener.abort();
@@ -179,7 +201,9 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         out.push_str(&comparison.render());
     }
     if !reports.failures.is_empty() {
-        out.push_str(&reports.failures.render(|f| logs.path(&f.scenario, &f.model, f.repetition).display().to_string()));
+        out.push_str(
+            &reports.failures.render(|f| logs.path(&f.scenario, &f.model, f.repetition).display().to_string()),
+        );
     }
     out.push_str(&format!("logs: {}\nreport: {}\n", logs.dir().display(), report_path.display()));
     if let Some(path) = &summary_path {
@@ -189,7 +213,10 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         out.push_str(&format!("html: {}\n", path.display()));
     }
     if control.interrupted().is_some() {
-        out.push_str(&format!("resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n", logs.run_id()));
+        out.push_str(&format!(
+            "resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n",
+            logs.run_id()
+        ));
     }
     // A reader that went away (`runner run | head -1`) does not change what the batch did.
     super::print(&out).or_else(super::closed_pipe_is_fine)?;
@@ -202,18 +229,26 @@ fn pass_rate_gate(summary: &Summary, min: f64) -> String {
     let below = summary.below(min);
     let pct = |rate: f64| format!("{:.1}%", rate * 100.0);
     if below.is_empty() {
-        return format!("pass-rate gate: every model passed at least {} of its runs (--min-pass-rate {min})\n", pct(min));
+        return format!(
+            "pass-rate gate: every model passed at least {} of its runs (--min-pass-rate {min})\n",
+            pct(min)
+        );
     }
-    let models: Vec<String> = below.iter().map(|(model, rate)| format!("{model} ({})", rate.map_or_else(|| "no finished run".to_owned(), pct))).collect();
+    let models: Vec<String> = below
+        .iter()
+        .map(|(model, rate)| format!("{model} ({})", rate.map_or_else(|| "no finished run".to_owned(), pct)))
+        .collect();
     format!("pass-rate gate: below {} (--min-pass-rate {min}): {}\n", pct(min), models.join(", "))
 }
 
 /// The batch's log directory: a new one, or the one `--resume` names.
 fn open_logs(args: &RunArgs) -> anyhow::Result<JsonLogs> {
     match &args.resume {
-        Some(run_id) => JsonLogs::resume(&args.logs_dir, run_id)
-            .ok_or_else(|| UsageError(format!("--resume {run_id}: no such run under {}", args.logs_dir.display())).into()),
-        None => JsonLogs::create(&args.logs_dir).with_context(|| format!("cannot create the log directory under {}", args.logs_dir.display())),
+        Some(run_id) => JsonLogs::resume(&args.logs_dir, run_id).ok_or_else(|| {
+            UsageError(format!("--resume {run_id}: no such run under {}", args.logs_dir.display())).into()
+        }),
+        None => JsonLogs::create(&args.logs_dir)
+            .with_context(|| format!("cannot create the log directory under {}", args.logs_dir.display())),
     }
 }
 
@@ -224,7 +259,11 @@ fn only_failed(report: Option<&Path>) -> anyhow::Result<Option<HashSet<(String, 
     };
     let mut merged = crate::report::merge::Merged::default();
     if !merged.read(report, None)? {
-        return Err(UsageError(format!("--only-failed {}: a per-model summary, not a report (give the report beside it)", report.display())).into());
+        return Err(UsageError(format!(
+            "--only-failed {}: a per-model summary, not a report (give the report beside it)",
+            report.display()
+        ))
+        .into());
     }
     Ok(Some(merged.not_passed()))
 }
@@ -237,7 +276,9 @@ fn read_finished(logs: &JsonLogs, plan: &Plan) -> (Vec<RunRecord>, HashSet<(usiz
     let mut done = HashSet::new();
     for (cell, repetition) in plan.runs() {
         let Cell { scenario, spec } = &plan.cells[cell];
-        if let Some(record) = read_log(&logs.path(&scenario.name, spec, repetition)).filter(|r| r.status != Status::Error) {
+        if let Some(record) =
+            read_log(&logs.path(&scenario.name, spec, repetition)).filter(|r| r.status != Status::Error)
+        {
             finished.push(record);
             done.insert((cell, repetition));
         }
@@ -258,7 +299,8 @@ impl Reports {
     /// Creates the CSV report at `path`. Resumed runs (`finished`) go in first; their report
     /// is rebuilt beside the old one and replaces it whole.
     fn create(path: &Path, html: Option<HtmlReport>, junit: bool, finished: &[RunRecord]) -> anyhow::Result<Self> {
-        let staging = path.with_file_name(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        let staging = path
+            .with_file_name(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let csv = CsvReport::create(if finished.is_empty() { path } else { &staging })?;
         // JUnit's cases are kept only when a file will hold them.
         let junit = junit.then(Junit::default);
@@ -275,10 +317,12 @@ impl Reports {
     /// The per-model summary CSV and JUnit, when they have a place.
     fn write(&self, summary_path: Option<&Path>, junit: Option<&Path>) -> anyhow::Result<()> {
         if let Some(path) = summary_path {
-            write_atomically(path, &self.summary.to_csv()?).with_context(|| format!("cannot write {}", path.display()))?;
+            write_atomically(path, &self.summary.to_csv()?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if let (Some(path), Some(cases)) = (junit, &self.junit) {
-            write_atomically(path, cases.render().trim_end().as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            write_atomically(path, cases.render().trim_end().as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
@@ -286,11 +330,9 @@ impl Reports {
     /// The Markdown summary appended to GitHub's step summary file.
     fn append_step_summary(&self, path: &Path, comparison: Option<&Comparison>) -> anyhow::Result<()> {
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY={}; the step summary is left out", path.display()))?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| {
+            format!("cannot open GITHUB_STEP_SUMMARY={}; the step summary is left out", path.display())
+        })?;
         let mut text = self.summary.render_markdown();
         if let Some(comparison) = comparison {
             text.push_str(&comparison.render_markdown());

@@ -25,7 +25,8 @@ pub(crate) async fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Re
             for tool in &scenario.declared {
                 describe(&mut out, tool.as_ref(), Some(&by))?;
             }
-            let servers = RunServers::start(&scenario.mcp, &McpPool::default(), &http).await.map_err(anyhow::Error::msg)?;
+            let servers =
+                RunServers::start(&scenario.mcp, &McpPool::default(), &http).await.map_err(anyhow::Error::msg)?;
             for tool in &servers.tools {
                 describe(&mut out, tool.as_ref(), Some(&by))?;
             }
@@ -40,12 +41,15 @@ pub(crate) async fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Re
 /// come from an MCP server: control characters (terminal escapes) are shown escaped.
 fn describe(out: &mut String, tool: &dyn Tool, declared_by: Option<&str>) -> std::fmt::Result {
     let name = printable(tool.name());
-    let listed = tool.original_name().map(|original| format!(", listed as `{}`", printable(original))).unwrap_or_default();
+    let listed =
+        tool.original_name().map(|original| format!(", listed as `{}`", printable(original))).unwrap_or_default();
     let description: Vec<String> = tool.description().lines().map(printable).collect();
     let description = description.join("\n  ");
     match (tool.source(), declared_by) {
         ("builtin", _) => writeln!(out, "{name}\n  {description}")?,
-        (source, Some(by)) => writeln!(out, "{name} ({source}{listed}, declared by {})\n  {description}", printable(by))?,
+        (source, Some(by)) => {
+            writeln!(out, "{name} ({source}{listed}, declared by {})\n  {description}", printable(by))?
+        }
         (source, None) => writeln!(out, "{name} ({source}, runner.yaml)\n  {description}")?,
     }
     for line in serde_json::to_string_pretty(&tool.parameters()).map_err(|_| std::fmt::Error)?.lines() {

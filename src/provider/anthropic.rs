@@ -51,13 +51,22 @@ impl AnthropicProvider {
         if !(200..300).contains(&status) {
             // 408, 409, 429, 5xx and 529 (`overloaded_error`) are worth another attempt.
             let retryable = matches!(status, 408 | 409 | 429 | 500..);
-            return Sent { result: Err(ProviderError::Status { status, body: text() }), status: Some(status), retryable, asked };
+            return Sent {
+                result: Err(ProviderError::Status { status, body: text() }),
+                status: Some(status),
+                retryable,
+                asked,
+            };
         }
         let parsed: Response = match serde_json::from_slice(&bytes) {
             Ok(parsed) => parsed,
             Err(err) => {
                 let truncated = err.is_eof();
-                let reason = if truncated { format!("the response body was cut short ({err})") } else { format!("not a Messages API response ({err})") };
+                let reason = if truncated {
+                    format!("the response body was cut short ({err})")
+                } else {
+                    format!("not a Messages API response ({err})")
+                };
                 return Sent::failed(ProviderError::InvalidResponse { reason, body: text() }, Some(status), truncated);
             }
         };
@@ -77,13 +86,23 @@ impl AnthropicProvider {
             usage: parsed.usage.as_ref().and_then(read_usage),
             raw_usage: parsed.usage,
         };
-        Sent { result: Ok(self.remote.redact_completion(completion)), status: Some(status), retryable: false, asked: None }
+        Sent {
+            result: Ok(self.remote.redact_completion(completion)),
+            status: Some(status),
+            retryable: false,
+            asked: None,
+        }
     }
 
     /// Reads the event stream: text deltas go to `on_text` as they arrive (the key held
     /// back until it is known not to be one), tool calls are put together from their
     /// `input_json_delta` pieces, usage from `message_start` and `message_delta`.
-    async fn read_stream(&self, response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        on_text: super::TextSink<'_>,
+        delivered: &mut bool,
+    ) -> Result<Completion, (ProviderError, bool)> {
         let mut stream = StreamState::default();
         self.remote
             .read_events(response, on_text, delivered, |data, show| {
@@ -95,7 +114,10 @@ impl AnthropicProvider {
             let error = if stream.events == 0 {
                 ProviderError::EmptyStream
             } else {
-                ProviderError::InvalidResponse { reason: "the stream ended before message_stop".to_owned(), body: self.remote.shown(&stream.content) }
+                ProviderError::InvalidResponse {
+                    reason: "the stream ended before message_stop".to_owned(),
+                    body: self.remote.shown(&stream.content),
+                }
             };
             // A connection cut mid-stream: another attempt may see the whole answer.
             return Err((error, true));
@@ -104,7 +126,9 @@ impl AnthropicProvider {
             .blocks
             .into_iter()
             .filter_map(|block| match block {
-                StreamBlock::ToolUse { id, name, json } => Some(call(id, name, if json.trim().is_empty() { "{}".to_owned() } else { json })),
+                StreamBlock::ToolUse { id, name, json } => {
+                    Some(call(id, name, if json.trim().is_empty() { "{}".to_owned() } else { json }))
+                }
                 StreamBlock::Text | StreamBlock::Other => None,
             })
             .collect();
@@ -120,10 +144,21 @@ impl AnthropicProvider {
     }
 
     /// One event of the stream.
-    fn event(&self, data: &str, stream: &mut StreamState, show: &mut dyn FnMut(&str)) -> Result<(), (ProviderError, bool)> {
+    fn event(
+        &self,
+        data: &str,
+        stream: &mut StreamState,
+        show: &mut dyn FnMut(&str),
+    ) -> Result<(), (ProviderError, bool)> {
         stream.events += 1;
         let event: Value = serde_json::from_str(data).map_err(|err| {
-            (ProviderError::InvalidResponse { reason: format!("not a Messages API stream event ({err})"), body: self.remote.shown(data) }, false)
+            (
+                ProviderError::InvalidResponse {
+                    reason: format!("not a Messages API stream event ({err})"),
+                    body: self.remote.shown(data),
+                },
+                false,
+            )
         })?;
         let index = event["index"].as_u64().unwrap_or(0) as usize;
         match event["type"].as_str().unwrap_or_default() {
@@ -255,7 +290,10 @@ fn messages(messages: &[Message]) -> (Option<String>, Vec<Value>) {
                 }
                 for call in tool_calls {
                     // The API takes an object; arguments that are not one are sent as none.
-                    let input = serde_json::from_str::<Value>(&call.function.arguments).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
+                    let input = serde_json::from_str::<Value>(&call.function.arguments)
+                        .ok()
+                        .filter(Value::is_object)
+                        .unwrap_or_else(|| json!({}));
                     blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
                 }
                 push("assistant", blocks);
@@ -310,7 +348,8 @@ fn read_usage(raw: &Value) -> Option<Usage> {
     }
     let (written, read) = (count("cache_creation_input_tokens")?, count("cache_read_input_tokens")?);
     let prompt = count("input_tokens")?.checked_add(written)?.checked_add(read)?;
-    let usage = Usage { cached_tokens: read, cache_write_tokens: written, ..Usage::new(prompt, count("output_tokens")?) };
+    let usage =
+        Usage { cached_tokens: read, cache_write_tokens: written, ..Usage::new(prompt, count("output_tokens")?) };
     usage.is_believable().then_some(usage)
 }
 
@@ -404,7 +443,10 @@ mod tests {
         let conversation = [
             Message::System { content: "Be brief.".into() },
             Message::User { content: "Add 2 and 3, reverse abc".into() },
-            Message::Assistant { content: None, tool_calls: vec![tool_call("t1", "add", r#"{"a":2,"b":3}"#), tool_call("t2", "reverse", "not json")] },
+            Message::Assistant {
+                content: None,
+                tool_calls: vec![tool_call("t1", "add", r#"{"a":2,"b":3}"#), tool_call("t2", "reverse", "not json")],
+            },
             Message::Tool { tool_call_id: "t1".into(), content: r#"{"result":5}"#.into() },
             Message::Tool { tool_call_id: "t2".into(), content: r#"{"error":"boom"}"#.into() },
             Message::Assistant { content: Some("5, and reverse failed".into()), tool_calls: vec![] },
@@ -432,19 +474,39 @@ mod tests {
 
     #[test]
     fn request_carries_tools_max_tokens_and_sampling() {
-        let tools =
-            [ToolSpec { kind: "function", function: FunctionSpec { name: "add".into(), description: "Adds".into(), parameters: json!({"type": "object"}) } }];
+        let tools = [ToolSpec {
+            kind: "function",
+            function: FunctionSpec {
+                name: "add".into(),
+                description: "Adds".into(),
+                parameters: json!({"type": "object"}),
+            },
+        }];
         let sampling = Sampling { temperature: Some(0.0), ..Sampling::default() };
         let conversation = [Message::User { content: "hi".into() }];
-        let request =
-            CompletionRequest { model: "claude-haiku-4-5", messages: &conversation, tools: &tools, sampling: &sampling, tool_choice: None, on_text: None };
+        let request = CompletionRequest {
+            model: "claude-haiku-4-5",
+            messages: &conversation,
+            tools: &tools,
+            sampling: &sampling,
+            tool_choice: None,
+            on_text: None,
+        };
         let body = request_body(&request);
         assert_eq!(body["max_tokens"], json!(DEFAULT_MAX_TOKENS));
         assert_eq!(body["tools"], json!([{"name": "add", "description": "Adds", "input_schema": {"type": "object"}}]));
         assert_eq!(body["temperature"], json!(0.0));
-        assert!(body.get("system").is_none() && body.get("top_p").is_none() && body.get("stream").is_none() && body.get("tool_choice").is_none());
+        assert!(
+            body.get("system").is_none()
+                && body.get("top_p").is_none()
+                && body.get("stream").is_none()
+                && body.get("tool_choice").is_none()
+        );
         // A forced call (a judge's `grade`).
-        assert_eq!(request_body(&CompletionRequest { tool_choice: Some("add"), ..request })["tool_choice"], json!({"type": "tool", "name": "add"}));
+        assert_eq!(
+            request_body(&CompletionRequest { tool_choice: Some("add"), ..request })["tool_choice"],
+            json!({"type": "tool", "name": "add"})
+        );
         let capped = Sampling { max_tokens: Some(50), ..sampling };
         assert_eq!(request_body(&CompletionRequest { sampling: &capped, ..request })["max_tokens"], json!(50));
     }
@@ -454,7 +516,13 @@ mod tests {
         let usage =
             read_usage(&json!({"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 3000})).unwrap();
         assert_eq!(
-            (usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.completion_tokens, usage.total_tokens),
+            (
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.cache_write_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
             (4100, 3000, 1000, 20, 4120)
         );
         assert_eq!(usage.uncached_prompt_tokens(), 100);
@@ -473,7 +541,10 @@ mod tests {
 
     #[test]
     fn stop_reasons_map_to_finish_reasons() {
-        let mapped: Vec<String> = ["end_turn", "max_tokens", "tool_use", "stop_sequence", "refusal", "new_reason"].iter().map(|r| finish_reason(r)).collect();
+        let mapped: Vec<String> = ["end_turn", "max_tokens", "tool_use", "stop_sequence", "refusal", "new_reason"]
+            .iter()
+            .map(|r| finish_reason(r))
+            .collect();
         assert_eq!(mapped, ["stop", "length", "tool_calls", "stop", "content_filter", "new_reason"]);
     }
 }

@@ -146,7 +146,12 @@ fn entry_path(dir: &Path, key: &str) -> PathBuf {
 }
 
 /// The key of a request and the canonical object it is the hash of.
-pub(crate) fn key(spec: &ModelSpec, base_url: Option<&str>, request: &CompletionRequest<'_>, repetition: Option<u32>) -> (String, Value) {
+pub(crate) fn key(
+    spec: &ModelSpec,
+    base_url: Option<&str>,
+    request: &CompletionRequest<'_>,
+    repetition: Option<u32>,
+) -> (String, Value) {
     let mut object = json!({
         "provider": spec.provider,
         "base_url": base_url,
@@ -213,11 +218,16 @@ impl Provider for Cached<'_> {
                 if let (Some(on_text), Some(text)) = (request.on_text, content.as_deref().filter(|t| !t.is_empty())) {
                     on_text(text);
                 }
-                let completion = Completion { content, tool_calls, finish_reason, usage: entry.usage, raw_usage: entry.raw_usage };
+                let completion =
+                    Completion { content, tool_calls, finish_reason, usage: entry.usage, raw_usage: entry.raw_usage };
                 return Exchange { result: Ok(completion), attempts: Vec::new(), cache: CacheUse::Hit };
             }
             if cache.mode == CacheMode::Replay {
-                return Exchange { result: Err(ProviderError::NotCached(key)), attempts: Vec::new(), cache: CacheUse::Miss };
+                return Exchange {
+                    result: Err(ProviderError::NotCached(key)),
+                    attempts: Vec::new(),
+                    cache: CacheUse::Miss,
+                };
             }
             let mut exchange = self.inner.complete(request).await;
             if let Ok(completion) = &exchange.result {
@@ -262,7 +272,11 @@ pub(crate) struct Offline {
 impl Provider for Offline {
     fn complete<'a>(&'a self, _request: CompletionRequest<'a>) -> BoxFuture<'a, Exchange> {
         Box::pin(async {
-            Exchange { result: Err(ProviderError::Transport("--replay: nothing is sent".to_owned())), attempts: Vec::new(), cache: CacheUse::Off }
+            Exchange {
+                result: Err(ProviderError::Transport("--replay: nothing is sent".to_owned())),
+                attempts: Vec::new(),
+                cache: CacheUse::Off,
+            }
         })
     }
 
@@ -309,7 +323,10 @@ fn list(dir: &Path) -> std::io::Result<Listing> {
         for file in files {
             let path = file.path();
             let file_name = file.file_name();
-            let key = file_name.to_str().and_then(|n| n.strip_suffix(".json")).filter(|k| is_key(k) && k.starts_with(shard_name));
+            let key = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .filter(|k| is_key(k) && k.starts_with(shard_name));
             let entry = match (key, file.file_type()?.is_file()) {
                 (Some(key), true) => crate::files::read_regular(&path, MAX_ENTRY)
                     .ok()
@@ -321,8 +338,10 @@ fn list(dir: &Path) -> std::io::Result<Listing> {
                 listing.foreign += 1;
                 continue;
             };
-            let at =
-                chrono::DateTime::parse_from_rfc3339(&entry.recorded_at).ok().map(SystemTime::from).or_else(|| file.metadata().and_then(|m| m.modified()).ok());
+            let at = chrono::DateTime::parse_from_rfc3339(&entry.recorded_at)
+                .ok()
+                .map(SystemTime::from)
+                .or_else(|| file.metadata().and_then(|m| m.modified()).ok());
             let size = file.metadata().map_or(0, |m| m.len());
             listing.entries.push((path, at, format!("{}:{}", entry.provider, entry.model), size));
         }
@@ -400,7 +419,8 @@ mod tests {
     fn golden_key() {
         // A change of key derivation would orphan every committed cache: it must be deliberate.
         let spec = ModelSpec { provider: "openai".into(), name: "gpt-4o-mini".into() };
-        let messages = [Message::System { content: "Be brief.".into() }, Message::User { content: "What is 2 plus 3?".into() }];
+        let messages =
+            [Message::System { content: "Be brief.".into() }, Message::User { content: "What is 2 plus 3?".into() }];
         let tools = [ToolSpec {
             kind: "function",
             function: FunctionSpec {
@@ -410,12 +430,14 @@ mod tests {
             },
         }];
         let sampling = Sampling { temperature: Some(0.0), max_tokens: Some(256), ..Sampling::default() };
-        let (key, canonical) = key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), None);
+        let (key, canonical) =
+            key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), None);
         // Recomputed independently: sha256 of Python's json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).
         assert_eq!(key, "c2774514bdb9c90ebc720813438b03c5637d0735eb5ad9048e326eb625a83a9d");
         assert_eq!(canonical["sampling"], json!({"max_tokens": 256, "seed": null, "temperature": 0.0, "top_p": null}));
         // The repetition, when given, changes it; streaming does not enter it at all.
-        let (repeated, _) = super::key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), Some(2));
+        let (repeated, _) =
+            super::key(&spec, Some("https://api.openai.com/v1"), &request(&messages, &tools, &sampling), Some(2));
         assert_ne!(repeated, key);
         // So does a forced call (a judge's).
         let forced = CompletionRequest { tool_choice: Some("add"), ..request(&messages, &tools, &sampling) };
@@ -426,13 +448,30 @@ mod tests {
     fn key_order_in_a_schema_does_not_matter() {
         let spec = ModelSpec { provider: "openai".into(), name: "m".into() };
         let messages = [Message::User { content: "hi".into() }];
-        let schema_a: Value = serde_json::from_str(r#"{"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "number"}}}"#).unwrap();
-        let schema_b: Value = serde_json::from_str(r#"{"properties": {"b": {"type": "number"}, "a": {"type": "string"}}, "type": "object"}"#).unwrap();
-        let tool = |parameters: Value| [ToolSpec { kind: "function", function: FunctionSpec { name: "t".into(), description: String::new(), parameters } }];
+        let schema_a: Value = serde_json::from_str(
+            r#"{"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "number"}}}"#,
+        )
+        .unwrap();
+        let schema_b: Value = serde_json::from_str(
+            r#"{"properties": {"b": {"type": "number"}, "a": {"type": "string"}}, "type": "object"}"#,
+        )
+        .unwrap();
+        let tool = |parameters: Value| {
+            [ToolSpec {
+                kind: "function",
+                function: FunctionSpec { name: "t".into(), description: String::new(), parameters },
+            }]
+        };
         let (tools_a, tools_b) = (tool(schema_a), tool(schema_b));
         let sampling = Sampling::default();
-        assert_eq!(key(&spec, None, &request(&messages, &tools_a, &sampling), None).0, key(&spec, None, &request(&messages, &tools_b, &sampling), None).0);
+        assert_eq!(
+            key(&spec, None, &request(&messages, &tools_a, &sampling), None).0,
+            key(&spec, None, &request(&messages, &tools_b, &sampling), None).0
+        );
         let other = [Message::User { content: "hi!".into() }];
-        assert_ne!(key(&spec, None, &request(&messages, &tools_a, &sampling), None).0, key(&spec, None, &request(&other, &tools_a, &sampling), None).0);
+        assert_ne!(
+            key(&spec, None, &request(&messages, &tools_a, &sampling), None).0,
+            key(&spec, None, &request(&other, &tools_a, &sampling), None).0
+        );
     }
 }

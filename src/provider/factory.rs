@@ -91,7 +91,9 @@ impl ProviderConfig {
             None => match prices.provider_of(text) {
                 Some(provider) => (provider, text),
                 None => {
-                    return Err(format!("unknown model `{text}`: name it as PROVIDER:MODEL (e.g. openai:{text}); `runner models` lists known ones"));
+                    return Err(format!(
+                        "unknown model `{text}`: name it as PROVIDER:MODEL (e.g. openai:{text}); `runner models` lists known ones"
+                    ));
                 }
             },
         };
@@ -99,7 +101,10 @@ impl ProviderConfig {
             return Err(format!("model `{text}` has no name after the provider"));
         }
         if provider != "local" && !self.endpoints.contains_key(provider) {
-            return Err(format!("unknown provider `{provider}` in `{text}`; expected one of: {} (add endpoints in runner.yaml)", self.providers().join(", ")));
+            return Err(format!(
+                "unknown provider `{provider}` in `{text}`; expected one of: {} (add endpoints in runner.yaml)",
+                self.providers().join(", ")
+            ));
         }
         Ok(ModelSpec { provider: provider.to_owned(), name: name.to_owned() })
     }
@@ -133,7 +138,12 @@ pub(crate) struct Models<'a> {
 
 impl<'a> Models<'a> {
     /// A factory over the shared HTTP pool; `fetch` hears about weight downloads.
-    pub(crate) fn new(config: &'a ProviderConfig, prices: &'a PriceTable, http: reqwest::Client, fetch: &'a dyn FetchProgress) -> Self {
+    pub(crate) fn new(
+        config: &'a ProviderConfig,
+        prices: &'a PriceTable,
+        http: reqwest::Client,
+        fetch: &'a dyn FetchProgress,
+    ) -> Self {
         Self { config, prices, http, fetch, limiters: HashMap::new(), resolved: HashMap::new(), cache: None }
     }
 
@@ -165,8 +175,12 @@ impl<'a> Models<'a> {
         let price = self.prices.get(&spec.provider, &spec.name).cloned();
         if price.is_none()
             && spec.provider == "openai"
-            && let Some(near) =
-                self.prices.iter().map(|(key, _)| key).filter(|key| key.starts_with("openai:")).find(|key| edit_distance(&key[7..], &spec.name) <= 2)
+            && let Some(near) = self
+                .prices
+                .iter()
+                .map(|(key, _)| key)
+                .filter(|key| key.starts_with("openai:"))
+                .find(|key| edit_distance(&key[7..], &spec.name) <= 2)
         {
             // Unknown names are kept (new models appear), but a near miss is worth a word.
             tracing::warn!("unknown model `{spec}`: did you mean `{near}`? (going on with `{spec}`)");
@@ -183,7 +197,12 @@ impl<'a> Models<'a> {
             }
             return self.local(spec).await;
         }
-        let endpoint = self.config.endpoints.get(&spec.provider).ok_or_else(|| format!("unknown provider `{}`", spec.provider))?.clone();
+        let endpoint = self
+            .config
+            .endpoints
+            .get(&spec.provider)
+            .ok_or_else(|| format!("unknown provider `{}`", spec.provider))?
+            .clone();
         if self.replaying() {
             // Where a request would go is part of its key (shown as the live client shows it, so
             // that replay finds what a run recorded); nothing is sent there.
@@ -200,7 +219,9 @@ impl<'a> Models<'a> {
             && let Some(var) = &endpoint.key_var
         {
             let unless = match endpoint.protocol {
-                Protocol::ChatCompletions if spec.provider == "openai" => ", or OPENAI_BASE_URL for a server that needs none",
+                Protocol::ChatCompletions if spec.provider == "openai" => {
+                    ", or OPENAI_BASE_URL for a server that needs none"
+                }
                 Protocol::Anthropic => ", or ANTHROPIC_BASE_URL for a server that needs none",
                 _ => "",
             };
@@ -208,24 +229,38 @@ impl<'a> Models<'a> {
         }
         let base = endpoint.base_url.trim().trim_end_matches('/');
         if base.is_empty() {
-            return Err(format!("{spec}: set {} to the endpoint's address (e.g. https://NAME.openai.azure.com)", endpoint.base_from));
+            return Err(format!(
+                "{spec}: set {} to the endpoint's address (e.g. https://NAME.openai.azure.com)",
+                endpoint.base_from
+            ));
         }
         if !(base.starts_with("http://") || base.starts_with("https://")) || reqwest::Url::parse(base).is_err() {
-            return Err(format!("base URL `{}` is not an http:// or https:// URL ({})", self.config.secrets.redact(base), endpoint.base_from));
+            return Err(format!(
+                "base URL `{}` is not an http:// or https:// URL ({})",
+                self.config.secrets.redact(base),
+                endpoint.base_from
+            ));
         }
         let mut headers = endpoint.headers.clone().map_err(|e| format!("{spec}: {e}"))?;
         let key = endpoint.key.as_ref().map(|k| k.expose().to_owned());
         let (url, max_tokens_field) = match &endpoint.protocol {
             Protocol::ChatCompletions => {
                 headers.extend(key.map(|k| ("authorization".to_owned(), format!("Bearer {k}"))));
-                let field = if base.starts_with("https://api.openai.com") { MaxTokensField::MaxCompletionTokens } else { MaxTokensField::MaxTokens };
+                let field = if base.starts_with("https://api.openai.com") {
+                    MaxTokensField::MaxCompletionTokens
+                } else {
+                    MaxTokensField::MaxTokens
+                };
                 (format!("{base}/chat/completions"), field)
             }
             Protocol::Azure { api_version } => {
                 headers.extend(key.map(|k| ("api-key".to_owned(), k)));
                 let deployment = percent_encode(&spec.name);
                 let version = percent_encode(api_version);
-                (format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"), MaxTokensField::MaxCompletionTokens)
+                (
+                    format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"),
+                    MaxTokensField::MaxCompletionTokens,
+                )
             }
             Protocol::Anthropic => {
                 headers.extend(key.map(|k| ("x-api-key".to_owned(), k)));
@@ -234,8 +269,15 @@ impl<'a> Models<'a> {
             }
         };
         let limiter = self.limiters.entry(base.to_owned()).or_default().clone();
-        let remote = Remote::new(self.http.clone(), url, base.to_owned(), &headers, self.config.secrets.clone(), self.config.timeout)?
-            .with_retry(self.config.retry, limiter);
+        let remote = Remote::new(
+            self.http.clone(),
+            url,
+            base.to_owned(),
+            &headers,
+            self.config.secrets.clone(),
+            self.config.timeout,
+        )?
+        .with_retry(self.config.retry, limiter);
         Ok(match endpoint.protocol {
             Protocol::Anthropic => Arc::new(AnthropicProvider::new(remote)),
             _ => Arc::new(OpenAiProvider::new(remote, max_tokens_field)),
@@ -269,7 +311,15 @@ impl<'a> Models<'a> {
 /// `text` with every byte outside the URL-safe set percent-encoded (a deployment name or
 /// an API version in a URL).
 fn percent_encode(text: &str) -> String {
-    text.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Levenshtein distance between two short names, in characters.

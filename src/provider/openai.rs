@@ -70,15 +70,25 @@ impl OpenAiProvider {
             let body = text();
             // As OpenAI's own clients do: 408, 409, 429 and 5xx are worth another attempt,
             // except a 429 that says the account's quota is spent.
-            let retryable = matches!(status, 408 | 409 | 429 | 500..) && !(status == 429 && body.contains("insufficient_quota"));
-            return Sent { result: Err(ProviderError::Status { status, body }), status: Some(status), retryable, asked };
+            let retryable =
+                matches!(status, 408 | 409 | 429 | 500..) && !(status == 429 && body.contains("insufficient_quota"));
+            return Sent {
+                result: Err(ProviderError::Status { status, body }),
+                status: Some(status),
+                retryable,
+                asked,
+            };
         }
         let parsed: ChatResponse = match serde_json::from_slice(&bytes) {
             Ok(parsed) => parsed,
             Err(err) => {
                 // JSON that ends early is a body cut short; other bad JSON would come again.
                 let truncated = err.is_eof();
-                let reason = if truncated { format!("the response body was cut short ({err})") } else { format!("not a Chat Completions response ({err})") };
+                let reason = if truncated {
+                    format!("the response body was cut short ({err})")
+                } else {
+                    format!("not a Chat Completions response ({err})")
+                };
                 return Sent::failed(ProviderError::InvalidResponse { reason, body: text() }, Some(status), truncated);
             }
         };
@@ -103,7 +113,12 @@ impl OpenAiProvider {
     /// the key held back until it is known not to be one), tool calls are put together from
     /// their pieces, usage comes from the last chunk. An error says whether another attempt
     /// could fare better.
-    async fn read_stream(&self, response: reqwest::Response, on_text: super::TextSink<'_>, delivered: &mut bool) -> Result<Completion, (ProviderError, bool)> {
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        on_text: super::TextSink<'_>,
+        delivered: &mut bool,
+    ) -> Result<Completion, (ProviderError, bool)> {
         let mut stream = StreamState::default();
         self.remote
             .read_events(response, on_text, delivered, |data, show| {
@@ -116,7 +131,10 @@ impl OpenAiProvider {
             return Err((ProviderError::EmptyStream, false));
         }
         if !stream.done {
-            let error = ProviderError::InvalidResponse { reason: "the stream ended before [DONE]".to_owned(), body: self.remote.shown(&stream.content) };
+            let error = ProviderError::InvalidResponse {
+                reason: "the stream ended before [DONE]".to_owned(),
+                body: self.remote.shown(&stream.content),
+            };
             // A connection cut mid-stream: another attempt may see the whole answer.
             return Err((error, true));
         }
@@ -127,7 +145,12 @@ impl OpenAiProvider {
     }
 
     /// One event of the stream.
-    fn event(&self, data: &str, stream: &mut StreamState, show: &mut dyn FnMut(&str)) -> Result<(), (ProviderError, bool)> {
+    fn event(
+        &self,
+        data: &str,
+        stream: &mut StreamState,
+        show: &mut dyn FnMut(&str),
+    ) -> Result<(), (ProviderError, bool)> {
         stream.events += 1;
         if data == "[DONE]" {
             stream.done = true;
@@ -135,10 +158,18 @@ impl OpenAiProvider {
         }
         let body = || self.remote.shown(data);
         // The same chunk would come again: not worth another attempt.
-        let parsed: ChatChunk = serde_json::from_str(data)
-            .map_err(|err| (ProviderError::InvalidResponse { reason: format!("not a Chat Completions stream chunk ({err})"), body: body() }, false))?;
+        let parsed: ChatChunk = serde_json::from_str(data).map_err(|err| {
+            (
+                ProviderError::InvalidResponse {
+                    reason: format!("not a Chat Completions stream chunk ({err})"),
+                    body: body(),
+                },
+                false,
+            )
+        })?;
         if let Some(error) = parsed.error {
-            let message = error.get("message").and_then(|m| m.as_str()).map_or_else(|| error.to_string(), str::to_owned);
+            let message =
+                error.get("message").and_then(|m| m.as_str()).map_or_else(|| error.to_string(), str::to_owned);
             return Err((ProviderError::Streamed(self.remote.shown(&message)), false));
         }
         if let Some(raw) = parsed.usage.filter(serde_json::Value::is_object) {
@@ -168,10 +199,14 @@ impl Provider for OpenAiProvider {
             // Some servers cannot stream a reply that may call tools: they answer 200 with an
             // empty stream. The same request, not streamed, is the fallback; its text is shown
             // whole.
-            if let (Some(on_text), false, Err(ProviderError::EmptyStream)) = (request.on_text, request.tools.is_empty(), &exchange.result) {
+            if let (Some(on_text), false, Err(ProviderError::EmptyStream)) =
+                (request.on_text, request.tools.is_empty(), &exchange.result)
+            {
                 let plain = self.attempts(CompletionRequest { on_text: None, ..request }).await;
                 let first = exchange.attempts.len() as u32;
-                exchange.attempts.extend(plain.attempts.into_iter().map(|a| Attempt { attempt: a.attempt + first, ..a }));
+                exchange
+                    .attempts
+                    .extend(plain.attempts.into_iter().map(|a| Attempt { attempt: a.attempt + first, ..a }));
                 if let Ok(completion) = &plain.result
                     && let Some(text) = completion.content.as_deref().filter(|t| !t.is_empty())
                 {
@@ -215,7 +250,8 @@ struct StreamState {
 /// whole name in every piece).
 fn add_piece(stream: &mut StreamState, piece: ToolCallDelta) {
     let calls = &mut stream.calls;
-    let new_id = |last: &ToolCall| piece.id.as_deref().is_some_and(|id| !id.is_empty() && !last.id.is_empty() && last.id != id);
+    let new_id =
+        |last: &ToolCall| piece.id.as_deref().is_some_and(|id| !id.is_empty() && !last.id.is_empty() && last.id != id);
     let slot = match (piece.index, calls.last()) {
         (Some(index), _) => stream.indexes.iter().position(|&seen| seen == Some(index)).unwrap_or(calls.len()),
         (None, None) => 0,
@@ -223,7 +259,11 @@ fn add_piece(stream: &mut StreamState, piece: ToolCallDelta) {
         (None, Some(_)) => calls.len() - 1,
     };
     if slot == calls.len() {
-        calls.push(ToolCall { id: String::new(), kind: "function".into(), function: FunctionCall { name: String::new(), arguments: String::new() } });
+        calls.push(ToolCall {
+            id: String::new(),
+            kind: "function".into(),
+            function: FunctionCall { name: String::new(), arguments: String::new() },
+        });
         stream.indexes.push(piece.index);
     }
     let call = &mut calls[slot];
@@ -248,7 +288,9 @@ fn add_piece(stream: &mut StreamState, piece: ToolCallDelta) {
 /// the answer, and its caller says so.
 fn same_origin_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let origin = |url: &reqwest::Url| (url.scheme().to_owned(), url.host_str().map(str::to_owned), url.port_or_known_default());
+        let origin = |url: &reqwest::Url| {
+            (url.scheme().to_owned(), url.host_str().map(str::to_owned), url.port_or_known_default())
+        };
         let same = attempt.previous().last().is_some_and(|from| origin(from) == origin(attempt.url()));
         if !same {
             attempt.stop()
@@ -263,10 +305,14 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
 /// Where `response` redirected to when it is a redirect the shared client did not follow
 /// (one to another origin, see [`same_origin_redirects`]); `None` for any other response.
 pub(crate) fn unfollowed_redirect(response: &reqwest::Response) -> Option<String> {
-    response
-        .status()
-        .is_redirection()
-        .then(|| response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("no Location").to_owned())
+    response.status().is_redirection().then(|| {
+        response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("no Location")
+            .to_owned()
+    })
 }
 
 /// The HTTP client every provider and tool shares: one connection pool for all runs.

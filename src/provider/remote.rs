@@ -81,14 +81,26 @@ impl Remote {
     ) -> Result<Self, String> {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| format!("the value of header `{name}` is not valid in an HTTP header"))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| format!("the value of header `{name}` is not valid in an HTTP header"))?;
             value.set_sensitive(true);
             map.append(name, value);
         }
         let local = is_local(&url);
         let base_url = secrets.redact(&base_url);
-        Ok(Self { http, url, base_url, headers: map, secrets, timeout, retry: RetryPolicy::default(), limiter: Arc::default(), local })
+        Ok(Self {
+            http,
+            url,
+            base_url,
+            headers: map,
+            secrets,
+            timeout,
+            retry: RetryPolicy::default(),
+            limiter: Arc::default(),
+            local,
+        })
     }
 
     /// Retries by `policy`; requests in flight bounded by `limiter` (one per endpoint, shared
@@ -133,8 +145,11 @@ impl Remote {
     /// first byte (connection and headers). A failure to send is always worth another attempt
     /// (one to encode, never).
     pub(crate) async fn post(&self, body: &impl serde::Serialize) -> Result<Answer, Sent> {
-        let body = serde_json::to_vec(body).map_err(|err| Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false))?;
-        let builder = self.http.post(&self.url).headers(self.headers.clone()).header(CONTENT_TYPE, "application/json").body(body);
+        let body = serde_json::to_vec(body).map_err(|err| {
+            Sent::failed(ProviderError::Transport(format!("cannot encode request: {err}")), None, false)
+        })?;
+        let builder =
+            self.http.post(&self.url).headers(self.headers.clone()).header(CONTENT_TYPE, "application/json").body(body);
         let response = match tokio::time::timeout(self.timeout, builder.send()).await {
             Ok(Ok(response)) => response,
             // Refused, reset or timed out before an answer: the request may be sent again.
@@ -170,7 +185,10 @@ impl Remote {
     }
 
     /// The next piece of a body, waited for no longer than the timeout.
-    pub(crate) async fn next_chunk(&self, response: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, ProviderError> {
+    pub(crate) async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, ProviderError> {
         match tokio::time::timeout(self.timeout, response.chunk()).await {
             Ok(Ok(chunk)) => Ok(chunk),
             Ok(Err(err)) => Err(self.transport_error(&err)),
@@ -279,11 +297,21 @@ fn is_local(url: &str) -> bool {
         return false;
     };
     match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified(),
-        Ok(std::net::IpAddr::V6(ip)) => {
-            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
         }
-        Err(_) => host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") || host.ends_with(".internal"),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => {
+            host == "localhost"
+                || host.ends_with(".localhost")
+                || host.ends_with(".local")
+                || host.ends_with(".internal")
+        }
     }
 }
 

@@ -35,7 +35,12 @@ pub(crate) struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_retries: 3, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(20), retry_local_timeouts: false }
+        Self {
+            max_retries: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+            retry_local_timeouts: false,
+        }
     }
 }
 
@@ -59,11 +64,16 @@ impl RetryPolicy {
 pub(crate) fn asked_delay(headers: &HeaderMap) -> Option<Duration> {
     let header = |suffix: &str| {
         let value = headers.get(suffix).or_else(|| {
-            headers.iter().find(|(name, _)| name.as_str().strip_suffix(suffix).is_some_and(|prefix| prefix.ends_with(['-', '_']))).map(|(_, value)| value)
+            headers
+                .iter()
+                .find(|(name, _)| name.as_str().strip_suffix(suffix).is_some_and(|prefix| prefix.ends_with(['-', '_'])))
+                .map(|(_, value)| value)
         });
         value.and_then(|v| v.to_str().ok()).map(str::trim)
     };
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|ms| ms.is_finite() && *ms >= 0.0) {
+    if let Some(ms) =
+        header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|ms| ms.is_finite() && *ms >= 0.0)
+    {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
     let value = header("retry-after")?;
@@ -189,7 +199,8 @@ mod tests {
         assert_eq!(policy.delay(30, None, 1.0), Duration::from_secs(20));
         assert_eq!(policy.delay(2, Some(Duration::from_millis(1234)), 0.0), Duration::from_millis(1234));
         assert_eq!(policy.delay(1, Some(Duration::from_secs(3600)), 0.0), MAX_SERVER_DELAY);
-        let spread: std::collections::BTreeSet<u64> = (0..50).map(|_| policy.delay(2, None, jitter()).as_millis() as u64).collect();
+        let spread: std::collections::BTreeSet<u64> =
+            (0..50).map(|_| policy.delay(2, None, jitter()).as_millis() as u64).collect();
         assert!(spread.len() > 10 && spread.iter().all(|ms| (500..=1000).contains(ms)), "{spread:?}");
     }
 
@@ -197,7 +208,10 @@ mod tests {
     fn server_delays() {
         assert_eq!(asked_delay(&headers(&[("retry-after-ms", "150")])), Some(Duration::from_millis(150)));
         assert_eq!(asked_delay(&headers(&[("retry-after", "2")])), Some(Duration::from_secs(2)));
-        assert_eq!(asked_delay(&headers(&[("retry-after-ms", "20"), ("retry-after", "9")])), Some(Duration::from_millis(20)));
+        assert_eq!(
+            asked_delay(&headers(&[("retry-after-ms", "20"), ("retry-after", "9")])),
+            Some(Duration::from_millis(20))
+        );
         let later = chrono::Utc::now() + chrono::Duration::seconds(30);
         let date = asked_delay(&headers(&[("retry-after", &later.to_rfc2822())])).unwrap();
         assert!((Duration::from_secs(28)..=Duration::from_secs(30)).contains(&date), "{date:?}");
@@ -207,7 +221,10 @@ mod tests {
         // A proxy's prefixed names (LiteLLM's), the plain one first when both are there.
         assert_eq!(asked_delay(&headers(&[("llm_provider-retry-after", "4")])), Some(Duration::from_secs(4)));
         assert_eq!(asked_delay(&headers(&[("llm_provider-retry-after-ms", "70")])), Some(Duration::from_millis(70)));
-        assert_eq!(asked_delay(&headers(&[("x-retry-after", "1"), ("retry-after", "3")])), Some(Duration::from_secs(3)));
+        assert_eq!(
+            asked_delay(&headers(&[("x-retry-after", "1"), ("retry-after", "3")])),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(asked_delay(&headers(&[("noretry-after", "5")])), None);
     }
 

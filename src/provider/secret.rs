@@ -140,7 +140,9 @@ impl Secrets {
     pub(crate) fn is_in(&self, text: &str) -> bool {
         let held = self.held();
         let decoded = (text.contains('\\') && !held.needles.is_empty()).then(|| unescape(text));
-        held.needles.iter().any(|key| text.contains(key.as_str()) || decoded.as_deref().is_some_and(|d| d.contains(key.as_str())))
+        held.needles
+            .iter()
+            .any(|key| text.contains(key.as_str()) || decoded.as_deref().is_some_and(|d| d.contains(key.as_str())))
     }
 
     /// `text` with every secret replaced by `[redacted]`.
@@ -179,7 +181,9 @@ impl Secrets {
         match value {
             Value::String(text) => Value::String(self.redact(&text)),
             Value::Array(items) => Value::Array(items.into_iter().map(|item| self.redact_value(item)).collect()),
-            Value::Object(fields) => Value::Object(fields.into_iter().map(|(key, item)| (self.redact(&key), self.redact_value(item))).collect()),
+            Value::Object(fields) => Value::Object(
+                fields.into_iter().map(|(key, item)| (self.redact(&key), self.redact_value(item))).collect(),
+            ),
             other => other,
         }
     }
@@ -195,7 +199,9 @@ impl std::fmt::Debug for Secrets {
 /// (`Authorization`, `X-Api-Key`, `access_token`, `Cookie`, `sig`, ...).
 fn names_a_credential(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["auth", "key", "token", "secret", "cookie", "password", "passwd", "sig", "session", "credential"].iter().any(|part| name.contains(part))
+    ["auth", "key", "token", "secret", "cookie", "password", "passwd", "sig", "session", "credential"]
+        .iter()
+        .any(|part| name.contains(part))
 }
 
 /// Redacts text that arrives in pieces (a streamed reply on its way to the terminal): a
@@ -227,7 +233,9 @@ impl StreamRedactor {
         let mut hold = 0;
         for len in (1..longest.min(self.pending.len() + 1)).rev() {
             let start = self.pending.len() - len;
-            if self.pending.is_char_boundary(start) && self.keys.iter().any(|key| key.len() > len && key.starts_with(&self.pending[start..])) {
+            if self.pending.is_char_boundary(start)
+                && self.keys.iter().any(|key| key.len() > len && key.starts_with(&self.pending[start..]))
+            {
                 hold = len;
                 break;
             }
@@ -265,7 +273,10 @@ fn unescape(text: &str) -> String {
                         let decoded = if (0xD800..0xDC00).contains(&unit) {
                             // A high surrogate: its low half follows as \uXXXX.
                             let rest: String = chars.clone().take(6).collect();
-                            let low = rest.strip_prefix("\\u").and_then(|h| u32::from_str_radix(h, 16).ok()).filter(|l| (0xDC00..0xE000).contains(l));
+                            let low = rest
+                                .strip_prefix("\\u")
+                                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                                .filter(|l| (0xDC00..0xE000).contains(l));
                             low.and_then(|low| {
                                 for _ in 0..6 {
                                     chars.next();
@@ -393,7 +404,8 @@ mod tests {
         secrets.add("sk-ant-KEY-0123456789");
         secrets.add("Bearer tok-HEADER-abcdef");
         secrets.add("X-Team-Secret-987654");
-        secrets.add_url("https://alice:pw-URL-secret-42@example.test/v1?api_key=qs-KEY-77777777&api-version=2024-10-21");
+        secrets
+            .add_url("https://alice:pw-URL-secret-42@example.test/v1?api_key=qs-KEY-77777777&api-version=2024-10-21");
         for (text, gone) in [
             ("echo sk-ant-KEY-0123456789", "sk-ant-KEY-0123456789"),
             ("bad token tok-HEADER-abcdef", "tok-HEADER-abcdef"),

@@ -93,7 +93,11 @@ mod tests {
 
     #[test]
     fn events_end_at_blank_lines_whatever_the_line_endings() {
-        for text in ["data: {\"a\":1}\n\ndata: [DONE]\n\n", "data: {\"a\":1}\r\n\r\ndata: [DONE]\r\n\r\n", "data: {\"a\":1}\r\rdata: [DONE]\r\r"] {
+        for text in [
+            "data: {\"a\":1}\n\ndata: [DONE]\n\n",
+            "data: {\"a\":1}\r\n\r\ndata: [DONE]\r\n\r\n",
+            "data: {\"a\":1}\r\rdata: [DONE]\r\r",
+        ] {
             assert_eq!(read(&[text.as_bytes()]), ["{\"a\":1}", "[DONE]"], "{text:?}");
             // Split at every byte: the same events.
             let bytes = text.as_bytes();
@@ -113,7 +117,8 @@ mod tests {
         };
         for _ in 0..2000 {
             let count = 1 + next(6);
-            let events: Vec<String> = (0..count).map(|i| format!("{{\"n\":{i},\"text\":\"{}\"}}", "x".repeat(next(20) as usize))).collect();
+            let events: Vec<String> =
+                (0..count).map(|i| format!("{{\"n\":{i},\"text\":\"{}\"}}", "x".repeat(next(20) as usize))).collect();
             let end = ["\n", "\r\n", "\r"][next(3) as usize];
             let mut text = String::new();
             for event in &events {
@@ -143,6 +148,9 @@ mod tests {
 
     #[test]
     fn comments_and_other_fields_are_skipped_and_lines_without_blank_lines_still_split() {
-        assert_eq!(read(&[b": ping\nevent: x\nid: 3\ndata: {\"a\":1}\ndata: {\"b\":2}\ndata: [DONE]\n"]), ["{\"a\":1}", "{\"b\":2}", "[DONE]"]);
+        assert_eq!(
+            read(&[b": ping\nevent: x\nid: 3\ndata: {\"a\":1}\ndata: {\"b\":2}\ndata: [DONE]\n"]),
+            ["{\"a\":1}", "{\"b\":2}", "[DONE]"]
+        );
     }
 }

@@ -202,8 +202,15 @@ mod tests {
 
     #[test]
     fn tool_call_only_messages_carry_empty_content_on_the_wire() {
-        let call = ToolCall { id: "c".into(), kind: "function".into(), function: crate::message::FunctionCall { name: "f".into(), arguments: "{}".into() } };
-        let messages = [Message::Assistant { content: None, tool_calls: vec![call] }, Message::Assistant { content: None, tool_calls: vec![] }];
+        let call = ToolCall {
+            id: "c".into(),
+            kind: "function".into(),
+            function: crate::message::FunctionCall { name: "f".into(), arguments: "{}".into() },
+        };
+        let messages = [
+            Message::Assistant { content: None, tool_calls: vec![call] },
+            Message::Assistant { content: None, tool_calls: vec![] },
+        ];
         let body = ChatRequest {
             model: "m",
             messages: &messages,
@@ -229,7 +236,10 @@ mod tests {
 
     #[test]
     fn null_lists_read_as_empty() {
-        let chunk: ChatChunk = serde_json::from_value(json!({"choices": [{"delta": {"content": "a", "tool_calls": null}, "finish_reason": null}]})).unwrap();
+        let chunk: ChatChunk = serde_json::from_value(
+            json!({"choices": [{"delta": {"content": "a", "tool_calls": null}, "finish_reason": null}]}),
+        )
+        .unwrap();
         assert!(chunk.choices[0].delta.tool_calls.is_empty());
         let chunk: ChatChunk = serde_json::from_value(json!({"choices": null, "usage": null})).unwrap();
         assert!(chunk.choices.is_empty());
@@ -245,7 +255,10 @@ mod tests {
         }))
         .unwrap();
         let usage = WireUsage::read(response.usage.as_ref().unwrap()).unwrap();
-        assert_eq!((usage.prompt_tokens, usage.cached_tokens, usage.reasoning_tokens, usage.total_tokens), (100, 64, 8, 120));
+        assert_eq!(
+            (usage.prompt_tokens, usage.cached_tokens, usage.reasoning_tokens, usage.total_tokens),
+            (100, 64, 8, 120)
+        );
     }
 
     #[test]

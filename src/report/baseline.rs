@@ -54,11 +54,18 @@ impl Comparison {
         }
         let (mut regressions, mut fixes) = (Vec::new(), Vec::new());
         for now in after.scenarios().iter().filter(|s| s.runs > 0) {
-            let Some(then) = before.scenarios().iter().find(|s| s.scenario == now.scenario && s.model == now.model && s.runs > 0) else {
+            let Some(then) =
+                before.scenarios().iter().find(|s| s.scenario == now.scenario && s.model == now.model && s.runs > 0)
+            else {
                 continue;
             };
             let (passed_then, passed_now) = (then.passed == then.runs, now.passed == now.runs);
-            let change = Change { scenario: now.scenario.clone(), model: now.model.clone(), before: (then.passed, then.runs), after: (now.passed, now.runs) };
+            let change = Change {
+                scenario: now.scenario.clone(),
+                model: now.model.clone(),
+                before: (then.passed, then.runs),
+                after: (now.passed, now.runs),
+            };
             match (passed_then, passed_now) {
                 (true, false) => regressions.push(change),
                 (false, true) => fixes.push(change),
@@ -70,16 +77,32 @@ impl Comparison {
 
     /// As text, after the summary.
     pub(crate) fn render(&self) -> String {
-        let mut rows = vec![["model", "pass_rate before", "after", "cost_usd before", "after"].map(String::from).to_vec()];
+        let mut rows =
+            vec![["model", "pass_rate before", "after", "cost_usd before", "after"].map(String::from).to_vec()];
         for m in &self.models {
-            rows.push(vec![m.model.to_string(), percent_cell(m.pass_rate.0), percent_cell(m.pass_rate.1), usd_cell(m.cost_usd.0), usd_cell(m.cost_usd.1)]);
+            rows.push(vec![
+                m.model.to_string(),
+                percent_cell(m.pass_rate.0),
+                percent_cell(m.pass_rate.1),
+                usd_cell(m.cost_usd.0),
+                usd_cell(m.cost_usd.1),
+            ]);
         }
         let mut out = format!("\nbaseline: {}\n", self.baseline);
         out.push_str(&super::render_table(&rows, &[0]));
         let list = |out: &mut String, title: &str, changes: &[Change]| {
             let _ = writeln!(out, "{title}: {}", changes.len());
             for c in changes {
-                let _ = writeln!(out, "  {} on {} ({}/{} -> {}/{})", c.scenario.escape_debug(), c.model, c.before.0, c.before.1, c.after.0, c.after.1);
+                let _ = writeln!(
+                    out,
+                    "  {} on {} ({}/{} -> {}/{})",
+                    c.scenario.escape_debug(),
+                    c.model,
+                    c.before.0,
+                    c.before.1,
+                    c.after.0,
+                    c.after.1
+                );
             }
         };
         list(&mut out, "regressions (passed before, not now)", &self.regressions);

@@ -49,10 +49,18 @@ impl CsvReport<BufWriter<File>> {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         // Opened without truncating: the lock must be held before anything is cut.
-        let file =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
-            return Err(UsageError(format!("{} is being written by another runner; give this run its own --report", path.display())).into());
+            return Err(UsageError(format!(
+                "{} is being written by another runner; give this run its own --report",
+                path.display()
+            ))
+            .into());
         }
         if file.metadata().is_ok_and(|meta| meta.is_file()) {
             file.set_len(0).with_context(|| format!("cannot truncate {}", path.display()))?;
@@ -108,7 +116,12 @@ impl<W: Write> Reporter for CsvReport<W> {
             RunOutcome::Finished(record) => self.finished(record)?,
             RunOutcome::NotStarted(run) => {
                 let (model, repetition) = (run.model.to_string(), run.repetition.to_string());
-                self.no_turn_row([&run.run_id, &run.scenario.name, &model, &repetition], NOT_STARTED, run.unpriced, &run.reason)?;
+                self.no_turn_row(
+                    [&run.run_id, &run.scenario.name, &model, &repetition],
+                    NOT_STARTED,
+                    run.unpriced,
+                    &run.reason,
+                )?;
             }
         }
         // A run's rows reach the file together, before the next run is reported.
@@ -152,7 +165,12 @@ impl<W: Write> CsvReport<W> {
         if record.turns.is_empty() {
             // A run that ended before its first turn still has its row, turn left empty.
             let error = record.error.as_deref().unwrap_or("");
-            self.no_turn_row([&record.run_id, scenario, &model, &repetition], record.status.as_str(), record.cost.unpriced, error)?;
+            self.no_turn_row(
+                [&record.run_id, scenario, &model, &repetition],
+                record.status.as_str(),
+                record.cost.unpriced,
+                error,
+            )?;
         }
         Ok(())
     }
@@ -211,19 +229,28 @@ mod tests {
         let text = String::from_utf8(report.writer.into_inner().unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], COLUMNS.join(","));
-        assert_eq!(lines[1], "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0,0");
+        assert_eq!(
+            lines[1],
+            "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0,0"
+        );
     }
 
     #[test]
     fn formulas_are_neutralised_and_read_back() {
-        for text in ["=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "'quoted", "'=both", "plain", "a=b", ""] {
+        for text in
+            ["=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "'quoted", "'=both", "plain", "a=b", ""]
+        {
             let cell = text_cell(text);
             assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "{text:?} -> {cell:?}");
             assert_eq!(text_from_cell(&cell), text);
         }
         let long = "x".repeat(MAX_CELL * 3);
         let cell = text_cell(&long);
-        assert!(cell.len() < MAX_CELL + 40 && cell.ends_with(&format!("({} bytes in all)", MAX_CELL * 3)), "{}", cell.len());
+        assert!(
+            cell.len() < MAX_CELL + 40 && cell.ends_with(&format!("({} bytes in all)", MAX_CELL * 3)),
+            "{}",
+            cell.len()
+        );
     }
 
     #[test]

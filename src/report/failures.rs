@@ -62,7 +62,10 @@ impl Failures {
 /// Where a run that did not pass went wrong: the turn and its first failed check (`check:
 /// detail`), else the first turn error, else the run's error.
 pub(crate) fn first_problem(record: &RunRecord) -> (Option<usize>, String) {
-    let failed_check = record.turns.iter().find_map(|t| t.checks.iter().find(|c| !c.passed).map(|c| (t.index, format!("{}: {}", c.check, c.detail))));
+    let failed_check = record
+        .turns
+        .iter()
+        .find_map(|t| t.checks.iter().find(|c| !c.passed).map(|c| (t.index, format!("{}: {}", c.check, c.detail))));
     let turn_error = record.turns.iter().find_map(|t| t.error.as_ref().map(|e| (t.index, e.clone())));
     match (failed_check, turn_error) {
         (Some((turn, what)), _) | (None, Some((turn, what))) => (Some(turn), what),

@@ -78,12 +78,24 @@ impl HtmlReport {
         }
         let staging = crate::files::temp_path(path);
         let file = File::create(&staging).with_context(|| format!("cannot write beside {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), staging, data: BufWriter::new(file), rows: Vec::new(), logs: logs.map(Path::to_path_buf) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            staging,
+            data: BufWriter::new(file),
+            rows: Vec::new(),
+            logs: logs.map(Path::to_path_buf),
+        })
     }
 
     /// Adds a run: its figures, its record when there is one (its conversation is staged
     /// now), and where its log is.
-    pub(crate) fn add(&mut self, facts: &RunFacts, record: Option<&RunRecord>, log: Option<&Path>, why_missing: Option<String>) -> std::io::Result<()> {
+    pub(crate) fn add(
+        &mut self,
+        facts: &RunFacts,
+        record: Option<&RunRecord>,
+        log: Option<&Path>,
+        why_missing: Option<String>,
+    ) -> std::io::Result<()> {
         let index = self.rows.len();
         if index > 0 {
             self.data.write_all(b",\n")?;
@@ -151,7 +163,10 @@ impl Reporter for HtmlReport {
         let facts = RunFacts::of(outcome);
         let written = match outcome {
             RunOutcome::Finished(record) => {
-                let log = self.logs.as_ref().map(|dir| dir.join(super::json::log_name(&facts.scenario, &facts.model, facts.repetition)));
+                let log = self
+                    .logs
+                    .as_ref()
+                    .map(|dir| dir.join(super::json::log_name(&facts.scenario, &facts.model, facts.repetition)));
                 self.add(&facts, Some(record), log.as_deref(), None)
             }
             RunOutcome::NotStarted(run) => self.add(&facts, None, None, Some(format!("not started: {}", run.reason))),
@@ -180,7 +195,9 @@ fn conversation(record: &RunRecord, log: Option<&Path>) -> Value {
     for message in &record.messages {
         match message {
             Message::User { .. } => said.push(Vec::new()),
-            Message::Assistant { content: Some(text), tool_calls } if !tool_calls.is_empty() && !text.trim().is_empty() => {
+            Message::Assistant { content: Some(text), tool_calls }
+                if !tool_calls.is_empty() && !text.trim().is_empty() =>
+            {
                 if let Some(turn) = said.last_mut() {
                     turn.push(text);
                 }
@@ -348,8 +365,12 @@ fn models_section(summary: &Summary) -> String {
     }
     out.push_str("</tbody></table>");
     for m in summary.models().iter().filter(|m| m.judge_usd > 0.0) {
-        let _ =
-            write!(out, "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>", escape_markup(&m.model.to_string()), m.judge_usd);
+        let _ = write!(
+            out,
+            "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>",
+            escape_markup(&m.model.to_string()),
+            m.judge_usd
+        );
     }
     out.push_str("</section>\n");
     out
@@ -373,9 +394,10 @@ fn comparison_section(c: &Comparison) -> String {
         );
     }
     out.push_str("</tbody></table>");
-    for (label, class, changes) in
-        [("Regressions (passed before, not now)", "failed", &c.regressions), ("Fixes (did not pass before, pass now)", "passed", &c.fixes)]
-    {
+    for (label, class, changes) in [
+        ("Regressions (passed before, not now)", "failed", &c.regressions),
+        ("Fixes (did not pass before, pass now)", "passed", &c.fixes),
+    ] {
         let _ = write!(out, "<h3>{label}: {}</h3>", changes.len());
         if !changes.is_empty() {
             out.push_str("<ul>");
@@ -400,7 +422,8 @@ fn comparison_section(c: &Comparison) -> String {
 
 /// A color per model, by its place in the summary.
 fn color(i: usize) -> &'static str {
-    const PALETTE: [&str; 10] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"];
+    const PALETTE: [&str; 10] =
+        ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"];
     PALETTE[i % PALETTE.len()]
 }
 
@@ -475,7 +498,8 @@ fn cost_chart(summary: &Summary) -> String {
         top + plot_h / 2.0
     );
     // Labels nudged apart vertically so that close points stay readable.
-    let mut labels: Vec<(f64, f64, usize)> = points.iter().map(|(i, m, cost, rate)| (x(if m.unpriced { 0.0 } else { *cost }), y(*rate), *i)).collect();
+    let mut labels: Vec<(f64, f64, usize)> =
+        points.iter().map(|(i, m, cost, rate)| (x(if m.unpriced { 0.0 } else { *cost }), y(*rate), *i)).collect();
     labels.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut placed: Vec<(f64, f64, usize)> = Vec::new();
     for (px, py, i) in labels {
@@ -490,7 +514,8 @@ fn cost_chart(summary: &Summary) -> String {
         let (_, ly, _) = placed.iter().find(|p| p.2 == *i).copied().unwrap_or((cx, y(*rate), *i));
         let right_side = cx < left + plot_w * 0.6;
         let (lx, anchor) = if right_side { (cx + 10.0, "start") } else { (cx - 10.0, "end") };
-        let cost_text = if m.unpriced { "unpriced".to_owned() } else { format!("${cost:.6} per run, ${:.6} in all", m.cost_usd) };
+        let cost_text =
+            if m.unpriced { "unpriced".to_owned() } else { format!("${cost:.6} per run, ${:.6} in all", m.cost_usd) };
         let fill = if m.unpriced { "none" } else { color(*i) };
         let _ = write!(
             svg,
@@ -515,7 +540,8 @@ fn cost_chart(summary: &Summary) -> String {
 /// Turn latency per model: every turn as a dot (at most [`MAX_DOTS`], sampled by rank), the
 /// middle half as a box, the median as a bar, p5 to p95 as whiskers.
 fn latency_chart(summary: &Summary) -> String {
-    let models: Vec<(usize, &ModelStats)> = summary.models().iter().enumerate().filter(|(_, m)| !m.turn_latencies_ms.is_empty()).collect();
+    let models: Vec<(usize, &ModelStats)> =
+        summary.models().iter().enumerate().filter(|(_, m)| !m.turn_latencies_ms.is_empty()).collect();
     let row = 44.0;
     let (left, right, top, bottom) = (170.0, 24.0, 16.0, 48.0);
     let width = 480.0;
@@ -541,7 +567,12 @@ fn latency_chart(summary: &Summary) -> String {
         );
         tick += x_step;
     }
-    let _ = write!(svg, "<text class=\"axis\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">turn latency (ms)</text>", left + plot_w / 2.0, height - 8.0);
+    let _ = write!(
+        svg,
+        "<text class=\"axis\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">turn latency (ms)</text>",
+        left + plot_w / 2.0,
+        height - 8.0
+    );
     for (n, (i, m)) in models.iter().enumerate() {
         let mid = top + row * n as f64 + row / 2.0;
         let mut sorted = m.turn_latencies_ms.clone();
@@ -549,14 +580,25 @@ fn latency_chart(summary: &Summary) -> String {
         let at = |p: usize| percentile(&sorted, p).unwrap_or(0) as f64;
         let beyond = sorted.iter().filter(|&&ms| ms as f64 > x_max).count();
         let label = if beyond > 0 { format!("{} ({beyond} beyond)", m.model) } else { m.model.to_string() };
-        let _ =
-            write!(svg, "<text class=\"label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>", left - 8.0, mid + 4.0, escape_markup(&short(&label, 26)));
+        let _ = write!(
+            svg,
+            "<text class=\"label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            left - 8.0,
+            mid + 4.0,
+            escape_markup(&short(&label, 26))
+        );
         let step = sorted.len().div_ceil(MAX_DOTS).max(1);
         svg.push_str("<g class=\"dots\">");
         for (k, ms) in sorted.iter().enumerate().filter(|(k, _)| k % step == 0) {
             // A fixed jitter from the rank, so that the page is the same every time.
             let jitter = ((crate::rng::mix64(k as u64) % 1000) as f64 / 1000.0 - 0.5) * (row * 0.55);
-            let _ = write!(svg, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.2\" fill=\"{}\"/>", x(*ms as f64), mid + jitter, color(*i));
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.2\" fill=\"{}\"/>",
+                x(*ms as f64),
+                mid + jitter,
+                color(*i)
+            );
         }
         svg.push_str("</g>");
         let (p5, p25, p50, p75, p95) = (at(5), at(25), at(50), at(75), at(95));
@@ -582,7 +624,12 @@ fn latency_chart(summary: &Summary) -> String {
         );
     }
     if models.is_empty() {
-        let _ = write!(svg, "<text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no turn was played</text>", left + plot_w / 2.0, top + row / 2.0);
+        let _ = write!(
+            svg,
+            "<text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no turn was played</text>",
+            left + plot_w / 2.0,
+            top + row / 2.0
+        );
     }
     svg.push_str(
         "</svg><figcaption>Every turn of every run; the box holds the middle half, the bar is the median, the whiskers reach p5 and p95.</figcaption></figure>",
@@ -602,7 +649,9 @@ fn short(text: &str, max: usize) -> String {
 /// runs.
 fn matrix_section(summary: &Summary) -> String {
     let models = summary.models();
-    let mut out = String::from("<section id=\"matrix\"><h2>Scenarios × models</h2><div class=\"scroll\"><table class=\"matrix\"><thead><tr><th>scenario</th>");
+    let mut out = String::from(
+        "<section id=\"matrix\"><h2>Scenarios × models</h2><div class=\"scroll\"><table class=\"matrix\"><thead><tr><th>scenario</th>",
+    );
     for m in models {
         let _ = write!(out, "<th>{}</th>", escape_markup(&m.model.to_string()));
     }

@@ -126,7 +126,11 @@ impl Junit {
                         continue;
                     }
                     None => {
-                        let _ = writeln!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>", escape_markup(&case.message));
+                        let _ = writeln!(
+                            out,
+                            ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                            escape_markup(&case.message)
+                        );
                         continue;
                     }
                     Some(status @ Status::Failed) => ("failure", status),

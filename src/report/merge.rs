@@ -15,8 +15,18 @@ use crate::settings::UsageError;
 use crate::usage::Usage;
 
 /// Columns a report must have for its runs to be rebuilt.
-const REQUIRED: &[&str] =
-    &["run_id", "scenario", "model", "repetition", "turn", "status", "prompt_tokens", "completion_tokens", "total_cost_usd", "latency_ms"];
+const REQUIRED: &[&str] = &[
+    "run_id",
+    "scenario",
+    "model",
+    "repetition",
+    "turn",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_cost_usd",
+    "latency_ms",
+];
 
 /// One run as its rows describe it.
 struct Run {
@@ -70,7 +80,10 @@ impl<R: std::io::Read> std::io::Read for Bounded<R> {
             }
             self.since_row += 1;
             if self.since_row > MAX_ROW {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a row longer than {} MiB: not a runner report", MAX_ROW >> 20)));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a row longer than {} MiB: not a runner report", MAX_ROW >> 20),
+                ));
             }
         }
         Ok(n)
@@ -90,14 +103,18 @@ impl Merged {
         }
         let opened = std::fs::File::open(path).map_err(|e| UsageError(format!("{file}: cannot read: {e}")))?;
         let mut reader = csv::Reader::from_reader(Bounded::new(std::io::BufReader::new(opened)));
-        let header = reader.headers().map_err(|e| UsageError(format!("{file}:1: cannot read the header: {e}")))?.clone();
+        let header =
+            reader.headers().map_err(|e| UsageError(format!("{file}:1: cannot read the header: {e}")))?.clone();
         if header.iter().eq(super::summary::CSV_COLUMNS.iter().copied()) {
             return Ok(false);
         }
         let column = |name: &str| header.iter().position(|h| h == name);
         let missing: Vec<&str> = REQUIRED.iter().copied().filter(|c| column(c).is_none()).collect();
         if !missing.is_empty() {
-            return Err(UsageError(format!("{file}:1: expected a runner CSV report; missing column(s): {}", missing.join(", "))));
+            return Err(UsageError(format!(
+                "{file}:1: expected a runner CSV report; missing column(s): {}",
+                missing.join(", ")
+            )));
         }
         let at = |name: &str| column(name).expect("checked above");
         let (cached, written, unpriced) = (column("cached_tokens"), column("cache_write_tokens"), column("unpriced"));
@@ -109,7 +126,10 @@ impl Merged {
             let field = |i: usize| record.get(i).unwrap_or("");
             let whole = |name: &str, text: &str| -> Result<u64, UsageError> {
                 text.parse::<u64>().ok().filter(|&n| n <= crate::usage::MAX_BELIEVED).ok_or_else(|| {
-                    UsageError(format!("{file}:{line}: expected a whole number from 0 to 2^53 in `{name}`, found `{}`", crate::report::printable(text)))
+                    UsageError(format!(
+                        "{file}:{line}: expected a whole number from 0 to 2^53 in `{name}`, found `{}`",
+                        crate::report::printable(text)
+                    ))
                 })
             };
             let number = |name: &str| whole(name, field(at(name)));
@@ -119,22 +139,31 @@ impl Merged {
                 None => Ok(0),
             };
             let amount = |name: &str, text: &str| -> Result<f64, UsageError> {
-                text.parse::<f64>().ok().filter(|usd| usd.is_finite() && (0.0..=MAX_COST_USD).contains(usd)).ok_or_else(|| {
-                    UsageError(format!("{file}:{line}: expected an amount in dollars from 0 to 1e9 in `{name}`, found `{}`", crate::report::printable(text)))
-                })
+                text.parse::<f64>().ok().filter(|usd| usd.is_finite() && (0.0..=MAX_COST_USD).contains(usd)).ok_or_else(
+                    || {
+                        UsageError(format!(
+                            "{file}:{line}: expected an amount in dollars from 0 to 1e9 in `{name}`, found `{}`",
+                            crate::report::printable(text)
+                        ))
+                    },
+                )
             };
             let status_text = field(at("status"));
             let status = match Status::parse(status_text) {
                 Some(status) => Some(status),
                 None if status_text == NOT_STARTED => None,
                 None => {
-                    return Err(UsageError(format!("{file}:{line}: expected status passed, failed, error or not_started, found `{status_text}`")));
+                    return Err(UsageError(format!(
+                        "{file}:{line}: expected status passed, failed, error or not_started, found `{status_text}`"
+                    )));
                 }
             };
             let model_text = super::csv::text_from_cell(field(at("model")));
-            let model = ModelSpec::from_key(model_text)
-                .ok_or_else(|| UsageError(format!("{file}:{line}: expected a model as PROVIDER:MODEL, found `{model_text}`")))?;
-            let repetition = u32::try_from(number("repetition")?).map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
+            let model = ModelSpec::from_key(model_text).ok_or_else(|| {
+                UsageError(format!("{file}:{line}: expected a model as PROVIDER:MODEL, found `{model_text}`"))
+            })?;
+            let repetition = u32::try_from(number("repetition")?)
+                .map_err(|_| UsageError(format!("{file}:{line}: repetition out of range")))?;
             let usage = Usage {
                 cached_tokens: count(cached, "cached_tokens")?,
                 cache_write_tokens: count(written, "cache_write_tokens")?,
@@ -207,7 +236,10 @@ impl Merged {
         }
         // Another turn of the same run, never one already read.
         if let Some(turn) = row.turns.iter().find(|turn| run.turns.contains(turn)) {
-            return Err(format!("turn {turn} of run {} / {} / repetition {} appears twice (a duplicated row)", key.0, key.1, key.2));
+            return Err(format!(
+                "turn {turn} of run {} / {} / repetition {} appears twice (a duplicated row)",
+                key.0, key.1, key.2
+            ));
         }
         run.turns.extend(row.turns.iter().copied());
         let facts = &mut run.facts;

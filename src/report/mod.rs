@@ -92,7 +92,9 @@ pub(crate) fn markdown_code(text: &str) -> String {
 /// others right; the first row is the header. Trailing spaces are trimmed.
 pub(crate) fn render_table(rows: &[Vec<String>], left: &[usize]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns).map(|col| rows.iter().filter_map(|r| r.get(col)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns)
+        .map(|col| rows.iter().filter_map(|r| r.get(col)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
@@ -119,10 +121,19 @@ mod tests {
 
     #[test]
     fn hostile_names_stay_inside_their_markdown_cell() {
-        for hostile in ["a|b", "x\n# Heading", "![img](http://x/y.png)", "[link](javascript:1)", "<img src=x>", "`code`|", "**bold** _it_"] {
+        for hostile in [
+            "a|b",
+            "x\n# Heading",
+            "![img](http://x/y.png)",
+            "[link](javascript:1)",
+            "<img src=x>",
+            "`code`|",
+            "**bold** _it_",
+        ] {
             let cell = markdown_cell(hostile);
             // No unescaped pipe, no line break, no markup character left bare.
-            let bare = cell.char_indices().filter(|&(i, c)| "|[]!<>`*_\n".contains(c) && !cell[..i].ends_with('\\')).count();
+            let bare =
+                cell.char_indices().filter(|&(i, c)| "|[]!<>`*_\n".contains(c) && !cell[..i].ends_with('\\')).count();
             assert_eq!(bare, 0, "{hostile:?} -> {cell:?}");
         }
         assert_eq!(markdown_cell("weather-paris: ok"), "weather-paris: ok");

@@ -216,7 +216,11 @@ impl Summary {
     /// The models whose pass rate is below `min` (a model with no finished run among them),
     /// with their rate.
     pub(crate) fn below(&self, min: f64) -> Vec<(&ModelSpec, Option<f64>)> {
-        self.models.iter().filter(|m| m.pass_rate().is_none_or(|rate| rate < min)).map(|m| (&m.model, m.pass_rate())).collect()
+        self.models
+            .iter()
+            .filter(|m| m.pass_rate().is_none_or(|rate| rate < min))
+            .map(|m| (&m.model, m.pass_rate()))
+            .collect()
     }
 
     /// Every finished run passed (runs not started do not count against it).
@@ -235,7 +239,13 @@ impl Summary {
         };
         let key = (run.scenario.clone(), run.model.clone());
         let scenario = *self.scenario_index.entry(key).or_insert_with(|| {
-            self.scenarios.push(ScenarioStats { scenario: run.scenario.clone(), model: run.model.clone(), runs: 0, passed: 0, not_started: 0 });
+            self.scenarios.push(ScenarioStats {
+                scenario: run.scenario.clone(),
+                model: run.model.clone(),
+                runs: 0,
+                passed: 0,
+                not_started: 0,
+            });
             self.scenarios.len() - 1
         });
         let stats = &mut self.models[model];
@@ -332,7 +342,10 @@ impl Summary {
         let passed: usize = self.models.iter().map(|m| m.passed).sum();
         let failed: usize = self.models.iter().map(|m| m.failed).sum();
         let errors: usize = self.models.iter().map(|m| m.errors).sum();
-        out.push_str(&format!("\nresult: {passed} of {} runs passed ({failed} failed, {errors} with errors)\n", self.total_runs()));
+        out.push_str(&format!(
+            "\nresult: {passed} of {} runs passed ({failed} failed, {errors} with errors)\n",
+            self.total_runs()
+        ));
         let flaky = self.scenarios.iter().filter(|s| s.flaky()).count();
         if flaky > 0 {
             out.push_str(&format!("flaky: {flaky} scenario(s) passed some repetitions and failed others\n"));
@@ -352,10 +365,15 @@ impl Summary {
             ));
         }
         for m in self.models.iter().filter(|m| m.judge_usd > 0.0) {
-            out.push_str(&format!("judge: grading {}'s replies cost ${:.6} (not in its cost_usd)\n", m.model, m.judge_usd));
+            out.push_str(&format!(
+                "judge: grading {}'s replies cost ${:.6} (not in its cost_usd)\n",
+                m.model, m.judge_usd
+            ));
         }
         if self.models.iter().any(|m| m.unpriced) {
-            out.push_str("unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n");
+            out.push_str(
+                "unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n",
+            );
         }
         out
     }

@@ -103,7 +103,8 @@ impl DeclaredTool {
     /// Reads a declaration; `name` is given for `runner.yaml`'s map entries. The error says
     /// what was expected.
     pub(crate) fn parse(value: &Value, name: Option<&str>, context: &DeclarationContext<'_>) -> Result<Self, String> {
-        let raw: RawDeclaration = serde_json::from_value(value.clone()).map_err(|err| format!("expected a tool declaration: {err}"))?;
+        let raw: RawDeclaration =
+            serde_json::from_value(value.clone()).map_err(|err| format!("expected a tool declaration: {err}"))?;
         let name = match (name, raw.name) {
             (Some(given), None) => given.to_owned(),
             (None, Some(name)) => name,
@@ -112,12 +113,14 @@ impl DeclaredTool {
             }
             (None, None) => return Err("expected a tool declaration with a `name`".to_owned()),
         };
-        if !(1..=64).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if !(1..=64).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(format!("expected a tool name of 1 to 64 letters, digits, `_` or `-`, found `{name}`"));
         }
         let parameters = raw.parameters.unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
         // Building the validator checks the schema against its metaschema first.
-        let validator = jsonschema::validator_for(&parameters).map_err(|err| format!("expected `parameters` of `{name}` to be a valid JSON Schema: {err}"))?;
+        let validator = jsonschema::validator_for(&parameters)
+            .map_err(|err| format!("expected `parameters` of `{name}` to be a valid JSON Schema: {err}"))?;
         let timeout = match raw.timeout_secs {
             None => DEFAULT_TIMEOUT,
             Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Duration::from_secs_f64(secs),
@@ -136,22 +139,34 @@ impl DeclaredTool {
                 } else if let Some(results) = raw.results {
                     let mut entries = Vec::with_capacity(results.len());
                     for entry in results {
-                        let when = entry.when.as_ref().map(Pattern::parse).transpose().map_err(|err| format!("in `results` of `{name}`: {err}"))?;
+                        let when = entry
+                            .when
+                            .as_ref()
+                            .map(Pattern::parse)
+                            .transpose()
+                            .map_err(|err| format!("in `results` of `{name}`: {err}"))?;
                         entries.push((when, entry.result));
                     }
                     Answer::Results(entries)
                 } else if let Some(command) = raw.command {
-                    let argv: Option<Vec<String>> = command.as_array().and_then(|items| items.iter().map(|i| i.as_str().map(str::to_owned)).collect());
+                    let argv: Option<Vec<String>> = command
+                        .as_array()
+                        .and_then(|items| items.iter().map(|i| i.as_str().map(str::to_owned)).collect());
                     match argv {
                         Some(argv) if !argv.is_empty() => Answer::Command { argv, dir: context.dir.clone(), timeout },
                         _ => {
-                            return Err(format!("expected `command` of `{name}` to be a list of strings (program, then arguments), found {command}"));
+                            return Err(format!(
+                                "expected `command` of `{name}` to be a list of strings (program, then arguments), found {command}"
+                            ));
                         }
                     }
                 } else {
                     let http = raw.http.expect("one kind is set");
                     if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
-                        return Err(format!("expected the `http` url of `{name}` to be an http:// or https:// URL, found `{}`", http.url));
+                        return Err(format!(
+                            "expected the `http` url of `{name}` to be an http:// or https:// URL, found `{}`",
+                            http.url
+                        ));
                     }
                     let mut headers = Vec::new();
                     for (header, template) in http.headers {
@@ -175,11 +190,20 @@ impl DeclaredTool {
             Answer::Result(result) => Ok(result.clone()),
             Answer::Results(entries) => entries
                 .iter()
-                .find(|(when, _)| when.as_ref().is_none_or(|pattern| pattern.check(Some(&arguments), "arguments").is_ok()))
+                .find(|(when, _)| {
+                    when.as_ref().is_none_or(|pattern| pattern.check(Some(&arguments), "arguments").is_ok())
+                })
                 .map(|(_, result)| result.clone())
-                .ok_or_else(|| ToolError::Failed(format!("no `results` entry of `{}` matches the arguments {arguments}", self.name))),
+                .ok_or_else(|| {
+                    ToolError::Failed(format!(
+                        "no `results` entry of `{}` matches the arguments {arguments}",
+                        self.name
+                    ))
+                }),
             Answer::Command { argv, dir, timeout } => run_command(argv, dir, *timeout, &arguments, &self.secrets).await,
-            Answer::Http { url, headers, timeout } => post(context, url, headers, *timeout, &arguments, &self.secrets).await,
+            Answer::Http { url, headers, timeout } => {
+                post(context, url, headers, *timeout, &arguments, &self.secrets).await
+            }
         }
     }
 }
@@ -214,7 +238,12 @@ impl Tool for DeclaredTool {
 pub(crate) fn schema_problems(validator: &jsonschema::Validator, arguments: &Value) -> Vec<String> {
     validator
         .iter_errors(arguments)
-        .map(|err| format!("{}: {err}", if err.instance_path().as_str().is_empty() { "/" } else { err.instance_path().as_str() }))
+        .map(|err| {
+            format!(
+                "{}: {err}",
+                if err.instance_path().as_str().is_empty() { "/" } else { err.instance_path().as_str() }
+            )
+        })
         .collect()
 }
 
@@ -296,7 +325,9 @@ pub(crate) fn null_non_keywords(schema: &Value) -> Vec<String> {
                     if !names && item.is_null() && !KEYWORDS.contains(&key.as_str()) {
                         found.push(key.clone());
                     }
-                    let holds_names = !names && ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"].contains(&key.as_str());
+                    let holds_names = !names
+                        && ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"]
+                            .contains(&key.as_str());
                     stack.push((item, holds_names));
                 }
             }
@@ -327,7 +358,8 @@ pub(crate) fn expand(template: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
 
 /// The output as the result: JSON when it parses, else the text.
 fn as_result(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).trim_end().to_owned()))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).trim_end().to_owned()))
 }
 
 /// One process per call: the arguments as JSON on stdin, stdout is the result. A non-zero
@@ -335,7 +367,13 @@ fn as_result(bytes: &[u8]) -> Value {
 /// lines; on time-out the whole process group is killed. The time-out bounds the whole call,
 /// from start to exit. The command starts without the variables that hold the batch's
 /// secrets.
-async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, arguments: &Value, secrets: &Secrets) -> Result<Value, ToolError> {
+async fn run_command(
+    argv: &[String],
+    dir: &PathBuf,
+    timeout: Duration,
+    arguments: &Value,
+    secrets: &Secrets,
+) -> Result<Value, ToolError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut command = tokio::process::Command::new(&argv[0]);
     own_group(command.args(&argv[1..]).current_dir(dir), secrets);
@@ -383,7 +421,11 @@ async fn run_command(argv: &[String], dir: &PathBuf, timeout: Duration, argument
     if !whole {
         group.kill();
         let _ = child.wait().await;
-        return Err(ToolError::Failed(format!("`{}` wrote more than {} MiB (killed)", argv.join(" "), MAX_OUTPUT >> 20)));
+        return Err(ToolError::Failed(format!(
+            "`{}` wrote more than {} MiB (killed)",
+            argv.join(" "),
+            MAX_OUTPUT >> 20
+        )));
     }
     // Its output ended; it may still run: what is left of the time-out bounds the wait.
     let status = match tokio::time::timeout_at(deadline, child.wait()).await {

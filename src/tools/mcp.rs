@@ -88,9 +88,15 @@ impl McpServerSpec {
     /// Reads an `{mcp: {...}}` entry; `dir` is where a `command` runs (the scenario file's
     /// directory), `env` expands `${VAR}` in headers, whose values join `secrets`. The error
     /// says what was expected.
-    pub(crate) fn parse(entry: &Value, dir: PathBuf, env: &dyn Fn(&str) -> Option<String>, secrets: &Secrets) -> Result<Self, String> {
-        let raw: RawEntry = serde_json::from_value(entry.clone())
-            .map_err(|err| format!("expected an MCP server entry `{{mcp: {{command or url, include, shared}}}}`: {err}"))?;
+    pub(crate) fn parse(
+        entry: &Value,
+        dir: PathBuf,
+        env: &dyn Fn(&str) -> Option<String>,
+        secrets: &Secrets,
+    ) -> Result<Self, String> {
+        let raw: RawEntry = serde_json::from_value(entry.clone()).map_err(|err| {
+            format!("expected an MCP server entry `{{mcp: {{command or url, include, shared}}}}`: {err}")
+        })?;
         let raw = raw.mcp;
         let seconds = |field: &str, value: Option<f64>, default: Duration| match value {
             None => Ok(default),
@@ -101,11 +107,18 @@ impl McpServerSpec {
         let call_timeout = seconds("timeout_secs", raw.timeout_secs, DEFAULT_CALL_TIMEOUT)?;
         let transport = match (raw.command, raw.url) {
             (Some(command), None) => {
-                let argv: Option<Vec<String>> = command.as_array().and_then(|items| items.iter().map(|i| i.as_str().map(str::to_owned)).collect());
+                let argv: Option<Vec<String>> =
+                    command.as_array().and_then(|items| items.iter().map(|i| i.as_str().map(str::to_owned)).collect());
                 match argv {
                     Some(argv) if !argv.is_empty() && raw.headers.is_empty() => Transport::Stdio { argv, dir },
-                    Some(argv) if !argv.is_empty() => return Err("`headers` go with `url`, not with `command`".to_owned()),
-                    _ => return Err(format!("expected the MCP `command` to be a list of strings (program, then arguments), found {command}")),
+                    Some(argv) if !argv.is_empty() => {
+                        return Err("`headers` go with `url`, not with `command`".to_owned());
+                    }
+                    _ => {
+                        return Err(format!(
+                            "expected the MCP `command` to be a list of strings (program, then arguments), found {command}"
+                        ));
+                    }
                 }
             }
             (None, Some(url)) => {
@@ -121,8 +134,13 @@ impl McpServerSpec {
                 secrets.add_url(&url);
                 Transport::Http { url, headers }
             }
-            (Some(_), Some(_)) => return Err("expected one of `command` (stdio) or `url` (streamable HTTP) in an MCP entry, found both".to_owned()),
-            (None, None) => return Err("expected `command` (stdio) or `url` (streamable HTTP) in an MCP entry".to_owned()),
+            (Some(_), Some(_)) => {
+                return Err("expected one of `command` (stdio) or `url` (streamable HTTP) in an MCP entry, found both"
+                    .to_owned());
+            }
+            (None, None) => {
+                return Err("expected `command` (stdio) or `url` (streamable HTTP) in an MCP entry".to_owned());
+            }
         };
         if let Some(include) = &raw.include
             && include.is_empty()
@@ -133,7 +151,15 @@ impl McpServerSpec {
             Transport::Stdio { argv, .. } => argv.join(" "),
             Transport::Http { url, .. } => secrets.redact(url),
         };
-        Ok(Self { label, transport, include: raw.include, shared: raw.shared, startup_timeout, call_timeout, secrets: secrets.clone() })
+        Ok(Self {
+            label,
+            transport,
+            include: raw.include,
+            shared: raw.shared,
+            startup_timeout,
+            call_timeout,
+            secrets: secrets.clone(),
+        })
     }
 
     /// What makes two entries the same server, for sharing one across a batch. Holds header
@@ -144,7 +170,8 @@ impl McpServerSpec {
                 format!("stdio\0{}\0{}", dir.display(), argv.join("\0"))
             }
             Transport::Http { url, headers } => {
-                let headers: Vec<String> = headers.iter().map(|(name, value)| format!("{name}\0{}", value.expose())).collect();
+                let headers: Vec<String> =
+                    headers.iter().map(|(name, value)| format!("{name}\0{}", value.expose())).collect();
                 format!("http\0{url}\0{}", headers.join("\0"))
             }
         }
@@ -178,18 +205,26 @@ impl McpServer {
         let oversized_tx = Arc::new(oversized_tx);
         let mut reader = None;
         // True once stderr has been read to its end (at once for a server without one).
-        let (closed_tx, stderr_closed) = tokio::sync::watch::channel(!matches!(spec.transport, Transport::Stdio { .. }));
+        let (closed_tx, stderr_closed) =
+            tokio::sync::watch::channel(!matches!(spec.transport, Transport::Stdio { .. }));
         let handshake = match &spec.transport {
             Transport::Stdio { argv, dir } => {
                 let mut command = tokio::process::Command::new(&argv[0]);
                 own_group(command.args(&argv[1..]).current_dir(dir), &spec.secrets);
                 let spawning = super::process::spawning();
-                let mut spawned = command.spawn().map_err(|err| format!("MCP server {}", super::process::spawn_error(&argv[0], dir, &err)))?;
+                let mut spawned = command
+                    .spawn()
+                    .map_err(|err| format!("MCP server {}", super::process::spawn_error(&argv[0], dir, &err)))?;
                 // From here on, whatever happens, the server's processes end with `group`.
                 group = Some(ProcessGroup::of(spawned.id()));
                 drop(spawning);
-                let (Some(stdin), Some(stdout), pipe) = (spawned.stdin.take(), spawned.stdout.take(), spawned.stderr.take()) else {
-                    return Err(format!("MCP server `{}`: its standard input and output could not be opened", spec.label));
+                let (Some(stdin), Some(stdout), pipe) =
+                    (spawned.stdin.take(), spawned.stdout.take(), spawned.stderr.take())
+                else {
+                    return Err(format!(
+                        "MCP server `{}`: its standard input and output could not be opened",
+                        spec.label
+                    ));
                 };
                 child = Some(spawned);
                 if let Some(mut pipe) = pipe {
@@ -208,7 +243,8 @@ impl McpServer {
             Transport::Http { url, headers } => {
                 let mut custom = HashMap::new();
                 for (name, value) in headers {
-                    let name = reqwest::header::HeaderName::try_from(name.as_str()).map_err(|err| format!("header `{name}`: {err}"))?;
+                    let name = reqwest::header::HeaderName::try_from(name.as_str())
+                        .map_err(|err| format!("header `{name}`: {err}"))?;
                     let mut value = reqwest::header::HeaderValue::try_from(value.expose())
                         .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
                     value.set_sensitive(true);
@@ -223,15 +259,20 @@ impl McpServer {
         let started = async {
             let session = handshake.await.map_err(|err| handshake_in_words(&err, spec))?;
             shook_hands.store(true, std::sync::atomic::Ordering::Relaxed);
-            let listed = session.peer().list_all_tools().await.map_err(|err| format!("cannot list its tools: {}", in_words(&err, spec)))?;
+            let listed = session
+                .peer()
+                .list_all_tools()
+                .await
+                .map_err(|err| format!("cannot list its tools: {}", in_words(&err, spec)))?;
             Ok::<_, String>((session, listed))
         };
         let failed = match tokio::time::timeout(spec.startup_timeout, started).await {
             Ok(Ok(started)) => Ok(started),
             Ok(Err(err)) => Err(format!("could not start: {err}")),
-            Err(_) if shook_hands.load(std::sync::atomic::Ordering::Relaxed) => {
-                Err(format!("answered the MCP handshake but did not list its tools within {:?} (startup_timeout_secs)", spec.startup_timeout))
-            }
+            Err(_) if shook_hands.load(std::sync::atomic::Ordering::Relaxed) => Err(format!(
+                "answered the MCP handshake but did not list its tools within {:?} (startup_timeout_secs)",
+                spec.startup_timeout
+            )),
             Err(_) => Err(format!(
                 "did not start within {:?}: no answer to the MCP handshake (initialize){} (startup_timeout_secs)",
                 spec.startup_timeout,
@@ -257,7 +298,8 @@ impl McpServer {
         };
         let peer = session.peer().clone();
         // Legal names keep theirs; a mapped name avoids every name listed or made before it.
-        let mut names: Vec<String> = listed.iter().map(|tool| tool.name.to_string()).filter(|name| is_legal_name(name)).collect();
+        let mut names: Vec<String> =
+            listed.iter().map(|tool| tool.name.to_string()).filter(|name| is_legal_name(name)).collect();
         let listed = listed
             .into_iter()
             .map(|tool| {
@@ -309,7 +351,12 @@ impl McpServer {
                 Some(tool) => Ok(tool.clone() as Arc<dyn Tool>),
                 None => {
                     let listed: Vec<String> = self.listed.iter().map(|t| printable(&t.name)).collect();
-                    Err(format!("MCP server `{}` does not list tool `{}` named in `include`; it lists: {}", self.label, printable(name), listed.join(", ")))
+                    Err(format!(
+                        "MCP server `{}` does not list tool `{}` named in `include`; it lists: {}",
+                        self.label,
+                        printable(name),
+                        listed.join(", ")
+                    ))
                 }
             })
             .collect()
@@ -317,7 +364,11 @@ impl McpServer {
 
     /// What the log keeps of it (its stderr redacted).
     pub(crate) fn log(&self) -> ServerLog {
-        ServerLog { server: self.label.clone(), shared: self.shared, stderr: self.secrets.redact(&self.stderr.lock().expect("stderr lock").text()) }
+        ServerLog {
+            server: self.label.clone(),
+            shared: self.shared,
+            stderr: self.secrets.redact(&self.stderr.lock().expect("stderr lock").text()),
+        }
     }
 
     /// Ends the session and the server: asks it to exit (SIGTERM to its process group,
@@ -384,7 +435,10 @@ fn handshake_in_words(err: &rmcp::service::ClientInitializeError, spec: &McpServ
             match cause.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
                 Some(StreamableHttpError::Client(http)) => in_words(http, spec),
                 Some(StreamableHttpError::HttpStatus(status)) => {
-                    format!("{} answered HTTP {} (is the URL the server's MCP endpoint, often /mcp?)", spec.label, status.status)
+                    format!(
+                        "{} answered HTTP {} (is the URL the server's MCP endpoint, often /mcp?)",
+                        spec.label, status.status
+                    )
                 }
                 _ => in_words(cause, spec),
             }
@@ -413,11 +467,15 @@ fn in_words(err: &(dyn std::error::Error + 'static), spec: &McpServerSpec) -> St
         if let Some(http) = cause.downcast_ref::<reqwest::Error>() {
             if http.is_connect() {
                 let why = crate::provider::error_chain(http);
-                let why = if why.to_ascii_lowercase().contains("refused") { "connection refused".to_owned() } else { why };
+                let why =
+                    if why.to_ascii_lowercase().contains("refused") { "connection refused".to_owned() } else { why };
                 return format!("cannot connect to {}: {why} (is the server running at that address?)", spec.label);
             }
             if let Some(status) = http.status() {
-                return format!("{} answered HTTP {status} (is the URL the server's MCP endpoint, often /mcp?)", spec.label);
+                return format!(
+                    "{} answered HTTP {status} (is the URL the server's MCP endpoint, often /mcp?)",
+                    spec.label
+                );
             }
             if http.is_timeout() {
                 return format!("{} did not answer in time", spec.label);
@@ -428,8 +486,14 @@ fn in_words(err: &(dyn std::error::Error + 'static), spec: &McpServerSpec) -> St
     let text = crate::provider::error_chain(err);
     // The SDK's status errors name the code in their text.
     for code in ["401", "403", "404", "405", "500", "502", "503"] {
-        if text.contains(&format!("HTTP {code}")) || text.contains(&format!("status: {code}")) || text.contains(&format!("status code {code}")) {
-            return format!("{} answered HTTP {code} (is the URL the server's MCP endpoint, often /mcp, and are its headers right?)", spec.label);
+        if text.contains(&format!("HTTP {code}"))
+            || text.contains(&format!("status: {code}"))
+            || text.contains(&format!("status code {code}"))
+        {
+            return format!(
+                "{} answered HTTP {code} (is the URL the server's MCP endpoint, often /mcp, and are its headers right?)",
+                spec.label
+            );
         }
     }
     if text.to_ascii_lowercase().contains("connection refused") {
@@ -450,7 +514,11 @@ fn legal_name(original: &str, taken: &[String]) -> String {
     if is_legal_name(original) {
         return original.to_owned();
     }
-    let mut base: String = original.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).take(64).collect();
+    let mut base: String = original
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(64)
+        .collect();
     if base.is_empty() {
         base = "tool".to_owned();
     }
@@ -560,7 +628,10 @@ impl McpTool {
                 }
                 Err(ToolError::Failed(format!("MCP server `{}`: {err}{}", self.server, stderr_note(&self.stderr))))
             }
-            Err(_) => Err(ToolError::Failed(format!("MCP server `{}` did not answer `{}` within {:?}", self.server, self.name, self.timeout))),
+            Err(_) => Err(ToolError::Failed(format!(
+                "MCP server `{}` did not answer `{}` within {:?}",
+                self.server, self.name, self.timeout
+            ))),
         }
     }
 }
@@ -595,9 +666,14 @@ impl Tool for McpTool {
 /// tool error with that text. A result past [`MAX_OUTPUT`] is an error, as for `command`
 /// and `http` tools.
 fn content(result: CallToolResult) -> Result<Value, ToolError> {
-    let size = serde_json::to_string(&result.content).map_or(0, |t| t.len()) + result.structured_content.as_ref().map_or(0, |v| v.to_string().len());
+    let size = serde_json::to_string(&result.content).map_or(0, |t| t.len())
+        + result.structured_content.as_ref().map_or(0, |v| v.to_string().len());
     if size > MAX_OUTPUT {
-        return Err(ToolError::Failed(format!("the MCP server's result is {} KiB, past the {} MiB a tool result may be", size >> 10, MAX_OUTPUT >> 20)));
+        return Err(ToolError::Failed(format!(
+            "the MCP server's result is {} KiB, past the {} MiB a tool result may be",
+            size >> 10,
+            MAX_OUTPUT >> 20
+        )));
     }
     let value = if result.content.is_empty() {
         result.structured_content.clone().unwrap_or(Value::Null)
@@ -620,10 +696,15 @@ fn placeholder_or_text(block: &rmcp::model::ContentBlock) -> String {
     }
     let json = serde_json::to_value(block).unwrap_or(Value::Null);
     let kind = json.get("type").and_then(Value::as_str).unwrap_or("content");
-    let mime = json.get("mimeType").and_then(Value::as_str).or_else(|| json.pointer("/resource/mimeType").and_then(Value::as_str));
+    let mime = json
+        .get("mimeType")
+        .and_then(Value::as_str)
+        .or_else(|| json.pointer("/resource/mimeType").and_then(Value::as_str));
     // Base64 data is 4 characters for 3 bytes.
-    let data = json.get("data").and_then(Value::as_str).or_else(|| json.pointer("/resource/blob").and_then(Value::as_str));
-    let bytes = data.map(|d| d.len() / 4 * 3).or_else(|| json.pointer("/resource/text").and_then(Value::as_str).map(str::len));
+    let data =
+        json.get("data").and_then(Value::as_str).or_else(|| json.pointer("/resource/blob").and_then(Value::as_str));
+    let bytes =
+        data.map(|d| d.len() / 4 * 3).or_else(|| json.pointer("/resource/text").and_then(Value::as_str).map(str::len));
     let uri = json.get("uri").and_then(Value::as_str).or_else(|| json.pointer("/resource/uri").and_then(Value::as_str));
     let mut parts = vec![kind.to_owned()];
     parts.extend(mime.map(str::to_owned));
@@ -643,7 +724,11 @@ impl RunServers {
     /// Starts the run's own servers and fetches the shared ones from `pool`. The first that
     /// cannot start, or lacks a tool in `include`, is the error; those already started are
     /// stopped.
-    pub(crate) async fn start(specs: &[Arc<McpServerSpec>], pool: &McpPool, http: &reqwest::Client) -> Result<Self, String> {
+    pub(crate) async fn start(
+        specs: &[Arc<McpServerSpec>],
+        pool: &McpPool,
+        http: &reqwest::Client,
+    ) -> Result<Self, String> {
         let mut run = Self { servers: Vec::new(), tools: Vec::new() };
         for spec in specs {
             let server = if spec.shared { pool.get(spec, http).await } else { McpServer::start(spec, http).await };
@@ -711,16 +796,24 @@ mod tests {
     use serde_json::json;
 
     fn parse(entry: Value) -> Result<McpServerSpec, String> {
-        McpServerSpec::parse(&entry, PathBuf::from("."), &|var| (var == "TOKEN").then(|| "s3cr3t-value".to_owned()), &Secrets::default())
+        McpServerSpec::parse(
+            &entry,
+            PathBuf::from("."),
+            &|var| (var == "TOKEN").then(|| "s3cr3t-value".to_owned()),
+            &Secrets::default(),
+        )
     }
 
     #[test]
     fn entries_are_read_or_refused_with_what_was_expected() {
-        let spec = parse(json!({"mcp": {"command": ["node", "server.js"], "include": ["echo"], "shared": true}})).unwrap();
+        let spec =
+            parse(json!({"mcp": {"command": ["node", "server.js"], "include": ["echo"], "shared": true}})).unwrap();
         assert_eq!(spec.label, "node server.js");
         assert_eq!(spec.include.as_deref(), Some(&["echo".to_owned()][..]));
         assert!(spec.shared);
-        let spec = parse(json!({"mcp": {"url": "http://127.0.0.1:1/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}}})).unwrap();
+        let spec =
+            parse(json!({"mcp": {"url": "http://127.0.0.1:1/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}}}))
+                .unwrap();
         assert!(!spec.shared);
         assert!(!format!("{spec:?}").contains("s3cr3t-value"), "{spec:?}");
         for (entry, expected) in [

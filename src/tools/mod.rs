@@ -112,7 +112,8 @@ impl ToolContext {
 
     /// The next number of the run's random stream (SplitMix64).
     pub fn next_random(&self) -> u64 {
-        let state = self.rng_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let state =
+            self.rng_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
         crate::rng::mix64(state)
     }
 }
@@ -157,7 +158,8 @@ impl ToolRegistry {
 
     /// This registry with `tools` added; one with a name already here shadows it.
     pub(crate) fn with(&self, tools: &[Arc<dyn Tool>]) -> Self {
-        let mut all: Vec<Arc<dyn Tool>> = self.tools.iter().filter(|t| !tools.iter().any(|d| d.name() == t.name())).cloned().collect();
+        let mut all: Vec<Arc<dyn Tool>> =
+            self.tools.iter().filter(|t| !tools.iter().any(|d| d.name() == t.name())).cloned().collect();
         all.extend(tools.iter().cloned());
         Self { tools: all }
     }
@@ -173,7 +175,12 @@ impl ToolRegistry {
 
     /// Runs a call as the model wrote it: decodes the JSON arguments, finds the tool, runs it.
     /// Returns the decoded arguments (or the raw text when they are not JSON) and the outcome.
-    pub async fn call(&self, name: &str, raw_arguments: &str, context: &ToolContext) -> (Value, Result<Value, ToolError>) {
+    pub async fn call(
+        &self,
+        name: &str,
+        raw_arguments: &str,
+        context: &ToolContext,
+    ) -> (Value, Result<Value, ToolError>) {
         let arguments = match decode_arguments(raw_arguments) {
             Ok(arguments) => arguments,
             Err(err) => return (Value::String(raw_arguments.to_owned()), Err(err)),
@@ -206,7 +213,11 @@ pub fn decode_arguments(raw: &str) -> Result<Value, ToolError> {
 fn spec_of(tool: &dyn Tool) -> ToolSpec {
     ToolSpec {
         kind: "function",
-        function: FunctionSpec { name: tool.name().to_owned(), description: tool.description().to_owned(), parameters: tool.parameters() },
+        function: FunctionSpec {
+            name: tool.name().to_owned(),
+            description: tool.description().to_owned(),
+            parameters: tool.parameters(),
+        },
     }
 }
 

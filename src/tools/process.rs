@@ -78,7 +78,8 @@ pub(crate) fn spawning() -> std::sync::RwLockReadGuard<'static, ()> {
 /// The children runner started and has not ended: every other child is an orphan that
 /// escaped a tool.
 fn own_children() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<i32>> {
-    static OWN: std::sync::Mutex<std::collections::BTreeSet<i32>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    static OWN: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     OWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -90,7 +91,15 @@ pub(crate) fn contain() -> bool {
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) changes only this process's reaping
         // attribute; no memory is passed.
         #[allow(unsafe_code)]
-        let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+        let result = unsafe {
+            libc::prctl(
+                libc::PR_SET_CHILD_SUBREAPER,
+                1 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
         result == 0
     }
     #[cfg(not(target_os = "linux"))]
@@ -124,12 +133,17 @@ pub(crate) fn sweep() -> usize {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok()) else {
+            let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
                 continue;
             };
             parent_of.push((pid, ppid));
         }
-        let mut doomed: Vec<i32> = parent_of.iter().filter(|(pid, ppid)| *ppid == me && !own.contains(pid)).map(|(pid, _)| *pid).collect();
+        let mut doomed: Vec<i32> =
+            parent_of.iter().filter(|(pid, ppid)| *ppid == me && !own.contains(pid)).map(|(pid, _)| *pid).collect();
         let orphans = doomed.clone();
         let mut i = 0;
         while i < doomed.len() {
@@ -162,7 +176,10 @@ pub(crate) fn sweep() -> usize {
 
 /// `command` set up to start in a process group of its own, killed if its handle is dropped,
 /// with piped stdio, and without the environment variables that hold the batch's secrets.
-pub(crate) fn own_group<'a>(command: &'a mut tokio::process::Command, secrets: &Secrets) -> &'a mut tokio::process::Command {
+pub(crate) fn own_group<'a>(
+    command: &'a mut tokio::process::Command,
+    secrets: &Secrets,
+) -> &'a mut tokio::process::Command {
     for variable in secrets.variables() {
         command.env_remove(variable);
     }
@@ -176,7 +193,13 @@ pub(crate) fn own_group<'a>(command: &'a mut tokio::process::Command, secrets: &
         #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
                 Ok(())
             });
         }
@@ -191,9 +214,9 @@ pub(crate) fn spawn_error(program: &str, dir: &Path, err: &std::io::Error) -> To
     let message = format!("cannot start `{program}` in {}: {err}", dir.display());
     match err.raw_os_error() {
         #[cfg(unix)]
-        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => {
-            ToolError::Environment(format!("{message} (the machine's limit, not the model: lower -j or raise `ulimit -n`)"))
-        }
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => ToolError::Environment(format!(
+            "{message} (the machine's limit, not the model: lower -j or raise `ulimit -n`)"
+        )),
         _ => ToolError::Failed(message),
     }
 }

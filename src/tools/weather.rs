@@ -94,7 +94,12 @@ impl Tool for GetWeather {
             let geocoding: GeocodingResponse = fetch_json(
                 context,
                 &format!("{}/v1/search", config.geocoding_url.trim_end_matches('/')),
-                &[("name", city.to_owned()), ("count", "1".to_owned()), ("language", "en".to_owned()), ("format", "json".to_owned())],
+                &[
+                    ("name", city.to_owned()),
+                    ("count", "1".to_owned()),
+                    ("language", "en".to_owned()),
+                    ("format", "json".to_owned()),
+                ],
             )
             .await?;
             let Some(place) = geocoding.results.into_iter().next() else {
@@ -124,12 +129,20 @@ impl Tool for GetWeather {
     }
 }
 
-async fn fetch_json<T: for<'de> Deserialize<'de>>(context: &ToolContext, url: &str, query: &[(&str, String)]) -> Result<T, ToolError> {
+async fn fetch_json<T: for<'de> Deserialize<'de>>(
+    context: &ToolContext,
+    url: &str,
+    query: &[(&str, String)],
+) -> Result<T, ToolError> {
     let unavailable = |err: &dyn std::fmt::Display| ToolError::Failed(format!("weather service unavailable: {err}"));
     let timeout = context.weather.timeout;
     // A time-out says so (reqwest reports one met while reading the body as a decoding error).
     let failed = |err: reqwest::Error| {
-        if err.is_timeout() { unavailable(&format!("no answer from {url} within {timeout:?}")) } else { unavailable(&crate::provider::error_chain(&err)) }
+        if err.is_timeout() {
+            unavailable(&format!("no answer from {url} within {timeout:?}"))
+        } else {
+            unavailable(&crate::provider::error_chain(&err))
+        }
     };
     let response = context.http.get(url).query(query).timeout(timeout).send().await.map_err(failed)?;
     let status = response.status();

@@ -48,14 +48,24 @@ fn newest_logs(ws: &Workspace) -> Vec<(String, Value)> {
     let mut logs: Vec<(String, Value)> = std::fs::read_dir(batch)
         .unwrap()
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap(),
+            )
+        })
         .collect();
     logs.sort_by(|a, b| a.0.cmp(&b.0));
     logs
 }
 
 fn request_caches(log: &Value) -> Vec<String> {
-    log["turns"].as_array().unwrap().iter().flat_map(|t| t["requests"].as_array().unwrap().iter().map(|r| r["cache"].as_str().unwrap().to_owned())).collect()
+    log["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["requests"].as_array().unwrap().iter().map(|r| r["cache"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 /// (usage, cost) of every log, for comparing two batches.
@@ -94,10 +104,18 @@ fn a_second_run_is_answered_from_the_cache_and_replay_needs_no_server_or_key() {
     let replayed = newest_logs(&ws);
     assert_eq!(figures(&replayed), figures(&recorded));
     assert!(replayed.iter().all(|(_, log)| request_caches(log).iter().all(|c| c == "hit")));
-    assert!(second.stdout.contains("cache: openai:gpt-4o-mini: 4 request(s) answered from the cache"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("cache: openai:gpt-4o-mini: 4 request(s) answered from the cache"),
+        "{}",
+        second.stdout
+    );
     assert!(second.stdout.contains("spent by this run 0.000000"), "{}", second.stdout);
-    let mut reports: Vec<PathBuf> =
-        std::fs::read_dir(ws.path().join("reports")).unwrap().flatten().map(|e| e.path()).filter(|p| !p.to_string_lossy().ends_with(".summary.csv")).collect();
+    let mut reports: Vec<PathBuf> = std::fs::read_dir(ws.path().join("reports"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".summary.csv"))
+        .collect();
     reports.sort();
     let rows = crate::read_csv(reports.last().unwrap());
     assert!(rows.iter().all(|r| r["cache_hits"] != "0"), "{rows:?}");
@@ -105,19 +123,39 @@ fn a_second_run_is_answered_from_the_cache_and_replay_needs_no_server_or_key() {
     // The server gone and no key: --replay passes all the same.
     let url = server.url();
     drop(server);
-    let out = exec(ws.runner(&url).env_remove("OPENAI_API_KEY").args(["run", "suite.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache", "--replay"]));
+    let out = exec(ws.runner(&url).env_remove("OPENAI_API_KEY").args([
+        "run",
+        "suite.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--cache",
+        "cache",
+        "--replay",
+    ]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(figures(&newest_logs(&ws)), figures(&recorded));
 
     // A changed turn: that run is an error naming the missing key; the other passes.
     ws.write("suite.yaml", &SUITE.replace("how are you", "how are you today"));
-    let dry = exec(ws.runner(&url).args(["run", "suite.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache", "--dry-run"]));
+    let dry =
+        exec(ws.runner(&url).args(["run", "suite.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache", "--dry-run"]));
     assert!(dry.stdout.contains("cache: 2 of 3 turn-opening requests"), "{}", dry.stdout);
-    let out = exec(ws.runner(&url).env_remove("OPENAI_API_KEY").args(["run", "suite.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache", "--replay"]));
+    let out = exec(ws.runner(&url).env_remove("OPENAI_API_KEY").args([
+        "run",
+        "suite.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--cache",
+        "cache",
+        "--replay",
+    ]));
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let logs = newest_logs(&ws);
     let status: Vec<(&str, &str)> = logs.iter().map(|(n, l)| (n.as_str(), l["status"].as_str().unwrap())).collect();
-    assert_eq!(status, [("greet__openai_gpt-4o-mini__1.json", "error"), ("reverse__openai_gpt-4o-mini__1.json", "passed")]);
+    assert_eq!(
+        status,
+        [("greet__openai_gpt-4o-mini__1.json", "error"), ("reverse__openai_gpt-4o-mini__1.json", "passed")]
+    );
     let error = logs[0].1["error"].as_str().unwrap();
     assert!(error.contains("not in the cache: "), "{error}");
     assert_eq!(request_caches(&logs[0].1), ["hit", "miss"]);
@@ -161,7 +199,18 @@ fn refresh_sends_again_and_repeats_have_their_own_entries() {
 fn ask_streams_a_cached_answer_and_stats_and_prune_keep_the_cache_tidy() {
     let server = MockServer::start(|request| as_stream(request, assistant(request)));
     let ws = Workspace::new();
-    let ask = |ws: &Workspace| exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "--tools", "none", "--cache", "cache", "hello"]));
+    let ask = |ws: &Workspace| {
+        exec(ws.runner(&server.url()).args([
+            "ask",
+            "-m",
+            "openai:gpt-4o-mini",
+            "--tools",
+            "none",
+            "--cache",
+            "cache",
+            "hello",
+        ]))
+    };
     let first = ask(&ws);
     assert_eq!(first.code, 0, "{}", first.stderr);
     let second = ask(&ws);
@@ -198,7 +247,22 @@ fn the_budget_counts_only_what_is_actually_spent() {
     ws.write("prices.yaml", "openai:pricey: {input: 100000, output: 0}\n");
     let run = |extra: &[&str]| {
         let mut command = ws.runner(&server.url());
-        command.args(["run", "suite.yaml", "-m", "openai:pricey", "--prices", "prices.yaml", "-j", "1", "--cache", "cache", "--max-cost-usd", "1"]).args(extra);
+        command
+            .args([
+                "run",
+                "suite.yaml",
+                "-m",
+                "openai:pricey",
+                "--prices",
+                "prices.yaml",
+                "-j",
+                "1",
+                "--cache",
+                "cache",
+                "--max-cost-usd",
+                "1",
+            ])
+            .args(extra);
         exec(&mut command)
     };
     // Recording stops after the first run: $1.10 spent.

@@ -41,7 +41,12 @@ fn prune_and_stats_touch_only_what_is_provably_an_entry() {
     let ws = Workspace::new();
     let root = ws.path().join("project");
     // A project mistaken for a cache: two-letter folders with old JSON files in them.
-    for (path, text) in [("config/app.json", "{\"db\": 1}"), (".vscode/settings.json", "{}"), ("ab/notes.json", "{}"), ("ab/readme.txt", "x")] {
+    for (path, text) in [
+        ("config/app.json", "{\"db\": 1}"),
+        (".vscode/settings.json", "{}"),
+        ("ab/notes.json", "{}"),
+        ("ab/readme.txt", "x"),
+    ] {
         let file = root.join(path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, text).unwrap();
@@ -80,7 +85,10 @@ fn prune_and_stats_touch_only_what_is_provably_an_entry() {
     for kept in [&new, &liar, &folder, &linked] {
         assert!(std::fs::symlink_metadata(root.join(format!("ab/{kept}.json"))).is_ok(), "{kept} was deleted");
     }
-    assert!(outside.join(format!("{far}.json")).exists() && outside.join("target.json").exists(), "a link was followed");
+    assert!(
+        outside.join(format!("{far}.json")).exists() && outside.join("target.json").exists(),
+        "a link was followed"
+    );
 }
 
 #[test]
@@ -90,7 +98,11 @@ fn an_age_past_any_calendar_is_a_usage_error() {
     for age in ["9000000000000s", "99999999999999999999d", "400000w"] {
         let out = exec(ws.runner("http://127.0.0.1:9").args(["cache", "prune", "cache", "--older-than", age]));
         assert_eq!(out.code, 2, "{age}: {}", out.stderr);
-        assert!(out.stderr.contains("at most 1000 years") || out.stderr.contains("is not an age"), "{age}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("at most 1000 years") || out.stderr.contains("is not an age"),
+            "{age}: {}",
+            out.stderr
+        );
         assert!(!out.stderr.contains("panicked"), "{age}: {}", out.stderr);
     }
     let out = exec(ws.runner("http://127.0.0.1:9").args(["cache", "prune", "cache", "--older-than", "36500d"]));
@@ -120,7 +132,15 @@ fn a_link_at_an_entry_path_is_replaced_never_written_through() {
     std::fs::remove_file(&path).unwrap();
     symlink(&victim, &path).unwrap();
     // The link is no entry (a miss), and the answer stored replaces the link itself.
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache", "--refresh"]));
+    let out = exec(ws.runner(&server.url()).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--cache",
+        "cache",
+        "--refresh",
+    ]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "export PATH=/usr/bin\n");
     assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file(), "the entry is a regular file again");
@@ -147,7 +167,8 @@ fn fifos_and_devices_at_entry_paths_neither_hang_nor_fill_memory() {
             _ => symlink("/dev/zero", &path).unwrap(),
         }
         let started = Instant::now();
-        let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache"]));
+        let out =
+            exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache"]));
         assert_eq!(out.code, 0, "{kind}: {}", out.stderr);
         assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file(), "{kind}: replaced by a regular file");
         let stored: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -163,7 +184,15 @@ fn fifos_and_devices_at_entry_paths_neither_hang_nor_fill_memory() {
             let out = exec(ws.runner(&server.url()).args(args));
             assert_eq!(out.code, 0, "{kind} {args:?}: {}", out.stderr);
         }
-        let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--cache", "cache", "--replay"]));
+        let out = exec(ws.runner(&server.url()).args([
+            "run",
+            "s.yaml",
+            "-m",
+            "openai:gpt-4o-mini",
+            "--cache",
+            "cache",
+            "--replay",
+        ]));
         assert_eq!(out.code, 1, "{kind}: a miss under --replay: {}", out.stderr);
         assert!(started.elapsed() < Duration::from_secs(60), "{kind}: took {:?}", started.elapsed());
     }
@@ -175,11 +204,20 @@ fn a_cache_that_cannot_take_entries_is_refused_before_anything_is_sent() {
     let ws = Workspace::new();
     ws.write("s.yaml", HELLO);
     ws.write("not-a-folder", "a file where the cache folder would be");
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--cache", "not-a-folder"]));
+    let out =
+        exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--cache", "not-a-folder"]));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("the cache not-a-folder cannot take new entries"), "{}", out.stderr);
     assert!(server.chat_bodies().is_empty(), "a request was sent");
     // --replay only reads: a cache it cannot write to is fine (every request a miss here).
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--cache", "not-a-folder", "--replay"]));
+    let out = exec(ws.runner(&server.url()).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--cache",
+        "not-a-folder",
+        "--replay",
+    ]));
     assert_eq!(out.code, 1, "{}", out.stderr);
 }

@@ -23,9 +23,14 @@ fn piped(command: &mut Command, stdin: &str) -> Outcome {
 fn piped_chat_streams_calls_tools_and_sums_usage() {
     let server = MockServer::start(assistant);
     let ws = Workspace::new();
-    let out = piped(ws.runner(&server.url()).args(["chat", "-m", "openai:gpt-4o-mini"]), "reverse apple\nhello\nquit\n");
+    let out =
+        piped(ws.runner(&server.url()).args(["chat", "-m", "openai:gpt-4o-mini"]), "reverse apple\nhello\nquit\n");
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("You: reverse apple\nAssistant: Tool said: {\"result\":\"elppa\"}\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("You: reverse apple\nAssistant: Tool said: {\"result\":\"elppa\"}\n"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("Assistant: Hello there!\n"), "{}", out.stdout);
     // Server usage: 20 + 40 (tool round and answer) + 11 input, 8 + 10 + 3 output.
     assert!(out.stdout.contains("input tokens: 71\noutput tokens: 21\ntotal tokens: 92\n"), "{}", out.stdout);
@@ -46,7 +51,10 @@ fn piped_chat_streams_calls_tools_and_sums_usage() {
     assert_eq!(log["model"]["name"], "gpt-4o-mini");
     assert_eq!(log["messages"].as_array().unwrap().len(), 6);
     let call = &log["turns"][0]["tool_calls"][0];
-    assert_eq!((call["name"].as_str(), &call["arguments"], &call["result"]), (Some("reverse_text"), &json!({"text": "apple"}), &json!({"result": "elppa"})));
+    assert_eq!(
+        (call["name"].as_str(), &call["arguments"], &call["result"]),
+        (Some("reverse_text"), &json!({"text": "apple"}), &json!({"result": "elppa"}))
+    );
     assert!(call["duration_ms"].is_u64());
     assert_eq!(log["usage"]["total_tokens"], 92);
     assert_eq!(log["turns"][0]["requests"].as_array().unwrap().len(), 2);
@@ -57,7 +65,10 @@ fn piped_chat_streams_calls_tools_and_sums_usage() {
 fn saved_chat_replays_with_runner_run() {
     let server = MockServer::start(assistant);
     let ws = Workspace::new();
-    let out = piped(ws.runner(&server.url()).args(["chat", "-m", "openai:gpt-4o-mini"]), "add and reverse\n/save saved.yaml\nexit\n");
+    let out = piped(
+        ws.runner(&server.url()).args(["chat", "-m", "openai:gpt-4o-mini"]),
+        "add and reverse\n/save saved.yaml\nexit\n",
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let saved = std::fs::read_to_string(ws.path().join("saved.yaml")).unwrap();
     assert!(saved.contains("add_numbers") && saved.contains("reverse_text"), "{saved}");
@@ -83,7 +94,10 @@ fn ask_takes_the_argument_stdin_or_both_and_prints_only_the_answer() {
     let out = piped(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini"]), "hello\n");
     assert_eq!(out.stdout, "Hello there!\n");
 
-    let out = piped(ws.runner(&server.url()).args(["ask", "-q", "-m", "openai:gpt-4o-mini", "summarise this"]), "line one\nline two\n");
+    let out = piped(
+        ws.runner(&server.url()).args(["ask", "-q", "-m", "openai:gpt-4o-mini", "summarise this"]),
+        "line one\nline two\n",
+    );
     assert_eq!(out.stdout, "You said: summarise this\n\nline one\nline two\n");
     assert_eq!(out.stderr, "");
     let last = server.chat_bodies().pop().unwrap();

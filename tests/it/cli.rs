@@ -16,12 +16,20 @@ fn a_closed_stdout_ends_the_command_quietly() {
 
 #[test]
 fn diagnostics_show_with_v_and_never_hold_the_key() {
-    let run = Test::new().server(assistant).file("a.yaml", "turns:\n  - user: hello\n").args(["-v", "run", "a.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let run = Test::new()
+        .server(assistant)
+        .file("a.yaml", "turns:\n  - user: hello\n")
+        .args(["-v", "run", "a.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
     run.success();
     assert!(run.stderr.contains("model resolved") && run.stderr.contains("run finished"), "{}", run.stderr);
     assert!(!run.stderr.contains(crate::KEY));
 
-    let quiet = Test::new().server(assistant).file("a.yaml", "turns:\n  - user: hello\n").args(["run", "a.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let quiet = Test::new()
+        .server(assistant)
+        .file("a.yaml", "turns:\n  - user: hello\n")
+        .args(["run", "a.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
     quiet.success();
     assert!(!quiet.stderr.contains("run finished"), "{}", quiet.stderr);
 }
@@ -39,7 +47,11 @@ fn completions_and_the_man_page_cover_every_command() {
     assert_eq!(exec(ws.runner("http://127.0.0.1:9").args(["completions", "tcsh"])).code, 2);
     let man = exec(ws.runner("http://127.0.0.1:9").args(["man"]));
     assert_eq!(man.code, 0, "{}", man.stderr);
-    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH runner"), "{}", &man.stdout[..man.stdout.len().min(300)]);
+    assert!(
+        man.stdout.starts_with(".ie") || man.stdout.contains(".TH runner"),
+        "{}",
+        &man.stdout[..man.stdout.len().min(300)]
+    );
     for word in ["Exit codes", "completions", "runner\\-run", "\\-\\-config"] {
         assert!(man.stdout.contains(word), "{word} missing from the man page");
     }

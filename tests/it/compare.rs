@@ -49,17 +49,25 @@ fn budget_stops_starting_runs_and_exits_3() {
     // $1.10 after the first run, $2.20 after the second: the budget is reached, nothing more starts.
     assert_eq!(server.chat_bodies().len(), 2);
     assert_eq!(ws.logs().len(), 2);
-    assert!(out.stdout.contains("not started: 4 run(s) (budget of $2 reached: $2.200000 spent (--max-cost-usd))"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("not started: 4 run(s) (budget of $2 reached: $2.200000 spent (--max-cost-usd))"),
+        "{}",
+        out.stdout
+    );
 
     let rows = ws.csv_rows();
     let statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str()).collect();
     assert_eq!(statuses, ["passed", "passed", "not_started", "not_started", "not_started", "not_started"]);
-    let not_started: BTreeSet<&str> = rows.iter().filter(|r| r["status"] == "not_started").map(|r| r["scenario"].as_str()).collect();
+    let not_started: BTreeSet<&str> =
+        rows.iter().filter(|r| r["status"] == "not_started").map(|r| r["scenario"].as_str()).collect();
     assert_eq!(not_started, BTreeSet::from(["s3", "s4", "s5", "s6"]));
     assert!(rows[2]["turn"].is_empty() && rows[2]["total_cost_usd"] == "0" && rows[2]["error"].contains("budget"));
 
     let summary = ws.summary_rows();
-    assert_eq!((summary[0]["runs"].as_str(), summary[0]["passed"].as_str(), summary[0]["not_started"].as_str()), ("2", "2", "4"));
+    assert_eq!(
+        (summary[0]["runs"].as_str(), summary[0]["passed"].as_str(), summary[0]["not_started"].as_str()),
+        ("2", "2", "4")
+    );
     assert_eq!(f(&summary[0], "total_cost_usd"), 2.2);
     let junit = std::fs::read_to_string(ws.path().join("junit.xml")).unwrap();
     assert!(junit.contains("tests=\"6\" failures=\"0\" errors=\"0\" skipped=\"4\""), "{junit}");
@@ -68,11 +76,18 @@ fn budget_stops_starting_runs_and_exits_3() {
 
 #[test]
 fn budget_needs_prices_to_be_enforced() {
-    let out =
-        Test::new().server(assistant).file("s.yaml", &scenarios(1, "hello", "")).args(["run", "s.yaml", "-m", "openai:mystery", "--max-cost-usd", "1"]).run();
+    let out = Test::new()
+        .server(assistant)
+        .file("s.yaml", &scenarios(1, "hello", ""))
+        .args(["run", "s.yaml", "-m", "openai:mystery", "--max-cost-usd", "1"])
+        .run();
     let server = out.server();
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("no known price for openai:mystery (--max-cost-usd cannot be enforced)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no known price for openai:mystery (--max-cost-usd cannot be enforced)"),
+        "{}",
+        out.stderr
+    );
     assert!(server.requests().is_empty());
 }
 
@@ -88,7 +103,11 @@ fn fail_fast_stops_after_the_first_run_that_does_not_pass() {
     assert_eq!(server.chat_bodies().len(), 1);
     let statuses: Vec<String> = ws.csv_rows().iter().map(|r| r["status"].clone()).collect();
     assert_eq!(statuses, ["failed", "not_started", "not_started", "not_started"]);
-    assert!(out.stdout.contains("not started: 3 run(s) (stopped after the first run that did not pass (--fail-fast))"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("not started: 3 run(s) (stopped after the first run that did not pass (--fail-fast))"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -105,10 +124,19 @@ fn summary_csv_adds_up_and_repeats_find_flaky_scenarios() {
     });
     let ws = Workspace::new();
     ws.write("s.yaml", "name: coin\nturns:\n  - user: coin\n    expect:\n      contains: heads\n---\nname: steady\nturns:\n  - user: hello\n  - user: again\n");
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "1", "--repeat", "4"]));
+    let out =
+        exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "1", "--repeat", "4"]));
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stdout.lines().any(|l| l.starts_with("coin") && l.contains("2/4") && l.ends_with("flaky")), "{}", out.stdout);
-    assert!(out.stdout.lines().any(|l| l.starts_with("steady") && l.contains("4/4") && !l.contains("flaky")), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("coin") && l.contains("2/4") && l.ends_with("flaky")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("steady") && l.contains("4/4") && !l.contains("flaky")),
+        "{}",
+        out.stdout
+    );
 
     // Every figure of the summary, recomputed from the report's rows.
     let rows = ws.csv_rows();
@@ -119,9 +147,15 @@ fn summary_csv_adds_up_and_repeats_find_flaky_scenarios() {
     let mut latencies: Vec<u64> = rows.iter().map(|r| r["latency_ms"].parse().unwrap()).collect();
     latencies.sort_unstable();
     assert_eq!(latencies.len(), 12);
-    assert_eq!((s["runs"].as_str(), s["passed"].as_str(), s["failed"].as_str(), s["errors"].as_str()), ("8", "6", "2", "0"));
+    assert_eq!(
+        (s["runs"].as_str(), s["passed"].as_str(), s["failed"].as_str(), s["errors"].as_str()),
+        ("8", "6", "2", "0")
+    );
     assert_eq!(s["pass_rate"], "0.7500");
-    assert_eq!(s["prompt_tokens"], rows.iter().map(|r| r["prompt_tokens"].parse::<u64>().unwrap()).sum::<u64>().to_string());
+    assert_eq!(
+        s["prompt_tokens"],
+        rows.iter().map(|r| r["prompt_tokens"].parse::<u64>().unwrap()).sum::<u64>().to_string()
+    );
     assert!((f(s, "total_cost_usd") - cost).abs() < 1e-12);
     assert!((f(s, "cost_per_passing_run_usd") - cost / 6.0).abs() < 1e-9, "{s:?}");
     assert_eq!(s["median_turn_latency_ms"], latencies[5..7].iter().sum::<u64>().div_ceil(2).to_string());
@@ -139,7 +173,8 @@ fn shards_cover_every_run_once_and_merge_into_the_unsharded_summary() {
         "name: a\nturns:\n  - user: hello\n---\nname: b\nturns:\n  - user: reverse apple\n    expect:\n      contains: elppa\n---\nname: c\nturns:\n  - user: hello\n    expect:\n      contains: nope\n---\nname: d\nturns:\n  - user: boom\n---\nname: e\nturns:\n  - user: add and reverse\n  - user: hello\n",
     );
     let models = ["-m", "openai:gpt-4o-mini", "-m", "openai:gpt-4.1-nano"];
-    let whole = exec(ws.runner(&server.url()).args(["run", "s.yaml", "--repeat", "2", "--report", "whole.csv"]).args(models));
+    let whole =
+        exec(ws.runner(&server.url()).args(["run", "s.yaml", "--repeat", "2", "--report", "whole.csv"]).args(models));
     assert_eq!(whole.code, 1, "{}", whole.stderr);
     let whole_rows = read_csv(&ws.path().join("whole.csv"));
     let all: BTreeSet<_> = run_keys(&whole_rows).into_iter().collect();
@@ -148,7 +183,11 @@ fn shards_cover_every_run_once_and_merge_into_the_unsharded_summary() {
     let mut seen = Vec::new();
     for i in 1..=3 {
         let report = format!("shard{i}.csv");
-        let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "--repeat", "2", "--shard", &format!("{i}/3"), "--report", &report]).args(models));
+        let out = exec(
+            ws.runner(&server.url())
+                .args(["run", "s.yaml", "--repeat", "2", "--shard", &format!("{i}/3"), "--report", &report])
+                .args(models),
+        );
         assert!(out.code <= 1, "{}", out.stderr);
         let runs: BTreeSet<_> = run_keys(&read_csv(&ws.path().join(&report))).into_iter().collect();
         assert!((6..=7).contains(&runs.len()), "shard {i} has {} runs", runs.len());
@@ -157,7 +196,14 @@ fn shards_cover_every_run_once_and_merge_into_the_unsharded_summary() {
     assert_eq!(seen.len(), all.len(), "no run is in two shards");
     assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), all, "every run is in a shard");
 
-    let merged = exec(ws.runner(&server.url()).args(["report", "shard1.csv", "shard2.csv", "shard3.csv", "--summary", "merged.csv"]));
+    let merged = exec(ws.runner(&server.url()).args([
+        "report",
+        "shard1.csv",
+        "shard2.csv",
+        "shard3.csv",
+        "--summary",
+        "merged.csv",
+    ]));
     assert_eq!(merged.code, 1, "{}", merged.stderr);
     let single = exec(ws.runner(&server.url()).args(["report", "whole.csv", "--summary", "single.csv"]));
     assert_eq!(single.code, 1);
@@ -171,12 +217,20 @@ fn shards_cover_every_run_once_and_merge_into_the_unsharded_summary() {
         rows
     };
     assert_eq!(comparable("merged.csv"), comparable("single.csv"));
-    assert_eq!(comparable("merged.csv"), comparable("whole.summary.csv"), "runner report rebuilds what runner run wrote");
+    assert_eq!(
+        comparable("merged.csv"),
+        comparable("whole.summary.csv"),
+        "runner report rebuilds what runner run wrote"
+    );
     assert_eq!(comparable("merged.csv")[0]["runs"], "10");
 
     let overlap = exec(ws.runner(&server.url()).args(["report", "whole.csv", "shard1.csv"]));
     assert_eq!(overlap.code, 2);
-    assert!(overlap.stderr.contains("shard1.csv:2: run ") && overlap.stderr.contains("is also in whole.csv"), "{}", overlap.stderr);
+    assert!(
+        overlap.stderr.contains("shard1.csv:2: run ") && overlap.stderr.contains("is also in whole.csv"),
+        "{}",
+        overlap.stderr
+    );
 }
 
 #[test]
@@ -186,21 +240,31 @@ fn report_reprices_recorded_tokens_at_another_models_prices() {
     ws.write("s.yaml", &scenarios(3, "add and reverse", ""));
     let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "r.csv"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = exec(ws.runner(&server.url()).args(["report", "r.csv", "--price-as", "openai:gpt-4.1", "--summary", "s.csv"]));
+    let out =
+        exec(ws.runner(&server.url()).args(["report", "r.csv", "--price-as", "openai:gpt-4.1", "--summary", "s.csv"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("re-priced at openai:gpt-4.1's prices (input $2, output $8 per million"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("re-priced at openai:gpt-4.1's prices (input $2, output $8 per million"),
+        "{}",
+        out.stdout
+    );
     // gpt-4.1: $2 per million input tokens ($0.50 cached), $8 per million output.
     let expected: f64 = read_csv(&ws.path().join("r.csv"))
         .iter()
         .map(|r| {
-            let (prompt, cached, completion) = (f(r, "prompt_tokens"), f(r, "cached_tokens"), f(r, "completion_tokens"));
+            let (prompt, cached, completion) =
+                (f(r, "prompt_tokens"), f(r, "cached_tokens"), f(r, "completion_tokens"));
             ((prompt - cached) * 2.0 + cached * 0.5 + completion * 8.0) / 1e6
         })
         .sum();
     assert!(expected > 0.0);
     let summary = read_csv(&ws.path().join("s.csv"));
     assert_eq!(summary[0]["model"], "openai:gpt-4o-mini", "figures stay under the model that ran");
-    assert!((f(&summary[0], "total_cost_usd") - expected).abs() < 1e-12, "{} vs {expected}", summary[0]["total_cost_usd"]);
+    assert!(
+        (f(&summary[0], "total_cost_usd") - expected).abs() < 1e-12,
+        "{} vs {expected}",
+        summary[0]["total_cost_usd"]
+    );
 
     let unknown = exec(ws.runner(&server.url()).args(["report", "r.csv", "--price-as", "openai:mystery"]));
     assert_eq!(unknown.code, 2);
@@ -208,7 +272,11 @@ fn report_reprices_recorded_tokens_at_another_models_prices() {
     ws.write("bad.csv", "run_id,scenario\nx,y\n");
     let bad = exec(ws.runner(&server.url()).args(["report", "bad.csv"]));
     assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("bad.csv:1: expected a runner CSV report; missing column(s): model, repetition"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("bad.csv:1: expected a runner CSV report; missing column(s): model, repetition"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -227,13 +295,18 @@ fn dry_run_prints_the_matrix_and_a_cost_bound_and_calls_nothing() {
     let row: Vec<&str> = out.stdout.lines().find(|l| l.starts_with("bounded")).unwrap().split_whitespace().collect();
     // scenario, model, runs, requests, input, output, cost
     assert_eq!(&row[..4], ["bounded", "openai:gpt-4o-mini", "3", "9"]);
-    let (input, output, cost): (f64, f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap(), row[6].parse().unwrap());
+    let (input, output, cost): (f64, f64, f64) =
+        (row[4].parse().unwrap(), row[5].parse().unwrap(), row[6].parse().unwrap());
     assert_eq!(output, 3.0 * 3.0 * 50.0, "3 runs x 3 requests x max_tokens");
     assert!((cost - (input * 0.15 + output * 0.60) / 1e6).abs() < 1e-6);
     let open = out.stdout.lines().find(|l| l.starts_with("open")).unwrap();
     assert!(open.contains("no bound") && open.contains("no max_tokens"), "{open}");
     assert!(out.stdout.contains("tokens of openai:gpt-4o-mini: counted with o200k_base\n"));
-    assert!(out.stdout.contains(&format!("cost upper bound: ${cost:.6} for the scenarios that set max_tokens")), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("cost upper bound: ${cost:.6} for the scenarios that set max_tokens")),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -241,7 +314,15 @@ fn require_prices_refuses_unpriced_models() {
     let server = MockServer::start(assistant);
     let ws = Workspace::new();
     ws.write("s.yaml", &scenarios(1, "hello", ""));
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-m", "openai:mystery", "--require-prices"]));
+    let out = exec(ws.runner(&server.url()).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "-m",
+        "openai:mystery",
+        "--require-prices",
+    ]));
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("no known price for openai:mystery (--require-prices)"), "{}", out.stderr);
     assert!(server.requests().is_empty());

@@ -22,8 +22,9 @@ fn a_command_tool_s_escaped_children_end_with_the_call() {
     // Two children leave the group (a new session each); one more stays in it. The call
     // ends normally in one case, by its time-out in the other.
     for (ending, timeout) in [("echo '{\"ok\": true}'", 30), ("sleep 30", 1)] {
-        let script =
-            format!("setsid sleep 300 & echo $! >> pids.txt; setsid sh -c 'sleep 301' & echo $! >> pids.txt; sleep 302 & echo $! >> pids.txt; {ending}");
+        let script = format!(
+            "setsid sleep 300 & echo $! >> pids.txt; setsid sh -c 'sleep 301' & echo $! >> pids.txt; sleep 302 & echo $! >> pids.txt; {ending}"
+        );
         let run = Test::new()
             .server(model)
             .file(
@@ -88,16 +89,26 @@ fn concurrency_is_bounded_by_the_open_files_limit() {
     // instead of failing for want of descriptors.
     let ws = Workspace::new();
     let server = crate::server::MockServer::start(model);
-    ws.write("s.yaml", "name: s\ntools:\n  - name: spawn\n    command: [sh, -c, 'cat /dev/null']\nturns:\n  - user: go\n");
+    ws.write(
+        "s.yaml",
+        "name: s\ntools:\n  - name: spawn\n    command: [sh, -c, 'cat /dev/null']\nturns:\n  - user: go\n",
+    );
     let runner = env!("CARGO_BIN_EXE_runner");
     let out = crate::exec(
         std::process::Command::new("sh")
             .current_dir(ws.path())
             .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
             .env("OPENAI_API_KEY", crate::KEY)
-            .args(["-c", &format!("ulimit -n 100 && exec '{runner}' run s.yaml -m openai:gpt-4o-mini -j 50 --repeat 6")]),
+            .args([
+                "-c",
+                &format!("ulimit -n 100 && exec '{runner}' run s.yaml -m openai:gpt-4o-mini -j 50 --repeat 6"),
+            ]),
     );
-    assert!(out.stderr.contains("-j 50 needs up to 800 open files and the limit is 100 (ulimit -n): running 2 at once"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("-j 50 needs up to 800 open files and the limit is 100 (ulimit -n): running 2 at once"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(ws.logs().len(), 6);
     assert!(server.max_in_flight() <= 2, "{} in flight", server.max_in_flight());

@@ -14,8 +14,13 @@ pub fn model(request: &Request) -> Reply {
     let last = request.last_message();
     if last["role"] == "tool" {
         let body = request.json();
-        let results: Vec<String> =
-            body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap().to_owned()).collect();
+        let results: Vec<String> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect();
         return text(&format!("Tool said: {}", results.join(" | ")), 10, 5);
     }
     let user = request.last_user();
@@ -26,7 +31,8 @@ pub fn model(request: &Request) -> Reply {
 
 /// One turn saying `user`, with `tools` as the scenario's tools list (YAML).
 fn run_with(tools: &str, user: &str, extra: &[(&str, &str)]) -> Ran {
-    let mut test = Test::new().server(model).file("s.yaml", &format!("name: s\ntools:\n{tools}\nturns:\n  - user: '{user}'\n"));
+    let mut test =
+        Test::new().server(model).file("s.yaml", &format!("name: s\ntools:\n{tools}\nturns:\n  - user: '{user}'\n"));
     for (name, content) in extra {
         test = test.file(name, content);
     }
@@ -50,7 +56,11 @@ const REFUND: &str = "  - name: refund
 
 #[test]
 fn result_and_results_answer_by_the_arguments() {
-    let run = run_with(&format!("{REFUND}    result: {{status: refunded}}"), r#"call refund {"order_id": "A1", "amount": 5}"#, &[]);
+    let run = run_with(
+        &format!("{REFUND}    result: {{status: refunded}}"),
+        r#"call refund {"order_id": "A1", "amount": 5}"#,
+        &[],
+    );
     run.success();
     let call = first_call(&run);
     assert_eq!((call["result"].clone(), call["source"].as_str()), (json!({"status": "refunded"}), Some("result")));
@@ -69,12 +79,20 @@ fn result_and_results_answer_by_the_arguments() {
     // No entry matches: a tool error to the model; the run goes on.
     let run = run_with(&results, r#"call refund {"order_id": "Z9", "amount": 5}"#, &[]);
     run.success();
-    assert!(first_call(&run)["error"].as_str().unwrap().contains("no `results` entry of `refund` matches"), "{}", first_call(&run));
+    assert!(
+        first_call(&run)["error"].as_str().unwrap().contains("no `results` entry of `refund` matches"),
+        "{}",
+        first_call(&run)
+    );
 }
 
 #[test]
 fn arguments_are_checked_against_the_declared_schema() {
-    let run = run_with(&format!("{REFUND}    result: ok"), r#"call refund {"order_id": "A1", "amount": -3, "note": "x"}"#, &[]);
+    let run = run_with(
+        &format!("{REFUND}    result: ok"),
+        r#"call refund {"order_id": "A1", "amount": -3, "note": "x"}"#,
+        &[],
+    );
     run.success();
     let error = first_call(&run)["error"].as_str().unwrap().to_owned();
     // The path and the rule, for each violation.
@@ -86,8 +104,7 @@ fn arguments_are_checked_against_the_declared_schema() {
 
 #[test]
 fn command_tools_run_once_per_call_in_the_scenario_directory() {
-    let script =
-        "import json, os, sys\nargs = json.load(sys.stdin)\nprint(json.dumps({'cwd_has_script': os.path.exists('tool.py'), 'doubled': args['count'] * 2}))\n";
+    let script = "import json, os, sys\nargs = json.load(sys.stdin)\nprint(json.dumps({'cwd_has_script': os.path.exists('tool.py'), 'doubled': args['count'] * 2}))\n";
     let tool = "  - name: double\n    parameters: {type: object, properties: {count: {type: integer}}, required: [count]}\n    command: [python3, tool.py]";
     let run = run_with(tool, r#"call double {"count": 21}"#, &[("tool.py", script)]);
     run.success();
@@ -99,7 +116,11 @@ fn command_tools_run_once_per_call_in_the_scenario_directory() {
     let run = run_with("  - name: hello\n    command: [sh, -c, 'echo plain words']", "call hello {}", &[]);
     assert_eq!(first_call(&run)["result"], "plain words");
     // A non-zero exit: an error with stderr's last lines.
-    let run = run_with("  - name: broken\n    command: [sh, -c, 'echo first >&2; echo the reason >&2; exit 3']", "call broken {}", &[]);
+    let run = run_with(
+        "  - name: broken\n    command: [sh, -c, 'echo first >&2; echo the reason >&2; exit 3']",
+        "call broken {}",
+        &[],
+    );
     let error = first_call(&run)["error"].as_str().unwrap().to_owned();
     assert!(error.contains("exit status: 3") && error.contains("the reason"), "{error}");
 }
@@ -108,12 +129,21 @@ fn command_tools_run_once_per_call_in_the_scenario_directory() {
 fn a_hanging_or_flooding_command_is_stopped() {
     // Hangs, with a child of its own: the whole group is killed at the time-out.
     let started = Instant::now();
-    let run = run_with("  - name: hang\n    timeout_secs: 1\n    command: [sh, -c, 'sleep 37 & sleep 37']", "call hang {}", &[]);
+    let run = run_with(
+        "  - name: hang\n    timeout_secs: 1\n    command: [sh, -c, 'sleep 37 & sleep 37']",
+        "call hang {}",
+        &[],
+    );
     run.success();
     assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
     assert!(first_call(&run)["error"].as_str().unwrap().contains("did not finish within 1s"), "{}", first_call(&run));
     // SIGKILL is delivered at once, but a loaded machine may take a moment to end them.
-    let sleepers = || std::process::Command::new("pgrep").args(["-f", "sleep 37"]).output().map_or(0, |o| String::from_utf8_lossy(&o.stdout).lines().count());
+    let sleepers = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 37"])
+            .output()
+            .map_or(0, |o| String::from_utf8_lossy(&o.stdout).lines().count())
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while sleepers() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -131,18 +161,27 @@ fn http_tools_post_the_arguments_and_never_show_their_headers() {
     let endpoint = MockServer::start(move |request| {
         let auth = request.header("authorization").unwrap_or_default().to_owned();
         match request.path.as_str() {
-            "/refund" => Reply::json(200, json!({"got": request.json(), "auth_ok": auth == format!("Bearer {secret}")})),
+            "/refund" => {
+                Reply::json(200, json!({"got": request.json(), "auth_ok": auth == format!("Bearer {secret}")}))
+            }
             "/echo" => Reply::json(200, json!({"echo": auth})),
             _ => Reply::json(503, json!({"error": format!("down, your header was {auth}")})),
         }
     });
-    let tool =
-        |path: &str| format!("  - name: refund\n    http:\n      url: {}{path}\n      headers: {{Authorization: 'Bearer ${{TOOLS_TOKEN}}'}}", endpoint.url());
+    let tool = |path: &str| {
+        format!(
+            "  - name: refund\n    http:\n      url: {}{path}\n      headers: {{Authorization: 'Bearer ${{TOOLS_TOKEN}}'}}",
+            endpoint.url()
+        )
+    };
     let run = |path: &str| {
         Test::new()
             .server(model)
             .env("TOOLS_TOKEN", secret)
-            .file("s.yaml", &format!("name: s\ntools:\n{}\nturns:\n  - user: 'call refund {{\"order_id\": \"A1\"}}'\n", tool(path)))
+            .file(
+                "s.yaml",
+                &format!("name: s\ntools:\n{}\nturns:\n  - user: 'call refund {{\"order_id\": \"A1\"}}'\n", tool(path)),
+            )
             .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
             .run()
     };
@@ -157,7 +196,10 @@ fn http_tools_post_the_arguments_and_never_show_their_headers() {
             everything.push_str(&String::from_utf8_lossy(&bytes));
         }
         assert!(!everything.contains(secret), "{path}: the header value reached an output");
-        assert!(!run.server().chat_bodies().iter().any(|b| b.to_string().contains(secret)), "{path}: the header value reached the model");
+        assert!(
+            !run.server().chat_bodies().iter().any(|b| b.to_string().contains(secret)),
+            "{path}: the header value reached the model"
+        );
     }
     assert!(first_call(&run("/down"))["error"].as_str().unwrap().contains("HTTP 503"));
     assert!(!KEY.is_empty());
@@ -180,7 +222,10 @@ fn declarations_shadow_pin_and_come_from_runner_yaml() {
         .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
         .run();
     run.success();
-    assert_eq!((first_call(&run)["result"].clone(), first_call(&run)["source"].clone()), (json!({"status": "pinned"}), json!("pinned")));
+    assert_eq!(
+        (first_call(&run)["result"].clone(), first_call(&run)["source"].clone()),
+        (json!({"status": "pinned"}), json!("pinned"))
+    );
     // runner tools lists the declared ones.
     let tools = crate::exec(run.runner("http://127.0.0.1:9").args(["tools", "s.yaml"]));
     assert_eq!(tools.code, 0, "{}", tools.stderr);
@@ -210,7 +255,11 @@ fn a_description_cut_at_a_comma_by_a_flow_mapping_is_warned_about_at_its_line() 
     let yaml = "name: s\ntools:\n  - name: lookup\n    parameters:\n      type: object\n      properties:\n        order_id: {type: string, description: The order id, like A1001.}\n    result: {}\nturns:\n  - user: hi\n";
     let ran = Test::new().file("s.yaml", yaml).args(["check", "s.yaml"]).run();
     ran.success();
-    assert!(ran.stderr.contains("s.yaml:3:5: `like A1001.: null` in the parameters of `lookup` is no JSON Schema keyword"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("s.yaml:3:5: `like A1001.: null` in the parameters of `lookup` is no JSON Schema keyword"),
+        "{}",
+        ran.stderr
+    );
     // The shipped example says it whole, and draws no warning.
     let shipped = Test::new().args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/support.yaml")]).run();
     shipped.success();

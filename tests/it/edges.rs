@@ -19,11 +19,22 @@ fn slow(delay: Duration) -> MockServer {
 }
 
 fn spawn(ws: &Workspace, server: &MockServer, args: &[&str]) -> std::process::Child {
-    ws.runner(&server.url()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    ws.runner(&server.url())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn logs_written(ws: &Workspace) -> usize {
-    std::fs::read_dir(ws.path().join("logs/runs")).into_iter().flatten().flatten().map(|run| std::fs::read_dir(run.path()).unwrap().count()).sum()
+    std::fs::read_dir(ws.path().join("logs/runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|run| std::fs::read_dir(run.path()).unwrap().count())
+        .sum()
 }
 
 #[test]
@@ -86,7 +97,10 @@ fn a_disk_that_stops_taking_logs_stops_the_batch_and_names_every_lost_log() {
     // It stopped starting runs: at most the runs in flight finished after the failure.
     assert!(server.chat_bodies().len() <= 1 + 2 + lost, "{} requests", server.chat_bodies().len());
     let rows = read_csv(&ws.path().join("r.csv"));
-    assert!(rows.iter().any(|r| r["status"] == "not_started" && r["error"].contains("could not be written")), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r["status"] == "not_started" && r["error"].contains("could not be written")),
+        "{rows:?}"
+    );
 }
 
 #[test]
@@ -123,12 +137,20 @@ fn a_closed_stdout_keeps_the_batchs_exit_code() {
 
 #[test]
 fn out_of_range_timeouts_are_usage_errors() {
-    for args in [&["run", "s.yaml", "--timeout", "1e20"][..], &["ask", "--timeout", "1e20", "hi"], &["run", "s.yaml", "--timeout", "0"]] {
+    for args in [
+        &["run", "s.yaml", "--timeout", "1e20"][..],
+        &["ask", "--timeout", "1e20", "hi"],
+        &["run", "s.yaml", "--timeout", "0"],
+    ] {
         let run = Test::new().file("s.yaml", "turns:\n  - user: hi\n").args(args).run();
         run.code(2);
         assert!(run.stderr.contains("timeout must be more than 0"), "{}", run.stderr);
     }
-    let run = Test::new().file("runner.yaml", "timeout_secs: 1e20\n").file("s.yaml", "turns:\n  - user: hi\n").args(["run", "s.yaml"]).run();
+    let run = Test::new()
+        .file("runner.yaml", "timeout_secs: 1e20\n")
+        .file("s.yaml", "turns:\n  - user: hi\n")
+        .args(["run", "s.yaml"])
+        .run();
     run.code(2);
 }
 
@@ -168,10 +190,17 @@ fn links_loops_and_fifos_among_scenario_files() {
 
 #[test]
 fn names_that_would_share_a_log_file_are_refused() {
-    let run = Test::new().file("s.yaml", "name: a/b\nturns:\n  - user: hi\n---\nname: a:b\nturns:\n  - user: hi\n").args(["check", "s.yaml"]).run();
+    let run = Test::new()
+        .file("s.yaml", "name: a/b\nturns:\n  - user: hi\n---\nname: a:b\nturns:\n  - user: hi\n")
+        .args(["check", "s.yaml"])
+        .run();
     run.code(2);
     assert!(run.stderr.contains("make the same log file name `a_b`"), "{}", run.stderr);
-    let run = Test::new().server(assistant).file("s.yaml", "turns:\n  - user: hello\n").args(["run", "s.yaml", "-m", "openai:x:y", "-m", "openai:x_y"]).run();
+    let run = Test::new()
+        .server(assistant)
+        .file("s.yaml", "turns:\n  - user: hello\n")
+        .args(["run", "s.yaml", "-m", "openai:x:y", "-m", "openai:x_y"])
+        .run();
     run.code(2);
     assert!(run.stderr.contains("make the same log file name"), "{}", run.stderr);
 }
@@ -184,7 +213,11 @@ fn runner_report_skips_summary_files_a_glob_also_matches() {
         .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "reports/shard-1.csv"])
         .run();
     first.success();
-    let out = crate::exec(first.runner("http://127.0.0.1:9").args(["report", "reports/shard-1.csv", "reports/shard-1.summary.csv"]));
+    let out = crate::exec(first.runner("http://127.0.0.1:9").args([
+        "report",
+        "reports/shard-1.csv",
+        "reports/shard-1.summary.csv",
+    ]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("skipped reports/shard-1.summary.csv"), "{}", out.stderr);
     assert!(out.stdout.contains("result: 1 of 1 runs passed"), "{}", out.stdout);
@@ -195,20 +228,29 @@ fn a_huge_matrix_is_never_built() {
     // 10,000 scenarios x --repeat 1000: ten million runs, counted but never materialised.
     let mut test = Test::new();
     for file in 0..10 {
-        let body: Vec<String> = (0..1000).map(|i| format!("name: f{file}s{i}\nmax_tokens: 5\nturns:\n  - user: hi\n")).collect();
+        let body: Vec<String> =
+            (0..1000).map(|i| format!("name: f{file}s{i}\nmax_tokens: 5\nturns:\n  - user: hi\n")).collect();
         test = test.file(&format!("many/f{file}.yaml"), &body.join("---\n"));
     }
     let started = std::time::Instant::now();
     let run = test.args(["run", "many", "-m", "openai:gpt-4o-mini", "--repeat", "1000", "--dry-run"]).run();
     run.success();
-    assert!(run.stdout.starts_with("dry run: 10000000 run(s) of 10000 scenario(s) on 1 model(s)"), "{}", &run.stdout[..200.min(run.stdout.len())]);
+    assert!(
+        run.stdout.starts_with("dry run: 10000000 run(s) of 10000 scenario(s) on 1 model(s)"),
+        "{}",
+        &run.stdout[..200.min(run.stdout.len())]
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[test]
 fn rough_edges_say_what_is_wrong() {
     // A near miss of a known model: a warning, and the run still goes to the server.
-    let run = Test::new().server(assistant).file("s.yaml", "turns:\n  - user: hello\n").args(["run", "s.yaml", "-m", "openai:gpt4o-mini"]).run();
+    let run = Test::new()
+        .server(assistant)
+        .file("s.yaml", "turns:\n  - user: hello\n")
+        .args(["run", "s.yaml", "-m", "openai:gpt4o-mini"])
+        .run();
     run.success();
     assert!(run.stderr.contains("did you mean `openai:gpt-4o-mini`?"), "{}", run.stderr);
     // A base URL without a scheme: said before anything is sent.
@@ -240,7 +282,9 @@ fn rough_edges_say_what_is_wrong() {
 
 #[test]
 fn a_chat_answer_stopped_with_ctrl_c_still_counts() {
-    let server = MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_secs(3)));
+    let server = MockServer::start(|request| {
+        crate::server::as_stream(request, assistant(request)).after(Duration::from_secs(3))
+    });
     let ws = Workspace::new();
     let (child, mut stdin) = chat_saying_hello(&ws, &server);
     wait_for(|| server.requests().len() == 1);
@@ -261,17 +305,31 @@ fn a_chat_answer_stopped_with_ctrl_c_still_counts() {
 #[test]
 fn the_timeout_bounds_waits_not_a_stream_that_keeps_coming() {
     // A streamed answer in 8 pieces, one every 400 ms: 3.2 s in all, against --timeout 1.
-    let server =
-        MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(400)).cut(crate::server::Cut::Drip(8)));
+    let server = MockServer::start(|request| {
+        crate::server::as_stream(request, assistant(request))
+            .after(Duration::from_millis(400))
+            .cut(crate::server::Cut::Drip(8))
+    });
     let ws = Workspace::new();
-    let out = crate::exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"]).stdin(Stdio::null()));
+    let out = crate::exec(
+        ws.runner(&server.url())
+            .args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"])
+            .stdin(Stdio::null()),
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "Hello there!\n");
     // A stall longer than the timeout is cut, and says so.
-    let stalled =
-        MockServer::start(|request| crate::server::as_stream(request, assistant(request)).after(Duration::from_millis(1500)).cut(crate::server::Cut::Drip(2)));
+    let stalled = MockServer::start(|request| {
+        crate::server::as_stream(request, assistant(request))
+            .after(Duration::from_millis(1500))
+            .cut(crate::server::Cut::Drip(2))
+    });
     ws.write("runner.yaml", "max_retries: 0\n");
-    let out = crate::exec(ws.runner(&stalled.url()).args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"]).stdin(Stdio::null()));
+    let out = crate::exec(
+        ws.runner(&stalled.url())
+            .args(["ask", "-m", "openai:gpt-4o-mini", "--timeout", "1", "hello"])
+            .stdin(Stdio::null()),
+    );
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stderr.contains("stalled"), "{}", out.stderr);
 }

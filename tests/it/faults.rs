@@ -81,7 +81,11 @@ fn thirty_percent_faults_lose_no_run() {
                 for (i, attempt) in tries.iter().enumerate() {
                     assert_eq!(attempt["attempt"], i + 1);
                     let last = i + 1 == tries.len();
-                    assert_eq!(attempt["retry_in_ms"].is_null(), last, "{name}: only a retried attempt says when the next one comes");
+                    assert_eq!(
+                        attempt["retry_in_ms"].is_null(),
+                        last,
+                        "{name}: only a retried attempt says when the next one comes"
+                    );
                     if attempt["status"] == 429 && !last {
                         assert_eq!(attempt["retry_in_ms"], 1000, "{name}: Retry-After is honoured");
                     }
@@ -96,9 +100,12 @@ fn thirty_percent_faults_lose_no_run() {
 
     // Report rows match the runs: the same runs, a row per played turn.
     let rows = ws.csv_rows();
-    let row_runs: BTreeSet<(String, String)> = rows.iter().map(|r| (r["scenario"].clone(), r["repetition"].clone())).collect();
-    let log_runs: BTreeSet<(String, String)> =
-        logs.iter().map(|(_, l)| (l["scenario"]["name"].as_str().unwrap().to_owned(), l["repetition"].to_string())).collect();
+    let row_runs: BTreeSet<(String, String)> =
+        rows.iter().map(|r| (r["scenario"].clone(), r["repetition"].clone())).collect();
+    let log_runs: BTreeSet<(String, String)> = logs
+        .iter()
+        .map(|(_, l)| (l["scenario"]["name"].as_str().unwrap().to_owned(), l["repetition"].to_string()))
+        .collect();
     assert_eq!(row_runs, log_runs);
     let turns: usize = logs.iter().map(|(_, l)| l["turns"].as_array().unwrap().len()).sum();
     assert_eq!(rows.len(), turns);
@@ -147,8 +154,11 @@ fn repeated_429s_lower_the_requests_in_flight() {
     let busy = in_flight.clone();
     let server = MockServer::start(move |request| {
         let now = busy.fetch_add(1, Ordering::SeqCst);
-        let reply =
-            if now >= 4 { api_error(429, "Rate limit reached").header("retry-after-ms", "50") } else { assistant(request).after(Duration::from_millis(100)) };
+        let reply = if now >= 4 {
+            api_error(429, "Rate limit reached").header("retry-after-ms", "50")
+        } else {
+            assistant(request).after(Duration::from_millis(100))
+        };
         // The handler runs before the delay; count the request out when its reply would be sent.
         let out = busy.clone();
         let delay = reply.delay;
@@ -161,9 +171,20 @@ fn repeated_429s_lower_the_requests_in_flight() {
     let ws = Workspace::new();
     let scenarios: Vec<String> = (1..=60).map(|i| format!("name: r{i}\nturns:\n  - user: hello\n")).collect();
     ws.write("s.yaml", &scenarios.join("---\n"));
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "30", "--max-retries", "10"]));
+    let out = exec(ws.runner(&server.url()).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "-j",
+        "30",
+        "--max-retries",
+        "10",
+    ]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    let throttled = |log: &Value| -> usize { log["turns"][0]["requests"][0]["attempts"].as_array().unwrap().iter().filter(|a| a["status"] == 429).count() };
+    let throttled = |log: &Value| -> usize {
+        log["turns"][0]["requests"][0]["attempts"].as_array().unwrap().iter().filter(|a| a["status"] == 429).count()
+    };
     let logs = ws.logs();
     let total: usize = logs.iter().map(|(_, l)| throttled(l)).sum();
     // Without a bound, 30 in flight against room for 4 would draw about 26 429s per 100 ms
@@ -192,7 +213,8 @@ fn malformed_replies_become_recorded_errors() {
         .run();
     let ws = &out.ws;
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let logs: BTreeMap<String, Value> = ws.logs().into_iter().map(|(_, l)| (l["scenario"]["name"].as_str().unwrap().to_owned(), l)).collect();
+    let logs: BTreeMap<String, Value> =
+        ws.logs().into_iter().map(|(_, l)| (l["scenario"]["name"].as_str().unwrap().to_owned(), l)).collect();
     let error = |name: &str| logs[name]["error"].as_str().unwrap_or_default().to_owned();
     assert!(error("a").contains("not a Chat Completions response"), "{}", error("a"));
     assert!(error("b").contains("response has no choices"), "{}", error("b"));
@@ -230,7 +252,8 @@ fn nothing_reaches_any_output_with_the_key_even_when_the_server_echoes_it() {
 
 /// `runner run` started in the background on `count` single-turn scenarios.
 fn spawn_run(ws: &Workspace, server: &MockServer, count: usize, extra: &[&str]) -> std::process::Child {
-    let scenarios: Vec<String> = (1..=count).map(|i| format!("name: k{i:03}\nturns:\n  - user: hello\n  - user: again\n")).collect();
+    let scenarios: Vec<String> =
+        (1..=count).map(|i| format!("name: k{i:03}\nturns:\n  - user: hello\n  - user: again\n")).collect();
     ws.write("s.yaml", &scenarios.join("---\n"));
     ws.runner(&server.url())
         .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
@@ -266,7 +289,11 @@ fn ctrl_c_keeps_what_finished_and_resume_completes_the_run() {
         assert_eq!(log["status"], "passed", "runs in flight were let finish");
     }
     let rows = ws.csv_rows_of("r.csv");
-    assert_eq!(rows.iter().filter(|r| r["status"] == "passed").count(), finished * 2, "a row per turn of every finished run");
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "passed").count(),
+        finished * 2,
+        "a row per turn of every finished run"
+    );
     assert_eq!(rows.iter().filter(|r| r["status"] == "not_started").count(), 30 - finished);
     assert!(out.stdout.contains(&format!("result: {finished} of {finished} runs passed")), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("not started: {} run(s) (interrupted)", 30 - finished)), "{}", out.stdout);
@@ -274,7 +301,18 @@ fn ctrl_c_keeps_what_finished_and_resume_completes_the_run() {
     assert_eq!(requests_before, finished * 2, "no run was left half-played");
 
     let (run_id, _) = run_dir(&ws);
-    let resumed = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-j", "8", "--report", "r.csv", "--resume", &run_id]));
+    let resumed = exec(ws.runner(&server.url()).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "-j",
+        "8",
+        "--report",
+        "r.csv",
+        "--resume",
+        &run_id,
+    ]));
     assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
     assert_eq!(server.chat_bodies().len(), 60, "only the runs that had not finished were played");
     assert_eq!(ws.logs().len(), 30);
@@ -329,7 +367,8 @@ fn kill_9_at_any_moment_leaves_whole_logs_and_whole_rows() {
                 let name = file.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".json") {
                     let text = std::fs::read_to_string(file.path()).unwrap();
-                    let log: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("round {round}: {name} is not whole: {e}"));
+                    let log: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("round {round}: {name} is not whole: {e}"));
                     assert_eq!(log["status"], "passed");
                     logs += 1;
                 } else {
@@ -365,7 +404,8 @@ fn hostile_scenario_names_stay_inside_the_run_directory() {
     let ws = &out.ws;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let (_, dir) = run_dir(ws);
-    let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["_.__.__.__escaped__.__openai_gpt-4o-mini__1.json", "_abs_path__openai_gpt-4o-mini__1.json"]);
     let everything: Vec<_> = ws.all_files().into_iter().map(|(p, _)| p).collect();

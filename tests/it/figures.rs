@@ -14,7 +14,10 @@ use crate::{Test, Workspace, exec};
 
 /// A Chat Completions reply "ok" with `usage` as given.
 fn with_usage(usage: Value) -> Reply {
-    Reply::json(200, json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}], "usage": usage}))
+    Reply::json(
+        200,
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}], "usage": usage}),
+    )
 }
 
 #[test]
@@ -52,21 +55,20 @@ fn usage_beyond_reason_is_kept_raw_and_estimated_on_both_protocols() {
         )
     });
     let ws = Workspace::new();
-    let out = exec(ws.runner(&server.url()).env("ANTHROPIC_BASE_URL", server.url()).env("ANTHROPIC_API_KEY", "sk-ant-test-0000000000").args([
-        "ask",
-        "-m",
-        "anthropic:claude-haiku-4-5",
-        "--tools",
-        "none",
-        "--json",
-        "--no-stream",
-        "hi",
-    ]));
+    let out = exec(
+        ws.runner(&server.url())
+            .env("ANTHROPIC_BASE_URL", server.url())
+            .env("ANTHROPIC_API_KEY", "sk-ant-test-0000000000")
+            .args(["ask", "-m", "anthropic:claude-haiku-4-5", "--tools", "none", "--json", "--no-stream", "hi"]),
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let record: Value = serde_json::from_str(&out.stdout).unwrap();
     let request = &record["turns"][0]["requests"][0];
     assert_eq!(request["usage_source"], "estimated", "{request}");
-    assert!(request["prompt_tokens"].as_u64().unwrap() > 4 && request["prompt_tokens"].as_u64().unwrap() < 1000, "{request}");
+    assert!(
+        request["prompt_tokens"].as_u64().unwrap() > 4 && request["prompt_tokens"].as_u64().unwrap() < 1000,
+        "{request}"
+    );
 }
 
 /// A report with one run's rows, `rows` being the CSV lines after the header.
@@ -79,7 +81,9 @@ fn report(rows: &[&str]) -> String {
 fn report_refuses_impossible_values_and_double_counting_at_the_right_line() {
     let ws = Workspace::new();
     let good = "r1,s,openai:gpt-4o-mini,1,1,passed,10,5,15,0.1,0.1,0.2,1,0,100";
-    for (cost, why) in [("NaN", "total_cost_usd"), ("inf", "total_cost_usd"), ("-0.5", "total_cost_usd"), ("1e308", "total_cost_usd")] {
+    for (cost, why) in
+        [("NaN", "total_cost_usd"), ("inf", "total_cost_usd"), ("-0.5", "total_cost_usd"), ("1e308", "total_cost_usd")]
+    {
         ws.write("r.csv", &report(&[good, &format!("r1,s,openai:gpt-4o-mini,1,2,passed,10,5,15,0,0,{cost},1,0,100")]));
         let out = exec(ws.runner("http://127.0.0.1:9").args(["report", "r.csv"]));
         assert_eq!(out.code, 2, "{cost}: {}", out.stdout);
@@ -89,7 +93,11 @@ fn report_refuses_impossible_values_and_double_counting_at_the_right_line() {
         ws.write("r.csv", &report(&[&format!("r1,s,openai:gpt-4o-mini,1,1,passed,{tokens},5,15,0,0,0.2,1,0,100")]));
         let out = exec(ws.runner("http://127.0.0.1:9").args(["report", "r.csv"]));
         assert_eq!(out.code, 2, "{tokens}");
-        assert!(out.stderr.contains(&format!("r.csv:{line}:")) && out.stderr.contains("prompt_tokens"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("r.csv:{line}:")) && out.stderr.contains("prompt_tokens"),
+            "{}",
+            out.stderr
+        );
     }
     // Lines as an editor counts them, also after a cell that spans two lines.
     let two_lines = "r1,s,openai:gpt-4o-mini,1,1,passed,10,5,15,0.1,0.1,0.2,1,0,100,\"first\nsecond\"";
@@ -116,7 +124,8 @@ fn report_refuses_impossible_values_and_double_counting_at_the_right_line() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("longer than 1 MiB"), "{}", out.stderr);
     // The same spread over short lines inside one quoted field.
-    let quoted = format!("r1,s,openai:gpt-4o-mini,1,1,passed,10,5,15,0,0,0.2,1,0,100,\"{}\"", "a line\n".repeat(1 << 20));
+    let quoted =
+        format!("r1,s,openai:gpt-4o-mini,1,1,passed,10,5,15,0,0,0.2,1,0,100,\"{}\"", "a line\n".repeat(1 << 20));
     ws.write("r.csv", &report(&[&quoted]));
     let out = exec(ws.runner("http://127.0.0.1:9").args(["report", "r.csv"]));
     assert_eq!(out.code, 2);
@@ -126,15 +135,32 @@ fn report_refuses_impossible_values_and_double_counting_at_the_right_line() {
 
 #[test]
 fn hostile_names_go_through_the_csv_and_markdown_inert_and_come_back_whole() {
-    let names = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "a|b", "![img](http://x/i.png)", "'quoted", "x\\n# heading"];
-    let docs: Vec<String> =
-        names.iter().map(|name| format!("name: \"{}\"\nturns:\n  - user: hello\n    expect: {{not_contains: Hello}}\n", name.replace('"', "\\\""))).collect();
+    let names = [
+        "=HYPERLINK(\"http://x\")",
+        "+1+1",
+        "-2+3",
+        "@SUM(A1)",
+        "a|b",
+        "![img](http://x/i.png)",
+        "'quoted",
+        "x\\n# heading",
+    ];
+    let docs: Vec<String> = names
+        .iter()
+        .map(|name| {
+            format!(
+                "name: \"{}\"\nturns:\n  - user: hello\n    expect: {{not_contains: Hello}}\n",
+                name.replace('"', "\\\"")
+            )
+        })
+        .collect();
     let ws = Workspace::new();
     ws.write("s.yaml", &docs.join("---\n"));
     // Passing first (the model says "nope"), then failing (it says "Hello there!"): a
     // regression of every scenario, listed by name in the step summary.
     let passing = MockServer::start(|_| text("nope", 1, 1));
-    let out = exec(ws.runner(&passing.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "before.csv"]));
+    let out =
+        exec(ws.runner(&passing.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--report", "before.csv"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let failing = MockServer::start(crate::run::assistant);
     let out = exec(ws.runner(&failing.url()).env("GITHUB_STEP_SUMMARY", "step.md").args([
@@ -161,14 +187,30 @@ fn hostile_names_go_through_the_csv_and_markdown_inert_and_come_back_whole() {
     }
     assert_eq!(scenarios.len(), names.len());
     // Read back, every name is itself again: --only-failed finds every run it names.
-    let out = exec(ws.runner(&failing.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--only-failed", "after.csv", "--report", "again.csv"]));
+    let out = exec(ws.runner(&failing.url()).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "openai:gpt-4o-mini",
+        "--only-failed",
+        "after.csv",
+        "--report",
+        "again.csv",
+    ]));
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(!out.stderr.contains("match nothing") && out.stderr.contains(&format!("playing {} run(s)", names.len())), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("match nothing") && out.stderr.contains(&format!("playing {} run(s)", names.len())),
+        "{}",
+        out.stderr
+    );
     let out = exec(ws.runner("http://127.0.0.1:9").args(["report", "after.csv", "--baseline", "before.csv"]));
     assert_eq!(out.code, 1, "{}", out.stderr);
     // The step summary: every table row keeps its cells; no heading, image or link appears.
     let step = std::fs::read_to_string(ws.path().join("step.md")).unwrap();
-    assert!(!step.contains("![img](") && step.contains("\\!\\[img\\]") && !step.lines().any(|l| l.starts_with("# heading")), "{step}");
+    assert!(
+        !step.contains("![img](") && step.contains("\\!\\[img\\]") && !step.lines().any(|l| l.starts_with("# heading")),
+        "{step}"
+    );
     let cells = |line: &str| line.char_indices().filter(|&(i, c)| c == '|' && !line[..i].ends_with('\\')).count();
     let mut table = 0;
     for line in step.lines() {
@@ -189,10 +231,12 @@ fn only_failed_that_matches_nothing_is_a_usage_error() {
     ws.write("old.csv", &report(&["r1,renamed-scenario,openai:gpt-4o-mini,1,1,failed,10,5,15,0,0,0.2,1,0,100"]));
     ws.write("s.yaml", "name: current\nturns:\n  - user: hello\n");
     let server = MockServer::start(crate::run::assistant);
-    let out = exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--only-failed", "old.csv"]));
+    let out =
+        exec(ws.runner(&server.url()).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "--only-failed", "old.csv"]));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains("none of its 1 run(s) that did not pass is in this batch") && out.stderr.contains("renamed-scenario on openai:gpt-4o-mini #1"),
+        out.stderr.contains("none of its 1 run(s) that did not pass is in this batch")
+            && out.stderr.contains("renamed-scenario on openai:gpt-4o-mini #1"),
         "{}",
         out.stderr
     );
@@ -207,9 +251,16 @@ fn a_silent_empty_answer_is_named() {
             json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}}),
         )
     };
-    let ask = Test::new().server(empty).args(["ask", "-m", "openai:gpt-4o-mini", "--tools", "none", "--no-stream", "hi"]).run();
+    let ask = Test::new()
+        .server(empty)
+        .args(["ask", "-m", "openai:gpt-4o-mini", "--tools", "none", "--no-stream", "hi"])
+        .run();
     ask.success();
-    assert!(ask.stderr.contains("warning: the model's answer was empty: no text and no tool call (finish_reason stop)"), "{}", ask.stderr);
+    assert!(
+        ask.stderr.contains("warning: the model's answer was empty: no text and no tool call (finish_reason stop)"),
+        "{}",
+        ask.stderr
+    );
     let run = Test::new()
         .server(empty)
         .file("s.yaml", "name: s\nturns:\n  - user: hi\n    expect: {contains: hello}\n")
@@ -222,8 +273,13 @@ fn a_silent_empty_answer_is_named() {
 
 #[test]
 fn a_time_out_to_a_local_server_is_not_retried_unless_asked() {
-    let slow = |request: &Request| text("late", 1, 1).after(if request.last_user() == "hi" { Duration::from_secs(3) } else { Duration::ZERO });
-    let run = Test::new().server(slow).args(["ask", "-m", "openai:gpt-4o-mini", "--tools", "none", "--no-stream", "--timeout", "1", "hi"]).run();
+    let slow = |request: &Request| {
+        text("late", 1, 1).after(if request.last_user() == "hi" { Duration::from_secs(3) } else { Duration::ZERO })
+    };
+    let run = Test::new()
+        .server(slow)
+        .args(["ask", "-m", "openai:gpt-4o-mini", "--tools", "none", "--no-stream", "--timeout", "1", "hi"])
+        .run();
     run.code(1);
     assert_eq!(run.server().chat_bodies().len(), 1, "retried: {}", run.stderr);
     assert!(run.stderr.contains("--timeout SECS") && run.stderr.contains("--max-retries 0"), "{}", run.stderr);

@@ -47,7 +47,11 @@ fn route(request: &Request) -> Reply {
     let streaming = request.json()["stream"] == true;
     if let Some(result) = tool_result(request) {
         let reply = format!("result: {result}");
-        return if streaming { stream(&[delta(json!({"content": reply})), finish("stop"), usage(5, 5)], "\n") } else { text(&reply, 5, 5) };
+        return if streaming {
+            stream(&[delta(json!({"content": reply})), finish("stop"), usage(5, 5)], "\n")
+        } else {
+            text(&reply, 5, 5)
+        };
     }
     let user = request.last_user();
     let fault = user.strip_prefix("fault:").unwrap_or(&user);
@@ -58,7 +62,8 @@ fn route(request: &Request) -> Reply {
         // The key split across stream pieces.
         "split-key" => {
             let reply = format!("the key is {KEY}, see?");
-            let pieces: Vec<Value> = reply.as_bytes().chunks(5).map(|c| delta(json!({"content": String::from_utf8_lossy(c)}))).collect();
+            let pieces: Vec<Value> =
+                reply.as_bytes().chunks(5).map(|c| delta(json!({"content": String::from_utf8_lossy(c)}))).collect();
             stream(&[pieces, vec![finish("stop"), usage(5, 5)]].concat(), "\n")
         }
         // The key in the model's structured values.
@@ -83,12 +88,19 @@ fn route(request: &Request) -> Reply {
             Reply::bytes(400, format!("{{\"error\": {{\"message\": \"bad key {escaped}\"}}}}").into_bytes())
         }
         // An error inside a stream, before and after some text.
-        "stream-error" => stream(&[json!({"error": {"message": "the model is overloaded", "type": "server_error"}})], "\n"),
-        "stream-error-late" => stream(&[delta(json!({"content": "half an ans"})), json!({"error": {"message": "connection to the model lost"}})], "\n"),
+        "stream-error" => {
+            stream(&[json!({"error": {"message": "the model is overloaded", "type": "server_error"}})], "\n")
+        }
+        "stream-error-late" => stream(
+            &[delta(json!({"content": "half an ans"})), json!({"error": {"message": "connection to the model lost"}})],
+            "\n",
+        ),
         // A tool call index far beyond the calls seen.
         "huge-index" => stream(
             &[
-                delta(json!({"tool_calls": [{"index": 10_000_000, "id": "call_h", "type": "function", "function": {"name": "add_numbers", "arguments": ""}}]})),
+                delta(
+                    json!({"tool_calls": [{"index": 10_000_000, "id": "call_h", "type": "function", "function": {"name": "add_numbers", "arguments": ""}}]}),
+                ),
                 delta(json!({"tool_calls": [{"index": 10_000_000, "function": {"arguments": "{\"x\":1,\"y\":2}"}}]})),
                 finish("tool_calls"),
                 usage(5, 5),
@@ -97,15 +109,23 @@ fn route(request: &Request) -> Reply {
         ),
         // Server-sent events with bare `\r` line endings and a multi-line `data:` field.
         "bare-cr" => stream(&[delta(json!({"content": "carriage"})), finish("stop"), usage(5, 5)], "\r"),
-        "multi-line" => Reply::bytes(200, b"data: {\"choices\": [{\"index\": 0,\ndata: \"delta\": {\"content\": \"joined\"}}]}\n\ndata: [DONE]\n\n".to_vec()),
+        "multi-line" => Reply::bytes(
+            200,
+            b"data: {\"choices\": [{\"index\": 0,\ndata: \"delta\": {\"content\": \"joined\"}}]}\n\ndata: [DONE]\n\n"
+                .to_vec(),
+        ),
         // A chunk that is not JSON: the same would come again.
         "bad-chunk" => Reply::bytes(200, b"data: {not json\n\ndata: [DONE]\n\n".to_vec()),
         // Parallel calls without `index`, `tool_calls: null`, names repeated in every piece.
         "no-index" => stream(
             &[
-                delta(json!({"tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "add_numbers", "arguments": "{\"x\":1,"}}]})),
+                delta(
+                    json!({"tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "add_numbers", "arguments": "{\"x\":1,"}}]}),
+                ),
                 delta(json!({"tool_calls": [{"function": {"arguments": "\"y\":2}"}}]})),
-                delta(json!({"tool_calls": [{"id": "call_b", "type": "function", "function": {"name": "add_numbers", "arguments": "{\"x\":3,\"y\":4}"}}]})),
+                delta(
+                    json!({"tool_calls": [{"id": "call_b", "type": "function", "function": {"name": "add_numbers", "arguments": "{\"x\":3,\"y\":4}"}}]}),
+                ),
                 delta(json!({"content": null, "tool_calls": null})),
                 finish("tool_calls"),
                 usage(5, 5),
@@ -117,7 +137,9 @@ fn route(request: &Request) -> Reply {
                 delta(
                     json!({"tool_calls": [{"index": 0, "id": "call_r", "type": "function", "function": {"name": "reverse_text", "arguments": "{\"text\":"}}]}),
                 ),
-                delta(json!({"tool_calls": [{"index": 0, "function": {"name": "reverse_text", "arguments": "\"abc\"}"}}]})),
+                delta(
+                    json!({"tool_calls": [{"index": 0, "function": {"name": "reverse_text", "arguments": "\"abc\"}"}}]}),
+                ),
                 finish("tool_calls"),
                 usage(5, 5),
             ],
@@ -178,7 +200,11 @@ fn a_short_key_rewrites_nothing() {
     let (_, log) = &run.logs()[0];
     assert_eq!(log["turns"][0]["tool_calls"][0]["arguments"], json!({"x": 12, "y": 30}));
 
-    let run = Test::new().server(hostile).env("OPENAI_API_KEY", "e").args(["ask", "-m", "openai:gpt-4o-mini", "fault:short-key-text"]).run();
+    let run = Test::new()
+        .server(hostile)
+        .env("OPENAI_API_KEY", "e")
+        .args(["ask", "-m", "openai:gpt-4o-mini", "fault:short-key-text"])
+        .run();
     run.success();
     assert_eq!(run.stdout, "some text\n");
 }
@@ -231,13 +257,21 @@ fn an_error_in_a_stream_is_an_error() {
     // One request: the text shown cannot be taken back, so it is not retried.
     assert_eq!(run.server().chat_bodies().len(), 1);
 
-    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:stream-error\nquit\n").run();
+    let run = Test::new()
+        .server(hostile)
+        .args(["chat", "-m", "openai:gpt-4o-mini"])
+        .stdin("fault:stream-error\nquit\n")
+        .run();
     run.success();
     let log = run.conversation_log();
     assert_eq!(log["turns"][0]["status"], "error");
 
     // Text shown before a failure was paid for: its tokens count, marked as estimated.
-    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:stream-error-late\nquit\n").run();
+    let run = Test::new()
+        .server(hostile)
+        .args(["chat", "-m", "openai:gpt-4o-mini"])
+        .stdin("fault:stream-error-late\nquit\n")
+        .run();
     run.success();
     let log = run.conversation_log();
     let request = &log["turns"][0]["requests"][0];
@@ -249,7 +283,8 @@ fn an_error_in_a_stream_is_an_error() {
 #[test]
 fn a_huge_tool_call_index_allocates_nothing() {
     let started = std::time::Instant::now();
-    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:huge-index\nquit\n").run();
+    let run =
+        Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:huge-index\nquit\n").run();
     run.success();
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(run.stdout.contains("result: {\"result\":3}"), "{}", run.stdout);
@@ -273,7 +308,11 @@ fn server_sent_events_are_read_as_the_spec_writes_them() {
 
 #[test]
 fn streamed_calls_without_index_null_fields_and_repeated_names() {
-    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:no-index\nfault:repeated-name\nquit\n").run();
+    let run = Test::new()
+        .server(hostile)
+        .args(["chat", "-m", "openai:gpt-4o-mini"])
+        .stdin("fault:no-index\nfault:repeated-name\nquit\n")
+        .run();
     run.success();
     let bodies = run.server().chat_bodies();
     // Two calls, answered in order.
@@ -328,15 +367,23 @@ fn ask_falls_back_to_a_plain_request_when_streamed_tools_are_refused() {
 
 #[test]
 fn ask_and_chat_take_no_stream_and_tools() {
-    let run = Test::new().server(hostile).args(["ask", "-m", "openai:gpt-4o-mini", "--no-stream", "--tools", "reverse_text,add_numbers", "hi"]).run();
+    let run = Test::new()
+        .server(hostile)
+        .args(["ask", "-m", "openai:gpt-4o-mini", "--no-stream", "--tools", "reverse_text,add_numbers", "hi"])
+        .run();
     run.success();
     assert_eq!(run.stdout, "You said: hi\n");
     let body = &run.server().chat_bodies()[0];
     assert_eq!(body["stream"], Value::Null);
-    let offered: Vec<&str> = body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    let offered: Vec<&str> =
+        body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(offered, ["reverse_text", "add_numbers"]);
 
-    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini", "--tools", "none"]).stdin("hi\nquit\n").run();
+    let run = Test::new()
+        .server(hostile)
+        .args(["chat", "-m", "openai:gpt-4o-mini", "--tools", "none"])
+        .stdin("hi\nquit\n")
+        .run();
     run.success();
     assert_eq!(run.server().chat_bodies()[0]["tools"], Value::Null, "no tools offered");
 
@@ -350,7 +397,8 @@ fn estimated_tokens_are_marked_as_estimates() {
     let run = ask("fault:no-usage");
     run.success();
     assert!(run.stderr.contains("~") && run.stderr.contains("estimated"), "{}", run.stderr);
-    let run = Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:no-usage\nquit\n").run();
+    let run =
+        Test::new().server(hostile).args(["chat", "-m", "openai:gpt-4o-mini"]).stdin("fault:no-usage\nquit\n").run();
     run.success();
     assert!(run.stdout.contains("input tokens: ~") && run.stdout.contains("(estimated"), "{}", run.stdout);
     // Measured figures carry no mark.

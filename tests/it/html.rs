@@ -86,7 +86,12 @@ fn hidden_rows(dom: &str) -> usize {
 
 #[test]
 fn the_page_holds_everything_and_asks_for_nothing() {
-    let out = Test::new().server(assistant).file("s.yaml", SUITE).args(["run", "s.yaml", "--html", "out/r.html", "--report", "r.csv"]).args(MODELS).run();
+    let out = Test::new()
+        .server(assistant)
+        .file("s.yaml", SUITE)
+        .args(["run", "s.yaml", "--html", "out/r.html", "--report", "r.csv"])
+        .args(MODELS)
+        .run();
     out.code(1);
     assert!(out.stdout.contains("html: out/r.html"), "{}", out.stdout);
     let html = std::fs::read_to_string(out.ws.path().join("out/r.html")).unwrap();
@@ -96,7 +101,19 @@ fn the_page_holds_everything_and_asks_for_nothing() {
     assert!(html.contains("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none';"), "{html}");
     let (page, rest) = html.split_once("<script type=\"application/json\" id=\"runs-data\">").unwrap();
     let (data, code) = rest.split_once("</script>").unwrap();
-    for needle in ["src=", "href=", "url(", "@import", "http://", "https://", "<link", "<iframe", "<img", "fetch(", "XMLHttpRequest"] {
+    for needle in [
+        "src=",
+        "href=",
+        "url(",
+        "@import",
+        "http://",
+        "https://",
+        "<link",
+        "<iframe",
+        "<img",
+        "fetch(",
+        "XMLHttpRequest",
+    ] {
         assert!(!page.contains(needle) && !code.contains(needle), "the page contains {needle:?}");
     }
     // Markup from a run is text: escaped in the tables, \u003c in the conversations' data.
@@ -123,7 +140,12 @@ fn the_page_holds_everything_and_asks_for_nothing() {
 
 #[test]
 fn in_chromium_a_run_opens_with_its_conversation_and_filters_apply() {
-    let out = Test::new().server(assistant).file("s.yaml", SUITE).args(["run", "s.yaml", "--html", "r.html"]).args(MODELS).run();
+    let out = Test::new()
+        .server(assistant)
+        .file("s.yaml", SUITE)
+        .args(["run", "s.yaml", "--html", "r.html"])
+        .args(MODELS)
+        .run();
     let page = out.ws.path().join("r.html");
     let html = std::fs::read_to_string(&page).unwrap();
 
@@ -152,7 +174,10 @@ fn in_chromium_a_run_opens_with_its_conversation_and_filters_apply() {
     // The run whose reply carries markup shows it as text: no element was made from it.
     let i = row_index(&html, "inject-&lt;i&gt;x&lt;/i&gt;", "openai:gpt-4.1-nano");
     let injected = dom(&page, &format!("#run-{i}"));
-    assert!(injected.contains("You said: &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;"), "{injected}");
+    assert!(
+        injected.contains("You said: &lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;"),
+        "{injected}"
+    );
     assert_eq!(injected.matches("<script").count(), 2);
     assert!(!injected.contains("<img"));
 
@@ -168,12 +193,24 @@ fn in_chromium_a_run_opens_with_its_conversation_and_filters_apply() {
 #[test]
 fn runner_report_builds_the_page_from_reports_and_their_logs() {
     // The baseline: every scenario passed (bad's check asked for what the reply says).
-    let passing = SUITE.replace("expect: {contains: Goodbye}", "expect: {contains: Hello}").replace("  - user: boom\n", "  - user: hello\n");
-    let before = Test::new().server(assistant).file("s.yaml", &passing).args(["run", "s.yaml", "--report", "before.csv"]).args(MODELS).run();
+    let passing = SUITE
+        .replace("expect: {contains: Goodbye}", "expect: {contains: Hello}")
+        .replace("  - user: boom\n", "  - user: hello\n");
+    let before = Test::new()
+        .server(assistant)
+        .file("s.yaml", &passing)
+        .args(["run", "s.yaml", "--report", "before.csv"])
+        .args(MODELS)
+        .run();
     before.success();
     let base = std::fs::read_to_string(before.ws.path().join("before.csv")).unwrap();
-    let after =
-        Test::new().server(assistant).file("s.yaml", SUITE).file("before.csv", &base).args(["run", "s.yaml", "--report", "after.csv"]).args(MODELS).run();
+    let after = Test::new()
+        .server(assistant)
+        .file("s.yaml", SUITE)
+        .file("before.csv", &base)
+        .args(["run", "s.yaml", "--report", "after.csv"])
+        .args(MODELS)
+        .run();
     after.code(1);
 
     let report = |extra: &[&str]| {
@@ -185,11 +222,16 @@ fn runner_report_builds_the_page_from_reports_and_their_logs() {
     };
     let (out, html) = report(&[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stdout.contains("html: page.html (10 of 10 conversations from the logs under logs/runs)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("html: page.html (10 of 10 conversations from the logs under logs/runs)"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(html.matches("<tr data-i=").count(), 10);
     assert!(!html.contains("data-missing"), "every conversation was found");
     // The baseline comparison: bad and broken regressed on both models.
-    let baseline = html.split("<section id=\"baseline\" class=\"bad\">").nth(1).unwrap().split("</section>").next().unwrap();
+    let baseline =
+        html.split("<section id=\"baseline\" class=\"bad\">").nth(1).unwrap().split("</section>").next().unwrap();
     assert!(baseline.contains("Regressions (passed before, not now): 4"), "{baseline}");
     assert!(baseline.contains("1/1 → 0/1</span> bad on openai:gpt-4o-mini"), "{baseline}");
     assert!(baseline.contains("<td>openai:gpt-4o-mini</td><td>100.0%</td><td><b>60.0%</b></td>"), "{baseline}");

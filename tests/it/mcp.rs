@@ -16,7 +16,10 @@ use crate::{Ran, Test, Workspace, pids, running, signal, test_server, wait_for};
 /// server-everything's entry point, installed by `.ci/run` (`npm install --prefix target/npm`).
 fn everything() -> String {
     let path = std::env::var("RUNNER_TEST_MCP_EVERYTHING").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+        |_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        },
         PathBuf::from,
     );
     assert!(
@@ -51,7 +54,8 @@ fn all_ended(ws: &Workspace) {
 #[test]
 fn a_real_server_over_stdio_answers_the_tools_include_picks() {
     let entry = format!("  - mcp:\n      command: [node, '{}', stdio]\n      include: [echo, get-sum]", everything());
-    let ran = run(&scenario(&entry, &[r#"call echo {"message": "hello there"}"#, r#"call get-sum {"a": 2, "b": 3.5}"#]), &[]);
+    let ran =
+        run(&scenario(&entry, &[r#"call echo {"message": "hello there"}"#, r#"call get-sum {"a": 2, "b": 3.5}"#]), &[]);
     ran.success();
     let (_, log) = &ran.logs()[0];
     let calls = calls(log);
@@ -60,7 +64,8 @@ fn a_real_server_over_stdio_answers_the_tools_include_picks() {
     assert!(calls[1]["result"].as_str().unwrap().contains("5.5"), "{}", calls[1]);
     // Only the included tools were offered, with the schemas the server gave.
     let offered = &ran.server().chat_bodies()[0]["tools"];
-    let names: Vec<&str> = offered.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        offered.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["echo", "get-sum"]);
     assert_eq!(offered[1]["function"]["parameters"]["properties"]["a"]["type"], "number");
     // The content blocks became the tool message.
@@ -95,9 +100,15 @@ fn a_real_server_over_streamable_http() {
 
 #[test]
 fn a_server_per_run_keeps_no_state_between_runs_and_a_shared_one_does() {
-    let entry = |shared: bool| format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt, --with-child]\n      shared: {shared}", test_server());
+    let entry = |shared: bool| {
+        format!(
+            "  - mcp:\n      command: ['{}', --pid-file, pids.txt, --with-child]\n      shared: {shared}",
+            test_server()
+        )
+    };
     let counts = |ran: &Ran| -> Vec<String> {
-        let mut counts: Vec<String> = ran.logs().iter().map(|(_, log)| calls(log)[0]["result"].as_str().unwrap().to_owned()).collect();
+        let mut counts: Vec<String> =
+            ran.logs().iter().map(|(_, log)| calls(log)[0]["result"].as_str().unwrap().to_owned()).collect();
         counts.sort();
         counts
     };
@@ -120,7 +131,10 @@ fn a_server_per_run_keeps_no_state_between_runs_and_a_shared_one_does() {
 #[test]
 fn a_server_that_cannot_start_fails_only_the_runs_that_need_it() {
     let yaml = |flags: &str, extra: &str| {
-        scenario(&format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt{flags}]{extra}", test_server()), &["call echo {\"message\": \"x\"}"])
+        scenario(
+            &format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt{flags}]{extra}", test_server()),
+            &["call echo {\"message\": \"x\"}"],
+        )
     };
     let fine = "name: fine\ntools: [reverse_text]\nturns:\n  - user: 'call reverse_text {\"text\": \"abc\"}'\n";
     let ran = Test::new()
@@ -152,14 +166,23 @@ fn a_server_that_cannot_start_fails_only_the_runs_that_need_it() {
     let ran = run(&yaml("", "\n      include: [echo, refund]"), &[]);
     ran.code(1);
     let error = ran.logs()[0].1["error"].as_str().unwrap().to_owned();
-    assert!(error.contains("does not list tool `refund` named in `include`") && error.contains("echo, add, count"), "{error}");
+    assert!(
+        error.contains("does not list tool `refund` named in `include`") && error.contains("echo, add, count"),
+        "{error}"
+    );
     all_ended(&ran);
 }
 
 #[test]
 fn failing_and_crashing_calls_are_tool_errors_and_the_run_goes_on() {
     let entry = format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt]\n      timeout_secs: 1", test_server());
-    let ran = run(&scenario(&entry, &["call fail {}", r#"call sleep {"secs": 20}"#, "call crash {}", r#"call echo {"message": "after"}"#]), &[]);
+    let ran = run(
+        &scenario(
+            &entry,
+            &["call fail {}", r#"call sleep {"secs": 20}"#, "call crash {}", r#"call echo {"message": "after"}"#],
+        ),
+        &[],
+    );
     ran.success();
     let (_, log) = &ran.logs()[0];
     let calls = calls(log);
@@ -219,7 +242,10 @@ fn mcp_entries_with_problems_are_load_errors() {
         ("  - mcp: {command: [node], shared: maybe}", "shared"),
         ("  - mcp: {command: [node]}\n    name: x", "unknown field `name`"),
     ] {
-        let ran = Test::new().file("s.yaml", &scenario(entry, &["hi"])).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+        let ran = Test::new()
+            .file("s.yaml", &scenario(entry, &["hi"]))
+            .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+            .run();
         ran.code(2);
         assert!(ran.stderr.contains("s.yaml:3:5") && ran.stderr.contains(expected), "{entry}: {}", ran.stderr);
     }
@@ -227,7 +253,10 @@ fn mcp_entries_with_problems_are_load_errors() {
 
 #[test]
 fn runner_tools_starts_the_servers_to_list_their_tools() {
-    let entry = format!("  - mcp:\n      command: ['{}', --pid-file, pids.txt, --with-child]\n      include: [echo, add]", test_server());
+    let entry = format!(
+        "  - mcp:\n      command: ['{}', --pid-file, pids.txt, --with-child]\n      include: [echo, add]",
+        test_server()
+    );
     let ran = Test::new().file("s.yaml", &scenario(&entry, &["hi"])).args(["tools", "s.yaml"]).run();
     ran.success();
     assert!(ran.stdout.contains("echo (mcp, declared by s in s.yaml)\n  Echoes the message back."), "{}", ran.stdout);
@@ -243,21 +272,41 @@ fn illegal_names_are_mapped_collisions_refused_and_names_printed_inert() {
     let entry = format!("  - mcp:\n      command: ['{}', --odd-names]", test_server());
     let ran = run(&scenario(&entry, &[r#"call math_add {"a": 2, "b": 3}"#]), &[]);
     ran.success();
-    let offered: Vec<String> =
-        ran.server().chat_bodies()[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().to_owned()).collect();
+    let offered: Vec<String> = ran.server().chat_bodies()[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+        .collect();
     for name in &offered {
-        assert!((1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{name}");
+        assert!(
+            (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{name}"
+        );
     }
-    assert!(offered.contains(&"math_add".to_owned()) && offered.contains(&"fs_read".to_owned()) && offered.contains(&"fs_read_2".to_owned()), "{offered:?}");
+    assert!(
+        offered.contains(&"math_add".to_owned())
+            && offered.contains(&"fs_read".to_owned())
+            && offered.contains(&"fs_read_2".to_owned()),
+        "{offered:?}"
+    );
     let call = &calls(&ran.logs()[0].1)[0];
-    assert_eq!((call["name"].as_str(), call["listed_as"].as_str(), call["result"].as_str()), (Some("math_add"), Some("math.add"), Some("5")), "{call}");
+    assert_eq!(
+        (call["name"].as_str(), call["listed_as"].as_str(), call["result"].as_str()),
+        (Some("math_add"), Some("math.add"), Some("5")),
+        "{call}"
+    );
     // `runner tools` shows the escape sequences escaped.
     let tools = Test::new().file("s.yaml", &scenario(&entry, &["hi"])).args(["tools", "s.yaml"]).run();
     tools.success();
     assert!(!tools.stdout.contains('\u{1b}'), "{:?}", tools.stdout);
     assert!(tools.stdout.contains("math_add (mcp, listed as `math.add`"), "{}", tools.stdout);
     // Two servers listing one name: the run is an error, nothing is sent.
-    let two = format!("  - mcp:\n      command: ['{}']\n      include: [echo]\n  - mcp:\n      command: ['{}', --only-echo]", test_server(), test_server());
+    let two = format!(
+        "  - mcp:\n      command: ['{}']\n      include: [echo]\n  - mcp:\n      command: ['{}', --only-echo]",
+        test_server(),
+        test_server()
+    );
     let ran = run(&scenario(&two, &["hi"]), &[]);
     ran.code(1);
     let error = ran.logs()[0].1["error"].as_str().unwrap().to_owned();
@@ -268,7 +317,10 @@ fn illegal_names_are_mapped_collisions_refused_and_names_printed_inert() {
 #[test]
 fn results_are_capped_and_mixed_content_is_text_with_placeholders() {
     let entry = format!("  - mcp:\n      command: ['{}']\n      include: [chart, big]", test_server());
-    let ran = run(&scenario(&entry, &["call chart {}", r#"call big {"bytes": 15000000}"#, r#"call big {"bytes": 20000000}"#]), &[]);
+    let ran = run(
+        &scenario(&entry, &["call chart {}", r#"call big {"bytes": 15000000}"#, r#"call big {"bytes": 20000000}"#]),
+        &[],
+    );
     ran.success();
     let calls = calls(&ran.logs()[0].1);
     assert_eq!(calls[0]["result"], "Sales by month:\n[image: image/png, 6 KiB]\n(up 4%)", "{}", calls[0]);
@@ -277,14 +329,18 @@ fn results_are_capped_and_mixed_content_is_text_with_placeholders() {
     let error = calls[2]["error"].as_str().unwrap();
     assert!(error.contains("sent a message longer than 16 MiB while `big` ran"), "{error}");
     assert!(calls[2]["duration_ms"].as_u64().unwrap() < 20_000, "found before the 30 s time-out: {}", calls[2]);
-    let log_size = std::fs::metadata(ran.path().join("logs/runs")).map(|_| ran.all_files().iter().map(|(_, b)| b.len()).sum::<usize>()).unwrap();
+    let log_size = std::fs::metadata(ran.path().join("logs/runs"))
+        .map(|_| ran.all_files().iter().map(|(_, b)| b.len()).sum::<usize>())
+        .unwrap();
     assert!(log_size < 1 << 20, "the workspace holds {log_size} bytes");
 }
 
 #[test]
 fn an_unreachable_or_wrong_server_is_said_in_words() {
     let not_mcp = MockServer::start(|_| crate::server::Reply::bytes(404, b"Not Found".to_vec()));
-    for (url, expected) in [("http://127.0.0.1:9/mcp".to_owned(), "connection refused"), (format!("{}/wrong", not_mcp.url()), "404")] {
+    for (url, expected) in
+        [("http://127.0.0.1:9/mcp".to_owned(), "connection refused"), (format!("{}/wrong", not_mcp.url()), "404")]
+    {
         let entry = format!("  - mcp:\n      url: '{url}'\n      startup_timeout_secs: 5");
         let ran = run(&scenario(&entry, &["hi"]), &[]);
         ran.code(1);
@@ -293,6 +349,10 @@ fn an_unreachable_or_wrong_server_is_said_in_words() {
         for debug in ["Error {", "kind:", "Some(", "source:", "StreamableHttpError"] {
             assert!(!error.contains(debug), "{url}: Rust's debug text: {error}");
         }
-        assert!(!ran.stderr.contains("ERROR") && !ran.stderr.contains("rmcp"), "the library's own log lines: {}", ran.stderr);
+        assert!(
+            !ran.stderr.contains("ERROR") && !ran.stderr.contains("rmcp"),
+            "the library's own log lines: {}",
+            ran.stderr
+        );
     }
 }

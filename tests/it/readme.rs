@@ -21,7 +21,8 @@ fn examples(readme: &str) -> Vec<String> {
         }
         match in_block.as_deref() {
             Some("yaml") => {
-                if let Some(command) = line.trim().strip_prefix("- run: ").or_else(|| line.trim().strip_prefix("run: ")) {
+                if let Some(command) = line.trim().strip_prefix("- run: ").or_else(|| line.trim().strip_prefix("run: "))
+                {
                     commands.push(command.to_owned());
                 }
             }
@@ -47,7 +48,8 @@ fn examples(readme: &str) -> Vec<String> {
     let placeholder = |c: &str| {
         c.contains("...")
             || c.contains('[')
-            || c.split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_').any(|w| w.len() > 1 && w.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+            || c.split(|ch: char| !ch.is_ascii_alphanumeric() && ch != '_')
+                .any(|w| w.len() > 1 && w.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
     };
     commands.retain(|c| !placeholder(c));
     commands.dedup();

@@ -18,14 +18,27 @@ pub fn assistant(request: &Request) -> Reply {
     if last["role"] == "tool" {
         // Echo every tool result of the round back in the answer.
         let body = request.json();
-        let results: Vec<String> =
-            body["messages"].as_array().unwrap().iter().rev().take_while(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap().to_owned()).collect();
+        let results: Vec<String> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .take_while(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect();
         return text(&format!("Tool said: {}", results.into_iter().rev().collect::<Vec<_>>().join(" | ")), 40, 10);
     }
     match user.as_str() {
         "hello" => text("Hello there!", 11, 3),
         "reverse apple" => tool_calls(&[("call_rev", "reverse_text", json!({"text": "apple"}))], 20, 8),
-        "add and reverse" => tool_calls(&[("call_add", "add_numbers", json!({"x": 2, "y": 3})), ("call_rev", "reverse_text", json!({"text": "abc"}))], 30, 12),
+        "add and reverse" => tool_calls(
+            &[
+                ("call_add", "add_numbers", json!({"x": 2, "y": 3})),
+                ("call_rev", "reverse_text", json!({"text": "abc"})),
+            ],
+            30,
+            12,
+        ),
         "weather" => tool_calls(&[("call_w", "get_weather", json!({"city": "Paris"}))], 15, 6),
         "random" => tool_calls(&[("call_r", "get_random_number", json!({"min": 1, "max": 1000000}))], 15, 6),
         "boom" => api_error(500, "the model is on fire"),
@@ -37,7 +50,10 @@ pub fn assistant(request: &Request) -> Reply {
 fn text_reply_passes_and_is_logged() {
     let out = Test::new()
         .server(assistant)
-        .file("hello.yaml", "system: Be brief.\ntemperature: 0\nturns:\n  - user: hello\n    expect:\n      contains: hello THERE\n")
+        .file(
+            "hello.yaml",
+            "system: Be brief.\ntemperature: 0\nturns:\n  - user: hello\n    expect:\n      contains: hello THERE\n",
+        )
         .args(["run", "hello.yaml", "-m", "openai:gpt-4o-mini"])
         .run();
     let (server, ws) = (out.server(), &out.ws);
@@ -47,7 +63,10 @@ fn text_reply_passes_and_is_logged() {
     assert_eq!(bodies.len(), 1);
     assert_eq!(bodies[0]["model"], "gpt-4o-mini");
     assert_eq!(bodies[0]["temperature"], 0.0);
-    assert_eq!(bodies[0]["messages"], json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]));
+    assert_eq!(
+        bodies[0]["messages"],
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}])
+    );
     assert_eq!(bodies[0]["tools"].as_array().unwrap().len(), 5, "every built-in tool is offered by default");
     assert_eq!(server.requests()[0].header("authorization"), Some(format!("Bearer {KEY}").as_str()));
 
@@ -75,7 +94,10 @@ fn text_reply_passes_and_is_logged() {
     assert_eq!(turn["requests"][0]["completion_tokens"], 3);
     assert_eq!(turn["requests"][0]["total_tokens"], 14);
     assert_eq!(turn["requests"][0]["attempts"].as_array().unwrap().len(), 1);
-    assert_eq!(turn["checks"], json!([{"check": "contains", "passed": true, "detail": "reply contains \"hello THERE\""}]));
+    assert_eq!(
+        turn["checks"],
+        json!([{"check": "contains", "passed": true, "detail": "reply contains \"hello THERE\""}])
+    );
     assert_eq!(log["usage"]["total_tokens"], 14);
     assert_eq!(log["cost"]["unpriced"], false);
     assert!(out.stdout.contains("openai:gpt-4o-mini"), "{}", out.stdout);
@@ -96,8 +118,9 @@ fn tool_call_round_trip() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let bodies = server.chat_bodies();
     assert_eq!(bodies.len(), 2);
-    let offered =
-        |body: &Value| -> Vec<String> { body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().to_owned()).collect() };
+    let offered = |body: &Value| -> Vec<String> {
+        body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().to_owned()).collect()
+    };
     assert_eq!(offered(&bodies[0]), ["reverse_text", "add_numbers"]);
     assert_eq!(offered(&bodies[1]), ["reverse_text", "add_numbers"], "follow-up offers the same tools");
     assert_eq!(bodies[0]["tool_choice"], "auto");
@@ -156,7 +179,10 @@ fn failed_check_exits_1_and_records_why() {
     let checks = &log["turns"][0]["checks"];
     assert_eq!(checks[0]["check"], "tool_calls");
     assert_eq!(checks[0]["passed"], true);
-    assert_eq!(checks[1], json!({"check": "contains", "passed": false, "detail": "reply does not contain \"goodbye\""}));
+    assert_eq!(
+        checks[1],
+        json!({"check": "contains", "passed": false, "detail": "reply does not contain \"goodbye\""})
+    );
     assert_eq!(log["turns"][0]["status"], "failed");
     assert_eq!(log["turns"][1]["status"], "passed");
     assert_eq!(log["turns"][1]["reply"], "You said: second turn still plays");
@@ -168,7 +194,10 @@ fn failed_check_exits_1_and_records_why() {
 fn api_error_is_recorded_and_the_batch_goes_on() {
     let out = Test::new()
         .server(assistant)
-        .file("a.yaml", "name: broken\nturns:\n  - user: boom\n  - user: never sent\n---\nname: fine\nturns:\n  - user: hello\n")
+        .file(
+            "a.yaml",
+            "name: broken\nturns:\n  - user: boom\n  - user: never sent\n---\nname: fine\nturns:\n  - user: hello\n",
+        )
         .args(["run", "a.yaml", "-m", "openai:gpt-4o-mini"])
         .run();
     let (server, ws) = (out.server(), &out.ws);
@@ -244,7 +273,14 @@ fn csv_rows_per_turn_sum_to_server_usage_and_cost() {
         assert_eq!(row["requests"], "1");
         assert_eq!(row["unpriced"], "false");
     }
-    let header: Vec<_> = std::fs::read_to_string(ws.report_file(false)).unwrap().lines().next().unwrap().split(',').map(str::to_owned).collect();
+    let header: Vec<_> = std::fs::read_to_string(ws.report_file(false))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     assert_eq!(
         header[..15],
         "run_id,scenario,model,repetition,turn,status,prompt_tokens,completion_tokens,total_tokens,input_cost_usd,output_cost_usd,total_cost_usd,requests,tool_calls,latency_ms"
@@ -365,7 +401,10 @@ fn weather_asks_the_service_and_never_invents() {
     let weather = MockServer::start(|request| {
         if request.path.starts_with("/v1/search") {
             assert_eq!(request.query("name").as_deref(), Some("Paris"));
-            return Reply::json(200, json!({"results": [{"name": "Paris", "latitude": 48.85, "longitude": 2.35, "country": "France"}]}));
+            return Reply::json(
+                200,
+                json!({"results": [{"name": "Paris", "latitude": 48.85, "longitude": 2.35, "country": "France"}]}),
+            );
         }
         assert_eq!(request.query("latitude").as_deref(), Some("48.85"));
         Reply::json(
@@ -375,13 +414,16 @@ fn weather_asks_the_service_and_never_invents() {
     });
     let server = MockServer::start(assistant);
     let ws = Workspace::new();
-    ws.write("w.yaml", "tools: [get_weather]\nturns:\n  - user: weather\n    expect:\n      contains: [\"11.5\", rain]\n");
-    let out = exec(ws.runner(&server.url()).env("RUNNER_GEOCODING_URL", weather.url()).env("RUNNER_FORECAST_URL", weather.url()).args([
-        "run",
+    ws.write(
         "w.yaml",
-        "-m",
-        "openai:gpt-4o-mini",
-    ]));
+        "tools: [get_weather]\nturns:\n  - user: weather\n    expect:\n      contains: [\"11.5\", rain]\n",
+    );
+    let out = exec(
+        ws.runner(&server.url())
+            .env("RUNNER_GEOCODING_URL", weather.url())
+            .env("RUNNER_FORECAST_URL", weather.url())
+            .args(["run", "w.yaml", "-m", "openai:gpt-4o-mini"]),
+    );
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let (_, log) = &ws.logs()[0];
     let result = &log["turns"][0]["tool_calls"][0]["result"];
@@ -555,12 +597,19 @@ fn junit_report_has_the_shape_ci_systems_read() {
     let suites: Vec<_> = elements.iter().filter(|e| e.0 == "testsuites/testsuite").collect();
     assert_eq!(suites.len(), 2, "one suite per model");
     for suite in &suites {
-        assert_eq!((suite.1["tests"].as_str(), suite.1["failures"].as_str(), suite.1["errors"].as_str()), ("6", "2", "2"));
+        assert_eq!(
+            (suite.1["tests"].as_str(), suite.1["failures"].as_str(), suite.1["errors"].as_str()),
+            ("6", "2", "2")
+        );
         assert!(suite.1["time"].parse::<f64>().is_ok());
     }
     let cases: Vec<_> = elements.iter().filter(|e| e.0 == "testsuites/testsuite/testcase").collect();
     assert_eq!(cases.len(), 12);
-    assert!(cases.iter().all(|c| c.1.contains_key("name") && c.1.contains_key("classname") && c.1["time"].parse::<f64>().is_ok()));
+    assert!(
+        cases
+            .iter()
+            .all(|c| c.1.contains_key("name") && c.1.contains_key("classname") && c.1["time"].parse::<f64>().is_ok())
+    );
     assert!(cases.iter().any(|c| c.1["name"] == "fails #2" && c.1["classname"] == "openai:gpt-4o.fails"));
     let failures: Vec<_> = elements.iter().filter(|e| e.0 == "testsuites/testsuite/testcase/failure").collect();
     assert_eq!(failures.len(), 4);
@@ -583,24 +632,41 @@ fn call_checks_with_matchers_against_parallel_calls() {
              called: [add_numbers]\n      not_called: [get_weather]\n"
         )
     };
-    let run = Test::new().server(assistant).file("s.yaml", &scenario("{$regex: \"^a\"}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let run = Test::new()
+        .server(assistant)
+        .file("s.yaml", &scenario("{$regex: \"^a\"}"))
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
     run.success();
     let (_, log) = &run.logs()[0];
-    let checks: Vec<&str> = log["turns"][0]["checks"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap()).collect();
+    let checks: Vec<&str> =
+        log["turns"][0]["checks"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap()).collect();
     assert_eq!(checks, ["tool_calls_unordered", "called", "not_called"]);
 
     // The server's argument is not what the scenario expects: the check fails and says where.
-    let run =
-        Test::new().server(assistant).file("s.yaml", &scenario("{$one_of: [xyz, {$absent: true}]}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let run = Test::new()
+        .server(assistant)
+        .file("s.yaml", &scenario("{$one_of: [xyz, {$absent: true}]}"))
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
     run.code(1);
     let (_, log) = &run.logs()[0];
     let check = &log["turns"][0]["checks"][0];
     assert_eq!(check["passed"], false);
     let detail = check["detail"].as_str().unwrap();
-    assert!(detail.starts_with("no call matches reverse_text: reverse_text: `arguments.text` is \"abc\", expected one of [\"xyz\", absent]"), "{detail}");
+    assert!(
+        detail.starts_with(
+            "no call matches reverse_text: reverse_text: `arguments.text` is \"abc\", expected one of [\"xyz\", absent]"
+        ),
+        "{detail}"
+    );
 
     // An unknown matcher is a load error at its position; nothing is sent.
-    let run = Test::new().server(assistant).file("s.yaml", &scenario("{$regexp: a}")).args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    let run = Test::new()
+        .server(assistant)
+        .file("s.yaml", &scenario("{$regexp: a}"))
+        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
     run.code(2);
     assert!(run.stderr.contains("s.yaml:6:") && run.stderr.contains("unknown matcher `$regexp`"), "{}", run.stderr);
     assert!(run.server().chat_bodies().is_empty());

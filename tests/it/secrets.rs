@@ -32,7 +32,9 @@ fn written(ws: &Workspace) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 /// A server that answers every request with a 307 to `target` (another origin).
 fn redirecting(target: &str) -> MockServer {
     let target = target.to_owned();
-    MockServer::start(move |request| Reply::bytes(307, Vec::new()).header("location", &format!("{target}{}", request.path)))
+    MockServer::start(move |request| {
+        Reply::bytes(307, Vec::new()).header("location", &format!("{target}{}", request.path))
+    })
 }
 
 /// Whether any request `elsewhere` received carries one of `secrets` in a header.
@@ -54,10 +56,16 @@ fn no_credential_follows_a_redirect_to_another_origin_for_any_provider() {
     let entry = redirecting(&elsewhere.url());
     let secrets = [KEY, ANTHROPIC_KEY, AZURE_KEY, ORG, TEAM];
     let ws = Workspace::new();
-    ws.write("runner.yaml", &format!("endpoints:\n  team:\n    base_url: {}/v1\n    headers: {{X-Team: '${{TEAM_TOKEN}}'}}\n", entry.url()));
+    ws.write(
+        "runner.yaml",
+        &format!("endpoints:\n  team:\n    base_url: {}/v1\n    headers: {{X-Team: '${{TEAM_TOKEN}}'}}\n", entry.url()),
+    );
     let cases: [(&str, Vec<(&str, String)>); 4] = [
         ("openai:gpt-4o-mini", vec![("OPENAI_ORG_ID", ORG.to_owned())]),
-        ("anthropic:claude-haiku-4-5", vec![("ANTHROPIC_BASE_URL", entry.url()), ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_owned())]),
+        (
+            "anthropic:claude-haiku-4-5",
+            vec![("ANTHROPIC_BASE_URL", entry.url()), ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_owned())],
+        ),
         ("azure:my-gpt", vec![("AZURE_OPENAI_ENDPOINT", entry.url()), ("AZURE_OPENAI_API_KEY", AZURE_KEY.to_owned())]),
         ("team:some-model", vec![("TEAM_TOKEN", TEAM.to_owned())]),
     ];
@@ -68,7 +76,11 @@ fn no_credential_follows_a_redirect_to_another_origin_for_any_provider() {
         }
         let out = exec(command.args(["ask", "--no-stream", "--tools", "none", "-m", model, "hi"]));
         assert_eq!(out.code, 1, "{model}: {}\n{}", out.stdout, out.stderr);
-        assert!(out.stderr.contains("HTTP 307") && out.stderr.contains("redirected to another origin"), "{model}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("HTTP 307") && out.stderr.contains("redirected to another origin"),
+            "{model}: {}",
+            out.stderr
+        );
         assert!(!out.stdout.contains("other server"), "{model}: the redirect was followed");
         let all = everything(&ws, &out);
         assert!(secrets.iter().all(|secret| !all.contains(secret)), "{model}: a secret reached a file or the terminal");
@@ -89,7 +101,11 @@ fn http_tools_follow_redirects_only_within_their_origin() {
     });
     let model = |request: &Request| {
         if request.last_message()["role"] == "tool" {
-            return text(&format!("tool said {}", request.last_message()["content"].as_str().unwrap_or_default()), 5, 5);
+            return text(
+                &format!("tool said {}", request.last_message()["content"].as_str().unwrap_or_default()),
+                5,
+                5,
+            );
         }
         tool_calls(&[("c1", "lookup", json!({}))], 5, 5)
     };
@@ -112,7 +128,11 @@ fn http_tools_follow_redirects_only_within_their_origin() {
             Some(result) => assert_eq!(call["result"], result, "{call}"),
         }
     }
-    assert!(elsewhere.requests().is_empty(), "the tool's request reached the other origin: {:?}", leaked(&elsewhere, &[token]));
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the tool's request reached the other origin: {:?}",
+        leaked(&elsewhere, &[token])
+    );
 }
 
 /// The model: `env` makes it call the `env` tool; after a tool round it repeats the result.
@@ -148,7 +168,10 @@ fn command_tools_and_mcp_servers_start_without_the_provider_keys() {
         let all = everything(&run, &out);
         for secret in [KEY, ANTHROPIC_KEY, ORG] {
             assert!(!all.contains(secret), "a secret reached a file or the terminal");
-            assert!(!run.server().chat_bodies().iter().any(|b| b.to_string().contains(secret)), "a secret reached the model");
+            assert!(
+                !run.server().chat_bodies().iter().any(|b| b.to_string().contains(secret)),
+                "a secret reached the model"
+            );
         }
     }
 }
@@ -166,7 +189,10 @@ fn every_kind_of_secret_echoed_whole_or_in_part_is_redacted_everywhere() {
         let token = request.header("authorization").unwrap_or_default().trim_start_matches("Bearer ").to_owned();
         match request.path.split('?').next().unwrap_or_default() {
             "/mcp" => Reply::bytes(500, format!("bad token {token}; headers {}", headers.join(" ")).into_bytes()),
-            _ => Reply::json(400, json!({"error": format!("bad token {token}"), "headers": headers, "query": request.path})),
+            _ => Reply::json(
+                400,
+                json!({"error": format!("bad token {token}"), "headers": headers, "query": request.path}),
+            ),
         }
     });
     // The model server quotes the endpoint header and its basic credentials in its reply.
@@ -185,7 +211,10 @@ fn every_kind_of_secret_echoed_whole_or_in_part_is_redacted_everywhere() {
     });
     let ws = Workspace::new();
     let base = model.url().replace("http://", &format!("http://user:{url_password}@"));
-    ws.write("runner.yaml", &format!("endpoints:\n  team:\n    base_url: {base}/v1\n    headers: {{X-Team: '${{TEAM_TOKEN}}'}}\n"));
+    ws.write(
+        "runner.yaml",
+        &format!("endpoints:\n  team:\n    base_url: {base}/v1\n    headers: {{X-Team: '${{TEAM_TOKEN}}'}}\n"),
+    );
     ws.write(
         "s.yaml",
         &format!(
@@ -194,18 +223,13 @@ fn every_kind_of_secret_echoed_whole_or_in_part_is_redacted_everywhere() {
             echo.url()
         ),
     );
-    let out = exec(ws.runner(&model.url()).env("TOOL_TOKEN", tool_token).env("TEAM_TOKEN", team).env("MCP_TOKEN", mcp_token).args([
-        "run",
-        "s.yaml",
-        "-m",
-        "team:m",
-        "--cache",
-        "cache",
-        "--html",
-        "page.html",
-        "--junit",
-        "junit.xml",
-    ]));
+    let out = exec(
+        ws.runner(&model.url())
+            .env("TOOL_TOKEN", tool_token)
+            .env("TEAM_TOKEN", team)
+            .env("MCP_TOKEN", mcp_token)
+            .args(["run", "s.yaml", "-m", "team:m", "--cache", "cache", "--html", "page.html", "--junit", "junit.xml"]),
+    );
     let logs = ws.logs();
     assert_eq!(logs.len(), 2, "{}", out.stderr);
     // `runner models` shows the endpoint's address without its password.
@@ -223,8 +247,11 @@ fn every_kind_of_secret_echoed_whole_or_in_part_is_redacted_everywhere() {
     assert!(m["error"].as_str().unwrap().contains("HTTP 500"), "{}", m["error"]);
     let all = everything(&ws, &out);
     for secret in [tool_token, query_key, url_password, team, mcp_token] {
-        let files: Vec<String> =
-            written(&ws).into_iter().filter(|(_, b)| String::from_utf8_lossy(b).contains(secret)).map(|(p, _)| p.display().to_string()).collect();
+        let files: Vec<String> = written(&ws)
+            .into_iter()
+            .filter(|(_, b)| String::from_utf8_lossy(b).contains(secret))
+            .map(|(p, _)| p.display().to_string())
+            .collect();
         assert!(!all.contains(secret), "{secret} reached a file or the terminal: {files:?}");
         let sent: Vec<Value> = model.chat_bodies();
         assert!(!sent.iter().any(|b| b.to_string().contains(secret)), "{secret} reached the model's next request");

@@ -40,7 +40,12 @@ impl Request {
     /// The first user message of a Chat Completions request.
     pub fn first_user(&self) -> String {
         let body = self.json();
-        body["messages"].as_array().and_then(|m| m.iter().find(|m| m["role"] == "user")).and_then(|m| m["content"].as_str()).unwrap_or_default().to_owned()
+        body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The last user message of a Chat Completions request.
@@ -295,8 +300,14 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_owned();
     let path = first.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines.filter_map(|line| line.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))).collect();
-    let length: usize = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
     let body_start = head_end + 4;
     while buffer.len() < body_start + length {
         let mut chunk = [0u8; 8192];
@@ -356,7 +367,8 @@ pub fn as_stream(request: &Request, reply: Reply) -> Reply {
     let body: Value = serde_json::from_slice(&reply.body).unwrap();
     let message = &body["choices"][0]["message"];
     let mut chunks = Vec::new();
-    let chunk = |delta: Value, finish: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    let chunk =
+        |delta: Value, finish: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
     chunks.push(chunk(json!({"role": "assistant"}), Value::Null));
     if let Some(text) = message["content"].as_str() {
         let chars: Vec<char> = text.chars().collect();

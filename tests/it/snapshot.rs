@@ -53,7 +53,20 @@ fn comparison() -> Ran {
         .server(assistant)
         .file("s.yaml", SCENARIOS)
         .env("GITHUB_STEP_SUMMARY", "step.md")
-        .args(["run", "s.yaml", "-m", "openai:gpt-4o-mini", "-m", "openai:gpt-4.1-nano", "-j", "1", "--seed", "7", "--report", "report.csv"])
+        .args([
+            "run",
+            "s.yaml",
+            "-m",
+            "openai:gpt-4o-mini",
+            "-m",
+            "openai:gpt-4.1-nano",
+            "-j",
+            "1",
+            "--seed",
+            "7",
+            "--report",
+            "report.csv",
+        ])
         .run();
     run.code(1);
     run
@@ -68,7 +81,11 @@ fn redacted_csv(path: &std::path::Path) -> String {
     writer.write_record(&headers).unwrap();
     for record in reader.records() {
         let record = record.unwrap();
-        let row: Vec<&str> = record.iter().enumerate().map(|(i, v)| if Some(i) == latency && !v.is_empty() { "[MS]" } else { v }).collect();
+        let row: Vec<&str> = record
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if Some(i) == latency && !v.is_empty() { "[MS]" } else { v })
+            .collect();
         writer.write_record(row).unwrap();
     }
     String::from_utf8(writer.into_inner().unwrap()).unwrap()
@@ -91,7 +108,10 @@ fn summary_table_and_markdown() {
 fn json_log() {
     let run = comparison();
     let logs = run.logs();
-    let (_, log) = logs.iter().find(|(name, _)| name == "reverse__openai_gpt-4o-mini__1.json").expect("the log of reverse on gpt-4o-mini");
+    let (_, log) = logs
+        .iter()
+        .find(|(name, _)| name == "reverse__openai_gpt-4o-mini__1.json")
+        .expect("the log of reverse on gpt-4o-mini");
     snapshot!("json_log", serde_json::to_string_pretty(log).unwrap());
 }
 

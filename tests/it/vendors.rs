@@ -68,13 +68,17 @@ fn as_events(request: &Request, reply: Reply) -> Reply {
         return reply;
     }
     let body: Value = serde_json::from_slice(&reply.body).unwrap();
-    let mut events = vec![json!({"type": "message_start", "message": {"id": "msg_test", "type": "message", "role": "assistant", "content": [],
+    let mut events = vec![
+        json!({"type": "message_start", "message": {"id": "msg_test", "type": "message", "role": "assistant", "content": [],
         "usage": {"input_tokens": body["usage"]["input_tokens"], "output_tokens": 1,
-                  "cache_creation_input_tokens": body["usage"]["cache_creation_input_tokens"], "cache_read_input_tokens": body["usage"]["cache_read_input_tokens"]}}})];
+                  "cache_creation_input_tokens": body["usage"]["cache_creation_input_tokens"], "cache_read_input_tokens": body["usage"]["cache_read_input_tokens"]}}}),
+    ];
     events.push(json!({"type": "ping"}));
     for (index, block) in body["content"].as_array().unwrap().iter().enumerate() {
         if block["type"] == "text" {
-            events.push(json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}));
+            events.push(
+                json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+            );
             let chars: Vec<char> = block["text"].as_str().unwrap().chars().collect();
             for piece in chars.chunks(3) {
                 events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece.iter().collect::<String>()}}));
@@ -91,7 +95,8 @@ fn as_events(request: &Request, reply: Reply) -> Reply {
     }
     events.push(json!({"type": "message_delta", "delta": {"stop_reason": body["stop_reason"], "stop_sequence": null}, "usage": {"output_tokens": body["usage"]["output_tokens"]}}));
     events.push(json!({"type": "message_stop"}));
-    let text: String = events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
+    let text: String =
+        events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
     Reply::bytes(200, text.into_bytes()).header("content-type", "text/event-stream")
 }
 
@@ -109,7 +114,10 @@ fn anthropic_tool_round_trip_in_messages_api_shape_with_cache_pricing() {
     let ws = Workspace::new();
     ws.write("s.yaml", ADD_SCENARIO);
     // Cache writes at $3.75/M, cache reads at $0.30/M, other input at $3/M, output at $15/M.
-    ws.write("runner.yaml", "prices:\n  anthropic:claude-test: {input: 3, cached_input: 0.3, cache_write_input: 3.75, output: 15}\n");
+    ws.write(
+        "runner.yaml",
+        "prices:\n  anthropic:claude-test: {input: 3, cached_input: 0.3, cache_write_input: 3.75, output: 15}\n",
+    );
     let out = exec(anthropic(&ws, &server).args(["run", "s.yaml", "-m", "anthropic:claude-test"]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
 
@@ -125,7 +133,10 @@ fn anthropic_tool_round_trip_in_messages_api_shape_with_cache_pricing() {
     assert_eq!(first["model"], "claude-test");
     assert_eq!(first["system"], "Be brief.");
     assert_eq!(first["max_tokens"], 4096);
-    assert_eq!(first["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "What is 2 plus 3?"}]}]));
+    assert_eq!(
+        first["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "What is 2 plus 3?"}]}])
+    );
     assert_eq!(first["tools"][0]["name"], "add_numbers");
     assert_eq!(first["tools"][0]["input_schema"]["type"], "object");
     let second = requests[1].json();
@@ -153,8 +164,14 @@ fn anthropic_tool_round_trip_in_messages_api_shape_with_cache_pricing() {
     assert_eq!(requests[1]["finish_reason"], "stop");
     assert_eq!(requests[0]["raw_usage"]["cache_creation_input_tokens"], 2000);
     // Every input token counted: 100 + 2000 written; 50 + 2000 read.
-    assert_eq!((requests[0]["prompt_tokens"].as_u64(), requests[0]["cache_write_tokens"].as_u64()), (Some(2100), Some(2000)));
-    assert_eq!((requests[1]["prompt_tokens"].as_u64(), requests[1]["cached_tokens"].as_u64()), (Some(2050), Some(2000)));
+    assert_eq!(
+        (requests[0]["prompt_tokens"].as_u64(), requests[0]["cache_write_tokens"].as_u64()),
+        (Some(2100), Some(2000))
+    );
+    assert_eq!(
+        (requests[1]["prompt_tokens"].as_u64(), requests[1]["cached_tokens"].as_u64()),
+        (Some(2050), Some(2000))
+    );
     // (100 x 3 + 2000 x 3.75 + 50 x 3 + 2000 x 0.3) / 1e6 input, (20 + 10) x 15 / 1e6 output.
     let input = (100.0 * 3.0 + 2000.0 * 3.75 + 50.0 * 3.0 + 2000.0 * 0.3) / 1e6;
     let output = 30.0 * 15.0 / 1e6;
@@ -168,7 +185,14 @@ fn anthropic_tool_round_trip_in_messages_api_shape_with_cache_pricing() {
 fn anthropic_streams_text_and_reassembles_tool_input() {
     let server = MockServer::start(|request| as_events(request, claude(request)));
     let ws = Workspace::new();
-    let out = exec(anthropic(&ws, &server).args(["ask", "-m", "anthropic:claude-test", "--tools", "add_numbers", "What is 2 plus 3?"]));
+    let out = exec(anthropic(&ws, &server).args([
+        "ask",
+        "-m",
+        "anthropic:claude-test",
+        "--tools",
+        "add_numbers",
+        "What is 2 plus 3?",
+    ]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
@@ -187,7 +211,8 @@ fn anthropic_overloaded_and_rate_limited_are_retried() {
     let seen = calls.clone();
     let server = MockServer::start(move |request| match seen.fetch_add(1, Ordering::SeqCst) {
         0 => Reply::json(529, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
-        1 => Reply::json(429, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})).header("retry-after", "0"),
+        1 => Reply::json(429, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}))
+            .header("retry-after", "0"),
         _ => claude(request),
     });
     let ws = Workspace::new();
@@ -205,7 +230,10 @@ fn anthropic_overloaded_and_rate_limited_are_retried() {
 fn anthropic_errors_are_recorded_with_their_message() {
     // A 400 is not retried; its message is in the log and the run is an error.
     let server = MockServer::start(|_| {
-        Reply::json(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: must be positive"}}))
+        Reply::json(
+            400,
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: must be positive"}}),
+        )
     });
     let ws = Workspace::new();
     ws.write("s.yaml", ADD_SCENARIO);
@@ -214,7 +242,12 @@ fn anthropic_errors_are_recorded_with_their_message() {
     assert_eq!(server.requests().len(), 1);
     let (_, log) = &ws.logs()[0];
     assert_eq!(log["status"], "error");
-    assert!(log["error"].as_str().unwrap().contains("HTTP 400") && log["error"].as_str().unwrap().contains("max_tokens: must be positive"), "{}", log["error"]);
+    assert!(
+        log["error"].as_str().unwrap().contains("HTTP 400")
+            && log["error"].as_str().unwrap().contains("max_tokens: must be positive"),
+        "{}",
+        log["error"]
+    );
 
     // An `error` event in the middle of a stream ends the answer with that error.
     let server = MockServer::start(|_| {
@@ -224,7 +257,14 @@ fn anthropic_errors_are_recorded_with_their_message() {
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Partly"}}),
             json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded mid-stream"}}),
         ];
-        Reply::bytes(200, events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect::<String>().into_bytes())
+        Reply::bytes(
+            200,
+            events
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+                .collect::<String>()
+                .into_bytes(),
+        )
     });
     let ws = Workspace::new();
     let out = exec(anthropic(&ws, &server).args(["ask", "-m", "anthropic:claude-test", "--tools", "none", "hi"]));
@@ -246,7 +286,11 @@ fn anthropic_tool_errors_are_sent_as_is_error() {
                 json!({"input_tokens": 5, "output_tokens": 5}),
             );
         }
-        message(json!([{"type": "text", "text": "could not"}]), "end_turn", json!({"input_tokens": 5, "output_tokens": 5}))
+        message(
+            json!([{"type": "text", "text": "could not"}]),
+            "end_turn",
+            json!({"input_tokens": 5, "output_tokens": 5}),
+        )
     });
     let ws = Workspace::new();
     ws.write("s.yaml", "name: t\ntools: [add_numbers]\nturns:\n  - user: go\n");
@@ -278,7 +322,12 @@ fn azure_deployment_url_version_and_api_key_header() {
     assert_nowhere(&ws, &out, azure_key);
 
     // Without the endpoint: a usage error naming the variable, nothing sent.
-    let out = exec(ws.runner(&server.url()).env_remove("AZURE_OPENAI_ENDPOINT").env("AZURE_OPENAI_API_KEY", azure_key).args(["ask", "-m", "azure:x", "hi"]));
+    let out = exec(
+        ws.runner(&server.url())
+            .env_remove("AZURE_OPENAI_ENDPOINT")
+            .env("AZURE_OPENAI_API_KEY", azure_key)
+            .args(["ask", "-m", "azure:x", "hi"]),
+    );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("AZURE_OPENAI_ENDPOINT"), "{}", out.stderr);
     assert_eq!(server.requests().len(), 1);
@@ -290,10 +339,20 @@ fn vendor_endpoints_take_their_key_and_runner_yaml_headers() {
     let ws = Workspace::new();
     let groq_key = "gsk-test-9a8b7c6d-never-written";
     let team = "team-secret-1234abcd";
-    ws.write("runner.yaml", &format!("endpoints:\n  groq:\n    base_url: {}/openai/v1\n    headers: {{X-Team: '${{TEAM_TOKEN}}'}}\n", server.url()));
+    ws.write(
+        "runner.yaml",
+        &format!(
+            "endpoints:\n  groq:\n    base_url: {}/openai/v1\n    headers: {{X-Team: '${{TEAM_TOKEN}}'}}\n",
+            server.url()
+        ),
+    );
     ws.write("s.yaml", "name: g\nturns:\n  - user: hi\n    expect: {contains: Groq}\n");
-    let out =
-        exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env("TEAM_TOKEN", team).args(["run", "s.yaml", "-m", "groq:llama-3.3-70b-versatile"]));
+    let out = exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env("TEAM_TOKEN", team).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "groq:llama-3.3-70b-versatile",
+    ]));
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let request = &server.requests()[0];
     assert_eq!(request.path, "/openai/v1/chat/completions");
@@ -306,12 +365,21 @@ fn vendor_endpoints_take_their_key_and_runner_yaml_headers() {
     assert_nowhere(&ws, &out, team);
 
     // The key's variable unset: exit 2, the variable named, nothing sent.
-    let out = exec(ws.runner(&server.url()).env_remove("GROQ_API_KEY").env("TEAM_TOKEN", team).args(["run", "s.yaml", "-m", "groq:llama-3.3-70b-versatile"]));
+    let out = exec(ws.runner(&server.url()).env_remove("GROQ_API_KEY").env("TEAM_TOKEN", team).args([
+        "run",
+        "s.yaml",
+        "-m",
+        "groq:llama-3.3-70b-versatile",
+    ]));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("set GROQ_API_KEY"), "{}", out.stderr);
     // A header's variable unset: the same.
-    let out =
-        exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env_remove("TEAM_TOKEN").args(["run", "s.yaml", "-m", "groq:llama-3.3-70b-versatile"]));
+    let out = exec(ws.runner(&server.url()).env("GROQ_API_KEY", groq_key).env_remove("TEAM_TOKEN").args([
+        "run",
+        "s.yaml",
+        "-m",
+        "groq:llama-3.3-70b-versatile",
+    ]));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("TEAM_TOKEN"), "{}", out.stderr);
     assert_eq!(server.requests().len(), 1);
@@ -321,15 +389,16 @@ fn vendor_endpoints_take_their_key_and_runner_yaml_headers() {
 fn openai_organization_and_project_headers() {
     let server = MockServer::start(|_| text("ok", 1, 1));
     let ws = Workspace::new();
-    let out = exec(ws.runner(&server.url()).env("OPENAI_ORG_ID", "org-123").env("OPENAI_PROJECT_ID", "proj_456").args([
-        "ask",
-        "--no-stream",
-        "--tools",
-        "none",
-        "-m",
-        "openai:gpt-4o-mini",
-        "hi",
-    ]));
+    let out =
+        exec(ws.runner(&server.url()).env("OPENAI_ORG_ID", "org-123").env("OPENAI_PROJECT_ID", "proj_456").args([
+            "ask",
+            "--no-stream",
+            "--tools",
+            "none",
+            "-m",
+            "openai:gpt-4o-mini",
+            "hi",
+        ]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let request = &server.requests()[0];
     assert_eq!(request.header("openai-organization"), Some("org-123"));
@@ -342,12 +411,30 @@ fn unknown_providers_list_the_known_ones_and_models_shows_keys_set_never_values(
     let ws = Workspace::new();
     let out = exec(ws.runner("http://127.0.0.1:9").args(["ask", "-m", "claude:haiku", "hi"]));
     assert_eq!(out.code, 2);
-    for name in ["anthropic", "azure", "deepseek", "gemini", "groq", "local", "mistral", "ollama", "openai", "openrouter", "together"] {
+    for name in [
+        "anthropic",
+        "azure",
+        "deepseek",
+        "gemini",
+        "groq",
+        "local",
+        "mistral",
+        "ollama",
+        "openai",
+        "openrouter",
+        "together",
+    ] {
         assert!(out.stderr.contains(name), "{name} missing from: {}", out.stderr);
     }
-    let out = exec(ws.runner("http://127.0.0.1:9").env("ANTHROPIC_API_KEY", ANTHROPIC_KEY).env_remove("GEMINI_API_KEY").args(["models"]));
+    let out = exec(
+        ws.runner("http://127.0.0.1:9")
+            .env("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+            .env_remove("GEMINI_API_KEY")
+            .args(["models"]),
+    );
     assert_eq!(out.code, 0);
-    let line = |name: &str| out.stdout.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_owned();
+    let line =
+        |name: &str| out.stdout.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_owned();
     assert!(line("anthropic").contains("ANTHROPIC_API_KEY (set)"), "{}", out.stdout);
     assert!(line("gemini").contains("GEMINI_API_KEY (not set)"), "{}", out.stdout);
     assert!(line("ollama").contains("no key"), "{}", out.stdout);
@@ -355,12 +442,13 @@ fn unknown_providers_list_the_known_ones_and_models_shows_keys_set_never_values(
     assert!(!out.stdout.contains(ANTHROPIC_KEY) && !out.stdout.contains(KEY));
 
     // Anthropic without a key: exit 2, the variable named.
-    let out = exec(ws.runner("http://127.0.0.1:9").env_remove("ANTHROPIC_API_KEY").env_remove("ANTHROPIC_BASE_URL").args([
-        "ask",
-        "-m",
-        "anthropic:claude-haiku-4-5",
-        "hi",
-    ]));
+    let out =
+        exec(ws.runner("http://127.0.0.1:9").env_remove("ANTHROPIC_API_KEY").env_remove("ANTHROPIC_BASE_URL").args([
+            "ask",
+            "-m",
+            "anthropic:claude-haiku-4-5",
+            "hi",
+        ]));
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("set ANTHROPIC_API_KEY"), "{}", out.stderr);
 }

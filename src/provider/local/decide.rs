@@ -27,9 +27,10 @@ pub const NONE_HANDICAP: f64 = 1.0;
 
 /// Words that say nothing about which tool is wanted.
 const COMMON: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does", "e", "for", "from", "g", "get", "give", "i", "in", "is", "it", "its", "me",
-    "my", "of", "on", "or", "please", "s", "so", "tell", "that", "the", "their", "this", "to", "two", "what", "whats", "with", "would", "you", "your", "both",
-    "how", "much", "right", "which", "who", "why",
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "could", "do", "does", "e", "for", "from", "g", "get",
+    "give", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "please", "s", "so", "tell", "that", "the",
+    "their", "this", "to", "two", "what", "whats", "with", "would", "you", "your", "both", "how", "much", "right",
+    "which", "who", "why",
 ];
 
 /// Content words of `text`, reduced to a rough stem; `+` counts as "plus".
@@ -102,7 +103,10 @@ pub fn request_parts(message: &str, tools: &[ToolSpec]) -> Option<Vec<(String, V
     if parts.len() < 2 {
         return None;
     }
-    let named: Vec<Vec<String>> = tools.iter().map(|t| content_words(&format!("{} {}", t.function.name.replace('_', " "), t.function.description))).collect();
+    let named: Vec<Vec<String>> = tools
+        .iter()
+        .map(|t| content_words(&format!("{} {}", t.function.name.replace('_', " "), t.function.description)))
+        .collect();
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         let words = content_words(part);
@@ -120,7 +124,12 @@ const CONTENT_FREE: &str = "N/A";
 
 /// Log probabilities of the options after `prompt`: index 0 is "no call", 1 + i is the i-th
 /// of `candidates` (indexes into `tools`; only they can be chosen, so only they are scored).
-fn option_scores(engine: &Engine, model: &mut Model, tools: &[ToolSpec], candidates: &[usize]) -> Result<(Vec<f64>, Model, u64), String> {
+fn option_scores(
+    engine: &Engine,
+    model: &mut Model,
+    tools: &[ToolSpec],
+    candidates: &[usize],
+) -> Result<(Vec<f64>, Model, u64), String> {
     let mut opened = model.clone();
     let (logits, count) = engine.force(&mut opened, CALL_OPEN)?;
     let starts = |c: u8| {
@@ -164,7 +173,14 @@ pub(crate) fn choose(
         }
     }
     let names: Vec<&str> = candidates.iter().map(|&i| tools[i].function.name.as_str()).collect();
-    tracing::debug!(?names, ?scores, ?baseline, ?calibrated, choice = best, "tool decision (0: no call, i: names[i - 1])");
+    tracing::debug!(
+        ?names,
+        ?scores,
+        ?baseline,
+        ?calibrated,
+        choice = best,
+        "tool decision (0: no call, i: names[i - 1])"
+    );
     if best == 0 {
         return Ok(None);
     }
@@ -173,7 +189,12 @@ pub(crate) fn choose(
 }
 
 /// The option scores for the same conversation with a content-free last user message.
-fn calibration(engine: &Engine, messages: &[Message], tools: &[ToolSpec], candidates: &[usize]) -> Result<Vec<f64>, String> {
+fn calibration(
+    engine: &Engine,
+    messages: &[Message],
+    tools: &[ToolSpec],
+    candidates: &[usize],
+) -> Result<Vec<f64>, String> {
     let mut neutral = messages.to_vec();
     if let Some(Message::User { content }) = neutral.last_mut() {
         *content = CONTENT_FREE.to_owned();
@@ -212,7 +233,9 @@ mod tests {
         let registry = ToolRegistry::builtin();
         let names: Vec<String> = registry.names().map(str::to_owned).collect();
         let tools = registry.specs(&names);
-        let named = |message: &str| -> Vec<String> { candidates(message, &tools).into_iter().map(|i| tools[i].function.name.clone()).collect() };
+        let named = |message: &str| -> Vec<String> {
+            candidates(message, &tools).into_iter().map(|i| tools[i].function.name.clone()).collect()
+        };
         assert_eq!(named("What's the weather in Paris?"), ["get_weather"]);
         assert_eq!(named("reverse apple"), ["reverse_text"]);
         assert_eq!(named("What is 2 plus 3?"), ["add_numbers"]);
@@ -226,8 +249,12 @@ mod tests {
         let names: Vec<String> = registry.names().map(str::to_owned).collect();
         let tools = registry.specs(&names);
         let named = |message: &str| -> Option<Vec<(String, Vec<String>)>> {
-            request_parts(message, &tools)
-                .map(|parts| parts.into_iter().map(|(p, t)| (p, t.iter().map(|&i| tools[i].function.name.clone()).collect())).collect())
+            request_parts(message, &tools).map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|(p, t)| (p, t.iter().map(|&i| tools[i].function.name.clone()).collect()))
+                    .collect()
+            })
         };
         let pair = |part: &str, tool: &str| (part.to_owned(), vec![tool.to_owned()]);
         // "2 and 3" is one list of numbers, not two requests.
@@ -243,6 +270,9 @@ mod tests {
         assert_eq!(named("Reverse the words apple and banana"), None);
         assert!(request_parts("What is the weather in Paris?", &tools).is_none());
         // A range is one request, even when what follows names the tool.
-        assert!(request_parts("Give me a random number between 1 and 10 using the get_random_number tool.", &tools).is_none());
+        assert!(
+            request_parts("Give me a random number between 1 and 10 using the get_random_number tool.", &tools)
+                .is_none()
+        );
     }
 }

@@ -75,7 +75,9 @@ impl LocalProvider {
     pub fn load(path: &std::path::Path, cache_dir: Option<&std::path::Path>) -> Result<Self, String> {
         let loaded = model::load(path, cache_dir)?;
         let mut templates = minijinja::Environment::new();
-        templates.add_template_owned("chat", loaded.chat_template).map_err(|e| format!("the GGUF's chat template does not parse: {e}"))?;
+        templates
+            .add_template_owned("chat", loaded.chat_template)
+            .map_err(|e| format!("the GGUF's chat template does not parse: {e}"))?;
         let stop = ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| loaded.tokenizer.token_id(t)).collect();
         Ok(Self {
             engine: Arc::new(Engine {
@@ -102,7 +104,12 @@ impl LocalProvider {
     }
 
     /// Blocking completion; [`Provider::complete`] runs it on a blocking thread.
-    pub fn complete_blocking(&self, messages: &[Message], tools: &[ToolSpec], sampling: &crate::provider::Sampling) -> Result<Completion, String> {
+    pub fn complete_blocking(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        sampling: &crate::provider::Sampling,
+    ) -> Result<Completion, String> {
         self.engine.complete(messages, tools, None, sampling, None)
     }
 }
@@ -119,7 +126,9 @@ impl Provider for LocalProvider {
             let started = std::time::Instant::now();
             let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
             let sink = on_text.is_some().then_some(sender);
-            let task = tokio::task::spawn_blocking(move || engine.complete(&messages, &tools, forced.as_deref(), &sampling, sink.as_ref()));
+            let task = tokio::task::spawn_blocking(move || {
+                engine.complete(&messages, &tools, forced.as_deref(), &sampling, sink.as_ref())
+            });
             // The model runs on a blocking thread; its text comes back here, piece by piece.
             while let Some(piece) = receiver.recv().await {
                 if let Some(on_text) = on_text {
@@ -171,7 +180,11 @@ fn tool_call_text(calls: &[ToolCall]) -> String {
         .iter()
         .map(|c| {
             let arguments: Value = serde_json::from_str(&c.function.arguments).unwrap_or_else(|_| json!({}));
-            format!("{{\"name\": {}, \"arguments\": {}}}", Value::String(c.function.name.clone()), compact_json(&arguments))
+            format!(
+                "{{\"name\": {}, \"arguments\": {}}}",
+                Value::String(c.function.name.clone()),
+                compact_json(&arguments)
+            )
         })
         .collect();
     format!("{CALL_OPEN}{}\n]</tool_call>", items.join(",\n"))
@@ -184,7 +197,8 @@ const CALL_OPEN: &str = "<tool_call>[\n";
 fn compact_json(value: &Value) -> String {
     match value {
         Value::Object(map) => {
-            let items: Vec<String> = map.iter().map(|(k, v)| format!("{}: {}", Value::String(k.clone()), compact_json(v))).collect();
+            let items: Vec<String> =
+                map.iter().map(|(k, v)| format!("{}: {}", Value::String(k.clone()), compact_json(v))).collect();
             format!("{{{}}}", items.join(", "))
         }
         Value::Array(items) => format!("[{}]", items.iter().map(compact_json).collect::<Vec<_>>().join(", ")),
@@ -214,7 +228,10 @@ impl Engine {
                     let name = names.get(tool_call_id.as_str()).copied().unwrap_or("tool");
                     let result = readable_result(content);
                     if let Some(last) = rendered.iter_mut().rev().find(|m| m["role"] == "user") {
-                        let text = format!("{}\n\nThe {name} tool returned: {result}", last["content"].as_str().unwrap_or_default());
+                        let text = format!(
+                            "{}\n\nThe {name} tool returned: {result}",
+                            last["content"].as_str().unwrap_or_default()
+                        );
                         last["content"] = Value::String(text);
                     }
                 }
@@ -245,7 +262,9 @@ impl Engine {
                     ("system", content)
                 }
                 Message::User { content } => ("user", content.clone()),
-                Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => ("assistant", tool_call_text(tool_calls)),
+                Message::Assistant { tool_calls, .. } if !tool_calls.is_empty() => {
+                    ("assistant", tool_call_text(tool_calls))
+                }
                 Message::Assistant { content, .. } => ("assistant", content.clone().unwrap_or_default()),
                 Message::Tool { content, .. } => ("tool", content.clone()),
             };
@@ -342,7 +361,10 @@ impl Engine {
                     content: None,
                     tool_calls: calls,
                     finish_reason: Some("tool_calls".into()),
-                    usage: Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, opened + count) }),
+                    usage: Some(Usage {
+                        cached_tokens: reused as u64,
+                        ..Usage::new(prompt.len() as u64, opened + count)
+                    }),
                     raw_usage: None,
                 });
             }
@@ -354,25 +376,40 @@ impl Engine {
         let results = turn_results(messages);
         let copy = self.result_tokens(&results.iter().map(|r| readable_result(r)).collect::<Vec<_>>());
         let facts: Vec<String> = results.iter().flat_map(|r| facts(r)).collect();
-        let mut completion = self.write_text(&mut model, logits, &mut sampler, max_tokens, &mut generated, (&copy, &facts), stream)?;
+        let mut completion =
+            self.write_text(&mut model, logits, &mut sampler, max_tokens, &mut generated, (&copy, &facts), stream)?;
         completion.usage = Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, generated) });
         Ok(completion)
     }
 
     /// One call to the tool named `name`, with no decision: only that tool is listed, the
     /// call is opened and its arguments written as any call's are (grounded in `asked`).
-    fn forced_call(&self, messages: &[Message], tools: &[ToolSpec], name: &str, asked: &str, sampler: &mut Sampler) -> Result<Completion, String> {
-        let tool = tools.iter().find(|t| t.function.name == name).ok_or_else(|| format!("the forced tool `{name}` is not among the offered tools"))?;
+    fn forced_call(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        name: &str,
+        asked: &str,
+        sampler: &mut Sampler,
+    ) -> Result<Completion, String> {
+        let tool = tools
+            .iter()
+            .find(|t| t.function.name == name)
+            .ok_or_else(|| format!("the forced tool `{name}` is not among the offered tools"))?;
         let prompt = self.tokenizer.encode(&self.render(messages, std::slice::from_ref(tool))?);
         let (mut model, reused) = self.prefilled(&prompt, 0)?;
-        let (_, opened) = self.force(&mut model, &format!("{CALL_OPEN}{{\"name\": {}", Value::String(name.to_owned())))?;
+        let (_, opened) =
+            self.force(&mut model, &format!("{CALL_OPEN}{{\"name\": {}", Value::String(name.to_owned())))?;
         let (call, written) = self.write_arguments(&mut model, sampler, &tool.function, asked)?;
         let (_, closed) = self.force(&mut model, "\n]</tool_call>")?;
         Ok(Completion {
             content: None,
             tool_calls: vec![call],
             finish_reason: Some("tool_calls".into()),
-            usage: Some(Usage { cached_tokens: reused as u64, ..Usage::new(prompt.len() as u64, opened + written + closed) }),
+            usage: Some(Usage {
+                cached_tokens: reused as u64,
+                ..Usage::new(prompt.len() as u64, opened + written + closed)
+            }),
             raw_usage: None,
         })
     }
@@ -492,7 +529,13 @@ impl Engine {
             logits = model.feed(&[next])?;
         }
         let text = self.tokenizer.decode(&ids).trim().to_owned();
-        Ok(Completion { content: Some(text), tool_calls: vec![], finish_reason: Some(finish.into()), usage: None, raw_usage: None })
+        Ok(Completion {
+            content: Some(text),
+            tool_calls: vec![],
+            finish_reason: Some(finish.into()),
+            usage: None,
+            raw_usage: None,
+        })
     }
 
     /// Log probability of `text` following the state whose next-token logits are `logits`;
@@ -516,13 +559,23 @@ impl Engine {
     /// gets a call per part (at most [`MAX_CALLS`]): its tool the part's only fitting one or
     /// the model's choice among them, its arguments grounded in that part alone. Otherwise one
     /// call to the chosen tool. `model` holds the prompt and [`CALL_OPEN`].
-    fn write_calls(&self, model: &mut Model, sampler: &mut Sampler, chosen: usize, tools: &[ToolSpec], asked: &str) -> Result<(Vec<ToolCall>, u64), String> {
-        let parts = decide::request_parts(asked, tools).filter(|parts| parts.len() <= MAX_CALLS).unwrap_or_else(|| vec![(asked.to_owned(), vec![chosen])]);
+    fn write_calls(
+        &self,
+        model: &mut Model,
+        sampler: &mut Sampler,
+        chosen: usize,
+        tools: &[ToolSpec],
+        asked: &str,
+    ) -> Result<(Vec<ToolCall>, u64), String> {
+        let parts = decide::request_parts(asked, tools)
+            .filter(|parts| parts.len() <= MAX_CALLS)
+            .unwrap_or_else(|| vec![(asked.to_owned(), vec![chosen])]);
         let mut calls = Vec::with_capacity(parts.len());
         let mut count = 0;
         for (i, (part, fitting)) in parts.iter().enumerate() {
             let opening = if i == 0 { "{\"name\":" } else { ",\n{\"name\":" };
-            let names: Vec<String> = fitting.iter().map(|&t| format!(" {}", Value::String(tools[t].function.name.clone()))).collect();
+            let names: Vec<String> =
+                fitting.iter().map(|&t| format!(" {}", Value::String(tools[t].function.name.clone()))).collect();
             // One fitting tool: its name goes in with the opening, in one step.
             let index = if let [name] = &names[..] {
                 count += self.force(model, &format!("{opening}{name}"))?.1;
@@ -543,23 +596,43 @@ impl Engine {
 
     /// The rest of a call whose name was written: its arguments, an object of its schema (see
     /// [`Engine::write_object`]), and the closing brace.
-    fn write_arguments(&self, model: &mut Model, sampler: &mut Sampler, spec: &FunctionSpec, asked: &str) -> Result<(ToolCall, u64), String> {
+    fn write_arguments(
+        &self,
+        model: &mut Model,
+        sampler: &mut Sampler,
+        spec: &FunctionSpec,
+        asked: &str,
+    ) -> Result<(ToolCall, u64), String> {
         let (_, mut count) = self.force(model, ", \"arguments\": ")?;
         let (arguments, n) = self.write_object(model, sampler, &spec.parameters, asked, 0)?;
         count += n;
         let (_, n) = self.force(model, "}")?;
         count += n;
         let id = format!("call_{}", crate::rng::mix64(count ^ model.cached().len() as u64) % 1_000_000_000);
-        let call = ToolCall { id, kind: "function".into(), function: FunctionCall { name: spec.name.clone(), arguments: arguments.to_string() } };
+        let call = ToolCall {
+            id,
+            kind: "function".into(),
+            function: FunctionCall { name: spec.name.clone(), arguments: arguments.to_string() },
+        };
         Ok((call, count))
     }
 
     /// An object of `schema`, in its properties' order: every required property, and an
     /// optional one only when the message gives evidence for it ([`wanted`]); a 135M model
     /// left to choose fills every optional field with something.
-    fn write_object(&self, model: &mut Model, sampler: &mut Sampler, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
+    fn write_object(
+        &self,
+        model: &mut Model,
+        sampler: &mut Sampler,
+        schema: &Value,
+        asked: &str,
+        depth: usize,
+    ) -> Result<(Value, u64), String> {
         let properties = schema["properties"].as_object().cloned().unwrap_or_default();
-        let required: Vec<&str> = schema["required"].as_array().map(|names| names.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let (_, mut count) = self.force(model, "{")?;
         let mut object = serde_json::Map::new();
         for (name, property) in &properties {
@@ -580,7 +653,14 @@ impl Engine {
     /// An array of `schema`'s items. Numbers: the message's numbers, in order (what a list
     /// of numbers in a request almost always is). Other items: written one by one while the
     /// model prefers `, ` to `]` (at most [`MAX_ITEMS`]).
-    fn write_array(&self, model: &mut Model, sampler: &mut Sampler, schema: &Value, asked: &str, depth: usize) -> Result<(Value, u64), String> {
+    fn write_array(
+        &self,
+        model: &mut Model,
+        sampler: &mut Sampler,
+        schema: &Value,
+        asked: &str,
+        depth: usize,
+    ) -> Result<(Value, u64), String> {
         let item = &schema["items"];
         let numbers = match item["type"].as_str() {
             Some(kind @ ("number" | "integer")) => numbers_in(asked, kind == "number"),
@@ -655,7 +735,9 @@ impl Engine {
         let mut bytes: Vec<u8> = Vec::new();
         for _ in 0..MAX_STRING_TOKENS {
             let tokenizer = &self.tokenizer;
-            let plain = |id: u32, t: &[u8]| !t.is_empty() && !self.stop.contains(&id) && !t.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            let plain = |id: u32, t: &[u8]| {
+                !t.is_empty() && !self.stop.contains(&id) && !t.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            };
             let closing = |t: &[u8]| t.first() == Some(&b'"') && !bytes.is_empty();
             let current = String::from_utf8_lossy(&bytes).trim_start().to_owned();
             let grounded = |id: u32| {
@@ -692,7 +774,14 @@ impl Engine {
         Ok((Value::String(String::from_utf8_lossy(&bytes).trim().to_owned()), count + n))
     }
 
-    fn write_number(&self, model: &mut Model, sampler: &mut Sampler, mut logits: Vec<f32>, fraction: bool, asked: &str) -> Result<(Value, u64), String> {
+    fn write_number(
+        &self,
+        model: &mut Model,
+        sampler: &mut Sampler,
+        mut logits: Vec<f32>,
+        fraction: bool,
+        asked: &str,
+    ) -> Result<(Value, u64), String> {
         let numbers = numbers_in(asked, fraction);
         let mut text = String::new();
         let mut count = 0;
@@ -721,7 +810,11 @@ impl Engine {
                     _ => !digits.is_empty() && !digits.ends_with('.') && t.starts_with([',', '}', ']']),
                 }
             };
-            let pick = if numbers.is_empty() { sampler.pick(&logits, Some(&free)) } else { sampler.pick(&logits, Some(&grounded)) };
+            let pick = if numbers.is_empty() {
+                sampler.pick(&logits, Some(&free))
+            } else {
+                sampler.pick(&logits, Some(&grounded))
+            };
             let Some(next) = pick else { break };
             let token = String::from_utf8_lossy(&tokenizer.token_bytes(next)).into_owned();
             if token.starts_with([',', '}', ']']) {
@@ -740,7 +833,12 @@ impl Engine {
 
     /// Picks one of `choices` (fixed texts) token by token, always staying on one of them,
     /// feeding what was picked. Returns the index of the choice.
-    fn choose_text(&self, model: &mut Model, mut logits: Vec<f32>, choices: &[String]) -> Result<(usize, Vec<f32>, u64), String> {
+    fn choose_text(
+        &self,
+        model: &mut Model,
+        mut logits: Vec<f32>,
+        choices: &[String],
+    ) -> Result<(usize, Vec<f32>, u64), String> {
         let mut written = String::new();
         let mut count = 0;
         loop {
@@ -825,7 +923,9 @@ fn span_at_words(text: &str, span: &str, whole: bool) -> bool {
         let ends = match after.next() {
             None => true,
             Some(c) if c.is_whitespace() || CLOSING.contains(c) => true,
-            Some(c) if c.is_ascii_punctuation() => after.next().is_none_or(|d| d.is_whitespace() || CLOSING.contains(d)),
+            Some(c) if c.is_ascii_punctuation() => {
+                after.next().is_none_or(|d| d.is_whitespace() || CLOSING.contains(d))
+            }
             Some(_) => false,
         };
         starts && (!whole || ends)
@@ -877,9 +977,12 @@ fn readable_result(content: &str) -> String {
     };
     match serde_json::from_str::<Value>(content) {
         Ok(Value::Object(map)) if map.len() == 1 && map.contains_key("result") => scalar(&map["result"]),
-        Ok(Value::Object(map)) => {
-            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{}: {}", k.replace('_', " "), scalar(v))).collect::<Vec<_>>().join(", ")
-        }
+        Ok(Value::Object(map)) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{}: {}", k.replace('_', " "), scalar(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => content.to_owned(),
     }
 }

@@ -55,7 +55,8 @@ pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, String> {
     }
     let device = Device::Cpu;
     let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| format!("{}: not a GGUF file ({e})", path.display()))?;
+    let content =
+        gguf_file::Content::read(&mut file).map_err(|e| format!("{}: not a GGUF file ({e})", path.display()))?;
     // Requantize, and write the result as a GGUF: to the cache when there is one, else into
     // memory, and load that (candle builds the model from a reader).
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
@@ -93,7 +94,11 @@ pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, String> {
 /// so a changed source is converted again.
 fn converted_name(source: &Path) -> String {
     let meta = std::fs::metadata(source).ok();
-    let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64);
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
     let size = meta.map_or(0, |m| m.len());
     let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     format!("{stem}.q8_0-{:016x}.gguf", crate::rng::mix64(size ^ crate::rng::mix64(modified)))
@@ -127,10 +132,13 @@ fn from_gguf<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> R
     let content = gguf_file::Content::read(reader).map_err(|e| format!("{}: not a GGUF file ({e})", path.display()))?;
     let md = &content.metadata;
     let get = |key: &str| md.get(key).ok_or_else(|| format!("{}: no `{key}` in the GGUF metadata", path.display()));
-    let strings = |key: &str| -> Result<Vec<String>, String> { get(key)?.to_vec().map_err(err)?.iter().map(|v| v.to_string().cloned().map_err(err)).collect() };
+    let strings = |key: &str| -> Result<Vec<String>, String> {
+        get(key)?.to_vec().map_err(err)?.iter().map(|v| v.to_string().cloned().map_err(err)).collect()
+    };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
-    let types: Vec<i32> = get("tokenizer.ggml.token_type")?.to_vec().map_err(err)?.iter().map(|v| v.to_i32().unwrap_or(1)).collect();
+    let types: Vec<i32> =
+        get("tokenizer.ggml.token_type")?.to_vec().map_err(err)?.iter().map(|v| v.to_i32().unwrap_or(1)).collect();
     let tokenizer = Tokenizer::new(tokens, &types, &merges)?;
     let chat_template = get("tokenizer.chat_template")?.to_string().map_err(err)?.clone();
     let context_length = md.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;

@@ -34,7 +34,8 @@ impl Sampler {
         let candidates: Vec<u32> = order.into_iter().filter(|&id| ok(id)).take(64).collect();
         let first = *candidates.first()?;
         let max = logits[first as usize] as f64;
-        let weights: Vec<f64> = candidates.iter().map(|&id| ((logits[id as usize] as f64 - max) / self.temperature).exp()).collect();
+        let weights: Vec<f64> =
+            candidates.iter().map(|&id| ((logits[id as usize] as f64 - max) / self.temperature).exp()).collect();
         let total: f64 = weights.iter().sum();
         // Nucleus: the smallest prefix whose probability reaches top_p.
         let mut kept = 0;
@@ -72,7 +73,12 @@ pub fn best_allowed(logits: &[f32], ok: &dyn Fn(u32) -> bool) -> Option<u32> {
     if let Some(&(_, id)) = best.iter().find(|(_, id)| ok(*id)) {
         return Some(id);
     }
-    logits.iter().enumerate().filter(|(id, _)| ok(*id as u32)).max_by(|a, b| a.1.total_cmp(b.1)).map(|(id, _)| id as u32)
+    logits
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| ok(*id as u32))
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(id, _)| id as u32)
 }
 
 /// log(sum(exp(logits))) over the tokens `ok` accepts, minus the log-sum over all: the log

@@ -29,8 +29,12 @@ impl Tokenizer {
             let (left, right) = merge.split_once(' ').ok_or_else(|| format!("malformed merge `{merge}`"))?;
             ranks.insert((left.to_owned(), right.to_owned()), rank as u32);
         }
-        let mut specials: Vec<(String, u32)> =
-            tokens.iter().enumerate().filter(|(id, _)| token_types.get(*id) == Some(&CONTROL)).map(|(id, token)| (token.clone(), id as u32)).collect();
+        let mut specials: Vec<(String, u32)> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| token_types.get(*id) == Some(&CONTROL))
+            .map(|(id, token)| (token.clone(), id as u32))
+            .collect();
         specials.sort_by_key(|(token, _)| std::cmp::Reverse(token.len()));
         let byte_to_char = bytes_to_unicode();
         let char_to_byte = byte_to_char.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
@@ -82,7 +86,11 @@ impl Tokenizer {
     fn bpe(&self, word: &str, ids: &mut Vec<u32>) {
         let mut symbols: Vec<String> = word.chars().map(String::from).collect();
         while symbols.len() > 1 {
-            let best = symbols.windows(2).enumerate().filter_map(|(i, pair)| self.ranks.get(&(pair[0].clone(), pair[1].clone())).map(|&rank| (rank, i))).min();
+            let best = symbols
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, pair)| self.ranks.get(&(pair[0].clone(), pair[1].clone())).map(|&rank| (rank, i)))
+                .min();
             let Some((_, i)) = best else { break };
             let right = symbols.remove(i + 1);
             symbols[i].push_str(&right);
@@ -132,7 +140,9 @@ pub fn pre_tokenize(text: &str) -> Vec<&str> {
     static DIGIT: OnceLock<Regex> = OnceLock::new();
     static GPT2: OnceLock<Regex> = OnceLock::new();
     let digit = DIGIT.get_or_init(|| Regex::new(r"\p{N}").expect("valid pattern"));
-    let gpt2 = GPT2.get_or_init(|| Regex::new(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+").expect("valid pattern"));
+    let gpt2 = GPT2.get_or_init(|| {
+        Regex::new(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+").expect("valid pattern")
+    });
     let mut pieces = Vec::new();
     let mut start = 0;
     for m in digit.find_iter(text) {
