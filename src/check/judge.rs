@@ -70,7 +70,7 @@ pub(crate) fn judge_messages(conversation: &[Message], rubric: &str) -> Vec<Mess
                 }
             }
             Message::Tool { tool_call_id, content } => {
-                push_element(&mut text, &format!("tool_result id=\"{}\"", escape_markup(tool_call_id)), content)
+                push_element(&mut text, &format!("tool_result id=\"{}\"", escape_markup(tool_call_id)), content);
             }
         }
     }

@@ -48,7 +48,7 @@ fn describe(out: &mut String, tool: &dyn Tool, declared_by: Option<&str>) -> std
     match (tool.source(), declared_by) {
         ("builtin", _) => writeln!(out, "{name}\n  {description}")?,
         (source, Some(by)) => {
-            writeln!(out, "{name} ({source}{listed}, declared by {})\n  {description}", printable(by))?
+            writeln!(out, "{name} ({source}{listed}, declared by {})\n  {description}", printable(by))?;
         }
         (source, None) => writeln!(out, "{name} ({source}, runner.yaml)\n  {description}")?,
     }
