@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::conversation::Assistant;
 use crate::message::{Message, ToolSpec};
 use crate::pricing::{Cost, Price};
-use crate::provider::{Completion, CompletionRequest, Exchange, Provider, Sampling};
+use crate::provider::{Completion, CompletionRequest, Exchange, Provider, ProviderError, Sampling, Target};
 use crate::record::{RequestRecord, Status, ToolCallRecord, TurnRecord};
+use crate::scenario::DEFAULT_MAX_TOOL_ROUNDS;
 use crate::tools::{ToolContext, ToolError, ToolRegistry, decode_arguments};
 use crate::usage::{Usage, UsageSource, estimate_tokens};
 
@@ -17,7 +19,7 @@ use crate::usage::{Usage, UsageSource, estimate_tokens};
 pub(crate) struct Agent<'a> {
     pub provider: &'a dyn Provider,
     pub model: &'a str,
-    pub sampling: &'a Sampling,
+    pub sampling: Sampling,
     /// Tools offered on every request of the conversation.
     pub tools: &'a [ToolSpec],
     pub registry: &'a ToolRegistry,
@@ -29,6 +31,41 @@ pub(crate) struct Agent<'a> {
     pub price: Option<&'a Price>,
     /// When set, replies are streamed and their text handed here as it arrives.
     pub on_text: Option<crate::provider::TextSink<'a>>,
+}
+
+/// No results pinned.
+static NOTHING_PINNED: BTreeMap<String, Value> = BTreeMap::new();
+
+impl<'a> Agent<'a> {
+    /// An agent for `target` through `provider` (which may be the target's own, or a cache in
+    /// front of it), offering `tools`: default sampling, nothing pinned, at most
+    /// [`DEFAULT_MAX_TOOL_ROUNDS`] tool rounds, nothing streamed.
+    pub(crate) fn new(
+        provider: &'a dyn Provider,
+        target: &'a Target,
+        tools: &'a [ToolSpec],
+        registry: &'a ToolRegistry,
+        context: &'a ToolContext,
+    ) -> Self {
+        Self {
+            provider,
+            model: &target.spec.name,
+            sampling: Sampling::default(),
+            tools,
+            registry,
+            tool_results: &NOTHING_PINNED,
+            max_tool_rounds: DEFAULT_MAX_TOOL_ROUNDS,
+            context,
+            price: target.price.as_ref().map(|p| &p.price),
+            on_text: None,
+        }
+    }
+}
+
+impl Assistant for Agent<'_> {
+    async fn answer(&self, messages: &mut Vec<Message>, index: usize, user: &str) -> TurnRecord {
+        self.run_turn(messages, index, user).await
+    }
 }
 
 impl Agent<'_> {
@@ -53,7 +90,7 @@ impl Agent<'_> {
                 model: self.model,
                 messages,
                 tools: self.tools,
-                sampling: self.sampling,
+                sampling: &self.sampling,
                 tool_choice: None,
                 on_text: self.on_text.map(|_| &show as crate::provider::TextSink<'_>),
             };
@@ -167,7 +204,7 @@ fn tool_message(record: &ToolCallRecord) -> String {
     }
 }
 
-/// The record of one request sent for `messages`, and the completion or the error's text.
+/// The record of one request sent for `messages`, and the completion or the provider's error.
 /// Usage is the provider's, else counted by runner; `partial` is the text a streamed reply
 /// showed before it failed: generated and paid for, so counted too.
 pub(crate) fn record_exchange(
@@ -175,7 +212,7 @@ pub(crate) fn record_exchange(
     messages: &[Message],
     price: Option<&Price>,
     partial: String,
-) -> (Result<Completion, String>, RequestRecord) {
+) -> (Result<Completion, ProviderError>, RequestRecord) {
     let latency_ms = exchange.attempts.iter().map(|a| a.latency_ms).sum();
     let (result, usage, usage_source, finish_reason, raw_usage) = match exchange.result {
         Ok(completion) => {
@@ -186,23 +223,21 @@ pub(crate) fn record_exchange(
             let (finish, raw) = (completion.finish_reason.clone(), completion.raw_usage.clone());
             (Ok(completion), usage, source, finish, raw)
         }
-        Err(err) if partial.is_empty() => (Err(err.to_string()), Usage::default(), UsageSource::Provider, None, None),
+        Err(err) if partial.is_empty() => (Err(err), Usage::default(), UsageSource::Provider, None, None),
         Err(err) => {
             let arrived = Completion { content: Some(partial), ..Completion::default() };
-            (Err(err.to_string()), estimate_usage(messages, &arrived), UsageSource::Estimated, None, None)
+            (Err(err), estimate_usage(messages, &arrived), UsageSource::Estimated, None, None)
         }
     };
     let cost: Cost = price.map(|p| p.cost(&usage)).unwrap_or_default();
+    let error = result.as_ref().err().map(ToString::to_string);
     let record = RequestRecord {
-        usage,
-        usage_source,
         latency_ms,
         finish_reason,
-        cost,
-        error: result.as_ref().err().cloned(),
         attempts: exchange.attempts,
         raw_usage,
         cache: exchange.cache,
+        ..RequestRecord::new(usage, usage_source, cost, error)
     };
     (result, record)
 }
@@ -274,7 +309,7 @@ mod tests {
         let agent = Agent {
             provider: provider.as_ref(),
             model: "m",
-            sampling: &Sampling::default(),
+            sampling: Sampling::default(),
             tools: &specs,
             registry: &registry,
             tool_results: &pinned,
@@ -393,7 +428,7 @@ mod tests {
         let agent = Agent {
             provider: provider.as_ref(),
             model: "m",
-            sampling: &Sampling::default(),
+            sampling: Sampling::default(),
             tools: &specs,
             registry: &registry,
             tool_results: &BTreeMap::new(),

@@ -5,32 +5,26 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::agent::{Agent, estimate_usage};
+use crate::conversation::{About, Conversation};
 use crate::files::write_atomically;
 use crate::message::{Message, ToolSpec};
-use crate::pricing::Cost;
 use crate::provider::cache::Cached;
 use crate::provider::{Completion, Sampling, Target};
-use crate::record::{ModelInfo, RequestRecord, RunCost, RunRecord, Status, TurnRecord, run_id};
-use crate::scenario::DEFAULT_MAX_TOOL_ROUNDS;
+use crate::record::{RequestRecord, RunRecord, Status, TurnRecord};
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
-use crate::usage::{Usage, UsageSource};
+use crate::usage::UsageSource;
 
-/// One conversation: its messages, what each turn did, and the running totals.
+/// A conversation with one model at a time: runner's agent loop on the user's messages.
 pub(crate) struct Session {
     pub target: Arc<Target>,
     registry: ToolRegistry,
     specs: Vec<ToolSpec>,
     context: ToolContext,
-    pub messages: Vec<Message>,
-    pub turns: Vec<TurnRecord>,
-    pub usage: Usage,
-    pub cost: Cost,
-    pub started_at: DateTime<Utc>,
+    pub conversation: Conversation,
     seed: u64,
 }
 
@@ -48,136 +42,87 @@ impl Session {
         let all: Vec<String> = registry.names().map(str::to_owned).collect();
         let specs = registry.specs(tools.unwrap_or(&all));
         let context = ToolContext::new(http, Arc::new(weather), seed).with_secrets(secrets);
-        Self {
-            target,
-            registry,
-            specs,
-            context,
-            messages: Vec::new(),
-            turns: Vec::new(),
-            usage: Usage::default(),
-            cost: Cost::default(),
-            started_at: Utc::now(),
-            seed,
-        }
+        Self { target, registry, specs, context, conversation: Conversation::new(None), seed }
     }
 
     /// Plays one user turn; text is handed to `on_text` as it arrives.
     pub(crate) async fn turn(&mut self, user: &str, on_text: Option<crate::provider::TextSink<'_>>) -> TurnRecord {
-        let no_results = BTreeMap::new();
-        let sampling = Sampling::default();
         let provider = Cached::new(&self.target, None);
-        let agent = Agent {
-            provider: &provider,
-            model: &self.target.spec.name,
-            sampling: &sampling,
-            tools: &self.specs,
-            registry: &self.registry,
-            tool_results: &no_results,
-            max_tool_rounds: DEFAULT_MAX_TOOL_ROUNDS,
-            context: &self.context,
-            price: self.target.price.as_ref().map(|p| &p.price),
-            on_text,
-        };
-        let before = self.messages.len();
-        let mut record = agent.run_turn(&mut self.messages, self.turns.len() + 1, user).await;
+        let agent =
+            Agent { on_text, ..Agent::new(&provider, &self.target, &self.specs, &self.registry, &self.context) };
+        let before = self.conversation.messages.len();
+        let mut record = self.conversation.ask(&agent, user).await;
         record.model = Some(self.target.spec.clone());
         if record.error.is_some() {
             // A turn that did not finish keeps its user message (the log's messages match its
             // turns) and drops the rest: half a tool round would make the next request invalid.
-            self.messages.truncate(before + 1);
+            self.conversation.messages.truncate(before + 1);
         }
-        self.usage += record.usage;
-        self.cost += record.cost;
-        self.turns.push(record.clone());
+        self.conversation.push(record.clone());
         record
     }
 
     /// Records a turn stopped half way (Ctrl-C): its user message stays in the conversation,
     /// and what was shown of the answer counts, estimated, as it was paid for.
     pub(crate) fn stopped(&mut self, user: &str, shown: &str) -> TurnRecord {
-        if let Some(at) = self.messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user))
-        {
-            self.messages.truncate(at + 1);
+        let messages = &mut self.conversation.messages;
+        if let Some(at) = messages.iter().rposition(|m| matches!(m, Message::User { content } if content == user)) {
+            messages.truncate(at + 1);
         }
         let arrived = Completion { content: Some(shown.to_owned()), ..Completion::default() };
-        let usage = estimate_usage(&self.messages, &arrived);
+        let usage = estimate_usage(messages, &arrived);
         let cost = self.target.price.as_ref().map(|p| p.price.cost(&usage)).unwrap_or_default();
-        let mut record = TurnRecord::new(self.turns.len() + 1, user);
+        let mut record = TurnRecord::new(self.conversation.turns.len() + 1, user);
         record.status = Status::Error;
         record.error = Some("answer stopped (Ctrl-C)".to_owned());
         record.reply = (!shown.is_empty()).then(|| shown.to_owned());
-        record.requests.push(RequestRecord {
-            usage,
-            usage_source: UsageSource::Estimated,
-            latency_ms: 0,
-            finish_reason: None,
-            cost,
-            error: record.error.clone(),
-            attempts: Vec::new(),
-            raw_usage: None,
-            cache: Default::default(),
-        });
+        record.requests.push(RequestRecord::new(usage, UsageSource::Estimated, cost, record.error.clone()));
         record.usage = usage;
         record.cost = cost;
         record.model = Some(self.target.spec.clone());
-        self.usage += usage;
-        self.cost += cost;
-        self.turns.push(record.clone());
+        self.conversation.push(record.clone());
         record
     }
 
     /// Forgets the conversation (totals are kept).
     pub(crate) fn reset(&mut self) {
-        self.messages.clear();
+        self.conversation.messages.clear();
     }
 
     /// The token and cost summary printed at the end of a session; figures runner estimated
     /// (the server reported no usage) are marked.
     pub(crate) fn summary(&self) -> String {
+        let Conversation { usage, cost, turns, .. } = &self.conversation;
         let cost = if self.target.price.is_some() {
-            format!("${:.6}", self.cost.total_usd)
+            format!("${:.6}", cost.total_usd)
         } else {
             "$0 (unpriced: no known price for this model)".to_owned()
         };
-        let estimated = self.turns.iter().any(TurnRecord::estimated);
+        let estimated = turns.iter().any(TurnRecord::estimated);
         let (mark, note) = if estimated { ("~", " (estimated: the server reported no usage)") } else { ("", "") };
         format!(
             "input tokens: {mark}{}{note}\noutput tokens: {mark}{}\ntotal tokens: {mark}{}\ntotal cost: {mark}{cost}\n",
-            self.usage.prompt_tokens, self.usage.completion_tokens, self.usage.total_tokens
+            usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
         )
     }
 
     /// The conversation as a run without a scenario; `error` is the last one seen.
     pub(crate) fn record(&self, error: Option<&str>) -> RunRecord {
-        let finished_at = Utc::now();
-        RunRecord {
-            runner_version: env!("CARGO_PKG_VERSION").into(),
-            run_id: run_id(self.started_at),
+        let mut conversation = self.conversation.clone();
+        conversation.error = error.map(str::to_owned);
+        conversation.into_record(About {
+            run_id: self.conversation.own_run_id(),
             scenario: None,
-            model: ModelInfo {
-                spec: self.target.spec.clone(),
-                base_url: self.target.provider.base_url().map(str::to_owned),
-                sampling: Sampling::default(),
-            },
+            target: &self.target,
+            sampling: Sampling::default(),
             repetition: 1,
-            started_at: self.started_at,
-            finished_at,
-            duration_ms: u64::try_from((finished_at - self.started_at).num_milliseconds()).unwrap_or(0),
-            status: self.turns.iter().fold(Status::Passed, |status, turn| status.worst(turn.status)),
-            error: error.map(str::to_owned),
             tool_seed: self.seed,
-            messages: self.messages.clone(),
-            turns: self.turns.clone(),
-            usage: self.usage,
-            cost: RunCost::new(self.cost, self.target.price.as_ref()),
-            mcp_servers: Vec::new(),
-        }
+        })
     }
 
     /// Where the conversation's log goes under `dir`: `<timestamp>.json`.
     pub(crate) fn log_path(&self, dir: &Path) -> PathBuf {
-        dir.join(format!("{}.json", run_id(self.started_at)))
+        dir.join(format!("{}.json", self.conversation.own_run_id()))
     }
 
     /// Writes the conversation's record to [`Session::log_path`], atomically.
@@ -218,7 +163,7 @@ impl Session {
         let mut tool_results = BTreeMap::new();
         let mut turns = Vec::new();
         let offered: Vec<&str> = self.specs.iter().map(|s| s.function.name.as_str()).collect();
-        for turn in self.turns.iter().filter(|t| t.error.is_none()) {
+        for turn in self.conversation.turns.iter().filter(|t| t.error.is_none()) {
             // A call `runner check` would refuse to expect (an unknown tool, arguments that are
             // not a JSON object) leaves the turn without a tool_calls expectation.
             let valid = turn.tool_calls.iter().all(|c| offered.contains(&c.name.as_str()) && c.arguments.is_object());
@@ -237,8 +182,13 @@ impl Session {
             return Err("nothing to save yet: no finished turn".to_owned());
         }
         // A scenario has one model: the one that played its first turn.
-        let model =
-            self.turns.iter().filter(|t| t.error.is_none()).find_map(|t| t.model.as_ref()).unwrap_or(&self.target.spec);
+        let model = self
+            .conversation
+            .turns
+            .iter()
+            .filter(|t| t.error.is_none())
+            .find_map(|t| t.model.as_ref())
+            .unwrap_or(&self.target.spec);
         let scenario = SavedScenario { name: name.to_owned(), model: model.to_string(), tool_results, turns };
         serde_saphyr::to_string(&scenario).map_err(|e| e.to_string())
     }

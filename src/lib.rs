@@ -15,6 +15,7 @@ mod settings;
 mod agent;
 mod chat;
 pub mod check;
+mod conversation;
 mod plan;
 pub mod provider;
 mod runner;

@@ -313,6 +313,24 @@ pub(crate) struct RequestRecord {
     pub cache: CacheUse,
 }
 
+impl RequestRecord {
+    /// A request's record before what the exchange adds (latency, finish reason, attempts,
+    /// raw usage, cache use): its tokens, where they came from, their cost and its error.
+    pub(crate) fn new(usage: Usage, usage_source: UsageSource, cost: Cost, error: Option<String>) -> Self {
+        Self {
+            usage,
+            usage_source,
+            latency_ms: 0,
+            finish_reason: None,
+            cost,
+            error,
+            attempts: Vec::new(),
+            raw_usage: None,
+            cache: CacheUse::default(),
+        }
+    }
+}
+
 /// A request's cost in the log: its total. Read back, the total is all there is.
 mod total_usd {
     use super::Cost;

@@ -4,19 +4,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use futures::StreamExt;
 
 use crate::agent::Agent;
 use crate::check::{TurnFacts, evaluate, judge};
+use crate::conversation::{About, Conversation, Script, UserSide};
 use crate::message::Message;
 use crate::provider::cache::Cached;
 use crate::provider::{ModelSpec, Sampling, Target};
-use crate::record::{
-    JudgeRecord, ModelInfo, NotStarted, Reporter, RunCost, RunOutcome, RunRecord, ScenarioRef, Status,
-};
+use crate::record::{JudgeRecord, NotStarted, Reporter, RunOutcome, RunRecord, ScenarioRef, Status, TurnRecord};
 use crate::rng::mix64;
-use crate::scenario::{JudgeSpec, Scenario};
+use crate::scenario::{Expect, JudgeSpec, Scenario};
 use crate::tools::mcp::{McpPool, RunServers};
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
 
@@ -191,9 +189,12 @@ pub(crate) async fn run_all(
                     Ok(Some(record)) => Ended::Ran(Box::new(record)),
                     Ok(None) => Ended::Aborted(job),
                     // A bug in a run must not take the batch down: record it as that run's error.
-                    Err(err) => {
-                        Ended::Ran(Box::new(unplayed(&job, &shared, Utc::now(), format!("internal error: {err}"))))
-                    }
+                    Err(err) => Ended::Ran(Box::new(unplayed(
+                        &job,
+                        &shared,
+                        Conversation::new(None),
+                        format!("internal error: {err}"),
+                    ))),
                 }
             }
         })
@@ -253,17 +254,17 @@ pub(crate) fn tool_seed(base: u64, job: &Job) -> u64 {
 
 /// Plays one run to its end; every failure becomes part of the record.
 pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
-    let started_at = Utc::now();
     let started = Instant::now();
     let scenario = &job.scenario;
     let target = &job.target;
     let seed = tool_seed(shared.seed, job);
+    let mut conversation = Conversation::new(scenario.system.as_deref());
     let context =
         ToolContext::new(shared.http.clone(), shared.weather.clone(), seed).with_secrets(shared.secrets.clone());
     // Boxed: starting servers is a large future, and every run in flight would carry it.
     let servers = match Box::pin(RunServers::start(&scenario.mcp, &shared.mcp, &shared.http)).await {
         Ok(servers) => servers,
-        Err(err) => return unplayed(job, shared, started_at, err),
+        Err(err) => return unplayed(job, shared, conversation, err),
     };
     // The scenario's own declarations shadow built-in and configured tools of their name.
     let mut registry = shared.registry.with(&scenario.declared);
@@ -274,8 +275,8 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
                 "an MCP server lists `{}`, which the scenario already offers; leave one out (`include` picks a server's tools)",
                 tool.name()
             );
-            let logs = Box::pin(servers.finish()).await;
-            return RunRecord { mcp_servers: logs, ..unplayed(job, shared, started_at, err) };
+            conversation.servers = Box::pin(servers.finish()).await;
+            return unplayed(job, shared, conversation, err);
         }
         registry = registry.with(&servers.tools);
         offered.to_mut().extend(servers.tools.iter().map(|tool| tool.name().to_owned()));
@@ -285,91 +286,75 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     sampling.seed = sampling.seed.or(shared.sampling_seed);
     let provider = Cached::new(target, shared.repeated.then_some(job.repetition));
     let agent = Agent {
-        provider: &provider,
-        model: &target.spec.name,
-        sampling: &sampling,
-        tools: &specs,
-        registry: &registry,
+        sampling,
         tool_results: &scenario.tool_results,
         max_tool_rounds: scenario.max_tool_rounds,
-        context: &context,
-        price: target.price.as_ref().map(|p| &p.price),
-        on_text: None,
+        ..Agent::new(&provider, target, &specs, &registry, &context)
     };
 
-    let mut messages = Vec::new();
-    if let Some(system) = &scenario.system {
-        messages.push(Message::System { content: system.clone() });
-    }
-    let mut turns = Vec::with_capacity(scenario.turns.len());
-    let mut status = Status::Passed;
-    let mut error = None;
-    for (i, turn) in scenario.turns.iter().enumerate() {
-        let outcome = agent.run_turn(&mut messages, i + 1, &turn.user).await;
+    conversation.turns.reserve_exact(scenario.turns.len());
+    let mut user = Script::new(&scenario.turns);
+    while let Some(turn) = user.next(&conversation).await {
+        let outcome = conversation.ask(&agent, &turn.text).await;
         let finished = outcome.error.is_none();
-        let mut checks = match (&outcome.error, &outcome.reply) {
-            (None, Some(reply)) => evaluate(
-                &turn.expect,
-                &TurnFacts {
-                    reply,
-                    tool_calls: &outcome.tool_calls,
-                    cost_usd: outcome.cost.total_usd,
-                    priced: target.price.is_some(),
-                    latency_ms: outcome.latency_ms,
-                },
-            ),
-            _ => Vec::new(),
+        let record = match turn.expect {
+            Some(expect) => check_turn(outcome, expect, &conversation.messages, job, shared).await,
+            None => outcome,
         };
-        let judge = match (&turn.expect.judge, finished) {
-            (Some(spec), true) => Some(judge_turn(spec, &messages, shared, job).await),
-            _ => None,
-        };
-        if let Some(empty) = outcome.empty_reply() {
-            // A failed check on an empty answer says so: the model may not be to blame.
-            for check in checks.iter_mut().filter(|c| !c.passed) {
-                check.detail = format!("{} ({empty})", check.detail);
-            }
-        }
-        checks.extend(judge.as_ref().map(judge::check_record));
-        let mut record = outcome.with_checks(checks);
-        // No verdict: whether the reply met the rubric is unknown, which is an error.
-        if let Some(why) = judge.as_ref().and_then(|j| j.error.as_ref()) {
-            record.status = Status::Error;
-            record.error = Some(format!("judge: {why}"));
-        }
-        record.judge = judge;
-        if let Some(err) = &record.error {
-            error.get_or_insert_with(|| format!("turn {}: {err}", i + 1));
-        }
-        status = status.worst(record.status);
-        turns.push(record);
+        conversation.push(record);
         // The conversation cannot go on past a turn that did not finish.
         if !finished {
             break;
         }
     }
-    let mcp_servers = Box::pin(servers.finish()).await;
-    let usage = turns.iter().map(|t| t.usage).sum();
-    let cost = turns.iter().map(|t| t.cost).sum();
-    tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = status.as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
-    RunRecord {
-        runner_version: env!("CARGO_PKG_VERSION").into(),
-        run_id: shared.run_id.clone(),
-        scenario: Some(scenario_ref(scenario)),
-        model: model_info(job, sampling),
-        repetition: job.repetition,
-        started_at,
-        finished_at: Utc::now(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        status,
-        error,
-        tool_seed: seed,
-        messages,
-        turns,
-        usage,
-        cost: RunCost::new(cost, target.price.as_ref()),
-        mcp_servers,
+    conversation.servers = Box::pin(servers.finish()).await;
+    conversation.error = conversation.first_turn_error();
+    tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = conversation.status().as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
+    conversation.into_record(about(job, shared, sampling))
+}
+
+/// A played turn with its checks: the expectations on its reply and the judge's verdict.
+async fn check_turn(
+    outcome: TurnRecord,
+    expect: &Expect,
+    messages: &[Message],
+    job: &Job,
+    shared: &Shared,
+) -> TurnRecord {
+    let target = &job.target;
+    let finished = outcome.error.is_none();
+    let mut checks = match (&outcome.error, &outcome.reply) {
+        (None, Some(reply)) => evaluate(
+            expect,
+            &TurnFacts {
+                reply,
+                tool_calls: &outcome.tool_calls,
+                cost_usd: outcome.cost.total_usd,
+                priced: target.price.is_some(),
+                latency_ms: outcome.latency_ms,
+            },
+        ),
+        _ => Vec::new(),
+    };
+    let judge = match (&expect.judge, finished) {
+        (Some(spec), true) => Some(judge_turn(spec, messages, shared, job).await),
+        _ => None,
+    };
+    if let Some(empty) = outcome.empty_reply() {
+        // A failed check on an empty answer says so: the model may not be to blame.
+        for check in checks.iter_mut().filter(|c| !c.passed) {
+            check.detail = format!("{} ({empty})", check.detail);
+        }
     }
+    checks.extend(judge.as_ref().map(judge::check_record));
+    let mut record = outcome.with_checks(checks);
+    // No verdict: whether the reply met the rubric is unknown, which is an error.
+    if let Some(why) = judge.as_ref().and_then(|j| j.error.as_ref()) {
+        record.status = Status::Error;
+        record.error = Some(format!("judge: {why}"));
+    }
+    record.judge = judge;
+    record
 }
 
 /// The judge's grading of the turn that ends `messages`.
@@ -396,30 +381,22 @@ fn scenario_ref(scenario: &Scenario) -> ScenarioRef {
     ScenarioRef { name: scenario.name.clone(), file: scenario.file.clone() }
 }
 
-fn model_info(job: &Job, sampling: Sampling) -> ModelInfo {
-    ModelInfo { spec: job.target.spec.clone(), base_url: job.target.provider.base_url().map(str::to_owned), sampling }
+/// What a run's conversation is about.
+fn about<'a>(job: &'a Job, shared: &Shared, sampling: Sampling) -> About<'a> {
+    About {
+        run_id: shared.run_id.clone(),
+        scenario: Some(scenario_ref(&job.scenario)),
+        target: &job.target,
+        sampling,
+        repetition: job.repetition,
+        tool_seed: tool_seed(shared.seed, job),
+    }
 }
 
 /// The record of a run that played no turn (its task died, its MCP server could not
 /// start): status `error`, the reason.
-fn unplayed(job: &Job, shared: &Shared, started_at: chrono::DateTime<Utc>, error: String) -> RunRecord {
-    let now = Utc::now();
-    RunRecord {
-        runner_version: env!("CARGO_PKG_VERSION").into(),
-        run_id: shared.run_id.clone(),
-        scenario: Some(scenario_ref(&job.scenario)),
-        model: model_info(job, job.scenario.sampling),
-        repetition: job.repetition,
-        started_at,
-        finished_at: now,
-        duration_ms: (now - started_at).num_milliseconds().max(0) as u64,
-        status: Status::Error,
-        error: Some(shared.secrets.redact(&error)),
-        tool_seed: tool_seed(shared.seed, job),
-        messages: Vec::new(),
-        turns: Vec::new(),
-        usage: Default::default(),
-        cost: RunCost::new(Default::default(), job.target.price.as_ref()),
-        mcp_servers: Vec::new(),
-    }
+fn unplayed(job: &Job, shared: &Shared, mut conversation: Conversation, error: String) -> RunRecord {
+    conversation.messages.clear();
+    conversation.error = Some(shared.secrets.redact(&error));
+    conversation.into_record(about(job, shared, job.scenario.sampling))
 }
