@@ -194,6 +194,12 @@ pub struct Cost {
     pub total_usd: f64,
 }
 
+/// What was actually spent: a cost and its judges' cost, less what the request cache
+/// answered (nothing sent, nothing paid). The one definition of "spent".
+pub(crate) fn spent_usd(cost_usd: f64, judge_usd: f64, cached_usd: f64) -> f64 {
+    (cost_usd + judge_usd - cached_usd).max(0.0)
+}
+
 impl std::ops::AddAssign for Cost {
     fn add_assign(&mut self, other: Self) {
         self.input_usd += other.input_usd;

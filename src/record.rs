@@ -121,7 +121,7 @@ impl RunRecord {
         let judges = self.turns.iter().filter_map(|t| t.judge.as_ref());
         let requests = self.turns.iter().flat_map(|t| &t.requests).chain(judges.clone().flat_map(|j| &j.requests));
         let cached: f64 = requests.filter(|r| r.cache == CacheUse::Hit).map(|r| r.cost.total_usd).sum();
-        (self.cost.cost.total_usd + self.judge_cost_usd() - cached).max(0.0)
+        crate::pricing::spent_usd(self.cost.cost.total_usd, self.judge_cost_usd(), cached)
     }
 
     /// What the judges of the run's turns cost (apart from the run's own cost).
@@ -299,8 +299,8 @@ pub(crate) struct RequestRecord {
     pub usage_source: UsageSource,
     pub latency_ms: u64,
     pub finish_reason: Option<String>,
-    /// The log keeps a request's total (`cost_usd`); the split is in the turn's `cost`.
-    #[serde(rename = "cost_usd", with = "total_usd")]
+    /// `cost_usd`, `input_cost_usd` and `output_cost_usd` in the log.
+    #[serde(flatten, with = "request_cost")]
     pub cost: Cost,
     pub error: Option<String>,
     pub attempts: Vec<Attempt>,
@@ -331,17 +331,30 @@ impl RequestRecord {
     }
 }
 
-/// A request's cost in the log: its total. Read back, the total is all there is.
-mod total_usd {
+/// A request's cost in the log: its total (`cost_usd`) and its input and output parts. A log
+/// an older runner wrote has the total only; its parts read as 0.
+mod request_cost {
+    use serde::{Deserialize, Serialize};
+
     use super::Cost;
 
+    #[derive(Serialize, Deserialize)]
+    struct Parts {
+        cost_usd: f64,
+        #[serde(default)]
+        input_cost_usd: f64,
+        #[serde(default)]
+        output_cost_usd: f64,
+    }
+
     pub(super) fn serialize<S: serde::Serializer>(cost: &Cost, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(cost.total_usd)
+        Parts { cost_usd: cost.total_usd, input_cost_usd: cost.input_usd, output_cost_usd: cost.output_usd }
+            .serialize(serializer)
     }
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cost, D::Error> {
-        let total_usd = <f64 as serde::Deserialize>::deserialize(deserializer)?;
-        Ok(Cost { input_usd: 0.0, output_usd: 0.0, total_usd })
+        let parts = Parts::deserialize(deserializer)?;
+        Ok(Cost { input_usd: parts.input_cost_usd, output_usd: parts.output_cost_usd, total_usd: parts.cost_usd })
     }
 }
 
@@ -359,12 +372,52 @@ pub struct ToolCallRecord {
     pub result: Option<Value>,
     pub error: Option<String>,
     pub duration_ms: u64,
-    /// The result came from the scenario's `tool_results`, not from running the tool.
+    /// The result came from the scenario's `tool_results`, not from running the tool (the
+    /// log keeps it beside `source: pinned`, as older logs have it).
     pub pinned: bool,
-    /// How the call was answered: `builtin`, `result`, `results`, `command`, `http`, `mcp`
-    /// or `pinned`; `null` for a tool that was not offered.
+    /// How the call was answered; `null` for a tool that was not offered.
     #[serde(default)]
-    pub source: Option<String>,
+    pub source: Option<ToolSource>,
+}
+
+/// How a tool call is answered, as the log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolSource {
+    /// One of runner's built-in tools.
+    Builtin,
+    /// A declared tool's fixed `result`.
+    Result,
+    /// A declared tool's `results`, matched on the arguments.
+    Results,
+    /// A declared tool's `command`.
+    Command,
+    /// A declared tool's `http` request.
+    Http,
+    /// A tool an MCP server lists.
+    Mcp,
+    /// The scenario's `tool_results` answered instead of the tool.
+    Pinned,
+}
+
+impl ToolSource {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ToolSource::Builtin => "builtin",
+            ToolSource::Result => "result",
+            ToolSource::Results => "results",
+            ToolSource::Command => "command",
+            ToolSource::Http => "http",
+            ToolSource::Mcp => "mcp",
+            ToolSource::Pinned => "pinned",
+        }
+    }
+}
+
+impl std::fmt::Display for ToolSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One expectation and whether it held.
@@ -416,5 +469,25 @@ impl<A: Reporter, B: Reporter> Reporter for (A, B) {
         let first = self.0.run_ended(outcome);
         let second = self.1.run_ended(outcome);
         first.and(second)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_keeps_its_cost_split_through_the_log() {
+        let cost = Cost { input_usd: 3e-6, output_usd: 4.8e-6, total_usd: 7.8e-6 };
+        let request = RequestRecord::new(Usage::new(3, 2), UsageSource::Provider, cost, None);
+        let text = serde_json::to_string(&request).unwrap();
+        let back: RequestRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.cost, cost);
+        assert_eq!(back.usage, request.usage);
+        // A log an older runner wrote has the total only.
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        old.as_object_mut().unwrap().retain(|key, _| !key.ends_with("put_cost_usd"));
+        let back: RequestRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(back.cost, Cost { input_usd: 0.0, output_usd: 0.0, total_usd: 7.8e-6 });
     }
 }

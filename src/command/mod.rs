@@ -61,8 +61,12 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
             eprintln!("error: {err:#}");
-            let usage = err.downcast_ref::<UsageError>().is_some();
-            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILED })
+            let code = match (err.downcast_ref::<UsageError>(), err.downcast_ref::<crate::report::ReportError>()) {
+                (Some(_), _) => EXIT_USAGE,
+                (None, Some(report)) => report.code(),
+                (None, None) => EXIT_FAILED,
+            };
+            ExitCode::from(code)
         }
     }
 }

@@ -49,7 +49,7 @@ impl Comparison {
             models.push(ModelChange {
                 model: m.model.clone(),
                 pass_rate: (b.as_ref().and_then(ModelStats::pass_rate), a.as_ref().and_then(ModelStats::pass_rate)),
-                cost_usd: (b.as_ref().map(|x| x.cost_usd), a.as_ref().map(|x| x.cost_usd)),
+                cost_usd: (b.as_ref().map(|x| x.tally.cost_usd), a.as_ref().map(|x| x.tally.cost_usd)),
             });
         }
         let (mut regressions, mut fixes) = (Vec::new(), Vec::new());

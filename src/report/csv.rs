@@ -6,10 +6,15 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::record::{NOT_STARTED, Reporter, RunOutcome, RunRecord};
-use crate::settings::UsageError;
+use serde::{Deserialize, Serialize};
 
-/// The report's columns, in order. The first fifteen are the contract; the rest add detail.
+use super::ReportError;
+use crate::provider::ModelSpec;
+use crate::record::{Reporter, RunOutcome, Status, TurnRecord};
+use crate::usage::Usage;
+
+/// The report's columns, in order: the names of [`ReportRow`]'s fields (a test holds them
+/// together). The first fifteen are the contract; the rest add detail.
 pub(crate) const COLUMNS: &[&str] = &[
     "run_id",
     "scenario",
@@ -35,6 +40,172 @@ pub(crate) const COLUMNS: &[&str] = &[
     "judge_cost_usd",
 ];
 
+/// One row of the report: one turn of a run, or a run without turns (`turn` empty). Written
+/// with `csv::Writer::serialize` and read back (`runner report`) with `deserialize`. Columns
+/// after `latency_ms` may be missing from a report an older runner wrote: they read as 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ReportRow {
+    #[serde(with = "cell::text")]
+    pub run_id: String,
+    #[serde(with = "cell::text")]
+    pub scenario: String,
+    #[serde(with = "cell::model")]
+    pub model: ModelSpec,
+    #[serde(deserialize_with = "cell::repetition")]
+    pub repetition: u32,
+    #[serde(with = "cell::turn")]
+    pub turn: Option<u64>,
+    /// `None`: the run never started (`not_started`).
+    #[serde(with = "cell::status")]
+    pub status: Option<Status>,
+    #[serde(deserialize_with = "cell::whole")]
+    pub prompt_tokens: u64,
+    #[serde(deserialize_with = "cell::whole")]
+    pub completion_tokens: u64,
+    #[serde(default, deserialize_with = "cell::count")]
+    pub total_tokens: u64,
+    #[serde(default, with = "cell::some_usd")]
+    pub input_cost_usd: f64,
+    #[serde(default, with = "cell::some_usd")]
+    pub output_cost_usd: f64,
+    #[serde(with = "cell::usd")]
+    pub total_cost_usd: f64,
+    #[serde(default, deserialize_with = "cell::count")]
+    pub requests: u64,
+    #[serde(default, deserialize_with = "cell::count")]
+    pub tool_calls: u64,
+    #[serde(deserialize_with = "cell::whole")]
+    pub latency_ms: u64,
+    #[serde(default, deserialize_with = "cell::count")]
+    pub cached_tokens: u64,
+    #[serde(default, deserialize_with = "cell::count")]
+    pub reasoning_tokens: u64,
+    #[serde(default, with = "cell::flag")]
+    pub unpriced: bool,
+    #[serde(default, with = "cell::text")]
+    pub error: String,
+    #[serde(default, deserialize_with = "cell::count")]
+    pub cache_write_tokens: u64,
+    #[serde(default, deserialize_with = "cell::count")]
+    pub cache_hits: u64,
+    #[serde(default, with = "cell::some_usd")]
+    pub judge_cost_usd: f64,
+}
+
+impl ReportRow {
+    /// The row of a run without turns: zero tokens, zero cost, `turn` empty.
+    fn without_turns(
+        run_id: &str,
+        scenario: &str,
+        model: &ModelSpec,
+        repetition: u32,
+        status: Option<Status>,
+        unpriced: bool,
+        error: &str,
+    ) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            scenario: scenario.to_owned(),
+            model: model.clone(),
+            repetition,
+            turn: None,
+            status,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            input_cost_usd: 0.0,
+            output_cost_usd: 0.0,
+            total_cost_usd: 0.0,
+            requests: 0,
+            tool_calls: 0,
+            latency_ms: 0,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            unpriced,
+            error: error.to_owned(),
+            cache_write_tokens: 0,
+            cache_hits: 0,
+            judge_cost_usd: 0.0,
+        }
+    }
+
+    /// The rows of a run: one per turn, or one without a turn.
+    pub(crate) fn of(outcome: &RunOutcome) -> Vec<Self> {
+        let record = match outcome {
+            RunOutcome::Finished(record) => record,
+            RunOutcome::NotStarted(run) => {
+                let row = Self::without_turns(
+                    &run.run_id,
+                    &run.scenario.name,
+                    &run.model,
+                    run.repetition,
+                    None,
+                    run.unpriced,
+                    &run.reason,
+                );
+                return vec![row];
+            }
+        };
+        let scenario = record.scenario.as_ref().map_or("", |s| s.name.as_str());
+        let turn_row = |turn: &TurnRecord| Self {
+            run_id: record.run_id.clone(),
+            scenario: scenario.to_owned(),
+            model: record.model.spec.clone(),
+            repetition: record.repetition,
+            turn: Some(turn.index as u64),
+            status: Some(turn.status),
+            prompt_tokens: turn.usage.prompt_tokens,
+            completion_tokens: turn.usage.completion_tokens,
+            total_tokens: turn.usage.total_tokens,
+            input_cost_usd: turn.cost.input_usd,
+            output_cost_usd: turn.cost.output_usd,
+            total_cost_usd: turn.cost.total_usd,
+            requests: turn.requests.len() as u64,
+            tool_calls: turn.tool_calls.len() as u64,
+            latency_ms: turn.latency_ms,
+            cached_tokens: turn.usage.cached_tokens,
+            reasoning_tokens: turn.usage.reasoning_tokens,
+            unpriced: record.cost.unpriced,
+            error: turn.error.clone().unwrap_or_default(),
+            cache_write_tokens: turn.usage.cache_write_tokens,
+            cache_hits: turn.cache_hits() as u64,
+            judge_cost_usd: turn.judge_cost_usd(),
+        };
+        if record.turns.is_empty() {
+            // A run that ended before its first turn still has its row, turn left empty.
+            let error = record.error.as_deref().unwrap_or("");
+            let (model, unpriced) = (&record.model.spec, record.cost.unpriced);
+            return vec![Self::without_turns(
+                &record.run_id,
+                scenario,
+                model,
+                record.repetition,
+                Some(record.status),
+                unpriced,
+                error,
+            )];
+        }
+        record.turns.iter().map(turn_row).collect()
+    }
+
+    /// The row's token counts.
+    pub(crate) fn usage(&self) -> Usage {
+        Usage {
+            cached_tokens: self.cached_tokens,
+            cache_write_tokens: self.cache_write_tokens,
+            ..Usage::new(self.prompt_tokens, self.completion_tokens)
+        }
+    }
+}
+
+/// A writer of report rows under the [`COLUMNS`] header, written at once (a report of no
+/// runs still has its header).
+pub(crate) fn writer<W: Write>(out: W) -> csv::Result<csv::Writer<W>> {
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(out);
+    writer.write_record(COLUMNS)?;
+    Ok(writer)
+}
+
 /// Writes report rows to any writer, a run's rows together, flushed as each run ends.
 pub(crate) struct CsvReport<W: Write> {
     writer: csv::Writer<W>,
@@ -56,7 +227,7 @@ impl CsvReport<BufWriter<File>> {
             .open(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
-            return Err(UsageError(format!(
+            return Err(ReportError::Usage(format!(
                 "{} is being written by another runner; give this run its own --report",
                 path.display()
             ))
@@ -72,57 +243,16 @@ impl CsvReport<BufWriter<File>> {
 impl<W: Write> CsvReport<W> {
     /// A report over `out`, its header written.
     pub(crate) fn new(out: W) -> anyhow::Result<Self> {
-        let mut writer = csv::Writer::from_writer(out);
-        writer.write_record(COLUMNS)?;
+        let mut writer = writer(out)?;
         writer.flush()?;
         Ok(Self { writer })
-    }
-
-    /// The row of a run without turns: zero tokens, zero cost, `turn` empty.
-    fn no_turn_row(&mut self, row: [&str; 4], status: &str, unpriced: bool, error: &str) -> csv::Result<()> {
-        let [run_id, scenario, model, repetition] = row.map(text_cell);
-        let unpriced = if unpriced { "true" } else { "false" };
-        let error = text_cell(error);
-        self.writer.write_record([
-            &*run_id,
-            &scenario,
-            &model,
-            &repetition,
-            "",
-            status,
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            unpriced,
-            &error,
-            "0",
-            "0",
-            "0",
-        ])
     }
 }
 
 impl<W: Write> Reporter for CsvReport<W> {
     fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
-        match outcome {
-            RunOutcome::Finished(record) => self.finished(record)?,
-            RunOutcome::NotStarted(run) => {
-                let (model, repetition) = (run.model.to_string(), run.repetition.to_string());
-                self.no_turn_row(
-                    [&run.run_id, &run.scenario.name, &model, &repetition],
-                    NOT_STARTED,
-                    run.unpriced,
-                    &run.reason,
-                )?;
-            }
+        for row in ReportRow::of(outcome) {
+            self.writer.serialize(row)?;
         }
         // A run's rows reach the file together, before the next run is reported.
         self.writer.flush()?;
@@ -130,50 +260,195 @@ impl<W: Write> Reporter for CsvReport<W> {
     }
 }
 
-impl<W: Write> CsvReport<W> {
-    fn finished(&mut self, record: &RunRecord) -> csv::Result<()> {
-        let repetition = record.repetition.to_string();
-        let model = record.model.spec.to_string();
-        let scenario = record.scenario.as_ref().map_or("", |s| s.name.as_str());
-        let (run_id, scenario_cell, model_cell) = (text_cell(&record.run_id), text_cell(scenario), text_cell(&model));
-        for turn in &record.turns {
-            self.writer.write_record([
-                &*run_id,
-                &scenario_cell,
-                &model_cell,
-                repetition.as_str(),
-                &turn.index.to_string(),
-                turn.status.as_str(),
-                &turn.usage.prompt_tokens.to_string(),
-                &turn.usage.completion_tokens.to_string(),
-                &turn.usage.total_tokens.to_string(),
-                &usd(turn.cost.input_usd),
-                &usd(turn.cost.output_usd),
-                &usd(turn.cost.total_usd),
-                &turn.requests.len().to_string(),
-                &turn.tool_calls.len().to_string(),
-                &turn.latency_ms.to_string(),
-                &turn.usage.cached_tokens.to_string(),
-                &turn.usage.reasoning_tokens.to_string(),
-                if record.cost.unpriced { "true" } else { "false" },
-                &text_cell(turn.error.as_deref().unwrap_or("")),
-                &turn.usage.cache_write_tokens.to_string(),
-                &turn.cache_hits().to_string(),
-                &usd(turn.judge_cost_usd()),
-            ])?;
-        }
-        if record.turns.is_empty() {
-            // A run that ended before its first turn still has its row, turn left empty.
-            let error = record.error.as_deref().unwrap_or("");
-            self.no_turn_row(
-                [&record.run_id, scenario, &model, &repetition],
-                record.status.as_str(),
-                record.cost.unpriced,
-                error,
-            )?;
-        }
-        Ok(())
+/// How a cell of a report is written and read back: text made inert for spreadsheets, dollars
+/// short, whole numbers no larger than runner believes, `not_started` for a run's status.
+pub(crate) mod cell {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::provider::ModelSpec;
+    use crate::record::{NOT_STARTED, Status};
+    use crate::report::printable;
+
+    fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        String::deserialize(deserializer)
     }
+
+    /// A count: a whole number from 0 to 2^53.
+    pub(crate) fn whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let text = read(deserializer)?;
+        text.parse::<u64>().ok().filter(|&n| n <= crate::usage::MAX_BELIEVED).ok_or_else(|| {
+            D::Error::custom(format!("expected a whole number from 0 to 2^53, found `{}`", printable(&text)))
+        })
+    }
+
+    /// A count in a column an older report may leave empty: empty is 0.
+    pub(crate) fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let text = read(deserializer)?;
+        if text.is_empty() { Ok(0) } else { whole(serde::de::value::StrDeserializer::<D::Error>::new(&text)) }
+    }
+
+    pub(crate) fn repetition<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        let text = read(deserializer)?;
+        text.parse::<u32>().ok().ok_or_else(|| {
+            D::Error::custom(format!("expected a whole number from 0 to 2^32 - 1, found `{}`", printable(&text)))
+        })
+    }
+
+    /// Text from outside, made inert ([`super::text_cell`]) and read back whole.
+    pub(crate) mod text {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_str(&super::super::text_cell(text))
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+            let cell = read(deserializer)?;
+            Ok(super::super::text_from_cell(&cell).to_owned())
+        }
+    }
+
+    /// A model as `PROVIDER:MODEL`, as text from outside.
+    pub(crate) mod model {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(model: &ModelSpec, serializer: S) -> Result<S::Ok, S::Error> {
+            text::serialize(&model.to_string(), serializer)
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ModelSpec, D::Error> {
+            let text = text::deserialize(deserializer)?;
+            ModelSpec::from_key(&text).ok_or_else(|| {
+                D::Error::custom(format!("expected a model as PROVIDER:MODEL, found `{}`", printable(&text)))
+            })
+        }
+    }
+
+    /// A turn's number; empty for a run without turns.
+    pub(crate) mod turn {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(turn: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+            match turn {
+                Some(turn) => serializer.serialize_u64(*turn),
+                None => serializer.serialize_str(""),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+            let text = read(deserializer)?;
+            if text.is_empty() {
+                return Ok(None);
+            }
+            whole(serde::de::value::StrDeserializer::<D::Error>::new(&text)).map(Some)
+        }
+    }
+
+    /// A run's status, or `not_started`.
+    pub(crate) mod status {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(status: &Option<Status>, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_str(status.map_or(NOT_STARTED, Status::as_str))
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Status>, D::Error> {
+            let text = read(deserializer)?;
+            match Status::parse(&text) {
+                Some(status) => Ok(Some(status)),
+                None if text == NOT_STARTED => Ok(None),
+                None => Err(D::Error::custom(format!(
+                    "expected status passed, failed, error or not_started, found `{}`",
+                    printable(&text)
+                ))),
+            }
+        }
+    }
+
+    /// Dollars: written short ([`super::usd`]), read as an amount from 0 to a billion.
+    pub(crate) mod usd {
+        use super::*;
+
+        /// The largest cost a row may carry: a billion dollars is no run's.
+        const MAX_COST_USD: f64 = 1e9;
+
+        pub(crate) fn serialize<S: Serializer>(usd: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_str(&super::super::usd(*usd))
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+            let text = read(deserializer)?;
+            text.parse::<f64>().ok().filter(|usd| usd.is_finite() && (0.0..=MAX_COST_USD).contains(usd)).ok_or_else(
+                || {
+                    D::Error::custom(format!(
+                        "expected an amount in dollars from 0 to 1e9, found `{}`",
+                        printable(&text)
+                    ))
+                },
+            )
+        }
+    }
+
+    /// Dollars in a column an older report may leave empty: empty is 0.
+    pub(crate) mod some_usd {
+        use super::*;
+
+        pub(crate) use super::usd::serialize;
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+            let text = read(deserializer)?;
+            if text.is_empty() { Ok(0.0) } else { usd::deserialize(serde::de::value::StrDeserializer::new(&text)) }
+        }
+    }
+
+    /// `true` or `false`; anything else reads as `false`.
+    pub(crate) mod flag {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(flag: &bool, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_str(if *flag { "true" } else { "false" })
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+            Ok(read(deserializer)? == "true")
+        }
+    }
+}
+
+/// A report row read by the names in `header`; what is wrong with it names its column.
+pub(crate) fn read_row(record: &csv::StringRecord, header: &csv::StringRecord) -> Result<ReportRow, String> {
+    use serde::de::IntoDeserializer;
+    use serde::de::value::{Error, MapAccessDeserializer};
+
+    /// The row's cells under their column names, remembering the column being read.
+    struct Cells<'a, I> {
+        pairs: I,
+        value: &'a str,
+        column: &'a std::cell::Cell<&'a str>,
+    }
+
+    impl<'a, I: Iterator<Item = (&'a str, &'a str)>> serde::de::MapAccess<'a> for Cells<'a, I> {
+        type Error = Error;
+
+        fn next_key_seed<K: serde::de::DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+            let Some((column, value)) = self.pairs.next() else { return Ok(None) };
+            self.column.set(column);
+            self.value = value;
+            seed.deserialize(column.into_deserializer()).map(Some)
+        }
+
+        fn next_value_seed<V: serde::de::DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, Error> {
+            seed.deserialize(self.value.into_deserializer())
+        }
+    }
+
+    let column = std::cell::Cell::new("");
+    let cells = Cells { pairs: header.iter().zip(record.iter()), value: "", column: &column };
+    ReportRow::deserialize(MapAccessDeserializer::new(cells)).map_err(|err: Error| match column.get() {
+        "" => err.to_string(),
+        column => format!("in `{column}`: {err}"),
+    })
 }
 
 /// The most of a text a cell holds (an error's); past it the text is cut and marked.
@@ -211,6 +486,40 @@ pub(crate) fn usd(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_row_is_its_columns_and_reads_back_whole() {
+        let model = ModelSpec::from_key("openai:gpt-4o-mini").unwrap();
+        let row = ReportRow {
+            turn: Some(2),
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+            input_cost_usd: 0.1,
+            output_cost_usd: 0.2,
+            total_cost_usd: 0.3,
+            requests: 2,
+            tool_calls: 1,
+            latency_ms: 120,
+            cached_tokens: 4,
+            reasoning_tokens: 3,
+            cache_write_tokens: 2,
+            cache_hits: 1,
+            judge_cost_usd: 0.05,
+            ..ReportRow::without_turns("r1", "=s, 'quoted'", &model, 3, Some(Status::Failed), true, "-bad\nline")
+        };
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.serialize(&row).unwrap();
+        let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        assert_eq!(text.lines().next(), Some(COLUMNS.join(",").as_str()));
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let back: ReportRow = reader.deserialize().next().unwrap().unwrap();
+        assert_eq!(back, row);
+        // A report without the detail columns reads them as 0.
+        let old = "run_id,scenario,model,repetition,turn,status,prompt_tokens,completion_tokens,total_cost_usd,latency_ms\nr,s,a:b,1,,not_started,0,0,0,0\n";
+        let back: ReportRow = csv::Reader::from_reader(old.as_bytes()).deserialize().next().unwrap().unwrap();
+        assert_eq!(back, ReportRow::without_turns("r", "s", &ModelSpec::from_key("a:b").unwrap(), 1, None, false, ""));
+    }
 
     #[test]
     fn a_run_never_started_is_one_row_with_its_reason() {

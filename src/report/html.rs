@@ -120,10 +120,10 @@ impl HtmlReport {
             model: facts.model.to_string(),
             repetition: facts.repetition,
             status: facts.status,
-            turns: facts.turn_latencies_ms.len(),
-            cost_usd: facts.cost_usd,
-            judge_usd: facts.judge_usd,
-            unpriced: facts.unpriced,
+            turns: facts.tally.turn_latencies_ms.len(),
+            cost_usd: facts.tally.cost_usd,
+            judge_usd: facts.tally.judge_usd,
+            unpriced: facts.tally.unpriced,
             duration_ms: record.map(|r| r.duration_ms),
             note,
             missing: record.is_none().then(|| why_missing.unwrap_or_else(|| "no conversation was recorded".to_owned())),
@@ -355,21 +355,21 @@ fn models_section(summary: &Summary) -> String {
             m.failed,
             m.errors,
             m.not_started,
-            m.usage.prompt_tokens,
-            m.usage.completion_tokens,
-            money(Some(m.cost_usd)),
+            m.tally.usage.prompt_tokens,
+            m.tally.usage.completion_tokens,
+            money(Some(m.tally.cost_usd)),
             money(m.cost_per_pass()),
             optional(m.median_latency_ms()),
             optional(m.p95_latency_ms()),
         );
     }
     out.push_str("</tbody></table>");
-    for m in summary.models().iter().filter(|m| m.judge_usd > 0.0) {
+    for m in summary.models().iter().filter(|m| m.tally.judge_usd > 0.0) {
         let _ = write!(
             out,
             "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>",
             escape_markup(&m.model.to_string()),
-            m.judge_usd
+            m.tally.judge_usd
         );
     }
     out.push_str("</section>\n");
@@ -454,9 +454,11 @@ fn cost_chart(summary: &Summary) -> String {
         .models()
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| Some((i, m, if m.runs > 0 { m.cost_usd / m.runs as f64 } else { 0.0 }, m.pass_rate()?)))
+        .filter_map(|(i, m)| {
+            Some((i, m, if m.runs > 0 { m.tally.cost_usd / m.runs as f64 } else { 0.0 }, m.pass_rate()?))
+        })
         .collect();
-    let max_cost = points.iter().filter(|p| !p.1.unpriced).map(|p| p.2).fold(0.0, f64::max);
+    let max_cost = points.iter().filter(|p| !p.1.tally.unpriced).map(|p| p.2).fold(0.0, f64::max);
     let (x_max, x_step) = nice_axis(max_cost);
     let x = |cost: f64| left + cost / x_max * plot_w;
     let y = |rate: f64| top + (1.0 - rate) * plot_h;
@@ -499,7 +501,7 @@ fn cost_chart(summary: &Summary) -> String {
     );
     // Labels nudged apart vertically so that close points stay readable.
     let mut labels: Vec<(f64, f64, usize)> =
-        points.iter().map(|(i, m, cost, rate)| (x(if m.unpriced { 0.0 } else { *cost }), y(*rate), *i)).collect();
+        points.iter().map(|(i, m, cost, rate)| (x(if m.tally.unpriced { 0.0 } else { *cost }), y(*rate), *i)).collect();
     labels.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut placed: Vec<(f64, f64, usize)> = Vec::new();
     for (px, py, i) in labels {
@@ -510,13 +512,16 @@ fn cost_chart(summary: &Summary) -> String {
         placed.push((px, ly, i));
     }
     for (i, m, cost, rate) in &points {
-        let cx = x(if m.unpriced { 0.0 } else { *cost });
+        let cx = x(if m.tally.unpriced { 0.0 } else { *cost });
         let (_, ly, _) = placed.iter().find(|p| p.2 == *i).copied().unwrap_or((cx, y(*rate), *i));
         let right_side = cx < left + plot_w * 0.6;
         let (lx, anchor) = if right_side { (cx + 10.0, "start") } else { (cx - 10.0, "end") };
-        let cost_text =
-            if m.unpriced { "unpriced".to_owned() } else { format!("${cost:.6} per run, ${:.6} in all", m.cost_usd) };
-        let fill = if m.unpriced { "none" } else { color(*i) };
+        let cost_text = if m.tally.unpriced {
+            "unpriced".to_owned()
+        } else {
+            format!("${cost:.6} per run, ${:.6} in all", m.tally.cost_usd)
+        };
+        let fill = if m.tally.unpriced { "none" } else { color(*i) };
         let _ = write!(
             svg,
             "<g class=\"point\"><title>{}: pass rate {:.1}% ({}/{}), {}</title><circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{fill}\" stroke=\"{}\" stroke-width=\"2\"/><text class=\"label\" x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"{anchor}\">{}{}</text></g>",
@@ -528,7 +533,7 @@ fn cost_chart(summary: &Summary) -> String {
             y(*rate),
             color(*i),
             escape_markup(&m.model.to_string()),
-            if m.unpriced { " (unpriced)" } else { "" },
+            if m.tally.unpriced { " (unpriced)" } else { "" },
         );
     }
     svg.push_str(
@@ -541,13 +546,13 @@ fn cost_chart(summary: &Summary) -> String {
 /// middle half as a box, the median as a bar, p5 to p95 as whiskers.
 fn latency_chart(summary: &Summary) -> String {
     let models: Vec<(usize, &ModelStats)> =
-        summary.models().iter().enumerate().filter(|(_, m)| !m.turn_latencies_ms.is_empty()).collect();
+        summary.models().iter().enumerate().filter(|(_, m)| !m.tally.turn_latencies_ms.is_empty()).collect();
     let row = 44.0;
     let (left, right, top, bottom) = (170.0, 24.0, 16.0, 48.0);
     let width = 480.0;
     let plot_w = width - left - right;
     let height = top + bottom + row * models.len().max(1) as f64;
-    let p99 = models.iter().filter_map(|(_, m)| percentile(&m.turn_latencies_ms, 99)).max().unwrap_or(0);
+    let p99 = models.iter().filter_map(|(_, m)| percentile(&m.tally.turn_latencies_ms, 99)).max().unwrap_or(0);
     let (x_max, x_step) = nice_axis(p99 as f64);
     let x = |ms: f64| left + ms.min(x_max) / x_max * plot_w;
     let mut svg = format!(
@@ -575,7 +580,7 @@ fn latency_chart(summary: &Summary) -> String {
     );
     for (n, (i, m)) in models.iter().enumerate() {
         let mid = top + row * n as f64 + row / 2.0;
-        let mut sorted = m.turn_latencies_ms.clone();
+        let mut sorted = m.tally.turn_latencies_ms.clone();
         sorted.sort_unstable();
         let at = |p: usize| percentile(&sorted, p).unwrap_or(0) as f64;
         let beyond = sorted.iter().filter(|&&ms| ms as f64 > x_max).count();

@@ -14,6 +14,24 @@ pub(crate) mod summary;
 
 use std::path::Path;
 
+/// What goes wrong reading or writing reports.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReportError {
+    /// A report that is not one runner can read, or a file the user named twice or that
+    /// another runner writes: the user's to fix (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ReportError {
+    /// The process exit code this error ends a command with.
+    pub(crate) fn code(&self) -> u8 {
+        match self {
+            ReportError::Usage(_) => crate::command::EXIT_USAGE,
+        }
+    }
+}
+
 /// Where the per-model summary of the report at `report` goes: `NAME.summary.csv` beside it.
 pub(crate) fn summary_path(report: &Path) -> std::path::PathBuf {
     let name = report.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

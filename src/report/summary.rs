@@ -9,6 +9,37 @@ use crate::provider::ModelSpec;
 use crate::record::{Reporter, RunOutcome, Status};
 use crate::usage::Usage;
 
+/// What is summed over runs: per run, per model, across merged reports. One fold
+/// ([`AddAssign`](std::ops::AddAssign)) that the summary, `runner report` and the HTML page share.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Tally {
+    pub usage: Usage,
+    pub cost_usd: f64,
+    /// What was actually spent: the cost less what the request cache answered
+    /// ([`crate::pricing::spent_usd`]).
+    pub spent_usd: f64,
+    /// Requests the cache answered.
+    pub cache_hits: usize,
+    /// What the judges of `expect.judge` checks cost (apart from `cost_usd`).
+    pub judge_usd: f64,
+    /// Some run had no known price: its figures count as 0.
+    pub unpriced: bool,
+    /// Latency of every turn, in the order runs were added.
+    pub turn_latencies_ms: Vec<u64>,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
+        self.usage += other.usage;
+        self.cost_usd += other.cost_usd;
+        self.spent_usd += other.spent_usd;
+        self.cache_hits += other.cache_hits;
+        self.judge_usd += other.judge_usd;
+        self.unpriced |= other.unpriced;
+        self.turn_latencies_ms.extend(other.turn_latencies_ms);
+    }
+}
+
 /// What the summary keeps of one run.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RunFacts {
@@ -17,16 +48,7 @@ pub(crate) struct RunFacts {
     pub repetition: u32,
     /// `None`: the run never started.
     pub status: Option<Status>,
-    pub usage: Usage,
-    pub cost_usd: f64,
-    /// What was actually spent: the cost less what the request cache answered.
-    pub spent_usd: f64,
-    /// Requests the cache answered.
-    pub cache_hits: usize,
-    /// What the judges of `expect.judge` checks cost (apart from `cost_usd`).
-    pub judge_usd: f64,
-    pub unpriced: bool,
-    pub turn_latencies_ms: Vec<u64>,
+    pub tally: Tally,
 }
 
 impl RunFacts {
@@ -37,26 +59,22 @@ impl RunFacts {
                 model: record.model.spec.clone(),
                 repetition: record.repetition,
                 status: Some(record.status),
-                usage: record.usage,
-                cost_usd: record.cost.cost.total_usd,
-                spent_usd: record.spent_usd(),
-                cache_hits: record.cache_hits(),
-                judge_usd: record.judge_cost_usd(),
-                unpriced: record.cost.unpriced,
-                turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
+                tally: Tally {
+                    usage: record.usage,
+                    cost_usd: record.cost.cost.total_usd,
+                    spent_usd: record.spent_usd(),
+                    cache_hits: record.cache_hits(),
+                    judge_usd: record.judge_cost_usd(),
+                    unpriced: record.cost.unpriced,
+                    turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
+                },
             },
             RunOutcome::NotStarted(run) => Self {
                 scenario: run.scenario.name.clone(),
                 model: run.model.clone(),
                 repetition: run.repetition,
                 status: None,
-                usage: Usage::default(),
-                cost_usd: 0.0,
-                spent_usd: 0.0,
-                cache_hits: 0,
-                judge_usd: 0.0,
-                unpriced: run.unpriced,
-                turn_latencies_ms: Vec::new(),
+                tally: Tally { unpriced: run.unpriced, ..Tally::default() },
             },
         }
     }
@@ -72,34 +90,13 @@ pub(crate) struct ModelStats {
     pub failed: usize,
     pub errors: usize,
     pub not_started: usize,
-    pub usage: Usage,
-    pub cost_usd: f64,
-    pub spent_usd: f64,
-    pub cache_hits: usize,
-    /// What the judges cost grading this model's replies (apart from `cost_usd`).
-    pub judge_usd: f64,
-    pub unpriced: bool,
-    /// Latency of every turn, in the order runs were added.
-    pub turn_latencies_ms: Vec<u64>,
+    /// The finished runs' figures summed (and whether any run, started or not, was unpriced).
+    pub tally: Tally,
 }
 
 impl ModelStats {
     fn new(model: ModelSpec) -> Self {
-        Self {
-            model,
-            runs: 0,
-            passed: 0,
-            failed: 0,
-            errors: 0,
-            not_started: 0,
-            usage: Usage::default(),
-            cost_usd: 0.0,
-            spent_usd: 0.0,
-            cache_hits: 0,
-            judge_usd: 0.0,
-            unpriced: false,
-            turn_latencies_ms: Vec::new(),
-        }
+        Self { model, runs: 0, passed: 0, failed: 0, errors: 0, not_started: 0, tally: Tally::default() }
     }
 
     /// Passed runs over finished runs.
@@ -109,15 +106,15 @@ impl ModelStats {
 
     /// Total cost over passed runs: what one passing run costs, failures included.
     pub(crate) fn cost_per_pass(&self) -> Option<f64> {
-        (self.passed > 0).then(|| self.cost_usd / self.passed as f64)
+        (self.passed > 0).then(|| self.tally.cost_usd / self.passed as f64)
     }
 
     pub(crate) fn median_latency_ms(&self) -> Option<u64> {
-        median(&self.turn_latencies_ms)
+        median(&self.tally.turn_latencies_ms)
     }
 
     pub(crate) fn p95_latency_ms(&self) -> Option<u64> {
-        percentile(&self.turn_latencies_ms, 95)
+        percentile(&self.tally.turn_latencies_ms, 95)
     }
 }
 
@@ -250,9 +247,10 @@ impl Summary {
         });
         let stats = &mut self.models[model];
         let per_scenario = &mut self.scenarios[scenario];
-        stats.unpriced |= run.unpriced;
         match run.status {
             None => {
+                // A run that never started counts for nothing, but may say its model is unpriced.
+                stats.tally.unpriced |= run.tally.unpriced;
                 stats.not_started += 1;
                 per_scenario.not_started += 1;
                 return;
@@ -266,12 +264,7 @@ impl Summary {
         if run.status == Some(Status::Passed) {
             per_scenario.passed += 1;
         }
-        stats.usage += run.usage;
-        stats.cost_usd += run.cost_usd;
-        stats.spent_usd += run.spent_usd;
-        stats.cache_hits += run.cache_hits;
-        stats.judge_usd += run.judge_usd;
-        stats.turn_latencies_ms.extend(run.turn_latencies_ms);
+        stats.tally += run.tally;
     }
 
     /// Scenarios of `model` that passed some repetitions and failed others.
@@ -316,10 +309,10 @@ impl Summary {
                 m.failed.to_string(),
                 m.errors.to_string(),
                 percent_cell(m.pass_rate()),
-                m.usage.prompt_tokens.to_string(),
-                m.usage.completion_tokens.to_string(),
-                m.usage.cached_tokens.to_string(),
-                money(Some(m.cost_usd)),
+                m.tally.usage.prompt_tokens.to_string(),
+                m.tally.usage.completion_tokens.to_string(),
+                m.tally.usage.cached_tokens.to_string(),
+                money(Some(m.tally.cost_usd)),
                 money(m.cost_per_pass()),
                 optional(m.median_latency_ms()),
                 optional(m.p95_latency_ms()),
@@ -354,23 +347,23 @@ impl Summary {
             let reason = self.not_started_reason.as_deref().unwrap_or("stopped");
             out.push_str(&format!("not started: {} run(s) ({reason})\n", self.not_started()));
         }
-        for m in self.models.iter().filter(|m| m.cache_hits > 0) {
+        for m in self.models.iter().filter(|m| m.tally.cache_hits > 0) {
             let money = |value| money_cell(m, Some(value));
             out.push_str(&format!(
                 "cache: {}: {} request(s) answered from the cache; recorded cost {}, spent by this run {}\n",
                 m.model,
-                m.cache_hits,
-                money(m.cost_usd),
-                money(m.spent_usd)
+                m.tally.cache_hits,
+                money(m.tally.cost_usd),
+                money(m.tally.spent_usd)
             ));
         }
-        for m in self.models.iter().filter(|m| m.judge_usd > 0.0) {
+        for m in self.models.iter().filter(|m| m.tally.judge_usd > 0.0) {
             out.push_str(&format!(
                 "judge: grading {}'s replies cost ${:.6} (not in its cost_usd)\n",
-                m.model, m.judge_usd
+                m.model, m.tally.judge_usd
             ));
         }
-        if self.models.iter().any(|m| m.unpriced) {
+        if self.models.iter().any(|m| m.tally.unpriced) {
             out.push_str(
                 "unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n",
             );
@@ -394,9 +387,9 @@ impl Summary {
                 m.errors,
                 m.not_started,
                 percent_cell(m.pass_rate()),
-                m.usage.prompt_tokens,
-                m.usage.completion_tokens,
-                money(Some(m.cost_usd)),
+                m.tally.usage.prompt_tokens,
+                m.tally.usage.completion_tokens,
+                money(Some(m.tally.cost_usd)),
                 money(m.cost_per_pass()),
                 optional(m.median_latency_ms()),
                 optional(m.p95_latency_ms()),
@@ -419,41 +412,78 @@ impl Summary {
         out
     }
 
-    /// The per-model figures as CSV ([`CSV_COLUMNS`]).
+    /// The per-model figures as CSV ([`CSV_COLUMNS`]), one [`SummaryRow`] per model.
     pub(crate) fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
-        let mut writer = csv::Writer::from_writer(Vec::new());
+        let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
         writer.write_record(CSV_COLUMNS)?;
         for m in &self.models {
-            let money = |value: Option<f64>| value.map_or_else(String::new, super::csv::usd);
-            writer.write_record([
-                super::csv::text_cell(&m.model.to_string()).into_owned(),
-                m.runs.to_string(),
-                m.passed.to_string(),
-                m.failed.to_string(),
-                m.errors.to_string(),
-                m.not_started.to_string(),
-                m.pass_rate().map_or_else(String::new, |rate| format!("{rate:.4}")),
-                m.usage.prompt_tokens.to_string(),
-                m.usage.completion_tokens.to_string(),
-                m.usage.cached_tokens.to_string(),
-                money(Some(m.cost_usd)),
-                money(m.cost_per_pass()),
-                m.median_latency_ms().map_or_else(String::new, |ms| ms.to_string()),
-                m.p95_latency_ms().map_or_else(String::new, |ms| ms.to_string()),
-                m.unpriced.to_string(),
-                self.flaky_scenarios(&m.model).to_string(),
-                money(Some(m.spent_usd)),
-                m.cache_hits.to_string(),
-                money(Some(m.judge_usd)),
-            ])?;
+            writer.serialize(SummaryRow {
+                model: m.model.clone(),
+                runs: m.runs,
+                passed: m.passed,
+                failed: m.failed,
+                errors: m.errors,
+                not_started: m.not_started,
+                pass_rate: m.pass_rate().map(|rate| format!("{rate:.4}")),
+                prompt_tokens: m.tally.usage.prompt_tokens,
+                completion_tokens: m.tally.usage.completion_tokens,
+                cached_tokens: m.tally.usage.cached_tokens,
+                total_cost_usd: m.tally.cost_usd,
+                cost_per_passing_run_usd: m.cost_per_pass(),
+                median_turn_latency_ms: m.median_latency_ms(),
+                p95_turn_latency_ms: m.p95_latency_ms(),
+                unpriced: m.tally.unpriced,
+                flaky_scenarios: self.flaky_scenarios(&m.model),
+                spent_usd: m.tally.spent_usd,
+                cache_hits: m.tally.cache_hits,
+                judge_cost_usd: m.tally.judge_usd,
+            })?;
         }
         writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
 
+/// One row of `<report>.summary.csv`: one model's figures. Its fields are [`CSV_COLUMNS`], in
+/// order (a test holds them together); an undefined figure is an empty cell.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct SummaryRow {
+    #[serde(serialize_with = "super::csv::cell::model::serialize")]
+    pub model: ModelSpec,
+    pub runs: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub not_started: usize,
+    /// Four decimals.
+    pub pass_rate: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    #[serde(serialize_with = "super::csv::cell::usd::serialize")]
+    pub total_cost_usd: f64,
+    #[serde(serialize_with = "optional_usd")]
+    pub cost_per_passing_run_usd: Option<f64>,
+    pub median_turn_latency_ms: Option<u64>,
+    pub p95_turn_latency_ms: Option<u64>,
+    pub unpriced: bool,
+    pub flaky_scenarios: usize,
+    #[serde(serialize_with = "super::csv::cell::usd::serialize")]
+    pub spent_usd: f64,
+    pub cache_hits: usize,
+    #[serde(serialize_with = "super::csv::cell::usd::serialize")]
+    pub judge_cost_usd: f64,
+}
+
+fn optional_usd<S: serde::Serializer>(usd: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match usd {
+        Some(usd) => super::csv::cell::usd::serialize(usd, serializer),
+        None => serializer.serialize_str(""),
+    }
+}
+
 /// Dollars as shown in tables: `unpriced` for a model without a price, `-` when undefined.
 pub(crate) fn money_cell(m: &ModelStats, value: Option<f64>) -> String {
-    if m.unpriced { "unpriced".to_owned() } else { usd_cell(value) }
+    if m.tally.unpriced { "unpriced".to_owned() } else { usd_cell(value) }
 }
 
 /// Dollars as shown in tables (text, Markdown, HTML): six decimals, `-` when undefined.
@@ -490,14 +520,74 @@ mod tests {
             model: ModelSpec::from_key(model).unwrap(),
             repetition: 1,
             status: Some(status),
-            usage: Usage { cached_tokens: 3, ..Usage::new(10, 2) },
-            cost_usd,
-            spent_usd: cost_usd,
-            cache_hits: 0,
-            judge_usd: 0.0,
-            unpriced: false,
-            turn_latencies_ms: latencies.to_vec(),
+            tally: Tally {
+                usage: Usage { cached_tokens: 3, ..Usage::new(10, 2) },
+                cost_usd,
+                spent_usd: cost_usd,
+                turn_latencies_ms: latencies.to_vec(),
+                ..Tally::default()
+            },
         }
+    }
+
+    #[test]
+    fn the_summary_row_is_its_columns() {
+        let mut summary = Summary::default();
+        summary.add(run("a", "m:x", Status::Passed, 0.25, &[100]));
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer
+            .serialize(SummaryRow {
+                model: ModelSpec::from_key("m:x").unwrap(),
+                runs: 1,
+                passed: 1,
+                failed: 0,
+                errors: 0,
+                not_started: 0,
+                pass_rate: None,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cached_tokens: 0,
+                total_cost_usd: 0.0,
+                cost_per_passing_run_usd: None,
+                median_turn_latency_ms: None,
+                p95_turn_latency_ms: None,
+                unpriced: false,
+                flaky_scenarios: 0,
+                spent_usd: 0.0,
+                cache_hits: 0,
+                judge_cost_usd: 0.0,
+            })
+            .unwrap();
+        let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        assert_eq!(text.lines().next(), Some(CSV_COLUMNS.join(",").as_str()));
+        assert_eq!(text.lines().nth(1), Some("m:x,1,1,0,0,0,,0,0,0,0,,,,false,0,0,0,0"));
+    }
+
+    #[test]
+    fn a_tally_sums_every_figure_and_any_unpriced_run_marks_it() {
+        let mut tally = Tally { cost_usd: 1.0, cache_hits: 1, turn_latencies_ms: vec![5], ..Tally::default() };
+        tally += Tally {
+            usage: Usage::new(3, 4),
+            cost_usd: 0.5,
+            spent_usd: 0.25,
+            cache_hits: 2,
+            judge_usd: 0.125,
+            unpriced: true,
+            turn_latencies_ms: vec![7, 9],
+        };
+        tally += Tally::default();
+        assert_eq!(
+            tally,
+            Tally {
+                usage: Usage::new(3, 4),
+                cost_usd: 1.5,
+                spent_usd: 0.25,
+                cache_hits: 3,
+                judge_usd: 0.125,
+                unpriced: true,
+                turn_latencies_ms: vec![5, 7, 9],
+            }
+        );
     }
 
     #[test]
@@ -534,8 +624,8 @@ mod tests {
         assert_eq!((m.runs, m.passed, m.failed, m.errors, m.not_started), (4, 2, 1, 1, 1));
         assert_eq!(m.pass_rate(), Some(0.5));
         assert_eq!(m.cost_per_pass(), Some(0.5));
-        assert_eq!(m.usage.prompt_tokens, 40);
-        assert_eq!(m.usage.cached_tokens, 12);
+        assert_eq!(m.tally.usage.prompt_tokens, 40);
+        assert_eq!(m.tally.usage.cached_tokens, 12);
         assert_eq!(m.median_latency_ms(), Some(250));
         assert_eq!(m.p95_latency_ms(), Some(400));
         let csv = String::from_utf8(summary.to_csv().unwrap()).unwrap();
