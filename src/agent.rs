@@ -10,7 +10,7 @@ use crate::conversation::Assistant;
 use crate::message::{Message, ToolSpec};
 use crate::pricing::{Cost, Price};
 use crate::provider::{Completion, CompletionRequest, Exchange, Provider, ProviderError, Sampling, Target};
-use crate::record::{RequestRecord, Status, ToolCallRecord, TurnRecord};
+use crate::record::{RequestRecord, Status, ToolCallRecord, ToolSource, TurnRecord};
 use crate::scenario::DEFAULT_MAX_TOOL_ROUNDS;
 use crate::tools::{ToolContext, ToolError, ToolRegistry, decode_arguments};
 use crate::usage::{Usage, UsageSource, estimate_tokens};
@@ -178,7 +178,7 @@ impl Agent<'_> {
             Err(err) => (None, Some(secrets.redact(&err.to_string()))),
         };
         let tool = self.registry.get(name).filter(|_| offered);
-        let source = if pinned.is_some() { Some("pinned") } else { tool.map(|tool| tool.source()) };
+        let source = if pinned.is_some() { Some(ToolSource::Pinned) } else { tool.map(|tool| tool.source()) };
         let record = ToolCallRecord {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -188,7 +188,7 @@ impl Agent<'_> {
             error,
             duration_ms: started.elapsed().as_millis() as u64,
             pinned: pinned.is_some(),
-            source: source.map(str::to_owned),
+            source,
         };
         (record, environment)
     }
@@ -406,6 +406,9 @@ mod tests {
         }
         fn parameters(&self) -> Value {
             json!({"type": "object"})
+        }
+        fn check(&self, _arguments: &Value) -> Vec<String> {
+            Vec::new()
         }
         fn call<'a>(&'a self, _arguments: Value, _context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
             Box::pin(async {

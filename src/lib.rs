@@ -20,7 +20,6 @@ mod plan;
 pub mod provider;
 mod runner;
 pub mod scenario;
-mod schema;
 pub mod tools;
 
 // The vocabulary every layer shares.

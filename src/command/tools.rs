@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::EXIT_PASSED;
 use crate::provider::openai::http_client;
+use crate::record::ToolSource;
 use crate::report::printable;
 use crate::settings::{Flags, Settings};
 use crate::tools::Tool;
@@ -46,7 +47,7 @@ fn describe(out: &mut String, tool: &dyn Tool, declared_by: Option<&str>) -> std
     let description: Vec<String> = tool.description().lines().map(printable).collect();
     let description = description.join("\n  ");
     match (tool.source(), declared_by) {
-        ("builtin", _) => writeln!(out, "{name}\n  {description}")?,
+        (ToolSource::Builtin, _) => writeln!(out, "{name}\n  {description}")?,
         (source, Some(by)) => {
             writeln!(out, "{name} ({source}{listed}, declared by {})\n  {description}", printable(by))?;
         }

@@ -1,11 +1,13 @@
 //! The built-in tools that need nothing outside the process.
 
+use std::sync::OnceLock;
+
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::{Tool, ToolContext, ToolError, parse_arguments};
+use super::{Tool, ToolContext, ToolError, compiled, parse_arguments, schema_problems};
 
 pub(super) struct AddNumbers;
 
@@ -33,6 +35,10 @@ impl Tool for AddNumbers {
             "required": ["x", "y"],
             "additionalProperties": false
         })
+    }
+    fn check(&self, arguments: &Value) -> Vec<String> {
+        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, _: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
@@ -68,6 +74,10 @@ impl Tool for ReverseText {
             "additionalProperties": false
         })
     }
+    fn check(&self, arguments: &Value) -> Vec<String> {
+        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+        schema_problems(compiled(&SCHEMA, self), arguments)
+    }
     fn call<'a>(&'a self, arguments: Value, _: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
             let ReverseArgs { text } = parse_arguments(arguments)?;
@@ -96,6 +106,10 @@ impl Tool for GetCurrentTime {
     }
     fn parameters(&self) -> Value {
         json!({"type": "object", "properties": {}, "additionalProperties": false})
+    }
+    fn check(&self, arguments: &Value) -> Vec<String> {
+        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, _: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
@@ -132,6 +146,10 @@ impl Tool for GetRandomNumber {
             "required": ["min", "max"],
             "additionalProperties": false
         })
+    }
+    fn check(&self, arguments: &Value) -> Vec<String> {
+        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {

@@ -11,9 +11,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::process::{ProcessGroup, own_group};
-use super::{Tool, ToolContext, ToolError};
+use super::{Tool, ToolContext, ToolError, schema_problems};
 use crate::matcher::Pattern;
 use crate::provider::{Secret, Secrets};
+use crate::record::ToolSource;
 
 /// How long a `command` may run when the declaration sets no `timeout_secs`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,12 +219,12 @@ impl Tool for DeclaredTool {
     fn parameters(&self) -> Value {
         self.parameters.clone()
     }
-    fn source(&self) -> &'static str {
+    fn source(&self) -> ToolSource {
         match self.answer {
-            Answer::Result(_) => "result",
-            Answer::Results(_) => "results",
-            Answer::Command { .. } => "command",
-            Answer::Http { .. } => "http",
+            Answer::Result(_) => ToolSource::Result,
+            Answer::Results(_) => ToolSource::Results,
+            Answer::Command { .. } => ToolSource::Command,
+            Answer::Http { .. } => ToolSource::Http,
         }
     }
     fn check(&self, arguments: &Value) -> Vec<String> {
@@ -232,19 +233,6 @@ impl Tool for DeclaredTool {
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(self.answer(arguments, context))
     }
-}
-
-/// Every way `arguments` break the schema, each as `PATH: RULE`.
-pub(crate) fn schema_problems(validator: &jsonschema::Validator, arguments: &Value) -> Vec<String> {
-    validator
-        .iter_errors(arguments)
-        .map(|err| {
-            format!(
-                "{}: {err}",
-                if err.instance_path().as_str().is_empty() { "/" } else { err.instance_path().as_str() }
-            )
-        })
-        .collect()
 }
 
 /// The JSON Schema keywords (draft 2020-12 and the older drafts' names still met).

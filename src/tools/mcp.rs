@@ -17,11 +17,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use super::declared::{MAX_OUTPUT, expand, schema_problems};
+use super::declared::{MAX_OUTPUT, expand};
 use super::process::{ProcessGroup, own_group};
+use super::schema_problems;
 use super::{Tool, ToolContext, ToolError};
 use crate::provider::{Secret, Secrets};
 use crate::record::ServerLog;
+use crate::record::ToolSource;
 use crate::report::printable;
 
 /// How long a server may take to start and list its tools when the entry sets no
@@ -646,8 +648,8 @@ impl Tool for McpTool {
     fn parameters(&self) -> Value {
         self.parameters.clone()
     }
-    fn source(&self) -> &'static str {
-        "mcp"
+    fn source(&self) -> ToolSource {
+        ToolSource::Mcp
     }
     fn original_name(&self) -> Option<&str> {
         self.original.as_deref()

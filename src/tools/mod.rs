@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::message::{FunctionSpec, ToolSpec};
+use crate::record::ToolSource;
 pub use weather::WeatherConfig;
 
 /// Makes runner the reaper of every process its tools start, however they detach
@@ -65,22 +66,40 @@ pub trait Tool: Send + Sync {
     fn description(&self) -> &str;
     /// JSON schema of the arguments object.
     fn parameters(&self) -> Value;
-    /// How a call is answered, as the log says it: `builtin`, `result`, `results`,
-    /// `command`, `http`, `mcp`.
-    fn source(&self) -> &'static str {
-        "builtin"
+    /// How a call is answered, as the log says it.
+    fn source(&self) -> ToolSource {
+        ToolSource::Builtin
     }
     /// The name its server lists it under, where that is not legal as a model's tool name
     /// and the model is offered another (MCP tools only).
     fn original_name(&self) -> Option<&str> {
         None
     }
-    /// What is wrong with `arguments` by the tool's schema (empty: nothing).
-    fn check(&self, arguments: &Value) -> Vec<String> {
-        crate::schema::validate(&self.parameters(), arguments)
-    }
+    /// What is wrong with `arguments` by the tool's schema (empty: nothing), as
+    /// [`schema_problems`] says it.
+    fn check(&self, arguments: &Value) -> Vec<String>;
     /// Runs the tool on already-decoded arguments.
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>>;
+}
+
+/// Every way `arguments` break the schema, each as `PATH: RULE` (PATH a JSON Pointer, `/` for
+/// the whole object).
+pub(crate) fn schema_problems(validator: &jsonschema::Validator, arguments: &Value) -> Vec<String> {
+    validator
+        .iter_errors(arguments)
+        .map(|err| {
+            let path = err.instance_path().as_str();
+            format!("{}: {err}", if path.is_empty() { "/" } else { path })
+        })
+        .collect()
+}
+
+/// A built-in tool's argument schema, compiled on first use and kept for the process.
+pub(crate) fn compiled<'a>(
+    cell: &'a std::sync::OnceLock<jsonschema::Validator>,
+    tool: &dyn Tool,
+) -> &'a jsonschema::Validator {
+    cell.get_or_init(|| jsonschema::validator_for(&tool.parameters()).expect("a built-in tool's schema compiles"))
 }
 
 impl std::fmt::Debug for dyn Tool {
@@ -251,12 +270,14 @@ mod tests {
         let ctx = context(1);
         let (_, result) = registry.call("add_numbers", r#"{"x": 2}"#, &ctx).await;
         let Err(ToolError::BadArguments(message)) = result else { panic!("{result:?}") };
-        assert_eq!(message, "/: expected `y`, which is required");
+        assert_eq!(message, "/: \"y\" is a required property");
         let (_, result) = registry.call("reverse_text", r#"{"text": 42}"#, &ctx).await;
         let Err(ToolError::BadArguments(message)) = result else { panic!("{result:?}") };
-        assert_eq!(message, "/text: expected string, found integer");
+        assert_eq!(message, "/text: 42 is not of type \"string\"");
         let (_, result) = registry.call("get_random_number", r#"{"min": 1.5, "max": 3}"#, &ctx).await;
-        assert!(matches!(result, Err(ToolError::BadArguments(m)) if m.contains("/min: expected integer")));
+        assert!(
+            matches!(result, Err(ToolError::BadArguments(m)) if m.contains("/min: 1.5 is not of type \"integer\""))
+        );
     }
 
     #[test]

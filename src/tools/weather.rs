@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Tool, ToolContext, ToolError, parse_arguments};
+use super::{Tool, ToolContext, ToolError, compiled, parse_arguments, schema_problems};
 
 /// Where `get_weather` asks. Both are configurable so tests can point them at 127.0.0.1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,10 @@ impl Tool for GetWeather {
             "required": ["city"],
             "additionalProperties": false
         })
+    }
+    fn check(&self, arguments: &Value) -> Vec<String> {
+        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
