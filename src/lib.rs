@@ -27,6 +27,7 @@ pub mod message;
 mod pricing;
 mod record;
 mod usage;
+mod yaml;
 
 // What runs become, and the plumbing under them.
 mod files;

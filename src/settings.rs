@@ -16,9 +16,10 @@ use crate::provider::factory::{
 };
 use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret, Secrets};
-use crate::scenario::{yaml_error, yaml_options};
+use crate::scenario::yaml_error;
 use crate::tools::declared::{DeclarationContext, DeclaredTool};
 use crate::tools::{Tool, ToolRegistry, WeatherConfig};
+use crate::yaml::yaml_options;
 /// The longest timeout accepted: a week (a larger one is a mistake, and overflows clocks).
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Request timeout when neither `--timeout` nor `runner.yaml` sets one.
