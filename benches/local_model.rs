@@ -14,7 +14,7 @@ fn main() {
     let generate: usize = std::env::var("BENCH_GENERATE").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sources = acquire::Sources::from_env();
-    let http = runner::provider::openai::http_client().unwrap();
+    let http = runner::http::http_client().unwrap();
     let path = runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).unwrap();
 
     let started = Instant::now();

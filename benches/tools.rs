@@ -149,14 +149,14 @@ fn result_call_cost(dir: &Path) {
     )
     .unwrap();
     let registry = runner::tools::ToolRegistry::builtin();
-    let check_model = |_: &str| Ok(());
+    let check_model = |m: &str| runner::provider::ModelSpec::from_key(m).ok_or_else(|| format!("bad model {m}"));
     let scenarios = runner::scenario::load_scenarios(
         &[file.to_string_lossy().into_owned()],
         &runner::scenario::Validator::new(&registry, &check_model),
     )
     .unwrap();
     let tool = scenarios[0].declared[0].clone();
-    let http = runner::provider::openai::http_client().unwrap();
+    let http = runner::http::http_client().unwrap();
     let context = runner::tools::ToolContext::new(http, Default::default(), 1);
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let calls = 100_000;

@@ -26,7 +26,7 @@ fn main() {
     let cases: Vec<Case> = serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sources = acquire::Sources::from_env();
-    let http = runner::provider::openai::http_client().unwrap();
+    let http = runner::http::http_client().unwrap();
     let path = runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).unwrap();
     let provider = LocalProvider::load(&path, sources.cache_dir.as_deref()).unwrap();
     let registry = ToolRegistry::builtin();

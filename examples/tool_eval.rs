@@ -54,7 +54,7 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sources = acquire::Sources::from_env();
-    let http = runner::provider::openai::http_client().unwrap();
+    let http = runner::http::http_client().unwrap();
     let path = runtime.block_on(acquire::locate(&sources, &http, &runner::provider::Quiet)).unwrap();
     let provider = LocalProvider::load(&path, sources.cache_dir.as_deref()).unwrap();
     let system = Message::System { content: "You are a helpful assistant.".into() };

@@ -304,7 +304,7 @@ mod tests {
         let registry = ToolRegistry::builtin();
         let offered: Vec<String> = ["add_numbers", "reverse_text", "get_weather"].map(String::from).to_vec();
         let specs = registry.specs(&offered);
-        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1);
+        let context = ToolContext::new(crate::http::http_client().unwrap(), Default::default(), 1);
         let price = Price { input: 1.0, cached_input: None, output: 2.0, cache_write_input: None };
         let agent = Agent {
             provider: provider.as_ref(),
@@ -427,7 +427,7 @@ mod tests {
         });
         let registry = ToolRegistry::builtin().with(&[Arc::new(Starved) as Arc<dyn crate::tools::Tool>]);
         let specs = registry.specs(&["add_numbers".to_owned()]);
-        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1);
+        let context = ToolContext::new(crate::http::http_client().unwrap(), Default::default(), 1);
         let agent = Agent {
             provider: provider.as_ref(),
             model: "m",
@@ -446,10 +446,10 @@ mod tests {
         assert_eq!(outcome.requests.len(), 1, "no request after the machine stopped the tool");
 
         // Whatever a tool returns, the batch's secrets are redacted from it.
-        let secrets = crate::provider::Secrets::default();
+        let secrets = crate::secret::Secrets::default();
         secrets.add("Bearer tool-secret-0123456789");
-        let context = ToolContext::new(crate::provider::openai::http_client().unwrap(), Default::default(), 1)
-            .with_secrets(secrets);
+        let context =
+            ToolContext::new(crate::http::http_client().unwrap(), Default::default(), 1).with_secrets(secrets);
         let pinned = BTreeMap::from([("add_numbers".to_owned(), json!({"echo": "token tool-secret-0123456789"}))]);
         let provider = Arc::new(Scripted {
             replies: Mutex::new(vec![tools_reply(vec![call("a", "add_numbers", "{}")]), text_reply("ok")]),

@@ -37,7 +37,7 @@ impl Session {
         http: reqwest::Client,
         weather: WeatherConfig,
         seed: u64,
-        secrets: crate::provider::Secrets,
+        secrets: crate::secret::Secrets,
     ) -> Self {
         let all: Vec<String> = registry.names().map(str::to_owned).collect();
         let specs = registry.specs(tools.unwrap_or(&all));

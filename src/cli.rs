@@ -268,6 +268,18 @@ pub struct CacheArgs {
     pub refresh: bool,
 }
 
+impl CacheArgs {
+    /// How the request cache is used: `--replay`, `--refresh`, or read and written.
+    pub(crate) fn mode(&self) -> crate::provider::cache::CacheMode {
+        use crate::provider::cache::CacheMode;
+        match (self.replay, self.refresh) {
+            (true, _) => CacheMode::Replay,
+            (_, true) => CacheMode::Refresh,
+            _ => CacheMode::Use,
+        }
+    }
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),

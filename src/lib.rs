@@ -24,6 +24,7 @@ pub mod tools;
 
 // The vocabulary every layer shares.
 pub mod message;
+mod model;
 mod pricing;
 mod record;
 mod usage;
@@ -31,9 +32,11 @@ mod yaml;
 
 // What runs become, and the plumbing under them.
 mod files;
+pub mod http;
 pub mod matcher;
 mod report;
 pub mod rng;
+mod secret;
 
 use std::process::ExitCode;
 

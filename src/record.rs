@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::message::Message;
+use crate::model::{ModelSpec, Sampling};
 use crate::pricing::{Cost, Price, PriceEntry};
-use crate::provider::cache::CacheUse;
-use crate::provider::{Attempt, ModelSpec, Sampling};
 use crate::usage::{Usage, UsageSource};
 
 /// How a run or a turn ended.
@@ -418,6 +417,34 @@ impl std::fmt::Display for ToolSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One HTTP attempt of a request, as recorded in the log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub latency_ms: u64,
+    /// HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// When the attempt failed and another follows: the wait before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+/// How a request was answered, as its log entry says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheUse {
+    /// No cache.
+    #[default]
+    Off,
+    /// Answered from the cache: nothing sent, nothing spent.
+    Hit,
+    /// Sent, and the answer stored.
+    Stored,
+    /// `--replay` and not in the cache: not answered.
+    Miss,
 }
 
 /// One expectation and whether it held.

@@ -43,9 +43,9 @@ pub(crate) struct Shared {
     /// still measure flakiness.
     pub repeated: bool,
     /// The judges of `expect.judge` checks, by the model name the scenario settled on.
-    pub judges: std::collections::HashMap<String, Arc<Target>>,
+    pub judges: std::collections::HashMap<ModelSpec, Arc<Target>>,
     /// The batch's secrets: redacted from tool results and errors.
-    pub secrets: crate::provider::Secrets,
+    pub secrets: crate::secret::Secrets,
 }
 
 /// Why the rest of a batch was not started.
@@ -362,7 +362,7 @@ async fn judge_turn(spec: &JudgeSpec, messages: &[Message], shared: &Shared, job
     let Some(judge) = shared.judges.get(&spec.model) else {
         // The command resolves every judge its scenarios name before the batch starts.
         return JudgeRecord {
-            model: ModelSpec { provider: String::new(), name: spec.model.clone() },
+            model: spec.model.clone(),
             rubric: spec.rubric.clone(),
             pass: None,
             reason: None,

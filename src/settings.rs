@@ -15,8 +15,9 @@ use crate::provider::factory::{
     ANTHROPIC_DEFAULT_BASE_URL, AZURE_DEFAULT_API_VERSION, OPENAI_DEFAULT_BASE_URL, Protocol, VENDORS,
 };
 use crate::provider::retry::RetryPolicy;
-use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig, Secret, Secrets};
+use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig};
 use crate::scenario::yaml_error;
+use crate::secret::{Secret, Secrets};
 use crate::tools::declared::{DeclarationContext, DeclaredTool};
 use crate::tools::{Tool, ToolRegistry, WeatherConfig};
 use crate::yaml::yaml_options;
@@ -163,15 +164,14 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// The request cache the flags and runner.yaml ask for; `--replay` / `--refresh` without
-    /// a directory is an error.
-    pub(crate) fn request_cache(&self, args: &crate::cli::CacheArgs) -> Result<Option<RequestCache>, UsageError> {
-        let mode = match (args.replay, args.refresh) {
-            (true, _) => CacheMode::Replay,
-            (_, true) => CacheMode::Refresh,
-            _ => CacheMode::Use,
-        };
-        match args.cache.clone().or_else(|| self.cache_dir.clone()) {
+    /// The request cache in `dir` (else runner.yaml's) used as `mode` says; `--replay` /
+    /// `--refresh` without a directory is an error.
+    pub(crate) fn request_cache(
+        &self,
+        dir: Option<&Path>,
+        mode: CacheMode,
+    ) -> Result<Option<RequestCache>, UsageError> {
+        match dir.map(Path::to_path_buf).or_else(|| self.cache_dir.clone()) {
             Some(dir) => {
                 let cache = RequestCache { dir, mode };
                 cache.check_writable().map_err(|err| {

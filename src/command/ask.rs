@@ -8,8 +8,9 @@ use anyhow::Context;
 
 use super::{EXIT_FAILED, EXIT_PASSED};
 use crate::cli::AskArgs;
+use crate::http::http_client;
 use crate::progress::DownloadBar;
-use crate::provider::{Models, TextSink, openai::http_client};
+use crate::provider::{Models, TextSink};
 use crate::settings::{Flags, Settings, UsageError};
 
 pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
@@ -17,7 +18,7 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
     let settings = Settings::load(Flags { config, timeout_secs: args.timeout, ..Flags::default() })?;
     let tools = super::offered_tools(args.offer.tools.as_deref(), &settings.tools)?;
     let fetch = DownloadBar::new();
-    let cache = settings.request_cache(&args.offer.cache)?;
+    let cache = settings.request_cache(args.offer.cache.cache.as_deref(), args.offer.cache.mode())?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
     let mut session = super::session(&settings, target, tools.as_deref(), models.http());

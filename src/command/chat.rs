@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use crate::chat::Session;
 use crate::cli::OfferArgs;
 use crate::files::write_atomically;
+use crate::http::http_client;
 use crate::progress::DownloadBar;
-use crate::provider::{Models, TextSink, openai::http_client};
+use crate::provider::{Models, TextSink};
 use crate::record::RunRecord;
 use crate::settings::{Flags, Settings, UsageError};
 
@@ -86,7 +87,7 @@ pub(crate) async fn chat(
     // Said now, not after the conversation it could not save.
     check_writable(log_dir)?;
     let fetch = DownloadBar::new();
-    let cache = settings.request_cache(&offer.cache)?;
+    let cache = settings.request_cache(offer.cache.cache.as_deref(), offer.cache.mode())?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
     let session = super::session(&settings, target, tools.as_deref(), models.http());

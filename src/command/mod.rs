@@ -6,6 +6,7 @@ pub(crate) mod ask;
 pub(crate) mod cache;
 pub(crate) mod chat;
 pub(crate) mod check;
+mod dry_run;
 pub(crate) mod models;
 pub(crate) mod report;
 pub(crate) mod run;
@@ -148,13 +149,13 @@ fn session(
 
 /// Every scenario of `paths`, validated against the built-in tools and the known models.
 fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
-    let check_model = |model: &str| settings.parse_model(model).map(|_| ()).map_err(|e| e.0);
+    let parse_model = |model: &str| settings.parse_model(model).map_err(|e| e.0);
     let env = |key: &str| settings.env.var(key);
     let validator = Validator {
         env: &env,
         judge_model: settings.judge_model.as_deref(),
         secrets: settings.secrets.clone(),
-        ..Validator::new(&settings.tools, &check_model)
+        ..Validator::new(&settings.tools, &parse_model)
     };
     Ok(load_scenarios(paths, &validator)?)
 }

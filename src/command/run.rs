@@ -9,9 +9,10 @@ use anyhow::Context;
 use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_PASSED};
 use crate::cli::RunArgs;
 use crate::files::{is_file_or_absent, write_atomically};
+use crate::http::http_client;
 use crate::plan::{CacheLookup, Cell, MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
-use crate::provider::{ModelSpec, Models, openai::http_client};
+use crate::provider::{ModelSpec, Models};
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 use crate::report::baseline::Comparison;
 use crate::report::csv::CsvReport;
@@ -44,10 +45,10 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         MatrixOptions { models: &args.models, repeat: args.repeat, filter: args.filter.as_deref(), shard: args.shard };
     let plan = Plan::new(&settings, scenarios, matrix)?;
     plan.check_prices(args.require_prices, args.max_cost_usd.is_some())?;
-    let cache = settings.request_cache(&args.cache)?;
+    let cache = settings.request_cache(args.cache.cache.as_deref(), args.cache.mode())?;
     if args.dry_run {
         let lookup = cache.as_ref().map(|cache| CacheLookup { cache, providers: &settings.providers, seed: args.seed });
-        super::print(&plan.render_dry_run(&settings.prices, &settings.tools, lookup.as_ref()))?;
+        super::print(&super::dry_run::render(&plan, &settings.prices, &settings.tools, lookup.as_ref()))?;
         return Ok(EXIT_PASSED);
     }
 
@@ -56,12 +57,12 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let mut targets = Vec::with_capacity(plan.cells.len());
     for cell in &plan.cells {
-        targets.push(models.resolve(&cell.spec.to_string()).await.map_err(UsageError)?);
+        targets.push(models.target(&cell.spec).await.map_err(UsageError)?);
     }
     let mut judges = HashMap::new();
-    for (text, spec) in &plan.judges {
-        let judge = models.resolve(&spec.to_string()).await.map_err(|e| UsageError(format!("judge model: {e}")))?;
-        judges.insert(text.clone(), judge);
+    for spec in &plan.judges {
+        let judge = models.target(spec).await.map_err(|e| UsageError(format!("judge model: {e}")))?;
+        judges.insert(spec.clone(), judge);
     }
 
     // Run: a new batch, or the rest of an interrupted one. Jobs are made as they start.

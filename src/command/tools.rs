@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::EXIT_PASSED;
-use crate::provider::openai::http_client;
+use crate::http::http_client;
 use crate::record::ToolSource;
 use crate::report::printable;
 use crate::settings::{Flags, Settings};

@@ -31,20 +31,7 @@ pub(crate) enum CacheMode {
     Refresh,
 }
 
-/// How a request was answered, as its log entry says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheUse {
-    /// No cache.
-    #[default]
-    Off,
-    /// Answered from the cache: nothing sent, nothing spent.
-    Hit,
-    /// Sent, and the answer stored.
-    Stored,
-    /// `--replay` and not in the cache: not answered.
-    Miss,
-}
+pub(crate) use crate::record::CacheUse;
 
 /// A cache directory and how it is used.
 #[derive(Debug, Clone)]

@@ -11,8 +11,9 @@ use super::cache::{CacheMode, Offline, RequestCache};
 use super::openai::{MaxTokensField, OpenAiProvider};
 use super::remote::Remote;
 use super::retry::{Limiter, RetryPolicy};
-use super::{FetchProgress, ModelSpec, Provider, Secret, Target};
+use super::{FetchProgress, ModelSpec, Provider, Target};
 use crate::pricing::PriceTable;
+use crate::secret::{Secret, Secrets};
 
 /// OpenAI's API, where `OPENAI_BASE_URL` does not say otherwise.
 pub(crate) const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -79,7 +80,7 @@ pub(crate) struct ProviderConfig {
     #[cfg(feature = "local")]
     pub local: super::local::acquire::Sources,
     /// Every secret of the batch: redacted from everything a server sends back.
-    pub secrets: super::Secrets,
+    pub secrets: Secrets,
 }
 
 impl ProviderConfig {
@@ -167,10 +168,16 @@ impl<'a> Models<'a> {
     /// weights that cannot be had).
     pub(crate) async fn resolve(&mut self, text: &str) -> Result<Arc<Target>, String> {
         let spec = self.config.parse_model(text, self.prices)?;
-        if let Some(target) = self.resolved.get(&spec) {
+        self.target(&spec).await
+    }
+
+    /// The target of a model already parsed ([`ProviderConfig::parse_model`]), made once and
+    /// shared by every run of the batch.
+    pub(crate) async fn target(&mut self, spec: &ModelSpec) -> Result<Arc<Target>, String> {
+        if let Some(target) = self.resolved.get(spec) {
             return Ok(target.clone());
         }
-        let provider = self.provider(&spec).await?;
+        let provider = self.provider(spec).await?;
         tracing::debug!(model = %spec, base_url = ?provider.base_url(), "model resolved");
         let price = self.prices.get(&spec.provider, &spec.name).cloned();
         if price.is_none()
@@ -186,7 +193,7 @@ impl<'a> Models<'a> {
             tracing::warn!("unknown model `{spec}`: did you mean `{near}`? (going on with `{spec}`)");
         }
         let target = Arc::new(Target { spec: spec.clone(), provider, price, cache: self.cache.clone() });
-        self.resolved.insert(spec, target.clone());
+        self.resolved.insert(spec.clone(), target.clone());
         Ok(target)
     }
 

@@ -1,6 +1,6 @@
 //! Model providers behind one trait: send a conversation, get the model's next message.
-//! Here too: what names a model ([`ModelSpec`]), what a request samples with ([`Sampling`]),
-//! a model ready to be asked ([`Target`]), and the factory that makes one from a name.
+//! Here too: a model ready to be asked ([`Target`]) and the factory that makes one from a name
+//! (what names a model and what a request samples with sit below, in `crate::model`).
 
 pub(crate) mod anthropic;
 pub(crate) mod cache;
@@ -10,7 +10,6 @@ pub mod local;
 pub mod openai;
 pub(crate) mod remote;
 pub(crate) mod retry;
-mod secret;
 mod sse;
 mod wire;
 
@@ -18,48 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
 use crate::message::{Message, ToolCall, ToolSpec};
 use crate::pricing::PriceEntry;
 use crate::usage::Usage;
 
+pub use crate::model::{ModelSpec, Sampling};
+pub use crate::record::Attempt;
 pub(crate) use factory::{Endpoint, Models, ProviderConfig};
-pub(crate) use secret::{Secret, Secrets, StreamRedactor};
 
 /// The embedded model's name.
 pub const LOCAL_MODEL: &str = "local:smollm2-135m";
-
-/// A model named as `PROVIDER:MODEL`: the key of a model everywhere (logs, reports,
-/// summaries, prices). Displayed as `PROVIDER:MODEL`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ModelSpec {
-    pub provider: String,
-    pub name: String,
-}
-
-impl ModelSpec {
-    /// `PROVIDER:MODEL` split at the first colon, as written in reports; `None` without a colon.
-    pub fn from_key(key: &str) -> Option<Self> {
-        let (provider, name) = key.split_once(':')?;
-        Some(Self { provider: provider.to_owned(), name: name.to_owned() })
-    }
-}
-
-impl std::fmt::Display for ModelSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.provider, self.name)
-    }
-}
-
-/// Sampling settings sent with every request of a conversation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Sampling {
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub max_tokens: Option<u32>,
-    pub seed: Option<u64>,
-}
 
 /// A model ready to be asked: its name, its provider and its price.
 pub struct Target {
@@ -128,19 +96,6 @@ pub struct Completion {
     pub usage: Option<Usage>,
     /// The provider's own usage object, as it sent it (kept in the log as `raw_usage`).
     pub raw_usage: Option<serde_json::Value>,
-}
-
-/// One HTTP attempt of a request, as recorded in the log.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Attempt {
-    pub attempt: u32,
-    pub latency_ms: u64,
-    /// HTTP status, when a response arrived.
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    /// When the attempt failed and another follows: the wait before it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_in_ms: Option<u64>,
 }
 
 /// The outcome of one request with every attempt made for it.

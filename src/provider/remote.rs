@@ -10,7 +10,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
 use super::sse::SseReader;
-use super::{Attempt, Completion, Exchange, ProviderError, Secrets, StreamRedactor};
+use super::{Attempt, Completion, Exchange, ProviderError};
+use crate::secret::{Secrets, StreamRedactor};
 
 /// Longest error body kept in a log or message.
 pub(crate) const MAX_ERROR_BODY: usize = 16 * 1024;
@@ -159,7 +160,7 @@ impl Remote {
             }
         };
         let status = response.status().as_u16();
-        if let Some(location) = super::openai::unfollowed_redirect(&response) {
+        if let Some(location) = crate::http::unfollowed_redirect(&response) {
             // The shared client follows a redirect only within its origin; one that leaves it
             // is not followed, so the key and headers never reach another server.
             let body = self.redact(&format!(

@@ -19,7 +19,7 @@ use discover::{expand_paths, read_source};
 use raw::RawScenario;
 
 pub use crate::matcher::Pattern;
-use crate::provider::Sampling;
+use crate::model::{ModelSpec, Sampling};
 use crate::tools::mcp::McpServerSpec;
 use crate::tools::{Tool, ToolRegistry};
 use crate::yaml::yaml_options;
@@ -39,7 +39,7 @@ pub struct Scenario {
     /// The file it came from, as given (`-` for standard input).
     pub file: String,
     pub description: Option<String>,
-    pub model: Option<String>,
+    pub model: Option<ModelSpec>,
     pub system: Option<String>,
     pub sampling: Sampling,
     /// Tools offered to the model, in order.
@@ -87,7 +87,7 @@ pub struct JudgeSpec {
     pub rubric: String,
     /// The judge as written: the check's own `model`, else the default judge
     /// (`--judge-model`, `judge_model:` in runner.yaml). Never the model under test by default.
-    pub model: String,
+    pub model: ModelSpec,
 }
 
 #[derive(Debug, Clone)]
@@ -128,20 +128,20 @@ impl std::error::Error for ScenarioErrors {}
 pub struct Validator<'a> {
     /// The tools a scenario may offer by name: the built-ins and `runner.yaml`'s.
     pub tools: &'a ToolRegistry,
-    /// Checks a `model:` value; the error says what is wrong with it.
-    pub check_model: &'a dyn Fn(&str) -> Result<(), String>,
+    /// Parses a `model:` value; the error says what is wrong with it.
+    pub parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, String>,
     /// Looks up `${VAR}` in declared tools' http headers.
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// The judge of `expect.judge` checks that name none (`--judge-model`, `judge_model:`).
     pub judge_model: Option<&'a str>,
     /// The batch's secrets: declared tools' and MCP servers' header values join it.
-    pub(crate) secrets: crate::provider::Secrets,
+    pub(crate) secrets: crate::secret::Secrets,
 }
 
 impl<'a> Validator<'a> {
     /// A validator with no environment (a `${VAR}` in a header is then an error).
-    pub fn new(tools: &'a ToolRegistry, check_model: &'a dyn Fn(&str) -> Result<(), String>) -> Self {
-        Self { tools, check_model, env: &|_| None, judge_model: None, secrets: Default::default() }
+    pub fn new(tools: &'a ToolRegistry, parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, String>) -> Self {
+        Self { tools, parse_model, env: &|_| None, judge_model: None, secrets: Default::default() }
     }
 }
 
@@ -242,7 +242,11 @@ mod tests {
     fn parse(text: &str) -> Result<Vec<Scenario>, String> {
         let tools = ToolRegistry::builtin();
         let check_model = |m: &str| {
-            if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) }
+            if m.starts_with("bad:") {
+                Err(format!("unknown provider in `{m}`"))
+            } else {
+                Ok(ModelSpec::from_key(m).unwrap())
+            }
         };
         let validator = Validator::new(&tools, &check_model);
         parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
@@ -284,7 +288,7 @@ turns:
         .unwrap();
         let s = &scenarios[0];
         assert_eq!(s.name, "weather-paris");
-        assert_eq!(s.model.as_deref(), Some("openai:gpt-4o-mini"));
+        assert_eq!(s.model.as_ref().map(ToString::to_string).as_deref(), Some("openai:gpt-4o-mini"));
         assert_eq!(
             s.sampling,
             Sampling { temperature: Some(0.0), top_p: Some(0.5), max_tokens: Some(100), seed: Some(7) }
@@ -350,7 +354,11 @@ turns:
     fn judges_need_a_rubric_and_a_model_never_the_model_under_test_by_default() {
         let tools = ToolRegistry::builtin();
         let check_model = |m: &str| {
-            if m.starts_with("bad:") { Err(format!("unknown provider in `{m}`")) } else { Ok(()) }
+            if m.starts_with("bad:") {
+                Err(format!("unknown provider in `{m}`"))
+            } else {
+                Ok(ModelSpec::from_key(m).unwrap())
+            }
         };
         let parse_with = |text: &str, judge_model: Option<&str>| {
             let validator = Validator { judge_model, ..Validator::new(&tools, &check_model) };
@@ -361,10 +369,16 @@ turns:
             scenarios[0].turns.iter().map(|t| t.expect.judge.clone().unwrap()).collect::<Vec<_>>()
         };
         let with_default = judges(parse_with(text, Some("openai:gpt-4o-mini")).unwrap());
-        assert_eq!(with_default[0], JudgeSpec { rubric: "Greets back.".into(), model: "openai:gpt-4o-mini".into() });
+        assert_eq!(
+            with_default[0],
+            JudgeSpec { rubric: "Greets back.".into(), model: ModelSpec::from_key("openai:gpt-4o-mini").unwrap() }
+        );
         assert_eq!(
             with_default[1],
-            JudgeSpec { rubric: "Says goodbye.".into(), model: "anthropic:claude-haiku-4-5".into() }
+            JudgeSpec {
+                rubric: "Says goodbye.".into(),
+                model: ModelSpec::from_key("anthropic:claude-haiku-4-5").unwrap()
+            }
         );
         // No default judge: the check without a model is a load error at its line; never the
         // scenario's own model.
@@ -441,7 +455,10 @@ turns:
     #[test]
     fn yaml_bombs_are_refused_quickly_with_a_clear_error() {
         let registry = crate::tools::ToolRegistry::builtin();
-        let check_model = |_: &str| Ok(());
+        let check_model = |m: &str| {
+            Ok(crate::model::ModelSpec::from_key(m)
+                .unwrap_or_else(|| crate::model::ModelSpec { provider: "openai".into(), name: m.into() }))
+        };
         let validator = Validator::new(&registry, &check_model);
         let parse = |text: &str| {
             parse_scenarios(text, "bomb.yaml", "bomb", &validator).map(|_| ()).unwrap_err().0[0].to_string()
@@ -478,7 +495,10 @@ turns:
         text.push_str("\"\n");
         std::fs::write(&path, text).unwrap();
         let registry = crate::tools::ToolRegistry::builtin();
-        let check_model = |_: &str| Ok(());
+        let check_model = |m: &str| {
+            Ok(crate::model::ModelSpec::from_key(m)
+                .unwrap_or_else(|| crate::model::ModelSpec { provider: "openai".into(), name: m.into() }))
+        };
         let validator = Validator::new(&registry, &check_model);
         let errors = load_scenarios(&[path.display().to_string()], &validator).unwrap_err();
         assert!(errors.0[0].to_string().contains("larger than the 8 MiB a scenario file may be"), "{}", errors.0[0]);

@@ -14,7 +14,7 @@ use super::{
     DEFAULT_MAX_TOOL_ROUNDS, Expect, ExpectedCall, JudgeSpec, Pattern, Scenario, ScenarioError, Turn, Validator,
     invalid,
 };
-use crate::provider::Sampling;
+use crate::model::Sampling;
 use crate::tools::Tool;
 use crate::tools::declared::{DeclarationContext, DeclaredTool};
 use crate::tools::mcp::McpServerSpec;
@@ -38,11 +38,16 @@ impl RawScenario {
             Some(name) => name.value,
             None => default_name,
         };
-        if let Some(model) = &self.model
-            && let Err(message) = (validator.check_model)(&model.value)
-        {
-            fail(model.referenced, message);
-        }
+        let model = match &self.model {
+            Some(model) => match (validator.parse_model)(&model.value) {
+                Ok(spec) => Some(spec),
+                Err(message) => {
+                    fail(model.referenced, message);
+                    None
+                }
+            },
+            None => None,
+        };
         if let Some(t) = &self.temperature
             && !(0.0..=2.0).contains(&t.value)
         {
@@ -170,7 +175,7 @@ impl RawScenario {
             name,
             file: path.to_owned(),
             description: self.description,
-            model: self.model.map(|m| m.value),
+            model,
             system: self.system,
             sampling: Sampling {
                 temperature: self.temperature.map(|t| t.value),
@@ -347,9 +352,11 @@ pub(super) fn judge_spec(
         fail(at, "expected a judge model for `judge`: give `judge: {rubric, model}`, `--judge-model MODEL`, or `judge_model:` in runner.yaml (the model under test never grades itself by default)".to_owned());
         return None;
     };
-    if let Err(message) = (validator.check_model)(&model) {
-        fail(at, format!("judge model: {message}"));
-        return None;
+    match (validator.parse_model)(&model) {
+        Ok(model) => Some(JudgeSpec { rubric, model }),
+        Err(message) => {
+            fail(at, format!("judge model: {message}"));
+            None
+        }
     }
-    Some(JudgeSpec { rubric, model })
 }

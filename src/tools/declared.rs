@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::process::{ProcessGroup, own_group};
 use super::{Tool, ToolContext, ToolError, schema_problems};
 use crate::matcher::Pattern;
-use crate::provider::{Secret, Secrets};
 use crate::record::ToolSource;
+use crate::secret::{Secret, Secrets};
 
 /// How long a `command` may run when the declaration sets no `timeout_secs`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -466,7 +466,7 @@ async fn post(
         }
         body.extend_from_slice(&chunk);
     }
-    if let Some(location) = crate::provider::openai::unfollowed_redirect(&response) {
+    if let Some(location) = crate::http::unfollowed_redirect(&response) {
         return Err(ToolError::Failed(redact(&format!(
             "{url} redirected to another origin ({location}); runner does not follow it, so that the tool's headers go only to its own url"
         ))));

@@ -21,10 +21,10 @@ use super::declared::{MAX_OUTPUT, expand};
 use super::process::{ProcessGroup, own_group};
 use super::schema_problems;
 use super::{Tool, ToolContext, ToolError};
-use crate::provider::{Secret, Secrets};
 use crate::record::ServerLog;
 use crate::record::ToolSource;
 use crate::report::printable;
+use crate::secret::{Secret, Secrets};
 
 /// How long a server may take to start and list its tools when the entry sets no
 /// `startup_timeout_secs`.

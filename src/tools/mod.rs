@@ -114,7 +114,7 @@ pub struct ToolContext {
     pub http: reqwest::Client,
     pub weather: Arc<WeatherConfig>,
     rng_state: AtomicU64,
-    pub(crate) secrets: crate::provider::Secrets,
+    pub(crate) secrets: crate::secret::Secrets,
 }
 
 impl ToolContext {
@@ -124,7 +124,7 @@ impl ToolContext {
     }
 
     /// This context with the batch's secrets.
-    pub(crate) fn with_secrets(mut self, secrets: crate::provider::Secrets) -> Self {
+    pub(crate) fn with_secrets(mut self, secrets: crate::secret::Secrets) -> Self {
         self.secrets = secrets;
         self
     }
@@ -246,7 +246,7 @@ mod tests {
     use serde_json::json;
 
     fn context(seed: u64) -> ToolContext {
-        ToolContext::new(crate::provider::openai::http_client().unwrap(), Arc::new(WeatherConfig::default()), seed)
+        ToolContext::new(crate::http::http_client().unwrap(), Arc::new(WeatherConfig::default()), seed)
     }
 
     #[tokio::test]

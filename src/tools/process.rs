@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use super::ToolError;
-use crate::provider::Secrets;
+use crate::secret::Secrets;
 
 /// The process group of a child spawned with [`own_group`]; [`kill`](Self::kill) ends every
 /// process in it. Killed when dropped, so a run that is aborted leaves nothing behind.

@@ -18,7 +18,7 @@ fn model_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let sources = acquire::Sources::from_env();
-        let http = runner::provider::openai::http_client().unwrap();
+        let http = runner::http::http_client().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime
             .block_on(acquire::locate(&sources, &http, &runner::provider::Quiet))
@@ -222,7 +222,7 @@ fn downloads_are_checked_and_land_in_the_cache() {
         }
     });
     let cache = tempfile::tempdir().unwrap();
-    let http = runner::provider::openai::http_client().unwrap();
+    let http = runner::http::http_client().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // pip runs a python that does not exist here, so only the Hub is really tried.
     let sources = |url: String| acquire::Sources {
