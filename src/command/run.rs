@@ -12,7 +12,7 @@ use crate::files::{is_file_or_absent, write_atomically};
 use crate::http::http_client;
 use crate::plan::{CacheLookup, Cell, MatrixOptions, Plan};
 use crate::progress::{DownloadBar, Progress};
-use crate::provider::{ModelSpec, Models};
+use crate::provider::{ModelSpec, Models, Target};
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 use crate::report::baseline::Comparison;
 use crate::report::csv::CsvReport;
@@ -27,19 +27,9 @@ use crate::runner::{self, Control, Job, Limits, Shared, StopReason, Totals};
 use crate::settings::{Flags, Settings, UsageError};
 
 pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<u8> {
-    let flags = Flags {
-        config,
-        prices: args.prices.as_deref(),
-        timeout_secs: args.timeout,
-        max_retries: args.max_retries,
-        concurrency: args.concurrency,
-        judge_model: args.judge_model.as_deref(),
-    };
-    let settings = Settings::load(flags)?;
-
+    let settings = Settings::load(flags(config, &args))?;
     // Load: every file validated before anything is sent.
     let scenarios = super::load(&settings, &args.paths)?;
-
     // Plan: the matrix, the shard, the price gate; a dry run ends here.
     let matrix =
         MatrixOptions { models: &args.models, repeat: args.repeat, filter: args.filter.as_deref(), shard: args.shard };
@@ -51,10 +41,37 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         super::print(&super::dry_run::render(&plan, &settings.prices, &settings.tools, lookup.as_ref()))?;
         return Ok(EXIT_PASSED);
     }
-
     // Every model is resolved before any request, so a bad name or a missing key runs nothing.
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
+    let (targets, judges) = resolve(&plan, &mut models).await?;
+    // Run: a new batch, or the rest of an interrupted one; every output open before it starts.
+    let logs = open_logs(&args)?;
+    let batch = Batch::select(&plan, &targets, &logs, &args)?;
+    let mut outputs = Outputs::open(&args, logs, &batch.finished)?;
+    let shared = shared(&settings, &args, &plan, &outputs.logs, models.http(), judges);
+    let (totals, control) = play(batch, shared, &settings, &args, &mut outputs).await;
+    // Report: every output finished, the table printed, the exit code.
+    outputs.finish(&args, &settings, totals, &control)
+}
+
+/// What `runner run`'s flags set of the settings.
+fn flags<'a>(config: Option<&'a Path>, args: &'a RunArgs) -> Flags<'a> {
+    Flags {
+        config,
+        prices: args.prices.as_deref(),
+        timeout_secs: args.timeout,
+        max_retries: args.max_retries,
+        concurrency: args.concurrency,
+        judge_model: args.judge_model.as_deref(),
+    }
+}
+
+/// The target of every cell of the plan, and of every judge its scenarios name.
+async fn resolve(
+    plan: &Plan,
+    models: &mut Models<'_>,
+) -> anyhow::Result<(Vec<Arc<Target>>, HashMap<ModelSpec, Arc<Target>>)> {
     let mut targets = Vec::with_capacity(plan.cells.len());
     for cell in &plan.cells {
         targets.push(models.target(&cell.spec).await.map_err(UsageError)?);
@@ -64,77 +81,99 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         let judge = models.target(spec).await.map_err(|e| UsageError(format!("judge model: {e}")))?;
         judges.insert(spec.clone(), judge);
     }
+    Ok((targets, judges))
+}
 
-    // Run: a new batch, or the rest of an interrupted one. Jobs are made as they start.
-    let mut logs = open_logs(&args)?;
-    let (finished, done) = if args.resume.is_some() { read_finished(&logs, &plan) } else { Default::default() };
-    let wanted = only_failed(args.only_failed.as_deref())?;
-    let plays = |&(cell, repetition): &(usize, u32)| {
-        let Cell { scenario, spec } = &plan.cells[cell];
-        !done.contains(&(cell, repetition))
-            && wanted.as_ref().is_none_or(|w| w.contains(&(scenario.name.clone(), spec.clone(), repetition)))
-    };
-    // Counting needs a pass over the matrix only when --only-failed picks runs from it.
-    let total = match &wanted {
-        None => usize::try_from(plan.len()).unwrap_or(usize::MAX) - done.len(),
-        Some(wanted) => {
-            let path = args.only_failed.as_deref().unwrap_or(Path::new("")).display();
-            let in_plan: HashSet<(String, ModelSpec, u32)> = plan
-                .runs()
-                .map(|(cell, repetition)| {
-                    (plan.cells[cell].scenario.name.clone(), plan.cells[cell].spec.clone(), repetition)
-                })
-                .collect();
-            let mut unmatched: Vec<&(String, ModelSpec, u32)> =
-                wanted.iter().filter(|run| !in_plan.contains(*run)).collect();
-            unmatched.sort();
-            let named = |runs: &[&(String, ModelSpec, u32)]| {
-                let mut text: Vec<String> = runs
-                    .iter()
-                    .take(10)
-                    .map(|(scenario, model, repetition)| {
-                        format!("{} on {model} #{repetition}", crate::report::printable(scenario))
-                    })
-                    .collect();
-                if runs.len() > 10 {
-                    text.push(format!("and {} more", runs.len() - 10));
-                }
-                text.join("; ")
-            };
-            if !wanted.is_empty() && unmatched.len() == wanted.len() {
-                return Err(UsageError(format!(
-                    "--only-failed {path}: none of its {} run(s) that did not pass is in this batch (renamed scenarios? other models?): {}",
-                    wanted.len(),
-                    named(&unmatched)
-                ))
-                .into());
-            }
-            if !unmatched.is_empty() {
-                eprintln!(
-                    "warning: --only-failed {path}: {} of its {} run(s) that did not pass match nothing here: {}",
-                    unmatched.len(),
-                    wanted.len(),
-                    named(&unmatched)
-                );
-            }
-            let count = plan.runs().filter(plays).count();
-            eprintln!("--only-failed {path}: playing {count} run(s) that did not pass there");
-            count
+/// The runs this batch plays: the plan's, less those a resumed batch finished (`--resume`)
+/// and, with `--only-failed`, those that passed there.
+struct Batch {
+    jobs: Vec<Job>,
+    /// The records of the runs a resumed batch already finished.
+    finished: Vec<RunRecord>,
+}
+
+impl Batch {
+    fn select(plan: &Plan, targets: &[Arc<Target>], logs: &JsonLogs, args: &RunArgs) -> anyhow::Result<Self> {
+        let (finished, done) = if args.resume.is_some() { read_finished(logs, plan) } else { Default::default() };
+        let wanted = only_failed(args.only_failed.as_deref())?;
+        let plays = |&(cell, repetition): &(usize, u32)| {
+            let Cell { scenario, spec } = &plan.cells[cell];
+            !done.contains(&(cell, repetition))
+                && wanted.as_ref().is_none_or(|w| w.contains(&(scenario.name.clone(), spec.clone(), repetition)))
+        };
+        if let (Some(wanted), Some(path)) = (&wanted, &args.only_failed) {
+            check_only_failed(plan, wanted, &path.display().to_string())?;
         }
+        let jobs: Vec<Job> = plan
+            .runs()
+            .filter(plays)
+            .map(|(cell, repetition)| Job {
+                scenario: plan.cells[cell].scenario.clone(),
+                target: targets[cell].clone(),
+                repetition,
+            })
+            .collect();
+        if let Some(path) = &args.only_failed {
+            eprintln!("--only-failed {}: playing {} run(s) that did not pass there", path.display(), jobs.len());
+        }
+        Ok(Self { jobs, finished })
+    }
+}
+
+/// `--only-failed`: a report none of whose runs is in this batch is an error; one with some
+/// runs that match nothing here is worth a warning.
+fn check_only_failed(plan: &Plan, wanted: &HashSet<(String, ModelSpec, u32)>, path: &str) -> anyhow::Result<()> {
+    let in_plan: HashSet<(String, ModelSpec, u32)> = plan
+        .runs()
+        .map(|(cell, repetition)| (plan.cells[cell].scenario.name.clone(), plan.cells[cell].spec.clone(), repetition))
+        .collect();
+    let mut unmatched: Vec<&(String, ModelSpec, u32)> = wanted.iter().filter(|run| !in_plan.contains(*run)).collect();
+    unmatched.sort();
+    let named = |runs: &[&(String, ModelSpec, u32)]| {
+        let mut text: Vec<String> = runs
+            .iter()
+            .take(10)
+            .map(|(scenario, model, repetition)| {
+                format!("{} on {model} #{repetition}", crate::report::printable(scenario))
+            })
+            .collect();
+        if runs.len() > 10 {
+            text.push(format!("and {} more", runs.len() - 10));
+        }
+        text.join("; ")
     };
-    let jobs = plan.runs().filter(plays).map(|(cell, repetition)| Job {
-        scenario: plan.cells[cell].scenario.clone(),
-        target: targets[cell].clone(),
-        repetition,
-    });
-    let report_path =
-        args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
-    let html = args.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
-    let mut reports = Reports::create(&report_path, html, args.junit.is_some(), &finished)?;
-    let shared = Arc::new(Shared {
+    if !wanted.is_empty() && unmatched.len() == wanted.len() {
+        return Err(UsageError(format!(
+            "--only-failed {path}: none of its {} run(s) that did not pass is in this batch (renamed scenarios? other models?): {}",
+            wanted.len(),
+            named(&unmatched)
+        ))
+        .into());
+    }
+    if !unmatched.is_empty() {
+        eprintln!(
+            "warning: --only-failed {path}: {} of its {} run(s) that did not pass match nothing here: {}",
+            unmatched.len(),
+            wanted.len(),
+            named(&unmatched)
+        );
+    }
+    Ok(())
+}
+
+/// What every run of the batch shares.
+fn shared(
+    settings: &Settings,
+    args: &RunArgs,
+    plan: &Plan,
+    logs: &JsonLogs,
+    http: &reqwest::Client,
+    judges: HashMap<ModelSpec, Arc<Target>>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
         run_id: logs.run_id().to_owned(),
         registry: settings.tools.clone(),
-        http: models.http().clone(),
+        http: http.clone(),
         weather: Arc::new(settings.weather.clone()),
         seed: args.seed.unwrap_or_else(random_seed),
         sampling_seed: args.seed,
@@ -142,7 +181,18 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         repeated: plan.repeat > 1,
         judges,
         secrets: settings.secrets.clone(),
-    });
+    })
+}
+
+/// Plays the batch at `-j` (bounded by the open-files limit), every run's outcome recorded by
+/// `outputs` as it ends, Ctrl-C and SIGTERM heard.
+async fn play(
+    batch: Batch,
+    shared: Arc<Shared>,
+    settings: &Settings,
+    args: &RunArgs,
+    outputs: &mut Outputs,
+) -> (Totals, Arc<Control>) {
     let mut concurrency = settings.concurrency;
     if let Some((bound, limit)) = crate::tools::runs_within_open_files_limit()
         && concurrency > bound
@@ -156,73 +206,14 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let limits = Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
     let control = Control::new();
     let listener = tokio::spawn(interrupts(control.clone()));
-    let mut progress = Progress::default();
-    let mut totals = {
-        let mut reporters = (&mut logs, (&mut progress, &mut reports));
-        runner::run_all(
-            jobs,
-            total,
-            concurrency,
-            limits,
-            control.clone(),
-            shared.clone(),
-            &mut reporters as &mut dyn Reporter,
-        )
-        .await
-    };
+    let total = batch.jobs.len();
+    let totals =
+        runner::run_all(batch.jobs.into_iter(), total, concurrency, limits, control.clone(), shared.clone(), outputs)
+            .await;
     shared.mcp.shutdown().await;
     listener.abort();
-    progress.finish();
-
-    // Report: the summary beside the CSV (not beside /dev/stdout), JUnit, the step summary,
-    // the table. Every log or row that could not be written is named.
-    let summary_path = is_file_or_absent(&report_path).then(|| summary_path(&report_path));
-    reports.write(summary_path.as_deref(), args.junit.as_deref())?;
-    let comparison = super::compare_with(args.baseline.as_deref(), &reports.summary)?;
-    if let Some(html) = reports.html.take() {
-        let page = Page { title: logs.run_id(), summary: &reports.summary, comparison: comparison.as_ref() };
-        if let Err(err) = html.finish(&page) {
-            totals.write_errors.push(err);
-        }
-    }
-    if let Some(path) = &settings.step_summary
-        && let Err(err) = reports.append_step_summary(path, comparison.as_ref())
-    {
-        eprintln!("warning: {err:#}");
-    }
-    for err in &totals.write_errors {
-        eprintln!("error: {err:#}");
-    }
-    let summary = &reports.summary;
-    let mut out = summary.render();
-    if let Some(min) = args.min_pass_rate {
-        out.push_str(&pass_rate_gate(summary, min));
-    }
-    if let Some(comparison) = &comparison {
-        out.push_str(&comparison.render());
-    }
-    if !reports.failures.is_empty() {
-        out.push_str(
-            &reports.failures.render(|f| logs.path(&f.scenario, &f.model, f.repetition).display().to_string()),
-        );
-    }
-    out.push_str(&format!("logs: {}\nreport: {}\n", logs.dir().display(), report_path.display()));
-    if let Some(path) = &summary_path {
-        out.push_str(&format!("summary: {}\n", path.display()));
-    }
-    if let Some(path) = &args.html {
-        out.push_str(&format!("html: {}\n", path.display()));
-    }
-    if control.interrupted().is_some() {
-        out.push_str(&format!(
-            "resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n",
-            logs.run_id()
-        ));
-    }
-    // A reader that went away (`runner run | head -1`) does not change what the batch did.
-    super::print(&out).or_else(super::closed_pipe_is_fine)?;
-    let regressed = comparison.as_ref().is_some_and(|c| !c.regressions.is_empty());
-    Ok(exit_code(&totals, &control, summary, args.min_pass_rate, regressed))
+    outputs.progress.finish();
+    (totals, control)
 }
 
 /// The `--min-pass-rate` line of the summary.
@@ -287,8 +278,13 @@ fn read_finished(logs: &JsonLogs, plan: &Plan) -> (Vec<RunRecord>, HashSet<(usiz
     (finished, done)
 }
 
-/// The reports built as runs end: the CSV rows, the summary and JUnit.
-struct Reports {
+/// Everything a batch writes, opened before the first run: the JSON logs, the progress bar,
+/// the CSV report, the summary, JUnit, the failures and the HTML page. Each run is recorded as
+/// it ends ([`Reporter`]); [`Outputs::finish`] writes what waits for the end.
+struct Outputs {
+    logs: JsonLogs,
+    progress: Progress,
+    report_path: PathBuf,
     csv: CsvReport<std::io::BufWriter<std::fs::File>>,
     summary: Summary,
     junit: Option<Junit>,
@@ -296,36 +292,120 @@ struct Reports {
     html: Option<HtmlReport>,
 }
 
-impl Reports {
-    /// Creates the CSV report at `path`. Resumed runs (`finished`) go in first; their report
-    /// is rebuilt beside the old one and replaces it whole.
-    fn create(path: &Path, html: Option<HtmlReport>, junit: bool, finished: &[RunRecord]) -> anyhow::Result<Self> {
-        let staging = path
-            .with_file_name(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-        let csv = CsvReport::create(if finished.is_empty() { path } else { &staging })?;
+impl Outputs {
+    /// Opens every output `args` asks for. Resumed runs (`finished`) go in first; their CSV
+    /// report is rebuilt beside the old one and replaces it whole.
+    fn open(args: &RunArgs, logs: JsonLogs, finished: &[RunRecord]) -> anyhow::Result<Self> {
+        let report_path =
+            args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
+        let html = args.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
+        let staging = report_path.with_file_name(format!(
+            ".{}.partial",
+            report_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        let csv = CsvReport::create(if finished.is_empty() { &report_path } else { &staging })?;
         // JUnit's cases are kept only when a file will hold them.
-        let junit = junit.then(Junit::default);
-        let mut reports = Self { csv, summary: Summary::default(), junit, failures: Failures::default(), html };
+        let junit = args.junit.is_some().then(Junit::default);
+        let mut outputs = Self {
+            logs,
+            progress: Progress::default(),
+            report_path,
+            csv,
+            summary: Summary::default(),
+            junit,
+            failures: Failures::default(),
+            html,
+        };
         if !finished.is_empty() {
             for record in finished {
-                reports.run_ended(&RunOutcome::Finished(Box::new(record.clone())))?;
+                let outcome = RunOutcome::Finished(Box::new(record.clone()));
+                for reporter in outputs.reporters(true) {
+                    reporter.run_ended(&outcome)?;
+                }
             }
-            std::fs::rename(&staging, path).with_context(|| format!("cannot replace {}", path.display()))?;
+            std::fs::rename(&staging, &outputs.report_path)
+                .with_context(|| format!("cannot replace {}", outputs.report_path.display()))?;
         }
-        Ok(reports)
+        Ok(outputs)
     }
 
-    /// The per-model summary CSV and JUnit, when they have a place.
-    fn write(&self, summary_path: Option<&Path>, junit: Option<&Path>) -> anyhow::Result<()> {
-        if let Some(path) = summary_path {
+    /// The outputs built from every run's outcome, in order: the logs and the bar (which a
+    /// resumed run has already had), then the reports.
+    fn reporters(&mut self, resumed: bool) -> Vec<&mut dyn Reporter> {
+        let Self { logs, progress, csv, summary, junit, failures, html, .. } = self;
+        let mut all: Vec<&mut dyn Reporter> = Vec::with_capacity(7);
+        if !resumed {
+            all.push(logs);
+            all.push(progress);
+        }
+        all.extend([csv as &mut dyn Reporter, summary, junit, failures, html]);
+        all
+    }
+
+    /// After the last run: the summary beside the CSV (not beside /dev/stdout), JUnit, the HTML
+    /// page, the step summary, the table; every log or row that could not be written named.
+    /// Returns the exit code.
+    fn finish(
+        mut self,
+        args: &RunArgs,
+        settings: &Settings,
+        mut totals: Totals,
+        control: &Control,
+    ) -> anyhow::Result<u8> {
+        let summary_path = is_file_or_absent(&self.report_path).then(|| summary_path(&self.report_path));
+        if let Some(path) = &summary_path {
             write_atomically(path, &self.summary.to_csv()?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        if let (Some(path), Some(cases)) = (junit, &self.junit) {
+        if let (Some(path), Some(cases)) = (&args.junit, &self.junit) {
             write_atomically(path, cases.render().trim_end().as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        Ok(())
+        let comparison = super::compare_with(args.baseline.as_deref(), &self.summary)?;
+        if let Some(html) = self.html.take() {
+            let page = Page { title: self.logs.run_id(), summary: &self.summary, comparison: comparison.as_ref() };
+            if let Err(err) = html.finish(&page) {
+                totals.write_errors.push(err);
+            }
+        }
+        if let Some(path) = &settings.step_summary
+            && let Err(err) = self.append_step_summary(path, comparison.as_ref())
+        {
+            eprintln!("warning: {err:#}");
+        }
+        for err in &totals.write_errors {
+            eprintln!("error: {err:#}");
+        }
+        let mut out = self.summary.render();
+        if let Some(min) = args.min_pass_rate {
+            out.push_str(&pass_rate_gate(&self.summary, min));
+        }
+        if let Some(comparison) = &comparison {
+            out.push_str(&comparison.render());
+        }
+        let logs = &self.logs;
+        if !self.failures.is_empty() {
+            out.push_str(
+                &self.failures.render(|f| logs.path(&f.scenario, &f.model, f.repetition).display().to_string()),
+            );
+        }
+        out.push_str(&format!("logs: {}\nreport: {}\n", logs.dir().display(), self.report_path.display()));
+        if let Some(path) = &summary_path {
+            out.push_str(&format!("summary: {}\n", path.display()));
+        }
+        if let Some(path) = &args.html {
+            out.push_str(&format!("html: {}\n", path.display()));
+        }
+        if control.interrupted().is_some() {
+            out.push_str(&format!(
+                "resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n",
+                logs.run_id()
+            ));
+        }
+        // A reader that went away (`runner run | head -1`) does not change what the batch did.
+        super::print(&out).or_else(super::closed_pipe_is_fine)?;
+        let regressed = comparison.as_ref().is_some_and(|c| !c.regressions.is_empty());
+        Ok(exit_code(&totals, control, &self.summary, args.min_pass_rate, regressed))
     }
 
     /// The Markdown summary appended to GitHub's step summary file.
@@ -342,13 +422,24 @@ impl Reports {
     }
 }
 
-impl Reporter for Reports {
+/// The logs first (a run's log exists before its row), then the bar, then the reports; each
+/// hears every run even when one before it failed to write, and the first failure is returned.
+impl Reporter for Outputs {
     fn plan(&mut self, total_runs: usize) {
-        (&mut self.csv, (&mut self.summary, (&mut self.junit, (&mut self.failures, &mut self.html)))).plan(total_runs);
+        for reporter in self.reporters(false) {
+            reporter.plan(total_runs);
+        }
     }
 
     fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
-        (&mut self.csv, (&mut self.summary, (&mut self.junit, (&mut self.failures, &mut self.html)))).run_ended(outcome)
+        let mut first = Ok(());
+        for reporter in self.reporters(false) {
+            let result = reporter.run_ended(outcome);
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
     }
 }
 
