@@ -301,7 +301,8 @@ impl<'a> Models<'a> {
         let cache_dir = self.config.local.cache_dir.clone();
         let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path, cache_dir.as_deref()))
             .await
-            .map_err(|e| format!("loading the embedded model crashed: {e}"))??;
+            .map_err(|e| format!("loading the embedded model crashed: {e}"))?
+            .map_err(|e| e.to_string())?;
         Ok(Arc::new(provider))
     }
 

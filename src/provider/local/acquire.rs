@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::provider::{FetchProgress, error_chain};
+use crate::http::error_chain;
+use crate::provider::FetchProgress;
 
 /// The weights file's name.
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
+use super::LocalError;
 use super::model::Model;
 use super::sampler::Sampler;
 use super::{Engine, MAX_CALLS, MAX_DEPTH, MAX_ITEMS, MAX_STRING_TOKENS, decide};
@@ -22,7 +23,7 @@ impl Engine {
         chosen: usize,
         tools: &[ToolSpec],
         asked: &str,
-    ) -> Result<(Vec<ToolCall>, u64), String> {
+    ) -> Result<(Vec<ToolCall>, u64), LocalError> {
         let parts = decide::request_parts(asked, tools)
             .filter(|parts| parts.len() <= MAX_CALLS)
             .unwrap_or_else(|| vec![(asked.to_owned(), vec![chosen])]);
@@ -58,7 +59,7 @@ impl Engine {
         sampler: &mut Sampler,
         spec: &FunctionSpec,
         asked: &str,
-    ) -> Result<(ToolCall, u64), String> {
+    ) -> Result<(ToolCall, u64), LocalError> {
         let (_, mut count) = self.force(model, ", \"arguments\": ")?;
         let (arguments, n) = self.write_object(model, sampler, &spec.parameters, asked, 0)?;
         count += n;
@@ -83,7 +84,7 @@ impl Engine {
         schema: &Value,
         asked: &str,
         depth: usize,
-    ) -> Result<(Value, u64), String> {
+    ) -> Result<(Value, u64), LocalError> {
         let properties = schema["properties"].as_object().cloned().unwrap_or_default();
         let required: Vec<&str> = schema["required"]
             .as_array()
@@ -116,7 +117,7 @@ impl Engine {
         schema: &Value,
         asked: &str,
         depth: usize,
-    ) -> Result<(Value, u64), String> {
+    ) -> Result<(Value, u64), LocalError> {
         let item = &schema["items"];
         let numbers = match item["type"].as_str() {
             Some(kind @ ("number" | "integer")) => numbers_in(asked, kind == "number"),
@@ -159,7 +160,7 @@ impl Engine {
         schema: &Value,
         asked: &str,
         depth: usize,
-    ) -> Result<(Value, u64), String> {
+    ) -> Result<(Value, u64), LocalError> {
         if let Some(options) = schema["enum"].as_array() {
             if let Some(named) = named_option(options, asked) {
                 let (_, n) = self.force(model, &named.to_string())?;
@@ -191,7 +192,7 @@ impl Engine {
         model: &mut Model,
         sampler: &mut Sampler,
         asked: &str,
-    ) -> Result<(Value, u64), String> {
+    ) -> Result<(Value, u64), LocalError> {
         let (mut logits, mut count) = self.force(model, "\"")?;
         let mut bytes: Vec<u8> = Vec::new();
         for _ in 0..MAX_STRING_TOKENS {
@@ -242,7 +243,7 @@ impl Engine {
         mut logits: Vec<f32>,
         fraction: bool,
         asked: &str,
-    ) -> Result<(Value, u64), String> {
+    ) -> Result<(Value, u64), LocalError> {
         let numbers = numbers_in(asked, fraction);
         let mut text = String::new();
         let mut count = 0;

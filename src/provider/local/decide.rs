@@ -17,6 +17,7 @@
 
 use serde_json::Value;
 
+use super::LocalError;
 use super::model::Model;
 use super::sampler::log_mass;
 use super::{CALL_OPEN, Engine};
@@ -129,7 +130,7 @@ fn option_scores(
     model: &mut Model,
     tools: &[ToolSpec],
     candidates: &[usize],
-) -> Result<(Vec<f64>, Model, u64), String> {
+) -> Result<(Vec<f64>, Model, u64), LocalError> {
     let mut opened = model.clone();
     let (logits, count) = engine.force(&mut opened, CALL_OPEN)?;
     let starts = |c: u8| {
@@ -159,7 +160,7 @@ pub(crate) fn choose(
     messages: &[Message],
     tools: &[ToolSpec],
     candidates: &[usize],
-) -> Result<Option<(usize, u64)>, String> {
+) -> Result<Option<(usize, u64)>, LocalError> {
     let (scores, opened, count) = option_scores(engine, model, tools, candidates)?;
     let baseline = calibration(engine, messages, tools, candidates)?;
     let calibrated: Vec<f64> = scores.iter().zip(&baseline).map(|(s, b)| s - b).collect();
@@ -194,7 +195,7 @@ fn calibration(
     messages: &[Message],
     tools: &[ToolSpec],
     candidates: &[usize],
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<f64>, LocalError> {
     let mut neutral = messages.to_vec();
     if let Some(Message::User { content }) = neutral.last_mut() {
         *content = CONTENT_FREE.to_owned();

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::LocalError;
 use super::model::Model;
 use super::prompt::{CALL_OPEN, facts, readable_result, turn_results};
 use super::sampler::{self, Sampler};
@@ -43,7 +44,7 @@ impl Engine {
         forced: Option<&str>,
         sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
-    ) -> Result<Completion, String> {
+    ) -> Result<Completion, LocalError> {
         let _gate = self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = self.base.forwarded();
         let completion = self.answer(messages, tools, forced, sampling, stream)?;
@@ -68,7 +69,7 @@ impl Engine {
         forced: Option<&str>,
         sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
-    ) -> Result<Completion, String> {
+    ) -> Result<Completion, LocalError> {
         let max_tokens = sampling.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
         let mut sampler = Sampler::new(sampling.temperature, sampling.top_p, sampling.seed.unwrap_or(0));
         // The cheap evidence step comes first: with no candidate tool, the long tool prompt
@@ -127,7 +128,7 @@ impl Engine {
         name: &str,
         asked: &str,
         sampler: &mut Sampler,
-    ) -> Result<Completion, String> {
+    ) -> Result<Completion, LocalError> {
         let tool = tools
             .iter()
             .find(|t| t.function.name == name)
@@ -153,13 +154,13 @@ impl Engine {
     /// A model whose cache holds exactly `prompt`, from the best cached slot; the state is
     /// also kept in the pool for the next request that extends this prompt. Returns the
     /// number of prompt tokens served from the cache.
-    pub(super) fn prefilled(&self, prompt: &[u32], max_tokens: usize) -> Result<(Model, usize), String> {
+    pub(super) fn prefilled(&self, prompt: &[u32], max_tokens: usize) -> Result<(Model, usize), LocalError> {
         if prompt.len() + max_tokens > self.context_length {
-            return Err(format!(
+            return Err(LocalError::Invalid(format!(
                 "the conversation ({} tokens) and max_tokens ({max_tokens}) exceed the model's context of {} tokens",
                 prompt.len(),
                 self.context_length
-            ));
+            )));
         }
         let mut model = self.take_slot(prompt);
         // Keep the system message's state on its own too: every conversation with the same
@@ -207,7 +208,7 @@ impl Engine {
         generated: &mut u64,
         (copy, facts): (&[Vec<u32>], &[String]),
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
-    ) -> Result<Completion, String> {
+    ) -> Result<Completion, LocalError> {
         let mut ids: Vec<u32> = Vec::new();
         let stated = |text: &str| {
             let text = text.to_lowercase();
@@ -276,7 +277,7 @@ impl Engine {
 
     /// Log probability of `text` following the state whose next-token logits are `logits`;
     /// feeds it into `model`.
-    pub(super) fn log_prob(&self, model: &mut Model, mut logits: Vec<f32>, text: &str) -> Result<f64, String> {
+    pub(super) fn log_prob(&self, model: &mut Model, mut logits: Vec<f32>, text: &str) -> Result<f64, LocalError> {
         let mut total = 0.0;
         for id in self.tokenizer.encode(text) {
             total += sampler::log_mass(&logits, &|t| t == id);
@@ -286,7 +287,7 @@ impl Engine {
     }
 
     /// Feeds fixed text; returns the logits after it and its token count.
-    pub(super) fn force(&self, model: &mut Model, text: &str) -> Result<(Vec<f32>, u64), String> {
+    pub(super) fn force(&self, model: &mut Model, text: &str) -> Result<(Vec<f32>, u64), LocalError> {
         let ids = self.tokenizer.encode(text);
         Ok((model.feed(&ids)?, ids.len() as u64))
     }
@@ -298,7 +299,7 @@ impl Engine {
         model: &mut Model,
         mut logits: Vec<f32>,
         choices: &[String],
-    ) -> Result<(usize, Vec<f32>, u64), String> {
+    ) -> Result<(usize, Vec<f32>, u64), LocalError> {
         let mut written = String::new();
         let mut count = 0;
         loop {
@@ -313,7 +314,7 @@ impl Engine {
                 !t.is_empty() && choices.iter().any(|c| c.starts_with(&format!("{prefix}{t}")))
             };
             let Some(next) = sampler::best_allowed(&logits, &allowed) else {
-                return Err(format!("no token continues any of {choices:?} after {written:?}"));
+                return Err(LocalError::Invalid(format!("no token continues any of {choices:?} after {written:?}")));
             };
             written.push_str(&String::from_utf8_lossy(&tokenizer.token_bytes(next)));
             logits = model.feed(&[next])?;

@@ -30,6 +30,33 @@ use prompt::CALL_OPEN;
 use tokenizer::Tokenizer;
 
 /// The model's name after `local:`.
+/// What goes wrong in the embedded model.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The tensor library failed (a weight file it cannot use, memory).
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    /// A weight or cache file could not be read or written.
+    #[error(transparent)]
+    File(#[from] std::io::Error),
+    /// What the model was given or made does not hold: a weight file's contents, a chat
+    /// template, a forced tool that is not offered, a decoding with no way on.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for LocalError {
+    fn from(message: String) -> Self {
+        LocalError::Invalid(message)
+    }
+}
+
+impl From<&str> for LocalError {
+    fn from(message: &str) -> Self {
+        LocalError::Invalid(message.to_owned())
+    }
+}
+
 pub const MODEL_NAME: &str = "smollm2-135m";
 /// Tokens generated for a text answer when the scenario sets no `max_tokens`.
 const DEFAULT_MAX_TOKENS: u32 = 128;
@@ -74,7 +101,7 @@ pub(crate) struct Engine {
 impl LocalProvider {
     /// Loads the weights at `path` (the first time, reading and requantizing them, which
     /// takes a second; later, the converted file kept in `cache_dir`).
-    pub fn load(path: &std::path::Path, cache_dir: Option<&std::path::Path>) -> Result<Self, String> {
+    pub fn load(path: &std::path::Path, cache_dir: Option<&std::path::Path>) -> Result<Self, LocalError> {
         let loaded = model::load(path, cache_dir)?;
         let mut templates = minijinja::Environment::new();
         templates
@@ -101,7 +128,7 @@ impl LocalProvider {
     }
 
     /// Renders `messages` (and the offered tools) as the model's prompt text.
-    pub fn prompt(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<String, String> {
+    pub fn prompt(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<String, LocalError> {
         self.engine.render(messages, tools)
     }
 
@@ -111,7 +138,7 @@ impl LocalProvider {
         messages: &[Message],
         tools: &[ToolSpec],
         sampling: &crate::provider::Sampling,
-    ) -> Result<Completion, String> {
+    ) -> Result<Completion, LocalError> {
         self.engine.complete(messages, tools, None, sampling, None)
     }
 }

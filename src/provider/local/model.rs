@@ -9,6 +9,7 @@ use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 
+use super::LocalError;
 use super::tokenizer::Tokenizer;
 
 /// What loading found in the GGUF besides the weights.
@@ -35,14 +36,15 @@ pub struct Model {
     forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// An error of the weight file's contents, in words.
+fn err(e: impl std::fmt::Display) -> LocalError {
+    LocalError::Invalid(e.to_string())
 }
 
 /// Reads the GGUF at `path`: tokenizer and template from its metadata, weights requantized.
 /// With a `cache_dir`, the requantized file is kept there and later loads read it directly
 /// (no requantizing, less memory at its peak); a cached file that cannot be read is rebuilt.
-pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, String> {
+pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LocalError> {
     let converted = cache_dir.map(|dir| dir.join(converted_name(path)));
     if let Some(converted) = converted.as_deref().filter(|c| c.is_file()) {
         match read(converted) {
@@ -63,11 +65,11 @@ pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, String> {
     names.sort();
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
     for name in names {
-        let tensor = content.tensor(&mut file, name, &device).map_err(err)?;
+        let tensor = content.tensor(&mut file, name, &device)?;
         let tensor = match tensor.dtype() {
             GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
-                let dense: Tensor = tensor.dequantize(&device).map_err(err)?;
-                QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(err)?
+                let dense: Tensor = tensor.dequantize(&device)?;
+                QTensor::quantize(&dense, GgmlDType::Q8_0)?
             }
             _ => tensor,
         };
@@ -83,7 +85,7 @@ pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, String> {
         return read(converted);
     }
     let mut buffer = Cursor::new(Vec::new());
-    gguf_file::write(&mut buffer, &metadata, &refs).map_err(err)?;
+    gguf_file::write(&mut buffer, &metadata, &refs)?;
     drop(refs);
     drop(tensors);
     buffer.set_position(0);
@@ -105,13 +107,13 @@ fn converted_name(source: &Path) -> String {
 }
 
 /// Writes the converted GGUF to `path`, whole or not at all.
-fn keep(path: &Path, metadata: &[(&str, &gguf_file::Value)], tensors: &[(&str, &QTensor)]) -> Result<(), String> {
+fn keep(path: &Path, metadata: &[(&str, &gguf_file::Value)], tensors: &[(&str, &QTensor)]) -> Result<(), LocalError> {
     let tmp = crate::files::temp_path(path);
-    let written = (|| {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
-        gguf_file::write(&mut out, metadata, tensors).map_err(err)?;
-        std::io::Write::flush(&mut out).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+    let written = (|| -> Result<(), LocalError> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        gguf_file::write(&mut out, metadata, tensors)?;
+        std::io::Write::flush(&mut out)?;
+        Ok(std::fs::rename(&tmp, path)?)
     })();
     if let Err(e) = &written {
         tracing::debug!(path = %path.display(), err = %e, "cannot keep the converted weights");
@@ -121,28 +123,27 @@ fn keep(path: &Path, metadata: &[(&str, &gguf_file::Value)], tensors: &[(&str, &
 }
 
 /// Loads an already converted GGUF file.
-fn read(path: &Path) -> Result<Loaded, String> {
+fn read(path: &Path) -> Result<Loaded, LocalError> {
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?);
     from_gguf(&mut file, path)
 }
 
 /// Tokenizer, template and weights from a GGUF whose weights need no conversion.
-fn from_gguf<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> Result<Loaded, String> {
+fn from_gguf<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> Result<Loaded, LocalError> {
     let device = Device::Cpu;
     let content = gguf_file::Content::read(reader).map_err(|e| format!("{}: not a GGUF file ({e})", path.display()))?;
     let md = &content.metadata;
     let get = |key: &str| md.get(key).ok_or_else(|| format!("{}: no `{key}` in the GGUF metadata", path.display()));
-    let strings = |key: &str| -> Result<Vec<String>, String> {
-        get(key)?.to_vec().map_err(err)?.iter().map(|v| v.to_string().cloned().map_err(err)).collect()
+    let strings = |key: &str| -> Result<Vec<String>, LocalError> {
+        get(key)?.to_vec()?.iter().map(|v| v.to_string().cloned().map_err(err)).collect()
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
-    let types: Vec<i32> =
-        get("tokenizer.ggml.token_type")?.to_vec().map_err(err)?.iter().map(|v| v.to_i32().unwrap_or(1)).collect();
+    let types: Vec<i32> = get("tokenizer.ggml.token_type")?.to_vec()?.iter().map(|v| v.to_i32().unwrap_or(1)).collect();
     let tokenizer = Tokenizer::new(tokens, &types, &merges)?;
-    let chat_template = get("tokenizer.chat_template")?.to_string().map_err(err)?.clone();
+    let chat_template = get("tokenizer.chat_template")?.to_string()?.clone();
     let context_length = md.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
-    let weights = ModelWeights::from_gguf(content, reader, &device).map_err(err)?;
+    let weights = ModelWeights::from_gguf(content, reader, &device)?;
     Ok(Loaded {
         model: Model { weights, cached: Vec::new(), last_logits: None, device, forwarded: Default::default() },
         tokenizer,
@@ -164,7 +165,7 @@ impl Model {
 
     /// Makes the cache hold exactly `tokens` and returns the logits for the next token.
     /// A cached prefix is reused; returns how many tokens were reused.
-    pub fn prefill(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize), String> {
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize), LocalError> {
         let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
         if common == tokens.len()
             && common == self.cached.len()
@@ -183,20 +184,20 @@ impl Model {
     }
 
     /// Appends `tokens` to the cache and returns the logits for the next token.
-    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
         if tokens.is_empty() {
-            return self.last_logits.clone().ok_or_else(|| "nothing to feed".to_owned());
+            return self.last_logits.clone().ok_or_else(|| "nothing to feed".into());
         }
         // Long prompts go through in chunks to bound the attention matrices' size.
         let mut logits = None;
         for chunk in tokens.chunks(512) {
-            let input = Tensor::new(chunk, &self.device).and_then(|t| t.unsqueeze(0)).map_err(err)?;
-            let out = self.weights.forward(&input, self.cached.len()).map_err(err)?;
-            logits = Some(out.squeeze(0).and_then(|t| t.to_vec1::<f32>()).map_err(err)?);
+            let input = Tensor::new(chunk, &self.device).and_then(|t| t.unsqueeze(0))?;
+            let out = self.weights.forward(&input, self.cached.len())?;
+            logits = Some(out.squeeze(0).and_then(|t| t.to_vec1::<f32>())?);
             self.cached.extend_from_slice(chunk);
             self.forwarded.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         self.last_logits = logits.clone();
-        logits.ok_or_else(|| "nothing to feed".to_owned())
+        logits.ok_or_else(|| "nothing to feed".into())
     }
 }

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::Engine;
+use super::LocalError;
 use crate::message::{Message, ToolCall, ToolSpec};
 
 /// SmolLM2's function-calling instructions, with the offered tools as JSON.
@@ -113,7 +114,7 @@ pub(super) fn readable_result(content: &str) -> String {
 impl Engine {
     /// The prompt a text answer is written from: no tool instructions (they only confuse a
     /// model this small), each tool call's result folded into the user message it answers.
-    pub(super) fn render_plain(&self, messages: &[Message]) -> Result<String, String> {
+    pub(super) fn render_plain(&self, messages: &[Message]) -> Result<String, LocalError> {
         let mut rendered: Vec<Value> = Vec::with_capacity(messages.len());
         let mut names: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
         for message in messages {
@@ -144,14 +145,14 @@ impl Engine {
         self.apply_template(rendered)
     }
 
-    pub(super) fn apply_template(&self, rendered: Vec<Value>) -> Result<String, String> {
+    pub(super) fn apply_template(&self, rendered: Vec<Value>) -> Result<String, LocalError> {
         let template = self.templates.get_template("chat").map_err(|e| e.to_string())?;
         template
             .render(minijinja::context! { messages => rendered, add_generation_prompt => true })
-            .map_err(|e| format!("cannot render the chat template: {e}"))
+            .map_err(|e| LocalError::Invalid(format!("cannot render the chat template: {e}")))
     }
 
-    pub(super) fn render(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<String, String> {
+    pub(super) fn render(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<String, LocalError> {
         let mut rendered: Vec<Value> = Vec::with_capacity(messages.len() + 1);
         let tool_text = (!tools.is_empty()).then(|| tools_prompt(tools));
         let mut system_seen = false;

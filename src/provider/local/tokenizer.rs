@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use super::LocalError;
 use regex::Regex;
 
 /// Token type of control tokens (`<|im_start|>`, ...) in GGUF's `tokenizer.ggml.token_type`.
@@ -22,7 +23,7 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     /// From GGUF's `tokenizer.ggml.tokens`, `tokenizer.ggml.token_type` and `tokenizer.ggml.merges`.
-    pub fn new(tokens: Vec<String>, token_types: &[i32], merges: &[String]) -> Result<Self, String> {
+    pub fn new(tokens: Vec<String>, token_types: &[i32], merges: &[String]) -> Result<Self, LocalError> {
         let vocab = tokens.iter().enumerate().map(|(id, token)| (token.clone(), id as u32)).collect();
         let mut ranks = HashMap::with_capacity(merges.len());
         for (rank, merge) in merges.iter().enumerate() {
