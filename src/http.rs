@@ -48,3 +48,16 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?;
     Ok(client)
 }
+
+/// An error with its causes, `{:#}`-style: an HTTP client's top-level message alone rarely
+/// says what went wrong.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -31,12 +31,14 @@ mod usage;
 mod yaml;
 
 // What runs become, and the plumbing under them.
+mod exit;
 mod files;
 pub mod http;
 pub mod matcher;
 mod report;
 pub mod rng;
 mod secret;
+mod text;
 
 use std::process::ExitCode;
 

@@ -14,7 +14,7 @@ use crate::pricing::Cost;
 use crate::provider::cache::Cached;
 use crate::provider::{Completion, CompletionRequest, Sampling, Target};
 use crate::record::{CheckRecord, JudgeRecord};
-use crate::report::escape_markup;
+use crate::text::escape_markup;
 use crate::usage::Usage;
 
 /// The tool the judge must call.

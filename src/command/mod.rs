@@ -21,20 +21,9 @@ use crate::scenario::{Scenario, ScenarioErrors, Validator, load_scenarios};
 use crate::settings::{Settings, UsageError};
 use crate::tools::ToolRegistry;
 
-/// Exit code: every run passed.
-pub const EXIT_PASSED: u8 = 0;
-/// Exit code: at least one run failed a check or ended in an error.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code: bad command line or invalid scenario file; nothing was run.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: the cost budget (`--max-cost-usd`) stopped the batch before every run started.
-pub const EXIT_BUDGET: u8 = 3;
-/// Exit code: interrupted (Ctrl-C); what finished is kept.
-pub const EXIT_INTERRUPTED: u8 = 130;
-/// Exit code: terminated (SIGTERM), handled like Ctrl-C.
-pub const EXIT_TERMINATED: u8 = 143;
-/// Exit code: the terminal hung up (SIGHUP), handled like Ctrl-C.
-pub const EXIT_HANGUP: u8 = 129;
+pub use crate::exit::{
+    EXIT_BUDGET, EXIT_FAILED, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_PASSED, EXIT_TERMINATED, EXIT_USAGE,
+};
 
 /// Runs the command on a new runtime; its errors are printed here, each with its exit code.
 pub(crate) fn main(cli: Cli) -> ExitCode {

@@ -8,8 +8,8 @@ use std::path::Path;
 use super::EXIT_PASSED;
 use crate::http::http_client;
 use crate::record::ToolSource;
-use crate::report::printable;
 use crate::settings::{Flags, Settings};
+use crate::text::printable;
 use crate::tools::Tool;
 use crate::tools::mcp::{McpPool, RunServers};
 

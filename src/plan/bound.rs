@@ -17,7 +17,7 @@
 //! Without `max_tokens` a scenario's output has no bound; the dry run says so instead of
 //! guessing.
 
-use crate::provider::ModelSpec;
+use crate::model::ModelSpec;
 use crate::scenario::Scenario;
 use crate::tools::ToolRegistry;
 

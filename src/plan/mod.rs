@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::provider::ModelSpec;
+use crate::model::ModelSpec;
 use crate::scenario::Scenario;
 use crate::settings::{Settings, UsageError};
 

@@ -146,16 +146,3 @@ pub trait Provider: Send + Sync {
     /// The endpoint requests go to, for the log; `None` for in-process models.
     fn base_url(&self) -> Option<&str>;
 }
-
-/// An error with its causes, `{:#}`-style: an HTTP client's top-level message alone rarely
-/// says what went wrong.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}

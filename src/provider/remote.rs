@@ -249,7 +249,7 @@ impl Remote {
         if err.is_timeout() {
             return ProviderError::Timeout(self.timeout);
         }
-        ProviderError::Transport(self.redact(&super::error_chain(err)))
+        ProviderError::Transport(self.redact(&crate::http::error_chain(err)))
     }
 
     /// Runs `send`, and again while the retry policy says another attempt could fare better;

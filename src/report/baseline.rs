@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::summary::{ModelStats, Summary, percent_cell, usd_cell};
-use crate::provider::ModelSpec;
+use crate::model::ModelSpec;
 
 /// One model's figures before and after (`None`: it was not in that batch).
 #[derive(Debug, Clone, PartialEq)]

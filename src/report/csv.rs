@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::ReportError;
-use crate::provider::ModelSpec;
+use crate::model::ModelSpec;
 use crate::record::{Reporter, RunOutcome, Status, TurnRecord};
 use crate::usage::Usage;
 
@@ -266,9 +266,9 @@ pub(crate) mod cell {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::provider::ModelSpec;
+    use crate::model::ModelSpec;
     use crate::record::{NOT_STARTED, Status};
-    use crate::report::printable;
+    use crate::text::printable;
 
     fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
         String::deserialize(deserializer)
@@ -523,7 +523,7 @@ mod tests {
 
     #[test]
     fn a_run_never_started_is_one_row_with_its_reason() {
-        use crate::provider::ModelSpec;
+        use crate::model::ModelSpec;
         use crate::record::{NotStarted, ScenarioRef};
         let mut report = CsvReport::new(Vec::new()).unwrap();
         let run = NotStarted {

@@ -2,7 +2,7 @@
 //! the turn, the first failed check's detail or the error), at most [`SHOWN`] of them, the
 //! rest as a count.
 
-use crate::provider::ModelSpec;
+use crate::model::ModelSpec;
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
 
 /// Runs listed; the others are counted.

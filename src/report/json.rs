@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 
 use crate::files::{self, safe_file_name};
-use crate::provider::ModelSpec;
+use crate::model::ModelSpec;
 use crate::record::{Reporter, RunOutcome, RunRecord, run_id};
 
 /// Writes each finished run's log into the batch's directory.

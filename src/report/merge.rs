@@ -10,8 +10,8 @@ use anyhow::Context;
 use super::ReportError;
 use super::csv::{ReportRow, read_row};
 use super::summary::{RunFacts, Summary, Tally};
+use crate::model::ModelSpec;
 use crate::pricing::{PriceEntry, spent_usd};
-use crate::provider::ModelSpec;
 use crate::record::Status;
 
 /// Columns a report must have for its runs to be rebuilt (the others read as 0 when missing).

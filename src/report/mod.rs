@@ -14,6 +14,8 @@ pub(crate) mod summary;
 
 use std::path::Path;
 
+pub(crate) use crate::text::{escape_markup, printable};
+
 /// What goes wrong reading or writing reports.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReportError {
@@ -27,7 +29,7 @@ impl ReportError {
     /// The process exit code this error ends a command with.
     pub(crate) fn code(&self) -> u8 {
         match self {
-            ReportError::Usage(_) => crate::command::EXIT_USAGE,
+            ReportError::Usage(_) => crate::exit::EXIT_USAGE,
         }
     }
 }
@@ -37,34 +39,6 @@ pub(crate) fn summary_path(report: &Path) -> std::path::PathBuf {
     let name = report.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stem = name.strip_suffix(".csv").unwrap_or(&name);
     report.with_file_name(format!("{stem}.summary.csv"))
-}
-
-/// Text made safe for XML and HTML, in content and in quoted attributes; characters XML 1.0
-/// forbids are dropped (JUnit files must parse; in HTML they are parse errors).
-pub(crate) fn escape_markup(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' | '\t' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Text from outside (a scenario or tool name, a server's words) made safe to print on a
-/// terminal: control characters (escape sequences, newlines) shown as `\u{..}`.
-pub(crate) fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// Text for a Markdown table cell: everything Markdown or HTML would read (`|`, `*`, `[`,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::provider::ModelSpec;
+use crate::model::ModelSpec;
 use crate::record::{Reporter, RunOutcome, Status};
 use crate::usage::Usage;
 

@@ -454,7 +454,7 @@ async fn post(
         if err.is_timeout() {
             ToolError::Failed(format!("{url} did not answer within {timeout:?}"))
         } else {
-            ToolError::Failed(redact(&crate::provider::error_chain(&err)))
+            ToolError::Failed(redact(&crate::http::error_chain(&err)))
         }
     };
     let mut response = request.send().await.map_err(failed)?;

@@ -147,7 +147,7 @@ async fn fetch_json<T: for<'de> Deserialize<'de>>(
         if err.is_timeout() {
             unavailable(&format!("no answer from {url} within {timeout:?}"))
         } else {
-            unavailable(&crate::provider::error_chain(&err))
+            unavailable(&crate::http::error_chain(&err))
         }
     };
     let response = context.http.get(url).query(query).timeout(timeout).send().await.map_err(failed)?;

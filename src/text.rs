@@ -1,0 +1,30 @@
+//! Text from outside (a model's reply, a server's words, a scenario's name) made safe where it
+//! goes: markup, a terminal.
+
+/// Text made safe for XML and HTML, in content and in quoted attributes; characters XML 1.0
+/// forbids are dropped (JUnit files must parse; in HTML they are parse errors).
+pub(crate) fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' | '\t' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text from outside (a scenario or tool name, a server's words) made safe to print on a
+/// terminal: control characters (escape sequences, newlines) shown as `\u{..}`.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
