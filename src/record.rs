@@ -447,10 +447,49 @@ pub enum CacheUse {
     Miss,
 }
 
+/// Which expectation a check is, as the log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Contains,
+    NotContains,
+    Regex,
+    ToolCalls,
+    ToolCallsUnordered,
+    Called,
+    NotCalled,
+    MaxCostUsd,
+    MaxLatencyMs,
+    Judge,
+}
+
+impl CheckKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Contains => "contains",
+            CheckKind::NotContains => "not_contains",
+            CheckKind::Regex => "regex",
+            CheckKind::ToolCalls => "tool_calls",
+            CheckKind::ToolCallsUnordered => "tool_calls_unordered",
+            CheckKind::Called => "called",
+            CheckKind::NotCalled => "not_called",
+            CheckKind::MaxCostUsd => "max_cost_usd",
+            CheckKind::MaxLatencyMs => "max_latency_ms",
+            CheckKind::Judge => "judge",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One expectation and whether it held.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckRecord {
-    pub check: Cow<'static, str>,
+    pub check: CheckKind,
     pub passed: bool,
     pub detail: String,
 }

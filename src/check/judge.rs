@@ -13,7 +13,7 @@ use crate::message::{FunctionSpec, Message, ToolSpec};
 use crate::pricing::Cost;
 use crate::provider::cache::Cached;
 use crate::provider::{Completion, CompletionRequest, Sampling, Target};
-use crate::record::{CheckRecord, JudgeRecord};
+use crate::record::{CheckKind, CheckRecord, JudgeRecord};
 use crate::text::escape_markup;
 use crate::usage::Usage;
 
@@ -195,7 +195,7 @@ pub(crate) fn check_record(judge: &JudgeRecord) -> CheckRecord {
         (_, _, Some(error)) => format!("{} gave no verdict: {error}", judge.model),
         _ => format!("{} gave no verdict", judge.model),
     };
-    CheckRecord { check: "judge".into(), passed: judge.pass == Some(true), detail }
+    CheckRecord { check: CheckKind::Judge, passed: judge.pass == Some(true), detail }
 }
 
 #[cfg(test)]
@@ -321,7 +321,7 @@ mod tests {
         };
         let passed = check_record(&record(Some(true), Some("Says 15 °C."), None));
         assert_eq!(
-            (passed.check.as_ref(), passed.passed, passed.detail.as_str()),
+            (passed.check.as_str(), passed.passed, passed.detail.as_str()),
             ("judge", true, "openai:gpt-4o: Says 15 °C.")
         );
         let failed = check_record(&record(Some(false), Some("No unit."), None));

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 pub(crate) mod judge;
 
-use crate::record::{CheckRecord, ToolCallRecord};
+use crate::record::{CheckKind, CheckRecord, ToolCallRecord};
 use crate::scenario::{Expect, ExpectedCall};
 
 /// What a turn produced, as the checks see it.
@@ -41,26 +41,26 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
         } else {
             (false, format!("{} was called; calls: {}", made.join(", "), list_calls(facts.tool_calls)))
         };
-        checks.push(CheckRecord { check: "not_called".into(), passed, detail });
+        checks.push(CheckRecord { check: CheckKind::NotCalled, passed, detail });
     }
     let reply = facts.reply.to_lowercase();
     for needle in &expect.contains {
         let passed = reply.contains(&needle.to_lowercase());
         let detail =
             if passed { format!("reply contains {needle:?}") } else { format!("reply does not contain {needle:?}") };
-        checks.push(CheckRecord { check: "contains".into(), passed, detail });
+        checks.push(CheckRecord { check: CheckKind::Contains, passed, detail });
     }
     for needle in &expect.not_contains {
         let passed = !reply.contains(&needle.to_lowercase());
         let detail =
             if passed { format!("reply does not contain {needle:?}") } else { format!("reply contains {needle:?}") };
-        checks.push(CheckRecord { check: "not_contains".into(), passed, detail });
+        checks.push(CheckRecord { check: CheckKind::NotContains, passed, detail });
     }
     for regex in &expect.regex {
         let passed = regex.is_match(facts.reply);
         let verb = if passed { "matches" } else { "does not match" };
         checks.push(CheckRecord {
-            check: "regex".into(),
+            check: CheckKind::Regex,
             passed,
             detail: format!("reply {verb} /{}/", regex.as_str()),
         });
@@ -75,12 +75,12 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
         } else {
             (false, format!("cannot check a cost limit of ${limit}: the model has no price (add one with --prices)"))
         };
-        checks.push(CheckRecord { check: "max_cost_usd".into(), passed, detail });
+        checks.push(CheckRecord { check: CheckKind::MaxCostUsd, passed, detail });
     }
     if let Some(limit) = expect.max_latency_ms {
         let passed = facts.latency_ms <= limit;
         let detail = format!("turn took {} ms, limit {limit} ms", facts.latency_ms);
-        checks.push(CheckRecord { check: "max_latency_ms".into(), passed, detail });
+        checks.push(CheckRecord { check: CheckKind::MaxLatencyMs, passed, detail });
     }
     checks
 }
@@ -103,7 +103,7 @@ fn call_matches(want: &ExpectedCall, got: &ToolCallRecord) -> Result<(), String>
 }
 
 fn check_tool_calls(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
-    let fail = |detail: String| CheckRecord { check: "tool_calls".into(), passed: false, detail };
+    let fail = |detail: String| CheckRecord { check: CheckKind::ToolCalls, passed: false, detail };
     if expected.len() != actual.len() {
         return fail(format!(
             "expected {} tool call(s), the model made {}: {}",
@@ -117,12 +117,12 @@ fn check_tool_calls(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Che
             return fail(format!("call {}: {why}; calls: {}", i + 1, list_calls(actual)));
         }
     }
-    CheckRecord { check: "tool_calls".into(), passed: true, detail: format!("called {}", list_calls(actual)) }
+    CheckRecord { check: CheckKind::ToolCalls, passed: true, detail: format!("called {}", list_calls(actual)) }
 }
 
 /// Exactly these calls in any order: every expected call matched to its own actual call.
 fn check_unordered(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
-    let fail = |detail: String| CheckRecord { check: "tool_calls_unordered".into(), passed: false, detail };
+    let fail = |detail: String| CheckRecord { check: CheckKind::ToolCallsUnordered, passed: false, detail };
     if expected.len() != actual.len() {
         return fail(format!(
             "expected {} tool call(s) in any order, the model made {}: {}",
@@ -133,7 +133,7 @@ fn check_unordered(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Chec
     }
     match assign(expected, actual) {
         Ok(()) => CheckRecord {
-            check: "tool_calls_unordered".into(),
+            check: CheckKind::ToolCallsUnordered,
             passed: true,
             detail: format!("called {}", list_calls(actual)),
         },
@@ -145,10 +145,10 @@ fn check_unordered(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> Chec
 fn check_called(expected: &[ExpectedCall], actual: &[ToolCallRecord]) -> CheckRecord {
     match assign(expected, actual) {
         Ok(()) => {
-            CheckRecord { check: "called".into(), passed: true, detail: format!("called {}", list_calls(actual)) }
+            CheckRecord { check: CheckKind::Called, passed: true, detail: format!("called {}", list_calls(actual)) }
         }
         Err(why) => CheckRecord {
-            check: "called".into(),
+            check: CheckKind::Called,
             passed: false,
             detail: format!("{why}; calls: {}", list_calls(actual)),
         },
@@ -315,7 +315,7 @@ mod tests {
         };
         assert!(called(vec![want("add_numbers", json!({"y": 4}))]).passed);
         let missing = called(vec![ExpectedCall { name: "get_weather".into(), arguments: None }]);
-        assert_eq!((missing.check.as_ref(), missing.passed), ("called", false));
+        assert_eq!((missing.check.as_str(), missing.passed), ("called", false));
         assert!(missing.detail.starts_with("get_weather was not called"), "{missing:?}");
 
         let not_called = |names: &[&str]| {
