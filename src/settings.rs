@@ -33,6 +33,12 @@ pub(crate) const DEFAULT_CONCURRENCY: usize = 8;
 #[error("{0}")]
 pub(crate) struct UsageError(pub String);
 
+impl From<crate::provider::ModelError> for UsageError {
+    fn from(err: crate::provider::ModelError) -> Self {
+        UsageError(err.to_string())
+    }
+}
+
 /// The process environment, falling back to a `.env` file in the working directory.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Env {
@@ -296,7 +302,7 @@ impl Settings {
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).
     pub(crate) fn parse_model(&self, text: &str) -> Result<ModelSpec, UsageError> {
-        self.providers.parse_model(text, &self.prices).map_err(UsageError)
+        Ok(self.providers.parse_model(text, &self.prices)?)
     }
 }
 

@@ -20,7 +20,8 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
     let fetch = DownloadBar::new();
     let cache = settings.request_cache(args.offer.cache.cache.as_deref(), args.offer.cache.mode())?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
-    let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
+    let target =
+        models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError::from)?;
     let mut session = super::session(&settings, target, tools.as_deref(), models.http());
     let print = |text: &str| {
         let mut out = std::io::stdout().lock();

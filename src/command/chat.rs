@@ -89,7 +89,7 @@ pub(crate) async fn chat(
     let fetch = DownloadBar::new();
     let cache = settings.request_cache(offer.cache.cache.as_deref(), offer.cache.mode())?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
-    let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError)?;
+    let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError::from)?;
     let session = super::session(&settings, target, tools.as_deref(), models.http());
     Ok(converse(session, &mut models, log_dir, !offer.no_stream).await)
 }

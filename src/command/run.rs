@@ -74,7 +74,7 @@ async fn resolve(
 ) -> anyhow::Result<(Vec<Arc<Target>>, HashMap<ModelSpec, Arc<Target>>)> {
     let mut targets = Vec::with_capacity(plan.cells.len());
     for cell in &plan.cells {
-        targets.push(models.target(&cell.spec).await.map_err(UsageError)?);
+        targets.push(models.target(&cell.spec).await.map_err(UsageError::from)?);
     }
     let mut judges = HashMap::new();
     for spec in &plan.judges {

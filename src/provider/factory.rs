@@ -85,27 +85,24 @@ pub(crate) struct ProviderConfig {
 
 impl ProviderConfig {
     /// Splits `PROVIDER:MODEL` at the first colon; a bare name is looked up in `prices`.
-    pub(crate) fn parse_model(&self, text: &str, prices: &PriceTable) -> Result<ModelSpec, String> {
+    pub(crate) fn parse_model(&self, text: &str, prices: &PriceTable) -> Result<ModelSpec, ModelError> {
         let text = text.trim();
         let (provider, name) = match text.split_once(':') {
             Some((provider, name)) => (provider, name),
             None => match prices.provider_of(text) {
                 Some(provider) => (provider, text),
-                None => {
-                    return Err(format!(
-                        "unknown model `{text}`: name it as PROVIDER:MODEL (e.g. openai:{text}); `runner models` lists known ones"
-                    ));
-                }
+                None => return Err(ModelError::Unknown(text.to_owned())),
             },
         };
         if name.is_empty() {
-            return Err(format!("model `{text}` has no name after the provider"));
+            return Err(ModelError::NoName(text.to_owned()));
         }
         if provider != "local" && !self.endpoints.contains_key(provider) {
-            return Err(format!(
-                "unknown provider `{provider}` in `{text}`; expected one of: {} (add endpoints in runner.yaml)",
-                self.providers().join(", ")
-            ));
+            return Err(ModelError::UnknownProvider {
+                provider: provider.to_owned(),
+                text: text.to_owned(),
+                known: self.providers().join(", "),
+            });
         }
         Ok(ModelSpec { provider: provider.to_owned(), name: name.to_owned() })
     }
@@ -166,14 +163,14 @@ impl<'a> Models<'a> {
 
     /// The target named `text`, or why there can be none (unknown model, missing key,
     /// weights that cannot be had).
-    pub(crate) async fn resolve(&mut self, text: &str) -> Result<Arc<Target>, String> {
+    pub(crate) async fn resolve(&mut self, text: &str) -> Result<Arc<Target>, ModelError> {
         let spec = self.config.parse_model(text, self.prices)?;
         self.target(&spec).await
     }
 
     /// The target of a model already parsed ([`ProviderConfig::parse_model`]), made once and
     /// shared by every run of the batch.
-    pub(crate) async fn target(&mut self, spec: &ModelSpec) -> Result<Arc<Target>, String> {
+    pub(crate) async fn target(&mut self, spec: &ModelSpec) -> Result<Arc<Target>, ModelError> {
         if let Some(target) = self.resolved.get(spec) {
             return Ok(target.clone());
         }
@@ -197,7 +194,7 @@ impl<'a> Models<'a> {
         Ok(target)
     }
 
-    async fn provider(&mut self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, String> {
+    async fn provider(&mut self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, ModelError> {
         if spec.provider == "local" {
             if self.replaying() {
                 return Ok(Arc::new(Offline { base_url: None }));
@@ -208,7 +205,7 @@ impl<'a> Models<'a> {
             .config
             .endpoints
             .get(&spec.provider)
-            .ok_or_else(|| format!("unknown provider `{}`", spec.provider))?
+            .ok_or_else(|| ModelError::Endpoint(format!("unknown provider `{}`", spec.provider)))?
             .clone();
         if self.replaying() {
             // Where a request would go is part of its key (shown as the live client shows it, so
@@ -220,7 +217,7 @@ impl<'a> Models<'a> {
 
     /// A client for `spec` on `endpoint`, with the retry policy and the endpoint's shared
     /// bound; or why it cannot be asked (no key, no address, a header variable not set).
-    fn remote(&mut self, spec: &ModelSpec, endpoint: &Endpoint) -> Result<Arc<dyn Provider>, String> {
+    fn remote(&mut self, spec: &ModelSpec, endpoint: &Endpoint) -> Result<Arc<dyn Provider>, ModelError> {
         if endpoint.key.is_none()
             && endpoint.key_required
             && let Some(var) = &endpoint.key_var
@@ -232,23 +229,25 @@ impl<'a> Models<'a> {
                 Protocol::Anthropic => ", or ANTHROPIC_BASE_URL for a server that needs none",
                 _ => "",
             };
-            return Err(format!("{spec} needs an API key: set {var} (in the environment or a .env file){unless}"));
+            return Err(ModelError::Endpoint(format!(
+                "{spec} needs an API key: set {var} (in the environment or a .env file){unless}"
+            )));
         }
         let base = endpoint.base_url.trim().trim_end_matches('/');
         if base.is_empty() {
-            return Err(format!(
+            return Err(ModelError::Endpoint(format!(
                 "{spec}: set {} to the endpoint's address (e.g. https://NAME.openai.azure.com)",
                 endpoint.base_from
-            ));
+            )));
         }
         if !(base.starts_with("http://") || base.starts_with("https://")) || reqwest::Url::parse(base).is_err() {
-            return Err(format!(
+            return Err(ModelError::Endpoint(format!(
                 "base URL `{}` is not an http:// or https:// URL ({})",
                 self.config.secrets.redact(base),
                 endpoint.base_from
-            ));
+            )));
         }
-        let mut headers = endpoint.headers.clone().map_err(|e| format!("{spec}: {e}"))?;
+        let mut headers = endpoint.headers.clone().map_err(|e| ModelError::Endpoint(format!("{spec}: {e}")))?;
         let key = endpoint.key.as_ref().map(|k| k.expose().to_owned());
         let (url, max_tokens_field) = match &endpoint.protocol {
             Protocol::ChatCompletions => {
@@ -283,7 +282,8 @@ impl<'a> Models<'a> {
             &headers,
             self.config.secrets.clone(),
             self.config.timeout,
-        )?
+        )
+        .map_err(ModelError::Endpoint)?
         .with_retry(self.config.retry, limiter);
         Ok(match endpoint.protocol {
             Protocol::Anthropic => Arc::new(AnthropicProvider::new(remote)),
@@ -292,28 +292,48 @@ impl<'a> Models<'a> {
     }
 
     #[cfg(feature = "local")]
-    async fn local(&self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, String> {
+    async fn local(&self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, ModelError> {
         use super::local::{LocalProvider, MODEL_NAME, acquire};
         if spec.name != MODEL_NAME {
-            return Err(format!("unknown embedded model `{spec}`: the embedded model is local:{MODEL_NAME}"));
+            return Err(ModelError::Endpoint(format!(
+                "unknown embedded model `{spec}`: the embedded model is local:{MODEL_NAME}"
+            )));
         }
-        let path = acquire::locate(&self.config.local, &self.http, self.fetch).await?;
+        let path = acquire::locate(&self.config.local, &self.http, self.fetch).await.map_err(ModelError::Embedded)?;
         let cache_dir = self.config.local.cache_dir.clone();
         let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path, cache_dir.as_deref()))
             .await
-            .map_err(|e| format!("loading the embedded model crashed: {e}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ModelError::Embedded(format!("loading the embedded model crashed: {e}")))?
+            .map_err(|e| ModelError::Embedded(e.to_string()))?;
         Ok(Arc::new(provider))
     }
 
     #[cfg(not(feature = "local"))]
-    async fn local(&self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, String> {
+    async fn local(&self, spec: &ModelSpec) -> Result<Arc<dyn Provider>, ModelError> {
         let _ = self.fetch;
-        Err(format!(
+        Err(ModelError::Endpoint(format!(
             "{spec}: this runner was built without the `local` feature. Set OPENAI_API_KEY (or put it in .env) \
              to use openai:gpt-4o-mini, or name a model with --model / RUNNER_MODEL / runner.yaml"
-        ))
+        )))
     }
+}
+
+/// Why a model's name gives no model to ask: the user's to fix (a `UsageError`, exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ModelError {
+    /// No provider given and no known model of that name.
+    #[error("unknown model `{0}`: name it as PROVIDER:MODEL (e.g. openai:{0}); `runner models` lists known ones")]
+    Unknown(String),
+    #[error("model `{0}` has no name after the provider")]
+    NoName(String),
+    #[error("unknown provider `{provider}` in `{text}`; expected one of: {known} (add endpoints in runner.yaml)")]
+    UnknownProvider { provider: String, text: String, known: String },
+    /// The endpoint lacks what it needs: a key, an address, a header's variable.
+    #[error("{0}")]
+    Endpoint(String),
+    /// The embedded model's weights could not be had or loaded.
+    #[error("{0}")]
+    Embedded(String),
 }
 
 /// `text` with every byte outside the URL-safe set percent-encoded (a deployment name or
