@@ -19,6 +19,7 @@ mod html;
 mod judge;
 #[cfg(feature = "local")]
 mod local;
+mod log;
 mod mcp;
 mod readme;
 mod run;
@@ -155,6 +156,12 @@ impl Workspace {
         }
         logs.sort_by(|a, b| a.0.cmp(&b.0));
         logs
+    }
+
+    /// Every JSON log under `logs/runs` read into its typed mirror ([`log::Log`]), sorted by
+    /// file name.
+    pub fn run_logs(&self) -> Vec<(String, log::Log)> {
+        self.logs().into_iter().map(|(name, value)| (name, serde_json::from_value(value).unwrap())).collect()
     }
 
     /// Every saved conversation under `logs/conversations`, parsed.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::log::Check;
 use crate::server::{MockServer, Reply, Request, api_error, text, tool_calls};
 use crate::{KEY, Test, Workspace, exec};
 
@@ -87,19 +88,17 @@ fn text_reply_passes_and_is_logged() {
     }
     assert_eq!(log["messages"].as_array().unwrap().len(), 3);
     assert_eq!(log["messages"][2], json!({"role": "assistant", "content": "Hello there!"}));
-    let turn = &log["turns"][0];
-    assert_eq!(turn["index"], 1);
-    assert_eq!(turn["reply"], "Hello there!");
-    assert_eq!(turn["requests"][0]["prompt_tokens"], 11);
-    assert_eq!(turn["requests"][0]["completion_tokens"], 3);
-    assert_eq!(turn["requests"][0]["total_tokens"], 14);
-    assert_eq!(turn["requests"][0]["attempts"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        turn["checks"],
-        json!([{"check": "contains", "passed": true, "detail": "reply contains \"hello THERE\""}])
-    );
-    assert_eq!(log["usage"]["total_tokens"], 14);
-    assert_eq!(log["cost"]["unpriced"], false);
+    let (_, log) = &ws.run_logs()[0];
+    let turn = &log.turns[0];
+    assert_eq!(turn.index, 1);
+    assert_eq!(turn.reply.as_deref(), Some("Hello there!"));
+    assert_eq!(turn.requests[0].prompt_tokens, 11);
+    assert_eq!(turn.requests[0].completion_tokens, 3);
+    assert_eq!(turn.requests[0].total_tokens, 14);
+    assert_eq!(turn.requests[0].attempts.len(), 1);
+    assert_eq!(turn.checks, [Check::new("contains", true, "reply contains \"hello THERE\"")]);
+    assert_eq!(log.usage.total_tokens, 14);
+    assert!(!log.cost.unpriced);
     assert!(out.stdout.contains("openai:gpt-4o-mini"), "{}", out.stdout);
     assert!(out.stdout.contains("result: 1 of 1 runs passed"), "{}", out.stdout);
 }
@@ -129,16 +128,16 @@ fn tool_call_round_trip() {
     assert_eq!(messages[1]["tool_calls"][0]["id"], "call_rev");
     assert_eq!(messages[2], json!({"role": "tool", "tool_call_id": "call_rev", "content": "{\"result\":\"elppa\"}"}));
 
-    let (_, log) = &ws.logs()[0];
-    let call = &log["turns"][0]["tool_calls"][0];
-    assert_eq!(call["id"], "call_rev");
-    assert_eq!(call["name"], "reverse_text");
-    assert_eq!(call["arguments"], json!({"text": "apple"}));
-    assert_eq!(call["result"], json!({"result": "elppa"}));
-    assert_eq!(call["error"], Value::Null);
-    assert_eq!(log["turns"][0]["requests"].as_array().unwrap().len(), 2);
-    assert_eq!(log["messages"].as_array().unwrap().len(), 4);
-    assert_eq!(log["usage"]["prompt_tokens"], 60);
+    let (_, log) = &ws.run_logs()[0];
+    let call = &log.turns[0].tool_calls[0];
+    assert_eq!(call.id, "call_rev");
+    assert_eq!(call.name, "reverse_text");
+    assert_eq!(call.arguments, json!({"text": "apple"}));
+    assert_eq!(call.result, Some(json!({"result": "elppa"})));
+    assert_eq!(call.error, None);
+    assert_eq!(log.turns[0].requests.len(), 2);
+    assert_eq!(log.messages.len(), 4);
+    assert_eq!(log.usage.prompt_tokens, 60);
 }
 
 #[test]
@@ -161,8 +160,8 @@ fn several_tool_calls_in_one_reply_run_in_order() {
     assert_eq!(tool_messages[0]["content"], "{\"result\":5}");
     assert_eq!(tool_messages[1]["tool_call_id"], "call_rev");
     assert_eq!(tool_messages[1]["content"], "{\"result\":\"cba\"}");
-    let (_, log) = &ws.logs()[0];
-    assert_eq!(log["turns"][0]["reply"], "Tool said: {\"result\":5} | {\"result\":\"cba\"}");
+    let (_, log) = &ws.run_logs()[0];
+    assert_eq!(log.turns[0].reply.as_deref(), Some("Tool said: {\"result\":5} | {\"result\":\"cba\"}"));
 }
 
 #[test]
@@ -174,18 +173,15 @@ fn failed_check_exits_1_and_records_why() {
         .run();
     let ws = &out.ws;
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let (_, log) = &ws.logs()[0];
-    assert_eq!(log["status"], "failed");
-    let checks = &log["turns"][0]["checks"];
-    assert_eq!(checks[0]["check"], "tool_calls");
-    assert_eq!(checks[0]["passed"], true);
-    assert_eq!(
-        checks[1],
-        json!({"check": "contains", "passed": false, "detail": "reply does not contain \"goodbye\""})
-    );
-    assert_eq!(log["turns"][0]["status"], "failed");
-    assert_eq!(log["turns"][1]["status"], "passed");
-    assert_eq!(log["turns"][1]["reply"], "You said: second turn still plays");
+    let (_, log) = &ws.run_logs()[0];
+    assert_eq!(log.status, "failed");
+    let checks = &log.turns[0].checks;
+    assert_eq!(checks[0].check, "tool_calls");
+    assert!(checks[0].passed);
+    assert_eq!(checks[1], Check::new("contains", false, "reply does not contain \"goodbye\""));
+    assert_eq!(log.turns[0].status, "failed");
+    assert_eq!(log.turns[1].status, "passed");
+    assert_eq!(log.turns[1].reply.as_deref(), Some("You said: second turn still plays"));
     let rows = ws.csv_rows();
     assert_eq!(rows.iter().map(|r| r["status"].as_str()).collect::<Vec<_>>(), ["failed", "passed"]);
 }
@@ -341,11 +337,11 @@ fn max_tool_rounds_ends_the_turn_with_an_error() {
         .run();
     let (server, ws) = (out.server(), &out.ws);
     assert_eq!(out.code, 1);
-    let (_, log) = &ws.logs()[0];
-    assert_eq!(log["status"], "error");
-    assert_eq!(log["turns"][0]["tool_calls"].as_array().unwrap().len(), 3);
+    let (_, log) = &ws.run_logs()[0];
+    assert_eq!(log.status, "error");
+    assert_eq!(log.turns[0].tool_calls.len(), 3);
     assert_eq!(server.chat_bodies().len(), 4);
-    assert!(log["error"].as_str().unwrap().contains("after 3 tool round(s)"));
+    assert!(log.error.as_deref().unwrap().contains("after 3 tool round(s)"));
 }
 
 #[test]
@@ -452,7 +448,7 @@ fn weather_asks_the_service_and_never_invents() {
     );
     let out = exec(ws.runner(&server.url()).args(["run", "w.yaml", "-m", "openai:gpt-4o-mini"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(ws.logs()[0].1["turns"][0]["tool_calls"][0]["pinned"], true);
+    assert!(ws.run_logs()[0].1.turns[0].tool_calls[0].pinned);
 }
 
 #[test]
