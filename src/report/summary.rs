@@ -633,6 +633,29 @@ mod tests {
     }
 
     #[test]
+    fn the_table_and_its_markdown() {
+        let mut summary = Summary::default();
+        summary.add(run("a", "openai:gpt-4o-mini", Status::Passed, 0.25, &[100]));
+        summary.add(run("b", "openai:gpt-4o-mini", Status::Failed, 0.5, &[300, 200]));
+        summary.add(run("a", "anthropic:claude-haiku-4-5", Status::Error, 0.0, &[]));
+        insta::assert_snapshot!(summary.render(), @r"
+        model                       runs  passed  failed  errors  pass_rate  prompt_tok  completion_tok  cached_tok  cost_usd  usd/pass  median_ms  p95_ms
+        openai:gpt-4o-mini             2       1       1       0      50.0%          20               4           6  0.750000  0.750000        200     300
+        anthropic:claude-haiku-4-5     1       0       0       1       0.0%          10               2           3  0.000000         -          -       -
+
+        result: 1 of 3 runs passed (1 failed, 1 with errors)
+        ");
+        insta::assert_snapshot!(summary.render_markdown(), @r"
+        ### runner
+
+        | model | runs | passed | failed | errors | not started | pass rate | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |
+        |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+        | `openai:gpt-4o-mini` | 2 | 1 | 1 | 0 | 0 | 50.0% | 20 | 4 | 0.750000 | 0.750000 | 200 | 300 |
+        | `anthropic:claude-haiku-4-5` | 1 | 0 | 0 | 1 | 0 | 0.0% | 10 | 2 | 0.000000 | - | - | - |
+        ");
+    }
+
+    #[test]
     fn no_pass_no_cost_per_pass() {
         let mut summary = Summary::default();
         summary.add(run("a", "m:x", Status::Failed, 0.1, &[1]));
