@@ -1,15 +1,18 @@
 //! runner: replays scripted conversations with language models, checks what they answer,
 //! and records every request, tool call, token and cent.
 //!
-//! Data flows one way: scenario -> plan -> runner -> agent -> provider / tools -> run record
-//! -> reporters. The command layer (`command/`) is the only one that prints; the README's
-//! "Architecture" section maps every room.
+//! Data flows one way: scenario -> plan -> runner -> conversation (a user side and an assistant
+//! side) -> provider / tools -> run record -> reporters. The command layer (`command/`) is the
+//! only one that prints; the README's "Architecture" section names every file, in import order.
 
-// The command layer and its front door.
+// The command layer and its front door (top of the house).
 pub mod cli;
 mod command;
 mod progress;
 mod settings;
+
+// What runs become.
+mod report;
 
 // The core: what a batch is and how it plays.
 mod agent;
@@ -23,22 +26,21 @@ pub mod scenario;
 pub mod tools;
 
 // The vocabulary every layer shares.
+pub mod matcher;
 pub mod message;
 mod model;
 mod pricing;
 mod record;
 mod usage;
-mod yaml;
 
-// What runs become, and the plumbing under them.
+// The plumbing under everything.
 mod exit;
 mod files;
 pub mod http;
-pub mod matcher;
-mod report;
 pub mod rng;
 mod secret;
 mod text;
+mod yaml;
 
 use std::process::ExitCode;
 
