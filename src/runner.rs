@@ -310,7 +310,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     conversation.servers = Box::pin(servers.finish()).await;
     conversation.error = conversation.first_turn_error();
     tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = conversation.status().as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
-    conversation.into_record(about(job, shared, sampling))
+    conversation.into_record(about(job, shared, sampling, seed))
 }
 
 /// A played turn with its checks: the expectations on its reply and the judge's verdict.
@@ -382,14 +382,14 @@ fn scenario_ref(scenario: &Scenario) -> ScenarioRef {
 }
 
 /// What a run's conversation is about.
-fn about<'a>(job: &'a Job, shared: &Shared, sampling: Sampling) -> About<'a> {
+fn about<'a>(job: &'a Job, shared: &Shared, sampling: Sampling, tool_seed: u64) -> About<'a> {
     About {
         run_id: shared.run_id.clone(),
         scenario: Some(scenario_ref(&job.scenario)),
         target: &job.target,
         sampling,
         repetition: job.repetition,
-        tool_seed: tool_seed(shared.seed, job),
+        tool_seed,
     }
 }
 
@@ -398,5 +398,5 @@ fn about<'a>(job: &'a Job, shared: &Shared, sampling: Sampling) -> About<'a> {
 fn unplayed(job: &Job, shared: &Shared, mut conversation: Conversation, error: String) -> RunRecord {
     conversation.messages.clear();
     conversation.error = Some(shared.secrets.redact(&error));
-    conversation.into_record(about(job, shared, job.scenario.sampling))
+    conversation.into_record(about(job, shared, job.scenario.sampling, tool_seed(shared.seed, job)))
 }
