@@ -40,6 +40,21 @@ pub(crate) const COLUMNS: &[&str] = &[
     "judge_cost_usd",
 ];
 
+/// The columns a report must have to be read back: the fields of [`ReportRow`] without a
+/// `serde(default)`; the others read as 0 when an older report lacks them.
+pub(crate) const REQUIRED: &[&str] = &[
+    "run_id",
+    "scenario",
+    "model",
+    "repetition",
+    "turn",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_cost_usd",
+    "latency_ms",
+];
+
 /// One row of the report: one turn of a run, or a run without turns (`turn` empty). Written
 /// with `csv::Writer::serialize` and read back (`runner report`) with `deserialize`. Columns
 /// after `latency_ms` may be missing from a report an older runner wrote: they read as 0.
@@ -274,18 +289,31 @@ pub(crate) mod cell {
         String::deserialize(deserializer)
     }
 
+    /// A whole number from 0 to 2^53, or what is wrong with `text`.
+    fn whole_in(text: &str) -> Result<u64, String> {
+        text.parse::<u64>()
+            .ok()
+            .filter(|&n| n <= crate::usage::MAX_BELIEVED)
+            .ok_or_else(|| format!("expected a whole number from 0 to 2^53, found `{}`", printable(text)))
+    }
+
+    /// An amount in dollars from 0 to a billion (no run's), or what is wrong with `text`.
+    fn amount_in(text: &str) -> Result<f64, String> {
+        text.parse::<f64>()
+            .ok()
+            .filter(|usd| usd.is_finite() && (0.0..=1e9).contains(usd))
+            .ok_or_else(|| format!("expected an amount in dollars from 0 to 1e9, found `{}`", printable(text)))
+    }
+
     /// A count: a whole number from 0 to 2^53.
     pub(crate) fn whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-        let text = read(deserializer)?;
-        text.parse::<u64>().ok().filter(|&n| n <= crate::usage::MAX_BELIEVED).ok_or_else(|| {
-            D::Error::custom(format!("expected a whole number from 0 to 2^53, found `{}`", printable(&text)))
-        })
+        whole_in(&read(deserializer)?).map_err(D::Error::custom)
     }
 
     /// A count in a column an older report may leave empty: empty is 0.
     pub(crate) fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         let text = read(deserializer)?;
-        if text.is_empty() { Ok(0) } else { whole(serde::de::value::StrDeserializer::<D::Error>::new(&text)) }
+        if text.is_empty() { Ok(0) } else { whole_in(&text).map_err(D::Error::custom) }
     }
 
     pub(crate) fn repetition<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
@@ -341,7 +369,7 @@ pub(crate) mod cell {
             if text.is_empty() {
                 return Ok(None);
             }
-            whole(serde::de::value::StrDeserializer::<D::Error>::new(&text)).map(Some)
+            whole_in(&text).map(Some).map_err(D::Error::custom)
         }
     }
 
@@ -370,23 +398,12 @@ pub(crate) mod cell {
     pub(crate) mod usd {
         use super::*;
 
-        /// The largest cost a row may carry: a billion dollars is no run's.
-        const MAX_COST_USD: f64 = 1e9;
-
         pub(crate) fn serialize<S: Serializer>(usd: &f64, serializer: S) -> Result<S::Ok, S::Error> {
             serializer.serialize_str(&super::super::usd(*usd))
         }
 
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-            let text = read(deserializer)?;
-            text.parse::<f64>().ok().filter(|usd| usd.is_finite() && (0.0..=MAX_COST_USD).contains(usd)).ok_or_else(
-                || {
-                    D::Error::custom(format!(
-                        "expected an amount in dollars from 0 to 1e9, found `{}`",
-                        printable(&text)
-                    ))
-                },
-            )
+            amount_in(&read(deserializer)?).map_err(D::Error::custom)
         }
     }
 
@@ -398,7 +415,7 @@ pub(crate) mod cell {
 
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
             let text = read(deserializer)?;
-            if text.is_empty() { Ok(0.0) } else { usd::deserialize(serde::de::value::StrDeserializer::new(&text)) }
+            if text.is_empty() { Ok(0.0) } else { amount_in(&text).map_err(D::Error::custom) }
         }
     }
 
@@ -515,8 +532,8 @@ mod tests {
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let back: ReportRow = reader.deserialize().next().unwrap().unwrap();
         assert_eq!(back, row);
-        // A report without the detail columns reads them as 0.
-        let old = "run_id,scenario,model,repetition,turn,status,prompt_tokens,completion_tokens,total_cost_usd,latency_ms\nr,s,a:b,1,,not_started,0,0,0,0\n";
+        // A report with only the required columns reads the others as 0.
+        let old = format!("{}\nr,s,a:b,1,,not_started,0,0,0,0\n", REQUIRED.join(","));
         let back: ReportRow = csv::Reader::from_reader(old.as_bytes()).deserialize().next().unwrap().unwrap();
         assert_eq!(back, ReportRow::without_turns("r", "s", &ModelSpec::from_key("a:b").unwrap(), 1, None, false, ""));
     }

@@ -8,25 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::ReportError;
-use super::csv::{ReportRow, read_row};
+use super::csv::{REQUIRED, ReportRow, read_row};
 use super::summary::{RunFacts, Summary, Tally};
 use crate::model::ModelSpec;
 use crate::pricing::{PriceEntry, spent_usd};
 use crate::record::Status;
-
-/// Columns a report must have for its runs to be rebuilt (the others read as 0 when missing).
-const REQUIRED: &[&str] = &[
-    "run_id",
-    "scenario",
-    "model",
-    "repetition",
-    "turn",
-    "status",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_cost_usd",
-    "latency_ms",
-];
 
 /// One run as its rows describe it.
 struct Run {
