@@ -1,13 +1,55 @@
 //! The built-in tools that need nothing outside the process.
 
-use std::sync::OnceLock;
-
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::{Tool, ToolContext, ToolError, compiled, parse_arguments, schema_problems};
+use super::{Tool, ToolContext, ToolError, parse_arguments, schema_problems};
+
+/// A built-in tool: what it is and what it does. [`Checked`] makes it a [`Tool`], its
+/// arguments checked against `parameters` first.
+pub(super) trait Builtin: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// JSON schema of the arguments object.
+    fn parameters(&self) -> Value;
+    /// Runs the tool on arguments its schema accepts.
+    fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>>;
+}
+
+/// A built-in as a [`Tool`]: its schema compiled on the first call to check, once.
+pub(super) struct Checked<T> {
+    tool: T,
+    schema: std::sync::OnceLock<jsonschema::Validator>,
+}
+
+impl<T: Builtin> Checked<T> {
+    pub(super) fn tool(tool: T) -> std::sync::Arc<dyn Tool> {
+        std::sync::Arc::new(Self { tool, schema: std::sync::OnceLock::new() })
+    }
+}
+
+impl<T: Builtin> Tool for Checked<T> {
+    fn name(&self) -> &str {
+        self.tool.name()
+    }
+    fn description(&self) -> &str {
+        self.tool.description()
+    }
+    fn parameters(&self) -> Value {
+        self.tool.parameters()
+    }
+    fn check(&self, arguments: &Value) -> Vec<String> {
+        let schema = self.schema.get_or_init(|| {
+            jsonschema::validator_for(&self.tool.parameters()).expect("a built-in tool's schema compiles")
+        });
+        schema_problems(schema, arguments)
+    }
+    fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
+        self.tool.call(arguments, context)
+    }
+}
 
 pub(super) struct AddNumbers;
 
@@ -18,7 +60,7 @@ struct AddArgs {
     y: f64,
 }
 
-impl Tool for AddNumbers {
+impl Builtin for AddNumbers {
     fn name(&self) -> &'static str {
         "add_numbers"
     }
@@ -35,10 +77,6 @@ impl Tool for AddNumbers {
             "required": ["x", "y"],
             "additionalProperties": false
         })
-    }
-    fn check(&self, arguments: &Value) -> Vec<String> {
-        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
-        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, _: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
@@ -59,7 +97,7 @@ struct ReverseArgs {
     text: String,
 }
 
-impl Tool for ReverseText {
+impl Builtin for ReverseText {
     fn name(&self) -> &'static str {
         "reverse_text"
     }
@@ -73,10 +111,6 @@ impl Tool for ReverseText {
             "required": ["text"],
             "additionalProperties": false
         })
-    }
-    fn check(&self, arguments: &Value) -> Vec<String> {
-        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
-        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, _: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
@@ -97,7 +131,7 @@ pub(super) struct GetCurrentTime;
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
-impl Tool for GetCurrentTime {
+impl Builtin for GetCurrentTime {
     fn name(&self) -> &'static str {
         "get_current_time"
     }
@@ -106,10 +140,6 @@ impl Tool for GetCurrentTime {
     }
     fn parameters(&self) -> Value {
         json!({"type": "object", "properties": {}, "additionalProperties": false})
-    }
-    fn check(&self, arguments: &Value) -> Vec<String> {
-        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
-        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, _: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
@@ -129,7 +159,7 @@ struct RandomArgs {
     max: i64,
 }
 
-impl Tool for GetRandomNumber {
+impl Builtin for GetRandomNumber {
     fn name(&self) -> &'static str {
         "get_random_number"
     }
@@ -146,10 +176,6 @@ impl Tool for GetRandomNumber {
             "required": ["min", "max"],
             "additionalProperties": false
         })
-    }
-    fn check(&self, arguments: &Value) -> Vec<String> {
-        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
-        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::message::{FunctionSpec, ToolSpec};
 use crate::record::ToolSource;
+use builtin::Checked;
 pub use weather::WeatherConfig;
 
 /// Makes runner the reaper of every process its tools start, however they detach
@@ -94,14 +95,6 @@ pub(crate) fn schema_problems(validator: &jsonschema::Validator, arguments: &Val
         .collect()
 }
 
-/// A built-in tool's argument schema, compiled on first use and kept for the process.
-pub(crate) fn compiled<'a>(
-    cell: &'a std::sync::OnceLock<jsonschema::Validator>,
-    tool: &dyn Tool,
-) -> &'a jsonschema::Validator {
-    cell.get_or_init(|| jsonschema::validator_for(&tool.parameters()).expect("a built-in tool's schema compiles"))
-}
-
 impl std::fmt::Debug for dyn Tool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Tool({}, {})", self.name(), self.source())
@@ -158,11 +151,11 @@ impl ToolRegistry {
     /// The built-in tools.
     pub fn builtin() -> Self {
         let tools: Vec<Arc<dyn Tool>> = vec![
-            Arc::new(builtin::AddNumbers),
-            Arc::new(builtin::ReverseText),
-            Arc::new(builtin::GetCurrentTime),
-            Arc::new(weather::GetWeather),
-            Arc::new(builtin::GetRandomNumber),
+            Checked::tool(builtin::AddNumbers),
+            Checked::tool(builtin::ReverseText),
+            Checked::tool(builtin::GetCurrentTime),
+            Checked::tool(weather::GetWeather),
+            Checked::tool(builtin::GetRandomNumber),
         ];
         Self { tools }
     }

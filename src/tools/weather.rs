@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use std::sync::OnceLock;
-
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Tool, ToolContext, ToolError, compiled, parse_arguments, schema_problems};
+use super::builtin::Builtin;
+use super::{ToolContext, ToolError, parse_arguments};
 
 /// Where `get_weather` asks. Both are configurable so tests can point them at 127.0.0.1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +69,7 @@ struct Current {
     weather_code: u32,
 }
 
-impl Tool for GetWeather {
+impl Builtin for GetWeather {
     fn name(&self) -> &'static str {
         "get_weather"
     }
@@ -84,10 +83,6 @@ impl Tool for GetWeather {
             "required": ["city"],
             "additionalProperties": false
         })
-    }
-    fn check(&self, arguments: &Value) -> Vec<String> {
-        static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
-        schema_problems(compiled(&SCHEMA, self), arguments)
     }
     fn call<'a>(&'a self, arguments: Value, context: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
         Box::pin(async move {
