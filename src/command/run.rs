@@ -319,7 +319,8 @@ impl Outputs {
         if !finished.is_empty() {
             for record in finished {
                 let outcome = RunOutcome::Finished(Box::new(record.clone()));
-                for reporter in outputs.reporters(true) {
+                // Not the logs and the bar: a resumed run has its log, and the bar counts this batch.
+                for reporter in outputs.reporters().into_iter().skip(2) {
                     reporter.run_ended(&outcome)?;
                 }
             }
@@ -329,17 +330,11 @@ impl Outputs {
         Ok(outputs)
     }
 
-    /// The outputs built from every run's outcome, in order: the logs and the bar (which a
-    /// resumed run has already had), then the reports.
-    fn reporters(&mut self, resumed: bool) -> Vec<&mut dyn Reporter> {
+    /// The outputs built from every run's outcome, in order: the logs, the bar, then the
+    /// reports.
+    fn reporters(&mut self) -> [&mut dyn Reporter; 7] {
         let Self { logs, progress, csv, summary, junit, failures, html, .. } = self;
-        let mut all: Vec<&mut dyn Reporter> = Vec::with_capacity(7);
-        if !resumed {
-            all.push(logs);
-            all.push(progress);
-        }
-        all.extend([csv as &mut dyn Reporter, summary, junit, failures, html]);
-        all
+        [logs, progress, csv, summary, junit, failures, html]
     }
 
     /// After the last run: the summary beside the CSV (not beside /dev/stdout), JUnit, the HTML
@@ -426,14 +421,14 @@ impl Outputs {
 /// hears every run even when one before it failed to write, and the first failure is returned.
 impl Reporter for Outputs {
     fn plan(&mut self, total_runs: usize) {
-        for reporter in self.reporters(false) {
+        for reporter in self.reporters() {
             reporter.plan(total_runs);
         }
     }
 
     fn run_ended(&mut self, outcome: &RunOutcome) -> anyhow::Result<()> {
         let mut first = Ok(());
-        for reporter in self.reporters(false) {
+        for reporter in self.reporters() {
             let result = reporter.run_ended(outcome);
             if first.is_ok() {
                 first = result;
