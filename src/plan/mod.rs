@@ -199,11 +199,7 @@ pub(crate) use lookup::CacheLookup;
 #[cfg(test)]
 pub(crate) fn test_scenario(yaml: &str) -> Scenario {
     let registry = crate::tools::ToolRegistry::builtin();
-    let check_model = |m: &str| {
-        Ok(crate::model::ModelSpec::from_key(m)
-            .unwrap_or_else(|| crate::model::ModelSpec { provider: "openai".into(), name: m.into() }))
-    };
-    let validator = crate::scenario::Validator::new(&registry, &check_model);
+    let validator = crate::scenario::Validator::new(&registry, &crate::scenario::any_model);
     crate::scenario::parse_scenarios(yaml, "t.yaml", "t", &validator).unwrap().remove(0)
 }
 

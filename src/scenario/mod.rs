@@ -234,6 +234,16 @@ fn check_unique_names(scenarios: &[Scenario], errors: &mut Vec<ScenarioError>) {
     }
 }
 
+/// Tests' models: `bad:...` is an unknown provider, `PROVIDER:MODEL` a model, a bare name an
+/// OpenAI model.
+#[cfg(test)]
+pub(crate) fn any_model(m: &str) -> Result<ModelSpec, String> {
+    if m.starts_with("bad:") {
+        return Err(format!("unknown provider in `{m}`"));
+    }
+    Ok(ModelSpec::from_key(m).unwrap_or_else(|| ModelSpec { provider: "openai".into(), name: m.into() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,14 +251,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Scenario>, String> {
         let tools = ToolRegistry::builtin();
-        let check_model = |m: &str| {
-            if m.starts_with("bad:") {
-                Err(format!("unknown provider in `{m}`"))
-            } else {
-                Ok(ModelSpec::from_key(m).unwrap())
-            }
-        };
-        let validator = Validator::new(&tools, &check_model);
+        let validator = Validator::new(&tools, &crate::scenario::any_model);
         parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
     }
 
@@ -353,15 +356,8 @@ turns:
     #[test]
     fn judges_need_a_rubric_and_a_model_never_the_model_under_test_by_default() {
         let tools = ToolRegistry::builtin();
-        let check_model = |m: &str| {
-            if m.starts_with("bad:") {
-                Err(format!("unknown provider in `{m}`"))
-            } else {
-                Ok(ModelSpec::from_key(m).unwrap())
-            }
-        };
         let parse_with = |text: &str, judge_model: Option<&str>| {
-            let validator = Validator { judge_model, ..Validator::new(&tools, &check_model) };
+            let validator = Validator { judge_model, ..Validator::new(&tools, &crate::scenario::any_model) };
             parse_scenarios(text, "s.yaml", "s", &validator).map_err(|e| e.to_string())
         };
         let text = "model: openai:gpt-4o\nturns:\n  - user: hi\n    expect:\n      judge: Greets back.\n  - user: bye\n    expect:\n      judge: {rubric: Says goodbye., model: anthropic:claude-haiku-4-5}\n";
@@ -455,11 +451,7 @@ turns:
     #[test]
     fn yaml_bombs_are_refused_quickly_with_a_clear_error() {
         let registry = crate::tools::ToolRegistry::builtin();
-        let check_model = |m: &str| {
-            Ok(crate::model::ModelSpec::from_key(m)
-                .unwrap_or_else(|| crate::model::ModelSpec { provider: "openai".into(), name: m.into() }))
-        };
-        let validator = Validator::new(&registry, &check_model);
+        let validator = Validator::new(&registry, &crate::scenario::any_model);
         let parse = |text: &str| {
             parse_scenarios(text, "bomb.yaml", "bomb", &validator).map(|_| ()).unwrap_err().0[0].to_string()
         };
@@ -495,11 +487,7 @@ turns:
         text.push_str("\"\n");
         std::fs::write(&path, text).unwrap();
         let registry = crate::tools::ToolRegistry::builtin();
-        let check_model = |m: &str| {
-            Ok(crate::model::ModelSpec::from_key(m)
-                .unwrap_or_else(|| crate::model::ModelSpec { provider: "openai".into(), name: m.into() }))
-        };
-        let validator = Validator::new(&registry, &check_model);
+        let validator = Validator::new(&registry, &crate::scenario::any_model);
         let errors = load_scenarios(&[path.display().to_string()], &validator).unwrap_err();
         assert!(errors.0[0].to_string().contains("larger than the 8 MiB a scenario file may be"), "{}", errors.0[0]);
     }
