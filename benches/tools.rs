@@ -149,7 +149,9 @@ fn result_call_cost(dir: &Path) {
     )
     .unwrap();
     let registry = runner::tools::ToolRegistry::builtin();
-    let check_model = |m: &str| runner::provider::ModelSpec::from_key(m).ok_or_else(|| format!("bad model {m}"));
+    let check_model = |m: &str| {
+        runner::provider::ModelSpec::from_key(m).ok_or_else(|| runner::provider::ModelError::Unknown(m.to_owned()))
+    };
     let scenarios = runner::scenario::load_scenarios(
         &[file.to_string_lossy().into_owned()],
         &runner::scenario::Validator::new(&registry, &check_model),

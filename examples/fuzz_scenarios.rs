@@ -128,8 +128,10 @@ fn main() {
     assert!(!corpus.is_empty(), "no corpus files found");
 
     let registry = ToolRegistry::builtin();
-    let check_model =
-        |model: &str| runner::provider::ModelSpec::from_key(model).ok_or_else(|| format!("bad model {model}"));
+    let check_model = |model: &str| {
+        runner::provider::ModelSpec::from_key(model)
+            .ok_or_else(|| runner::provider::ModelError::Unknown(model.to_owned()))
+    };
     let validator = Validator::new(&registry, &check_model);
     // The loader's own panics are what is looked for; keep the default hook quiet.
     std::panic::set_hook(Box::new(|_| {}));

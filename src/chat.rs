@@ -28,6 +28,11 @@ pub(crate) struct Session {
     seed: u64,
 }
 
+/// `/save` before any turn finished.
+#[derive(Debug, thiserror::Error)]
+#[error("nothing to save yet: no finished turn")]
+pub(crate) struct NothingToSave;
+
 impl Session {
     /// A conversation offering `tools` of `registry` (all of them when `None`).
     pub(crate) fn new(
@@ -136,7 +141,7 @@ impl Session {
 
     /// The conversation so far as a scenario file: its user turns, the tools that were
     /// called with their results pinned, and `tool_calls` expectations matching what happened.
-    pub(crate) fn to_scenario(&self, name: &str) -> Result<String, String> {
+    pub(crate) fn to_scenario(&self, name: &str) -> Result<String, NothingToSave> {
         #[derive(Serialize)]
         struct SavedScenario {
             name: String,
@@ -179,7 +184,7 @@ impl Session {
             turns.push(SavedTurn { user: turn.user.clone(), expect });
         }
         if turns.is_empty() {
-            return Err("nothing to save yet: no finished turn".to_owned());
+            return Err(NothingToSave);
         }
         // A scenario has one model: the one that played its first turn.
         let model = self
@@ -190,6 +195,7 @@ impl Session {
             .find_map(|t| t.model.as_ref())
             .unwrap_or(&self.target.spec);
         let scenario = SavedScenario { name: name.to_owned(), model: model.to_string(), tool_results, turns };
-        serde_saphyr::to_string(&scenario).map_err(|e| e.to_string())
+        // Strings, numbers and maps of them always serialize.
+        Ok(serde_saphyr::to_string(&scenario).expect("a saved scenario serializes"))
     }
 }

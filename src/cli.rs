@@ -118,26 +118,35 @@ pub enum CacheCommand {
     },
 }
 
-fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+/// A flag's value that is not what the flag takes.
+#[derive(Debug, thiserror::Error)]
+enum BadValue {
+    /// `text` is not `what` (which ends with an example).
+    #[error("`{text}` is not {what}")]
+    Not { text: String, what: &'static str },
+    #[error("`{0}` is older than anything a cache holds: give an age of at most 1000 years (e.g. 30d)")]
+    TooOld(String),
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, BadValue> {
+    let not_an_age = || BadValue::Not { text: text.trim().to_owned(), what: "an age (e.g. 30d, 12h, 90m, 2w)" };
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not an age (e.g. 30d, 12h, 90m, 2w)"))?;
+    let number: u64 = number.parse().map_err(|_| not_an_age())?;
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => return Err(format!("`{text}` is not an age (e.g. 30d, 12h, 90m, 2w)")),
+        _ => return Err(not_an_age()),
     };
     // An age past a thousand years is a typo, and past the calendar's range.
     const MAX_AGE_SECS: u64 = 1000 * 366 * 86_400;
     match number.checked_mul(seconds) {
         Some(secs) if secs <= MAX_AGE_SECS => Ok(std::time::Duration::from_secs(secs)),
-        _ => {
-            Err(format!("`{text}` is older than anything a cache holds: give an age of at most 1000 years (e.g. 30d)"))
-        }
+        _ => Err(BadValue::TooOld(text.to_owned())),
     }
 }
 
@@ -280,17 +289,17 @@ impl CacheArgs {
     }
 }
 
-fn parse_rate(text: &str) -> Result<f64, String> {
+fn parse_rate(text: &str) -> Result<f64, BadValue> {
     match text.trim().parse::<f64>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
-        _ => Err(format!("`{text}` is not a pass rate between 0 and 1 (e.g. 0.9)")),
+        _ => Err(BadValue::Not { text: text.to_owned(), what: "a pass rate between 0 and 1 (e.g. 0.9)" }),
     }
 }
 
-fn parse_usd(text: &str) -> Result<f64, String> {
+fn parse_usd(text: &str) -> Result<f64, BadValue> {
     match text.trim().trim_start_matches('$').parse::<f64>() {
         Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
-        _ => Err(format!("`{text}` is not an amount in USD (e.g. 0.50)")),
+        _ => Err(BadValue::Not { text: text.to_owned(), what: "an amount in USD (e.g. 0.50)" }),
     }
 }
 

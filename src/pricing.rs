@@ -243,6 +243,17 @@ pub(crate) struct PriceTable {
 /// A price file: `PROVIDER:MODEL` -> price.
 pub(crate) type PriceFile = BTreeMap<String, FilePrice>;
 
+/// A price entry runner cannot use.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PriceError {
+    #[error("price key `{0}` must be PROVIDER:MODEL (e.g. openai:{0})")]
+    Key(String),
+    #[error("price of `{key}`: {field} must be a non-negative number, got {value}")]
+    Amount { key: String, field: &'static str, value: f64 },
+    #[error("price of `{key}`: expected date as YYYY-MM-DD, found `{date}`")]
+    Date { key: String, date: String },
+}
+
 impl PriceTable {
     /// The built-in table.
     pub(crate) fn builtin() -> Self {
@@ -273,7 +284,7 @@ impl PriceTable {
 
     /// Adds or overrides entries; `source` names where they came from (a file path).
     /// Keys must be `PROVIDER:MODEL`.
-    pub(crate) fn extend(&mut self, prices: PriceFile, source: &str) -> Result<(), String> {
+    pub(crate) fn extend(&mut self, prices: PriceFile, source: &str) -> Result<(), PriceError> {
         for (key, entry) in prices {
             let price = Price {
                 input: entry.input,
@@ -282,7 +293,7 @@ impl PriceTable {
                 cache_write_input: entry.cache_write_input,
             };
             if !key.contains(':') {
-                return Err(format!("price key `{key}` must be PROVIDER:MODEL (e.g. openai:{key})"));
+                return Err(PriceError::Key(key));
             }
             let fields = [
                 ("input", Some(price.input)),
@@ -294,13 +305,13 @@ impl PriceTable {
                 if let Some(value) = value
                     && !(value.is_finite() && value >= 0.0)
                 {
-                    return Err(format!("price of `{key}`: {field} must be a non-negative number, got {value}"));
+                    return Err(PriceError::Amount { key, field, value });
                 }
             }
             if let Some(date) = &entry.date
                 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err()
             {
-                return Err(format!("price of `{key}`: expected date as YYYY-MM-DD, found `{date}`"));
+                return Err(PriceError::Date { key, date: date.clone() });
             }
             let source = entry.source.unwrap_or_else(|| source.to_owned());
             self.entries.insert(key, PriceEntry { price, source, date: entry.date });
@@ -421,16 +432,22 @@ mod tests {
             "gpt-x".to_string(),
             Price { input: 1.0, cached_input: None, output: 1.0, cache_write_input: None }.into(),
         )]);
-        assert!(table.extend(bare, "f").unwrap_err().contains("PROVIDER:MODEL"));
+        assert!(table.extend(bare, "f").unwrap_err().to_string().contains("PROVIDER:MODEL"));
         let negative = PriceFile::from([(
             "a:b".to_string(),
             Price { input: -1.0, cached_input: None, output: 1.0, cache_write_input: None }.into(),
         )]);
-        assert!(table.extend(negative, "f").unwrap_err().contains("non-negative"));
+        assert!(table.extend(negative, "f").unwrap_err().to_string().contains("non-negative"));
         let undated = FilePrice {
             date: Some("last week".into()),
             ..Price { input: 1.0, cached_input: None, output: 1.0, cache_write_input: None }.into()
         };
-        assert!(table.extend(PriceFile::from([("a:b".to_string(), undated)]), "f").unwrap_err().contains("YYYY-MM-DD"));
+        assert!(
+            table
+                .extend(PriceFile::from([("a:b".to_string(), undated)]), "f")
+                .unwrap_err()
+                .to_string()
+                .contains("YYYY-MM-DD")
+        );
     }
 }

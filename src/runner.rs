@@ -264,7 +264,7 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     // Boxed: starting servers is a large future, and every run in flight would carry it.
     let servers = match Box::pin(RunServers::start(&scenario.mcp, &shared.mcp, &shared.http)).await {
         Ok(servers) => servers,
-        Err(err) => return unplayed(job, shared, conversation, err),
+        Err(err) => return unplayed(job, shared, conversation, err.to_string()),
     };
     // The scenario's own declarations shadow built-in and configured tools of their name.
     let mut registry = shared.registry.with(&scenario.declared);

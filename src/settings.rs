@@ -18,6 +18,7 @@ use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig};
 use crate::scenario::yaml_error;
 use crate::secret::{Secret, Secrets};
+use crate::text::{ExpandError, expand};
 use crate::tools::declared::{DeclarationContext, DeclaredTool};
 use crate::tools::{Tool, ToolRegistry, WeatherConfig};
 use crate::yaml::yaml_options;
@@ -28,14 +29,44 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs in flight when neither `-j` nor `runner.yaml` sets it.
 pub(crate) const DEFAULT_CONCURRENCY: usize = 8;
 
-/// A problem with what the user asked for: exit code 2, nothing run.
+/// What is wrong with the settings (`.env`, `runner.yaml`, a price file, a flag's value):
+/// the user's to fix, so every one ends the command with exit code 2, nothing run.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct UsageError(pub String);
+pub(crate) enum SettingsError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Dotenv { path: PathBuf, source: dotenvy::Error },
+    /// A YAML file that does not parse, or holds what was not expected (FILE:LINE:COLUMN).
+    #[error("{0}")]
+    Yaml(String),
+    #[error("{}: {source}", path.display())]
+    Prices { path: PathBuf, source: crate::pricing::PriceError },
+    #[error("timeout must be more than 0 and at most {max} seconds (a week), got {0}", max = MAX_TIMEOUT.as_secs())]
+    Timeout(f64),
+    /// A tool declared in `runner.yaml` that is not one runner can use.
+    #[error("{}: tools.{name}: {why}", path.display())]
+    Tool { path: PathBuf, name: String, why: String },
+    #[error(
+        "runner.yaml: endpoint name `{0}` is reserved or not a plain name (openai, anthropic and azure are set through their environment variables)"
+    )]
+    ReservedEndpoint(String),
+    #[error("runner.yaml: endpoint `{0}` needs a base_url")]
+    NoBaseUrl(String),
+    #[error("judge model: {0}")]
+    JudgeModel(crate::provider::ModelError),
+    #[error(transparent)]
+    Model(#[from] crate::provider::ModelError),
+    #[error("the cache {} cannot take new entries: {source} (--replay only reads it)", dir.display())]
+    CacheReadOnly { dir: PathBuf, source: std::io::Error },
+    #[error("--replay and --refresh need a cache: --cache DIR (or cache: DIR in runner.yaml)")]
+    NoCache,
+}
 
-impl From<crate::provider::ModelError> for UsageError {
-    fn from(err: crate::provider::ModelError) -> Self {
-        UsageError(err.to_string())
+impl SettingsError {
+    /// The process exit code this error ends a command with.
+    pub(crate) fn code(&self) -> u8 {
+        crate::exit::EXIT_USAGE
     }
 }
 
@@ -47,14 +78,13 @@ pub(crate) struct Env {
 
 impl Env {
     /// Reads `.env` in `dir` when there is one.
-    pub(crate) fn load(dir: &Path) -> Result<Self, UsageError> {
+    pub(crate) fn load(dir: &Path) -> Result<Self, SettingsError> {
         let path = dir.join(".env");
         let mut dotenv = HashMap::new();
         if path.is_file() {
-            let entries =
-                dotenvy::from_path_iter(&path).map_err(|err| UsageError(format!("{}: {err}", path.display())))?;
-            for entry in entries {
-                let (key, value) = entry.map_err(|err| UsageError(format!("{}: {err}", path.display())))?;
+            let dotenv_error = |source| SettingsError::Dotenv { path: path.clone(), source };
+            for entry in dotenvy::from_path_iter(&path).map_err(dotenv_error)? {
+                let (key, value) = entry.map_err(dotenv_error)?;
                 dotenv.insert(key, value);
             }
         }
@@ -176,29 +206,24 @@ impl Settings {
         &self,
         dir: Option<&Path>,
         mode: CacheMode,
-    ) -> Result<Option<RequestCache>, UsageError> {
+    ) -> Result<Option<RequestCache>, SettingsError> {
         match dir.map(Path::to_path_buf).or_else(|| self.cache_dir.clone()) {
             Some(dir) => {
                 let cache = RequestCache { dir, mode };
-                cache.check_writable().map_err(|err| {
-                    UsageError(format!(
-                        "the cache {} cannot take new entries: {err} (--replay only reads it)",
-                        cache.dir.display()
-                    ))
-                })?;
+                cache
+                    .check_writable()
+                    .map_err(|source| SettingsError::CacheReadOnly { dir: cache.dir.clone(), source })?;
                 Ok(Some(cache))
             }
             None if mode == CacheMode::Use => Ok(None),
-            None => Err(UsageError(
-                "--replay and --refresh need a cache: --cache DIR (or cache: DIR in runner.yaml)".to_owned(),
-            )),
+            None => Err(SettingsError::NoCache),
         }
     }
 }
 
 impl Settings {
     /// Reads `.env`, the config file and the price file, and settles every value.
-    pub(crate) fn load(flags: Flags<'_>) -> Result<Self, UsageError> {
+    pub(crate) fn load(flags: Flags<'_>) -> Result<Self, SettingsError> {
         let env = Env::load(Path::new("."))?;
         let config_path = flags.config.map(Path::to_path_buf).or_else(|| {
             let default = PathBuf::from("runner.yaml");
@@ -212,24 +237,19 @@ impl Settings {
         if let Some(path) = &config_path {
             prices
                 .extend(config.prices.clone(), &path.display().to_string())
-                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                .map_err(|source| SettingsError::Prices { path: path.clone(), source })?;
         }
         if let Some(path) = flags.prices {
             let file: PriceFile = read_yaml(path)?;
             prices
                 .extend(file, &path.display().to_string())
-                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                .map_err(|source| SettingsError::Prices { path: path.to_path_buf(), source })?;
         }
         let timeout = match flags.timeout_secs.or(config.timeout_secs) {
             Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_TIMEOUT.as_secs_f64() => {
                 Duration::from_secs_f64(secs)
             }
-            Some(secs) => {
-                return Err(UsageError(format!(
-                    "timeout must be more than 0 and at most {} seconds (a week), got {secs}",
-                    MAX_TIMEOUT.as_secs()
-                )));
-            }
+            Some(secs) => return Err(SettingsError::Timeout(secs)),
             None => DEFAULT_TIMEOUT,
         };
         let mut weather = WeatherConfig::default();
@@ -275,7 +295,7 @@ impl Settings {
             let context = DeclarationContext { dir, env: &lookup, secrets: secrets.clone() };
             for (name, declaration) in &config.tools {
                 let tool = DeclaredTool::parse(declaration, Some(name), &context)
-                    .map_err(|e| UsageError(format!("{}: tools.{name}: {e}", path.display())))?;
+                    .map_err(|why| SettingsError::Tool { path: path.clone(), name: name.clone(), why })?;
                 configured.push(Arc::new(tool));
             }
         }
@@ -283,7 +303,7 @@ impl Settings {
         let cache_dir = config.cache.clone();
         let judge_model = flags.judge_model.map(str::to_owned).or(config.judge_model);
         if let Some(model) = &judge_model {
-            providers.parse_model(model, &prices).map_err(|e| UsageError(format!("judge model: {e}")))?;
+            providers.parse_model(model, &prices).map_err(SettingsError::JudgeModel)?;
         }
         Ok(Self {
             default_model,
@@ -301,16 +321,16 @@ impl Settings {
     }
 
     /// The model named `text` (`PROVIDER:MODEL`, or a bare name the price table knows).
-    pub(crate) fn parse_model(&self, text: &str) -> Result<ModelSpec, UsageError> {
-        Ok(self.providers.parse_model(text, &self.prices)?)
+    pub(crate) fn parse_model(&self, text: &str) -> Result<ModelSpec, crate::provider::ModelError> {
+        self.providers.parse_model(text, &self.prices)
     }
 }
 
-fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, UsageError> {
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| UsageError(format!("{display}: {err}")))?;
+fn read_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SettingsError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
     serde_saphyr::from_str_with_options(&text, yaml_options())
-        .map_err(|err| UsageError(yaml_error(&display, &err).to_string()))
+        .map_err(|err| SettingsError::Yaml(yaml_error(&path.display().to_string(), &err).to_string()))
 }
 /// Every remote provider: OpenAI and Anthropic (their addresses and keys from the
 /// environment), Azure, the built-in vendors, and `runner.yaml`'s endpoints, which add new
@@ -322,21 +342,21 @@ fn endpoints(
     configured: &BTreeMap<String, EndpointConfig>,
     env: &Env,
     secrets: &Secrets,
-) -> Result<BTreeMap<String, Endpoint>, UsageError> {
+) -> Result<BTreeMap<String, Endpoint>, SettingsError> {
     let key = |var: &str| {
         secrets.add_variable(var);
         let value = env.var(var).filter(|k| !k.trim().is_empty())?;
         secrets.add(&value);
         Some(Secret::new(value))
     };
-    let expand = |headers: &BTreeMap<String, String>| -> Result<Vec<(String, String)>, String> {
+    let expand = |headers: &BTreeMap<String, String>| -> Result<Vec<(String, String)>, ExpandError> {
         let lookup = |var: &str| {
             secrets.add_variable(var);
             env.var(var)
         };
         let mut expanded = Vec::with_capacity(headers.len());
         for (name, template) in headers {
-            let value = crate::tools::declared::expand(template, &lookup)?;
+            let value = expand(template, &lookup)?;
             secrets.add_header(name, template, &value);
             expanded.push((name.clone(), value));
         }
@@ -408,16 +428,14 @@ fn endpoints(
     }
     for (name, endpoint) in configured {
         if ["openai", "anthropic", "azure", "local"].contains(&name.as_str()) || name.is_empty() || name.contains(':') {
-            return Err(UsageError(format!(
-                "runner.yaml: endpoint name `{name}` is reserved or not a plain name (openai, anthropic and azure are set through their environment variables)"
-            )));
+            return Err(SettingsError::ReservedEndpoint(name.clone()));
         }
         let builtin = endpoints.get(name).cloned();
         let base_url = match (&endpoint.base_url, &builtin) {
             (Some(url), _) => url.clone(),
             (None, Some(builtin)) => builtin.base_url.clone(),
             (None, None) => {
-                return Err(UsageError(format!("runner.yaml: endpoint `{name}` needs a base_url")));
+                return Err(SettingsError::NoBaseUrl(name.clone()));
             }
         };
         let key_var = endpoint.api_key_env.clone().or_else(|| builtin.as_ref().and_then(|b| b.key_var.clone()));

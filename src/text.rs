@@ -28,3 +28,29 @@ pub(crate) fn printable(text: &str) -> String {
     }
     text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
+
+/// Why a `${VAR}` template could not be filled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ExpandError {
+    #[error("expected `}}` after `${{` in `{0}`")]
+    Unclosed(String),
+    #[error("header needs ${{{0}}}: set {0} in the environment")]
+    Unset(String),
+}
+
+/// `${VAR}` replaced by the variable's value; an unset variable is an error naming it.
+pub(crate) fn expand(template: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            return Err(ExpandError::Unclosed(template.to_owned()));
+        };
+        let var = &rest[start + 2..start + end];
+        out.push_str(&env(var).ok_or_else(|| ExpandError::Unset(var.to_owned()))?);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

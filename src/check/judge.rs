@@ -94,42 +94,59 @@ fn escape_text(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Why a judge's answer gives no verdict.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub(crate) enum NoVerdict {
+    #[error("the judge called `{GRADE_TOOL}` {0} times with different verdicts")]
+    Disagree(usize),
+    #[error("the judge called `{0}` instead of `{GRADE_TOOL}`")]
+    OtherTool(String),
+    #[error("the judge did not call `{GRADE_TOOL}`")]
+    NoCall,
+    #[error("the judge answered in text instead of calling `{GRADE_TOOL}`: {0:?}")]
+    Text(String),
+    #[error("the judge's `{GRADE_TOOL}` arguments are not JSON: {0:?}")]
+    NotJson(String),
+    #[error("the judge's verdict has no `pass`: {0}")]
+    NoPass(String),
+    #[error("the judge's `pass` is {0}, expected true or false")]
+    NotBool(Value),
+}
+
 /// The verdict in a judge's completion: the arguments of its `grade` call.
-pub(crate) fn verdict(completion: &Completion) -> Result<(bool, String), String> {
+pub(crate) fn verdict(completion: &Completion) -> Result<(bool, String), NoVerdict> {
     let grades: Vec<_> = completion.tool_calls.iter().filter(|c| c.function.name == GRADE_TOOL).collect();
     if grades.len() > 1 {
         // Two verdicts that disagree are no verdict; the same one twice is that one.
-        let verdicts: Result<Vec<(bool, String)>, String> = grades
+        let verdicts = grades
             .iter()
             .map(|call| verdict(&Completion { tool_calls: vec![(*call).clone()], ..Completion::default() }))
-            .collect();
-        let verdicts = verdicts?;
+            .collect::<Result<Vec<_>, _>>()?;
         if verdicts.iter().any(|(pass, _)| *pass != verdicts[0].0) {
-            return Err(format!("the judge called `{GRADE_TOOL}` {} times with different verdicts", verdicts.len()));
+            return Err(NoVerdict::Disagree(verdicts.len()));
         }
         return Ok(verdicts[0].clone());
     }
     let Some(call) = grades.first() else {
         let said = completion.content.as_deref().unwrap_or_default().trim();
         return Err(match completion.tool_calls.first() {
-            Some(other) => format!("the judge called `{}` instead of `{GRADE_TOOL}`", other.function.name),
-            None if said.is_empty() => format!("the judge did not call `{GRADE_TOOL}`"),
-            None => format!("the judge answered in text instead of calling `{GRADE_TOOL}`: {:?}", shorten(said, 200)),
+            Some(other) => NoVerdict::OtherTool(other.function.name.clone()),
+            None if said.is_empty() => NoVerdict::NoCall,
+            None => NoVerdict::Text(shorten(said, 200)),
         });
     };
-    let arguments: Value = serde_json::from_str(&call.function.arguments).map_err(|_| {
-        format!("the judge's `{GRADE_TOOL}` arguments are not JSON: {:?}", shorten(&call.function.arguments, 200))
-    })?;
+    let arguments: Value = serde_json::from_str(&call.function.arguments)
+        .map_err(|_| NoVerdict::NotJson(shorten(&call.function.arguments, 200)))?;
     let pass = match &arguments["pass"] {
         Value::Bool(pass) => *pass,
         // Some models quote booleans.
         Value::String(text) if text.eq_ignore_ascii_case("true") => true,
         Value::String(text) if text.eq_ignore_ascii_case("false") => false,
         Value::Null => {
-            return Err(format!("the judge's verdict has no `pass`: {}", shorten(&arguments.to_string(), 200)));
+            return Err(NoVerdict::NoPass(shorten(&arguments.to_string(), 200)));
         }
         other => {
-            return Err(format!("the judge's `pass` is {other}, expected true or false"));
+            return Err(NoVerdict::NotBool(other.clone()));
         }
     };
     let reason = arguments["reason"].as_str().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("(no reason given)");
@@ -168,8 +185,10 @@ pub(crate) async fn grade(
     let price = judge.price.as_ref().map(|p| &p.price);
     let (result, request) = record_exchange(exchange, &messages, price, String::new());
     let (usage, cost): (Usage, Cost) = (request.usage, request.cost);
-    let verdict =
-        result.map_err(|err| format!("the judge's request failed: {err}")).and_then(|completion| verdict(&completion));
+    let verdict = match result {
+        Ok(completion) => verdict(&completion).map_err(|err| err.to_string()),
+        Err(err) => Err(format!("the judge's request failed: {err}")),
+    };
     let (pass, reason, error) = match verdict {
         Ok((pass, reason)) => (Some(pass), Some(reason), None),
         Err(error) => (None, None, Some(error)),
@@ -275,7 +294,10 @@ mod tests {
     fn two_different_verdicts_are_no_verdict() {
         let mut twice = grade_call(r#"{"pass": true, "reason": "a"}"#);
         twice.tool_calls.extend(grade_call(r#"{"pass": false, "reason": "b"}"#).tool_calls);
-        assert_eq!(verdict(&twice).unwrap_err(), "the judge called `grade` 2 times with different verdicts");
+        assert_eq!(
+            verdict(&twice).unwrap_err().to_string(),
+            "the judge called `grade` 2 times with different verdicts"
+        );
         let mut same = grade_call(r#"{"pass": false, "reason": "a"}"#);
         same.tool_calls.extend(grade_call(r#"{"pass": false, "reason": "b"}"#).tool_calls);
         assert_eq!(verdict(&same), Ok((false, "a".into())));
@@ -290,20 +312,25 @@ mod tests {
         assert_eq!(verdict(&grade_call(r#"{"pass": "false", "reason": "No unit."}"#)), Ok((false, "No unit.".into())));
         assert_eq!(verdict(&grade_call(r#"{"pass": false}"#)), Ok((false, "(no reason given)".into())));
         assert_eq!(
-            verdict(&grade_call(r#"{"reason": "x"}"#)).unwrap_err(),
+            verdict(&grade_call(r#"{"reason": "x"}"#)).unwrap_err().to_string(),
             r#"the judge's verdict has no `pass`: {"reason":"x"}"#
         );
         assert_eq!(
-            verdict(&grade_call(r#"{"pass": 1}"#)).unwrap_err(),
+            verdict(&grade_call(r#"{"pass": 1}"#)).unwrap_err().to_string(),
             "the judge's `pass` is 1, expected true or false"
         );
-        assert!(verdict(&grade_call("{pass")).unwrap_err().starts_with("the judge's `grade` arguments are not JSON"));
+        assert!(
+            verdict(&grade_call("{pass"))
+                .unwrap_err()
+                .to_string()
+                .starts_with("the judge's `grade` arguments are not JSON")
+        );
         let text = Completion { content: Some("PASS, it is fine".into()), ..Completion::default() };
         assert_eq!(
-            verdict(&text).unwrap_err(),
+            verdict(&text).unwrap_err().to_string(),
             "the judge answered in text instead of calling `grade`: \"PASS, it is fine\""
         );
-        assert_eq!(verdict(&Completion::default()).unwrap_err(), "the judge did not call `grade`");
+        assert_eq!(verdict(&Completion::default()).unwrap_err().to_string(), "the judge did not call `grade`");
     }
 
     #[test]

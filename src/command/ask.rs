@@ -6,12 +6,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use super::UsageError;
 use super::{EXIT_FAILED, EXIT_PASSED};
 use crate::cli::AskArgs;
 use crate::http::http_client;
 use crate::progress::DownloadBar;
 use crate::provider::{Models, TextSink};
-use crate::settings::{Flags, Settings, UsageError};
+use crate::settings::{Flags, Settings};
 
 pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
     let prompt = read_prompt(args.prompt.as_deref())?;
@@ -20,8 +21,7 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
     let fetch = DownloadBar::new();
     let cache = settings.request_cache(args.offer.cache.cache.as_deref(), args.offer.cache.mode())?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
-    let target =
-        models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError::from)?;
+    let target = models.resolve(args.model.as_deref().unwrap_or(&settings.default_model)).await?;
     let mut session = super::session(&settings, target, tools.as_deref(), models.http());
     let print = |text: &str| {
         let mut out = std::io::stdout().lock();

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::UsageError;
 use crate::chat::Session;
 use crate::cli::OfferArgs;
 use crate::files::write_atomically;
@@ -13,7 +14,7 @@ use crate::http::http_client;
 use crate::progress::DownloadBar;
 use crate::provider::{Models, TextSink};
 use crate::record::RunRecord;
-use crate::settings::{Flags, Settings, UsageError};
+use crate::settings::{Flags, Settings};
 
 const HELP: &str = "commands:
   /help          this text
@@ -89,7 +90,7 @@ pub(crate) async fn chat(
     let fetch = DownloadBar::new();
     let cache = settings.request_cache(offer.cache.cache.as_deref(), offer.cache.mode())?;
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
-    let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await.map_err(UsageError::from)?;
+    let target = models.resolve(model.as_deref().unwrap_or(&settings.default_model)).await?;
     let session = super::session(&settings, target, tools.as_deref(), models.http());
     Ok(converse(session, &mut models, log_dir, !offer.no_stream).await)
 }
@@ -144,9 +145,11 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
                     continue;
                 }
                 let name = Path::new(file).file_stem().map_or("chat".into(), |s| s.to_string_lossy().into_owned());
-                match session.to_scenario(&name).and_then(|yaml| {
-                    write_atomically(Path::new(file), yaml.trim_end().as_bytes()).map_err(|e| e.to_string())
-                }) {
+                let saved = session
+                    .to_scenario(&name)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|yaml| Ok(write_atomically(Path::new(file), yaml.trim_end().as_bytes())?));
+                match saved {
                     Ok(()) => println!("(saved {file})"),
                     Err(err) => eprintln!("error: cannot save {file}: {err}"),
                 }

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::scenario::{Scenario, ScenarioErrors, Validator, load_scenarios};
-use crate::settings::{Settings, UsageError};
+use crate::settings::Settings;
 use crate::tools::ToolRegistry;
 
 pub use crate::exit::{
@@ -51,14 +51,30 @@ pub(crate) fn main(cli: Cli) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
             eprintln!("error: {err:#}");
-            let code = match (err.downcast_ref::<UsageError>(), err.downcast_ref::<crate::report::ReportError>()) {
-                (Some(_), _) => EXIT_USAGE,
-                (None, Some(report)) => report.code(),
-                (None, None) => EXIT_FAILED,
-            };
-            ExitCode::from(code)
+            ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// A problem with what the command line asks for that only the command layer sees (flags that
+/// contradict each other, a run to resume that is not there): exit code 2, nothing run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub String);
+
+/// The exit code `err` ends the command with: each boundary's error knows its own; anything
+/// else is a failure (1).
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<UsageError>().is_some() {
+        return EXIT_USAGE;
+    }
+    let codes = [
+        err.downcast_ref().map(crate::settings::SettingsError::code),
+        err.downcast_ref().map(crate::plan::PlanError::code),
+        err.downcast_ref().map(crate::provider::ModelError::code),
+        err.downcast_ref().map(crate::report::ReportError::code),
+    ];
+    codes.into_iter().flatten().next().unwrap_or(EXIT_FAILED)
 }
 
 /// Whether `err` (or one of its causes) is a write to a closed pipe.
@@ -138,7 +154,7 @@ fn session(
 
 /// Every scenario of `paths`, validated against the built-in tools and the known models.
 fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> {
-    let parse_model = |model: &str| settings.parse_model(model).map_err(|e| e.0);
+    let parse_model = |model: &str| settings.parse_model(model);
     let env = |key: &str| settings.env.var(key);
     let validator = Validator {
         env: &env,
@@ -151,10 +167,7 @@ fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> 
 
 /// The tools `--tools` names (`None`: every built-in and configured tool), checked against
 /// `registry`.
-fn offered_tools(
-    flag: Option<&str>,
-    registry: &ToolRegistry,
-) -> Result<Option<Vec<String>>, crate::settings::UsageError> {
+fn offered_tools(flag: Option<&str>, registry: &ToolRegistry) -> Result<Option<Vec<String>>, UsageError> {
     let Some(flag) = flag.map(str::trim) else {
         return Ok(None);
     };
@@ -164,7 +177,7 @@ fn offered_tools(
     let names: Vec<String> = flag.split(',').map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
     if let Some(unknown) = names.iter().find(|n| !registry.names().any(|k| k == n.as_str())) {
         let known: Vec<&str> = registry.names().collect();
-        return Err(crate::settings::UsageError(format!(
+        return Err(UsageError(format!(
             "--tools: unknown tool `{unknown}`; known tools: {} (or none)",
             known.join(", ")
         )));

@@ -6,13 +6,14 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use super::UsageError;
 use super::{EXIT_FAILED, EXIT_PASSED};
 use crate::cli::ReportArgs;
 use crate::files::{safe_file_name, write_atomically};
 use crate::report::html::{HtmlReport, Page};
 use crate::report::json::{log_name, read_log};
 use crate::report::merge::Merged;
-use crate::settings::{Flags, Settings, UsageError};
+use crate::settings::{Flags, Settings};
 
 /// The HTML report of the runs in `merged`, each conversation read from its log under `logs`
 /// where it is there; returns how many were.

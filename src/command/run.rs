@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::UsageError;
 use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_PASSED};
 use crate::cli::RunArgs;
 use crate::files::{is_file_or_absent, write_atomically};
@@ -24,7 +25,7 @@ use crate::report::summary::Summary;
 use crate::report::summary_path;
 use crate::rng::random_seed;
 use crate::runner::{self, Control, Job, Limits, Shared, StopReason, Totals};
-use crate::settings::{Flags, Settings, UsageError};
+use crate::settings::{Flags, Settings};
 
 pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<u8> {
     let settings = Settings::load(flags(config, &args))?;
@@ -74,7 +75,7 @@ async fn resolve(
 ) -> anyhow::Result<(Vec<Arc<Target>>, HashMap<ModelSpec, Arc<Target>>)> {
     let mut targets = Vec::with_capacity(plan.cells.len());
     for cell in &plan.cells {
-        targets.push(models.target(&cell.spec).await.map_err(UsageError::from)?);
+        targets.push(models.target(&cell.spec).await?);
     }
     let mut judges = HashMap::new();
     for spec in &plan.judges {

@@ -26,8 +26,7 @@ pub(crate) async fn tools(config: Option<&Path>, paths: &[String]) -> anyhow::Re
             for tool in &scenario.declared {
                 describe(&mut out, tool.as_ref(), Some(&by))?;
             }
-            let servers =
-                RunServers::start(&scenario.mcp, &McpPool::default(), &http).await.map_err(anyhow::Error::msg)?;
+            let servers = RunServers::start(&scenario.mcp, &McpPool::default(), &http).await?;
             for tool in &servers.tools {
                 describe(&mut out, tool.as_ref(), Some(&by))?;
             }

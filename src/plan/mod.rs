@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::model::ModelSpec;
+use crate::provider::ModelError;
 use crate::scenario::Scenario;
-use crate::settings::{Settings, UsageError};
+use crate::settings::Settings;
 
 /// One slice of the run matrix: `index` of `count`, 1-based (`--shard I/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,15 +24,28 @@ impl Shard {
     }
 }
 
-impl std::str::FromStr for Shard {
-    type Err = String;
+/// A `--shard` that is not `I/N` with I from 1 to N.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("expected I/N, e.g. 2/4")]
+    NoSlash,
+    #[error("`{0}` is not a shard number")]
+    Index(String),
+    #[error("`{0}` is not a shard count")]
+    Count(String),
+    #[error("shard {0}/{1}: I must be between 1 and N")]
+    OutOfRange(usize, usize),
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (index, count) = text.split_once('/').ok_or("expected I/N, e.g. 2/4")?;
-        let index: usize = index.trim().parse().map_err(|_| format!("`{index}` is not a shard number"))?;
-        let count: usize = count.trim().parse().map_err(|_| format!("`{count}` is not a shard count"))?;
+impl std::str::FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(text: &str) -> Result<Self, ShardError> {
+        let (index, count) = text.split_once('/').ok_or(ShardError::NoSlash)?;
+        let index: usize = index.trim().parse().map_err(|_| ShardError::Index(index.to_owned()))?;
+        let count: usize = count.trim().parse().map_err(|_| ShardError::Count(count.to_owned()))?;
         if count == 0 || index == 0 || index > count {
-            return Err(format!("shard {index}/{count}: I must be between 1 and N"));
+            return Err(ShardError::OutOfRange(index, count));
         }
         Ok(Shard { index, count })
     }
@@ -72,17 +86,37 @@ pub(crate) struct Cell {
     pub spec: ModelSpec,
 }
 
+/// Why a batch cannot be planned: the user's to fix (exit code 2), nothing run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PlanError {
+    #[error("no scenario name contains `{0}`")]
+    NoMatch(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("no known price for {models} ({why}); add prices with --prices FILE or runner.yaml")]
+    Unpriced { models: String, why: &'static str },
+    #[error("models `{first}` and `{second}` make the same log file name `{key}`; run them apart")]
+    SameLogName { first: ModelSpec, second: ModelSpec, key: String },
+}
+
+impl PlanError {
+    /// The process exit code this error ends a command with.
+    pub(crate) fn code(&self) -> u8 {
+        crate::exit::EXIT_USAGE
+    }
+}
+
 impl Plan {
     /// The matrix of `scenarios` as `options` ask.
     pub(crate) fn new(
         settings: &Settings,
         mut scenarios: Vec<Scenario>,
         options: MatrixOptions<'_>,
-    ) -> Result<Self, UsageError> {
+    ) -> Result<Self, PlanError> {
         if let Some(filter) = options.filter {
             scenarios.retain(|s| s.name.contains(filter));
             if scenarios.is_empty() {
-                return Err(UsageError(format!("no scenario name contains `{filter}`")));
+                return Err(PlanError::NoMatch(filter.to_owned()));
             }
         }
         let asked = options.models.iter().map(|text| settings.parse_model(text)).collect::<Result<Vec<_>, _>>()?;
@@ -158,30 +192,24 @@ impl Plan {
 
     /// Refuses a batch with unpriced models when prices are required or a budget must be
     /// enforced.
-    pub(crate) fn check_prices(&self, require_prices: bool, budget: bool) -> Result<(), UsageError> {
+    pub(crate) fn check_prices(&self, require_prices: bool, budget: bool) -> Result<(), PlanError> {
         if self.unpriced.is_empty() || !(require_prices || budget) {
             return Ok(());
         }
         let why = if require_prices { "--require-prices" } else { "--max-cost-usd cannot be enforced" };
-        Err(UsageError(format!(
-            "no known price for {} ({why}); add prices with --prices FILE or runner.yaml",
-            self.unpriced.join(", ")
-        )))
+        Err(PlanError::Unpriced { models: self.unpriced.join(", "), why })
     }
 }
 
 /// Two models whose names make the same log file name (`a:b` and `a_b`) would overwrite each
 /// other's logs: refused.
-fn check_log_names(cells: &[Cell]) -> Result<(), UsageError> {
+fn check_log_names(cells: &[Cell]) -> Result<(), PlanError> {
     let mut seen: Vec<(String, &ModelSpec)> = Vec::new();
     for run in cells {
         let key = crate::files::safe_file_name(&run.spec.to_string());
         match seen.iter().find(|(k, _)| *k == key) {
             Some((_, other)) if *other != &run.spec => {
-                return Err(UsageError(format!(
-                    "models `{other}` and `{}` make the same log file name `{key}`; run them apart",
-                    run.spec
-                )));
+                return Err(PlanError::SameLogName { first: (*other).clone(), second: run.spec.clone(), key });
             }
             Some(_) => {}
             None => seen.push((key, &run.spec)),

@@ -64,7 +64,7 @@ pub(crate) struct Endpoint {
     /// Headers sent with every request, `${VAR}` already taken from the environment; the
     /// error names a variable that is not set (reported when a model of this endpoint is
     /// used).
-    pub headers: Result<Vec<(String, String)>, String>,
+    pub headers: Result<Vec<(String, String)>, crate::text::ExpandError>,
     /// Where it was defined: `built in` or `runner.yaml`.
     pub origin: &'static str,
 }
@@ -282,8 +282,7 @@ impl<'a> Models<'a> {
             &headers,
             self.config.secrets.clone(),
             self.config.timeout,
-        )
-        .map_err(ModelError::Endpoint)?
+        )?
         .with_retry(self.config.retry, limiter);
         Ok(match endpoint.protocol {
             Protocol::Anthropic => Arc::new(AnthropicProvider::new(remote)),
@@ -299,7 +298,9 @@ impl<'a> Models<'a> {
                 "unknown embedded model `{spec}`: the embedded model is local:{MODEL_NAME}"
             )));
         }
-        let path = acquire::locate(&self.config.local, &self.http, self.fetch).await.map_err(ModelError::Embedded)?;
+        let path = acquire::locate(&self.config.local, &self.http, self.fetch)
+            .await
+            .map_err(|e| ModelError::Embedded(e.to_string()))?;
         let cache_dir = self.config.local.cache_dir.clone();
         let provider = tokio::task::spawn_blocking(move || LocalProvider::load(&path, cache_dir.as_deref()))
             .await
@@ -318,9 +319,9 @@ impl<'a> Models<'a> {
     }
 }
 
-/// Why a model's name gives no model to ask: the user's to fix (a `UsageError`, exit code 2).
+/// Why a model's name gives no model to ask: the user's to fix (exit code 2).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ModelError {
+pub enum ModelError {
     /// No provider given and no known model of that name.
     #[error("unknown model `{0}`: name it as PROVIDER:MODEL (e.g. openai:{0}); `runner models` lists known ones")]
     Unknown(String),
@@ -331,9 +332,20 @@ pub(crate) enum ModelError {
     /// The endpoint lacks what it needs: a key, an address, a header's variable.
     #[error("{0}")]
     Endpoint(String),
+    #[error("`{0}` is not a valid HTTP header name")]
+    HeaderName(String),
+    #[error("the value of header `{0}` is not valid in an HTTP header")]
+    HeaderValue(String),
     /// The embedded model's weights could not be had or loaded.
     #[error("{0}")]
     Embedded(String),
+}
+
+impl ModelError {
+    /// The process exit code this error ends a command with.
+    pub(crate) fn code(&self) -> u8 {
+        crate::exit::EXIT_USAGE
+    }
 }
 
 /// `text` with every byte outside the URL-safe set percent-encoded (a deployment name or

@@ -24,7 +24,8 @@ use crate::usage::Usage;
 
 pub use crate::model::{ModelSpec, Sampling};
 pub use crate::record::Attempt;
-pub(crate) use factory::{Endpoint, ModelError, Models, ProviderConfig};
+pub use factory::ModelError;
+pub(crate) use factory::{Endpoint, Models, ProviderConfig};
 
 /// The embedded model's name.
 pub const LOCAL_MODEL: &str = "local:smollm2-135m";

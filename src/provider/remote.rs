@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::retry::{Limiter, RetryPolicy, asked_delay, jitter};
 use super::sse::SseReader;
-use super::{Attempt, Completion, Exchange, ProviderError};
+use super::{Attempt, Completion, Exchange, ModelError, ProviderError};
 use crate::secret::{Secrets, StreamRedactor};
 
 /// Longest error body kept in a log or message.
@@ -79,13 +79,11 @@ impl Remote {
         headers: &[(String, String)],
         secrets: Secrets,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ModelError> {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| format!("the value of header `{name}` is not valid in an HTTP header"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ModelError::HeaderName(name.clone()))?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| ModelError::HeaderValue(name.to_string()))?;
             value.set_sensitive(true);
             map.append(name, value);
         }

@@ -289,20 +289,28 @@ pub(crate) mod cell {
         String::deserialize(deserializer)
     }
 
-    /// A whole number from 0 to 2^53, or what is wrong with `text`.
-    fn whole_in(text: &str) -> Result<u64, String> {
+    /// A cell that does not hold what its column takes.
+    #[derive(Debug, thiserror::Error)]
+    #[error("expected {expected}, found `{}`", printable(found))]
+    struct Unexpected {
+        expected: &'static str,
+        found: String,
+    }
+
+    /// A whole number from 0 to 2^53.
+    fn whole_in(text: &str) -> Result<u64, Unexpected> {
         text.parse::<u64>()
             .ok()
             .filter(|&n| n <= crate::usage::MAX_BELIEVED)
-            .ok_or_else(|| format!("expected a whole number from 0 to 2^53, found `{}`", printable(text)))
+            .ok_or_else(|| Unexpected { expected: "a whole number from 0 to 2^53", found: text.to_owned() })
     }
 
-    /// An amount in dollars from 0 to a billion (no run's), or what is wrong with `text`.
-    fn amount_in(text: &str) -> Result<f64, String> {
+    /// An amount in dollars from 0 to a billion (no run's).
+    fn amount_in(text: &str) -> Result<f64, Unexpected> {
         text.parse::<f64>()
             .ok()
             .filter(|usd| usd.is_finite() && (0.0..=1e9).contains(usd))
-            .ok_or_else(|| format!("expected an amount in dollars from 0 to 1e9, found `{}`", printable(text)))
+            .ok_or_else(|| Unexpected { expected: "an amount in dollars from 0 to 1e9", found: text.to_owned() })
     }
 
     /// A count: a whole number from 0 to 2^53.
@@ -434,7 +442,7 @@ pub(crate) mod cell {
 }
 
 /// A report row read by the names in `header`; what is wrong with it names its column.
-pub(crate) fn read_row(record: &csv::StringRecord, header: &csv::StringRecord) -> Result<ReportRow, String> {
+pub(crate) fn read_row(record: &csv::StringRecord, header: &csv::StringRecord) -> Result<ReportRow, super::RowError> {
     use serde::de::IntoDeserializer;
     use serde::de::value::{Error, MapAccessDeserializer};
 
@@ -462,10 +470,8 @@ pub(crate) fn read_row(record: &csv::StringRecord, header: &csv::StringRecord) -
 
     let column = std::cell::Cell::new("");
     let cells = Cells { pairs: header.iter().zip(record.iter()), value: "", column: &column };
-    ReportRow::deserialize(MapAccessDeserializer::new(cells)).map_err(|err: Error| match column.get() {
-        "" => err.to_string(),
-        column => format!("in `{column}`: {err}"),
-    })
+    ReportRow::deserialize(MapAccessDeserializer::new(cells))
+        .map_err(|err: Error| super::RowError::Cell { column: column.get().to_owned(), why: err.to_string() })
 }
 
 /// The most of a text a cell holds (an error's); past it the text is cut and marked.

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::ReportError;
 use super::csv::{REQUIRED, ReportRow, read_row};
 use super::summary::{RunFacts, Summary, Tally};
+use super::{ReportError, RowError};
 use crate::model::ModelSpec;
 use crate::pricing::{PriceEntry, spent_usd};
 use crate::record::Status;
@@ -79,7 +79,7 @@ impl Merged {
     /// Returns `false` for a per-model summary (`*.summary.csv`, which a glob such as
     /// `reports/shard-*.csv` also matches): it holds no runs and is skipped.
     pub(crate) fn read(&mut self, path: &Path, price_as: Option<&PriceEntry>) -> Result<bool, ReportError> {
-        let file = path.display();
+        let file = path.display().to_string();
         let canonical =
             std::fs::canonicalize(path).map_err(|e| ReportError::Usage(format!("{file}: cannot read: {e}")))?;
         if !self.files.insert(canonical) {
@@ -102,7 +102,11 @@ impl Merged {
         for record in reader.records() {
             let record = record.map_err(|e| ReportError::Usage(format!("{file}: {e}")))?;
             let line = record.position().map_or(0, csv::Position::line);
-            let row = read_row(&record, &header).map_err(|why| ReportError::Usage(format!("{file}:{line}: {why}")))?;
+            let row = read_row(&record, &header).map_err(|why| ReportError::Row {
+                file: file.clone(),
+                line,
+                why: Box::new(why),
+            })?;
             let usage = row.usage();
             let (cost_usd, unpriced) = match price_as {
                 Some(entry) => (entry.price.cost(&usage).total_usd, false),
@@ -133,12 +137,12 @@ impl Merged {
                 },
                 rows: vec![row],
             };
-            self.add(run).map_err(|message| ReportError::Usage(format!("{file}:{line}: {message}")))?;
+            self.add(run).map_err(|why| ReportError::Row { file: file.clone(), line, why: Box::new(why) })?;
         }
         Ok(true)
     }
 
-    fn add(&mut self, row: Run) -> Result<(), String> {
+    fn add(&mut self, row: Run) -> Result<(), RowError> {
         let key = (row.facts.scenario.clone(), row.facts.model.clone(), row.facts.repetition);
         let Some(&index) = self.index.get(&key) else {
             self.index.insert(key, self.runs.len());
@@ -155,21 +159,17 @@ impl Merged {
             return Ok(());
         }
         if run.file != row.file || run.run_id != row.run_id {
-            return Err(format!(
-                "run {} / {} / repetition {} is also in {} (run {}); merge the shards of one run, not overlapping runs",
-                key.0,
-                key.1,
-                key.2,
-                run.file.display(),
-                run.run_id
-            ));
+            return Err(RowError::Overlap {
+                scenario: key.0,
+                model: key.1,
+                repetition: key.2,
+                other: run.file.clone(),
+                run_id: run.run_id.clone(),
+            });
         }
         // Another turn of the same run, never one already read.
         if let Some(turn) = row.turns.iter().find(|turn| run.turns.contains(turn)) {
-            return Err(format!(
-                "turn {turn} of run {} / {} / repetition {} appears twice (a duplicated row)",
-                key.0, key.1, key.2
-            ));
+            return Err(RowError::Twice { turn: *turn, scenario: key.0, model: key.1, repetition: key.2 });
         }
         run.turns.extend(row.turns.iter().copied());
         let facts = &mut run.facts;

@@ -23,13 +23,38 @@ pub(crate) enum ReportError {
     /// another runner writes: the user's to fix (exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// A row that cannot be read or merged, at FILE:LINE.
+    #[error("{file}:{line}: {why}")]
+    Row { file: String, line: u64, why: Box<RowError> },
+}
+
+/// A report row that cannot be read, or that cannot join the rows read before it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RowError {
+    /// A cell that does not hold what its column takes (`column` is empty when the row as a
+    /// whole is wrong).
+    #[error("{}{why}", if column.is_empty() { String::new() } else { format!("in `{column}`: ") })]
+    Cell { column: String, why: String },
+    #[error(
+        "run {scenario} / {model} / repetition {repetition} is also in {} (run {run_id}); merge the shards of one run, not overlapping runs",
+        other.display()
+    )]
+    Overlap {
+        scenario: String,
+        model: crate::model::ModelSpec,
+        repetition: u32,
+        other: std::path::PathBuf,
+        run_id: String,
+    },
+    #[error("turn {turn} of run {scenario} / {model} / repetition {repetition} appears twice (a duplicated row)")]
+    Twice { turn: u64, scenario: String, model: crate::model::ModelSpec, repetition: u32 },
 }
 
 impl ReportError {
     /// The process exit code this error ends a command with.
     pub(crate) fn code(&self) -> u8 {
         match self {
-            ReportError::Usage(_) => crate::exit::EXIT_USAGE,
+            ReportError::Usage(_) | ReportError::Row { .. } => crate::exit::EXIT_USAGE,
         }
     }
 }

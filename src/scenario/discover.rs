@@ -107,23 +107,34 @@ pub(super) fn collect_yaml_files(
     Ok(())
 }
 
-pub(super) fn read_source(source: &Source) -> Result<String, String> {
+/// Why a scenario file could not be read as text.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unreadable {
+    #[error("not a regular file")]
+    NotAFile,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("larger than the {} MiB a scenario file may be", MAX_FILE_BYTES >> 20)]
+    TooLarge,
+    #[error("not UTF-8 text (invalid byte at offset {0})")]
+    NotUtf8(usize),
+}
+
+pub(super) fn read_source(source: &Source) -> Result<String, Unreadable> {
     let mut bytes = Vec::new();
-    let read = match source {
-        Source::Stdin => std::io::stdin().lock().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes),
+    match source {
+        Source::Stdin => std::io::stdin().lock().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?,
         Source::File(path) => {
             // Only regular files: opening a FIFO would wait for a writer forever.
             match std::fs::metadata(path) {
-                Ok(meta) if !meta.is_file() => return Err("not a regular file".to_owned()),
+                Ok(meta) if !meta.is_file() => return Err(Unreadable::NotAFile),
                 _ => {}
             }
-            std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?
         }
     };
-    read.map_err(|err| err.to_string())?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("larger than the {} MiB a scenario file may be", MAX_FILE_BYTES >> 20));
+        return Err(Unreadable::TooLarge);
     }
-    String::from_utf8(bytes)
-        .map_err(|err| format!("not UTF-8 text (invalid byte at offset {})", err.utf8_error().valid_up_to()))
+    String::from_utf8(bytes).map_err(|err| Unreadable::NotUtf8(err.utf8_error().valid_up_to()))
 }

@@ -20,6 +20,7 @@ use raw::RawScenario;
 
 pub use crate::matcher::Pattern;
 use crate::model::{ModelSpec, Sampling};
+use crate::provider::ModelError;
 use crate::tools::mcp::McpServerSpec;
 use crate::tools::{Tool, ToolRegistry};
 use crate::yaml::yaml_options;
@@ -129,7 +130,7 @@ pub struct Validator<'a> {
     /// The tools a scenario may offer by name: the built-ins and `runner.yaml`'s.
     pub tools: &'a ToolRegistry,
     /// Parses a `model:` value; the error says what is wrong with it.
-    pub parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, String>,
+    pub parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, ModelError>,
     /// Looks up `${VAR}` in declared tools' http headers.
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// The judge of `expect.judge` checks that name none (`--judge-model`, `judge_model:`).
@@ -140,7 +141,7 @@ pub struct Validator<'a> {
 
 impl<'a> Validator<'a> {
     /// A validator with no environment (a `${VAR}` in a header is then an error).
-    pub fn new(tools: &'a ToolRegistry, parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, String>) -> Self {
+    pub fn new(tools: &'a ToolRegistry, parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, ModelError>) -> Self {
         Self { tools, parse_model, env: &|_| None, judge_model: None, secrets: Default::default() }
     }
 }
@@ -153,8 +154,8 @@ pub fn load_scenarios(paths: &[String], validator: &Validator<'_>) -> Result<Vec
     for source in expand_paths(paths, &mut errors) {
         let text = match read_source(&source) {
             Ok(text) => text,
-            Err(message) => {
-                errors.push(ScenarioError::Unreadable { path: source.display(), message });
+            Err(err) => {
+                errors.push(ScenarioError::Unreadable { path: source.display(), message: err.to_string() });
                 continue;
             }
         };
@@ -237,9 +238,9 @@ fn check_unique_names(scenarios: &[Scenario], errors: &mut Vec<ScenarioError>) {
 /// Tests' models: `bad:...` is an unknown provider, `PROVIDER:MODEL` a model, a bare name an
 /// OpenAI model.
 #[cfg(test)]
-pub(crate) fn any_model(m: &str) -> Result<ModelSpec, String> {
+pub(crate) fn any_model(m: &str) -> Result<ModelSpec, ModelError> {
     if m.starts_with("bad:") {
-        return Err(format!("unknown provider in `{m}`"));
+        return Err(ModelError::UnknownProvider { provider: "bad".into(), text: m.into(), known: "openai".into() });
     }
     Ok(ModelSpec::from_key(m).unwrap_or_else(|| ModelSpec { provider: "openai".into(), name: m.into() }))
 }
@@ -399,7 +400,10 @@ turns:
             "s.yaml:4:14: unknown field `grader` in `judge`, expected `rubric` and `model`"
         );
         assert_eq!(bad("{model: openai:gpt-4o}"), "s.yaml:4:14: expected `judge` to have a `rubric` (a string)");
-        assert_eq!(bad("{rubric: x, model: bad:y}"), "s.yaml:4:14: judge model: unknown provider in `bad:y`");
+        assert_eq!(
+            bad("{rubric: x, model: bad:y}"),
+            "s.yaml:4:14: judge model: unknown provider `bad` in `bad:y`; expected one of: openai (add endpoints in runner.yaml)"
+        );
         assert_eq!(
             bad("[x]"),
             "s.yaml:4:14: expected `judge` to be a rubric (a string) or {rubric, model}, found [\"x\"]"

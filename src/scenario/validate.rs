@@ -41,8 +41,8 @@ impl RawScenario {
         let model = match &self.model {
             Some(model) => match (validator.parse_model)(&model.value) {
                 Ok(spec) => Some(spec),
-                Err(message) => {
-                    fail(model.referenced, message);
+                Err(err) => {
+                    fail(model.referenced, err.to_string());
                     None
                 }
             },
@@ -354,8 +354,8 @@ pub(super) fn judge_spec(
     };
     match (validator.parse_model)(&model) {
         Ok(model) => Some(JudgeSpec { rubric, model }),
-        Err(message) => {
-            fail(at, format!("judge model: {message}"));
+        Err(err) => {
+            fail(at, format!("judge model: {err}"));
             None
         }
     }

@@ -15,6 +15,7 @@ use super::{Tool, ToolContext, ToolError, schema_problems};
 use crate::matcher::Pattern;
 use crate::record::ToolSource;
 use crate::secret::{Secret, Secrets};
+use crate::text::expand;
 
 /// How long a `command` may run when the declaration sets no `timeout_secs`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,7 +172,7 @@ impl DeclaredTool {
                     }
                     let mut headers = Vec::new();
                     for (header, template) in http.headers {
-                        let value = expand(&template, context.env)?;
+                        let value = expand(&template, context.env).map_err(|e| e.to_string())?;
                         context.secrets.add_header(&header, &template, &value);
                         headers.push((header, Secret::new(value)));
                     }
@@ -325,23 +326,6 @@ pub(crate) fn null_non_keywords(schema: &Value) -> Vec<String> {
     }
     found.sort();
     found
-}
-
-/// `${VAR}` replaced by the variable's value; an unset variable is an error naming it.
-pub(crate) fn expand(template: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find('}') else {
-            return Err(format!("expected `}}` after `${{` in `{template}`"));
-        };
-        let var = &rest[start + 2..start + end];
-        out.push_str(&env(var).ok_or_else(|| format!("header needs ${{{var}}}: set {var} in the environment"))?);
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// The output as the result: JSON when it parses, else the text.

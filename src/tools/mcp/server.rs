@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use super::tool::{McpTool, is_legal_name, legal_name};
-use super::{EXIT_GRACE, McpServerSpec, STDERR_KEPT, STDERR_LINES, Transport};
+use super::{EXIT_GRACE, McpError, McpServerSpec, STDERR_KEPT, STDERR_LINES, Transport};
 use crate::record::ServerLog;
 use crate::secret::Secrets;
 use crate::text::printable;
@@ -38,7 +38,7 @@ pub(crate) struct McpServer {
 
 impl McpServer {
     /// Starts the server and lists its tools, within the entry's start-up time-out.
-    pub(crate) async fn start(spec: &McpServerSpec, http: &reqwest::Client) -> Result<Arc<Self>, String> {
+    pub(crate) async fn start(spec: &McpServerSpec, http: &reqwest::Client) -> Result<Arc<Self>, McpError> {
         let stderr = Arc::new(Mutex::new(Tail::default()));
         let mut group: Option<ProcessGroup> = None;
         // The server's process (stdio): killed if dropped, reaped by the runtime.
@@ -55,19 +55,16 @@ impl McpServer {
                 let mut command = tokio::process::Command::new(&argv[0]);
                 own_group(command.args(&argv[1..]).current_dir(dir), &spec.secrets);
                 let spawning = crate::tools::process::spawning();
-                let mut spawned = command
-                    .spawn()
-                    .map_err(|err| format!("MCP server {}", crate::tools::process::spawn_error(&argv[0], dir, &err)))?;
+                let mut spawned = command.spawn().map_err(|err| {
+                    McpError::Spawn(crate::tools::process::spawn_error(&argv[0], dir, &err).to_string())
+                })?;
                 // From here on, whatever happens, the server's processes end with `group`.
                 group = Some(ProcessGroup::of(spawned.id()));
                 drop(spawning);
                 let (Some(stdin), Some(stdout), pipe) =
                     (spawned.stdin.take(), spawned.stdout.take(), spawned.stderr.take())
                 else {
-                    return Err(format!(
-                        "MCP server `{}`: its standard input and output could not be opened",
-                        spec.label
-                    ));
+                    return Err(McpError::Pipes(spec.label.clone()));
                 };
                 child = Some(spawned);
                 if let Some(mut pipe) = pipe {
@@ -87,9 +84,9 @@ impl McpServer {
                 let mut custom = HashMap::new();
                 for (name, value) in headers {
                     let name = reqwest::header::HeaderName::try_from(name.as_str())
-                        .map_err(|err| format!("header `{name}`: {err}"))?;
+                        .map_err(|err| McpError::HeaderName { name: name.clone(), why: err.to_string() })?;
                     let mut value = reqwest::header::HeaderValue::try_from(value.expose())
-                        .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
+                        .map_err(|_| McpError::HeaderValue(name.to_string()))?;
                     value.set_sensitive(true);
                     custom.insert(name, value);
                 }
@@ -136,7 +133,8 @@ impl McpServer {
                 if let Some(reader) = reader {
                     let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
                 }
-                return Err(spec.secrets.redact(&format!("MCP server `{}` {why}{}", spec.label, stderr_note(&stderr))));
+                let why = spec.secrets.redact(&format!("{why}{}", stderr_note(&stderr)));
+                return Err(McpError::Start { label: spec.secrets.redact(&spec.label), why });
             }
         };
         let peer = session.peer().clone();
@@ -184,7 +182,7 @@ impl McpServer {
 
     /// The tools `include` asks for (all when it is absent), or which one the server lacks.
     /// `include` may name a tool as the server lists it or as the model is offered it.
-    pub(crate) fn tools(&self, include: Option<&[String]>) -> Result<Vec<Arc<dyn Tool>>, String> {
+    pub(crate) fn tools(&self, include: Option<&[String]>) -> Result<Vec<Arc<dyn Tool>>, McpError> {
         let Some(include) = include else {
             return Ok(self.listed.iter().map(|t| t.clone() as Arc<dyn Tool>).collect());
         };
@@ -194,12 +192,11 @@ impl McpServer {
                 Some(tool) => Ok(tool.clone() as Arc<dyn Tool>),
                 None => {
                     let listed: Vec<String> = self.listed.iter().map(|t| printable(&t.name)).collect();
-                    Err(format!(
-                        "MCP server `{}` does not list tool `{}` named in `include`; it lists: {}",
-                        self.label,
-                        printable(name),
-                        listed.join(", ")
-                    ))
+                    Err(McpError::NotListed {
+                        label: self.label.clone(),
+                        name: printable(name),
+                        listed: listed.join(", "),
+                    })
                 }
             })
             .collect()
