@@ -2,8 +2,8 @@
 
 use std::process::Command;
 
+use crate::Test;
 use crate::run::assistant;
-use crate::{Test, Workspace, exec};
 
 #[test]
 fn a_closed_stdout_ends_the_command_quietly() {
@@ -35,18 +35,30 @@ fn diagnostics_show_with_v_and_never_hold_the_key() {
 }
 
 #[test]
+fn two_reports_in_one_file_are_refused_before_anything_runs() {
+    let run = Test::new()
+        .server(assistant)
+        .file("a.yaml", "turns:\n  - user: hello\n")
+        .args(["run", "a.yaml", "-m", "openai:gpt-4o-mini", "--report", "out.xml", "--junit", "out.xml"])
+        .run();
+    run.code(2);
+    assert!(run.stderr.contains("--report and --junit both name out.xml"), "{}", run.stderr);
+    assert!(run.server().chat_bodies().is_empty(), "nothing was sent");
+    assert!(!run.path().join("out.xml").exists());
+}
+
+#[test]
 fn completions_and_the_man_page_cover_every_command() {
-    let ws = Workspace::new();
-    let bash = exec(ws.runner("http://127.0.0.1:9").args(["completions", "bash"]));
-    assert_eq!(bash.code, 0, "{}", bash.stderr);
+    let bash = Test::new().args(["completions", "bash"]).run();
+    bash.success();
     for word in ["_runner()", "--only-failed", "--baseline", "--cache", "--min-pass-rate", "completions"] {
         assert!(bash.stdout.contains(word), "{word} missing from the bash completions");
     }
-    let zsh = exec(ws.runner("http://127.0.0.1:9").args(["completions", "zsh"]));
+    let zsh = bash.then().args(["completions", "zsh"]).run();
     assert!(zsh.stdout.starts_with("#compdef runner"), "{}", &zsh.stdout[..zsh.stdout.len().min(200)]);
-    assert_eq!(exec(ws.runner("http://127.0.0.1:9").args(["completions", "tcsh"])).code, 2);
-    let man = exec(ws.runner("http://127.0.0.1:9").args(["man"]));
-    assert_eq!(man.code, 0, "{}", man.stderr);
+    zsh.then().args(["completions", "tcsh"]).run().code(2);
+    let man = Test::new().args(["man"]).run();
+    man.success();
     assert!(
         man.stdout.starts_with(".ie") || man.stdout.contains(".TH runner"),
         "{}",

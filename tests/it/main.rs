@@ -380,6 +380,12 @@ impl Ran {
     pub fn success(&self) -> &Self {
         self.code(0)
     }
+
+    /// Another invocation in the same workspace, against the same server: new arguments,
+    /// environment and standard input.
+    pub fn then(self) -> Test {
+        Test { ws: self.ws, server: self.server, args: Vec::new(), env: Vec::new(), stdin: None }
+    }
 }
 
 impl std::ops::Deref for Ran {

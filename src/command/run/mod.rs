@@ -11,7 +11,7 @@ use super::{EXIT_BUDGET, EXIT_FAILED, EXIT_PASSED};
 use crate::cli::RunArgs;
 use crate::files::{is_file_or_absent, write_atomically};
 use crate::http::http_client;
-use crate::plan::{CacheLookup, Cell, MatrixOptions, Plan};
+use crate::plan::{CacheLookup, Cell, Plan};
 use crate::progress::{DownloadBar, Progress};
 use crate::provider::{ModelSpec, Models, Target};
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
@@ -25,20 +25,23 @@ use crate::report::summary::Summary;
 use crate::report::summary_path;
 use crate::rng::random_seed;
 use crate::runner::{self, Control, Job, Limits, Shared, StopReason, Totals};
-use crate::settings::{Flags, Settings};
+use crate::settings::Settings;
+use options::RunOptions;
+
+mod options;
 
 pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<u8> {
-    let settings = Settings::load(flags(config, &args))?;
+    let options = RunOptions::from_args(args)?;
+    let settings = Settings::load(options.flags(config))?;
     // Load: every file validated before anything is sent.
-    let scenarios = super::load(&settings, &args.paths)?;
+    let scenarios = super::load(&settings, &options.paths)?;
     // Plan: the matrix, the shard, the price gate; a dry run ends here.
-    let matrix =
-        MatrixOptions { models: &args.models, repeat: args.repeat, filter: args.filter.as_deref(), shard: args.shard };
-    let plan = Plan::new(&settings, scenarios, matrix)?;
-    plan.check_prices(args.require_prices, args.max_cost_usd.is_some())?;
-    let cache = settings.request_cache(args.cache.cache.as_deref(), args.cache.mode())?;
-    if args.dry_run {
-        let lookup = cache.as_ref().map(|cache| CacheLookup { cache, providers: &settings.providers, seed: args.seed });
+    let plan = Plan::new(&settings, scenarios, options.matrix())?;
+    plan.check_prices(options.require_prices, options.limits.max_cost_usd.is_some())?;
+    let cache = settings.request_cache(options.cache.0.as_deref(), options.cache.1)?;
+    if options.dry_run {
+        let seed = options.seed;
+        let lookup = cache.as_ref().map(|cache| CacheLookup { cache, providers: &settings.providers, seed });
         super::print(&super::dry_run::render(&plan, &settings.prices, &settings.tools, lookup.as_ref()))?;
         return Ok(EXIT_PASSED);
     }
@@ -47,25 +50,13 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let (targets, judges) = resolve(&plan, &mut models).await?;
     // Run: a new batch, or the rest of an interrupted one; every output open before it starts.
-    let logs = open_logs(&args)?;
-    let batch = Batch::select(&plan, &targets, &logs, &args)?;
-    let mut outputs = Outputs::open(&args, logs, &batch.finished)?;
-    let shared = shared(&settings, &args, &plan, &outputs.logs, models.http(), judges);
-    let (totals, control) = play(batch, shared, &settings, &args, &mut outputs).await;
+    let logs = open_logs(&options)?;
+    let batch = Batch::select(&plan, &targets, &logs, &options)?;
+    let mut outputs = Outputs::open(&options, logs, &batch.finished)?;
+    let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), judges);
+    let (totals, control) = play(batch, shared, &settings, options.limits, &mut outputs).await;
     // Report: every output finished, the table printed, the exit code.
-    outputs.finish(&args, &settings, totals, &control)
-}
-
-/// What `runner run`'s flags set of the settings.
-fn flags<'a>(config: Option<&'a Path>, args: &'a RunArgs) -> Flags<'a> {
-    Flags {
-        config,
-        prices: args.prices.as_deref(),
-        timeout_secs: args.timeout,
-        max_retries: args.max_retries,
-        concurrency: args.concurrency,
-        judge_model: args.judge_model.as_deref(),
-    }
+    outputs.finish(&options, &settings, totals, &control)
 }
 
 /// The target of every cell of the plan, and of every judge its scenarios name.
@@ -94,15 +85,15 @@ struct Batch {
 }
 
 impl Batch {
-    fn select(plan: &Plan, targets: &[Arc<Target>], logs: &JsonLogs, args: &RunArgs) -> anyhow::Result<Self> {
-        let (finished, done) = if args.resume.is_some() { read_finished(logs, plan) } else { Default::default() };
-        let wanted = only_failed(args.only_failed.as_deref())?;
+    fn select(plan: &Plan, targets: &[Arc<Target>], logs: &JsonLogs, options: &RunOptions) -> anyhow::Result<Self> {
+        let (finished, done) = if options.resume.is_some() { read_finished(logs, plan) } else { Default::default() };
+        let wanted = only_failed(options.only_failed.as_deref())?;
         let plays = |&(cell, repetition): &(usize, u32)| {
             let Cell { scenario, spec } = &plan.cells[cell];
             !done.contains(&(cell, repetition))
                 && wanted.as_ref().is_none_or(|w| w.contains(&(scenario.name.clone(), spec.clone(), repetition)))
         };
-        if let (Some(wanted), Some(path)) = (&wanted, &args.only_failed) {
+        if let (Some(wanted), Some(path)) = (&wanted, &options.only_failed) {
             check_only_failed(plan, wanted, &path.display().to_string())?;
         }
         let jobs: Vec<Job> = plan
@@ -114,7 +105,7 @@ impl Batch {
                 repetition,
             })
             .collect();
-        if let Some(path) = &args.only_failed {
+        if let Some(path) = &options.only_failed {
             eprintln!("--only-failed {}: playing {} run(s) that did not pass there", path.display(), jobs.len());
         }
         Ok(Self { jobs, finished })
@@ -165,7 +156,7 @@ fn check_only_failed(plan: &Plan, wanted: &HashSet<(String, ModelSpec, u32)>, pa
 /// What every run of the batch shares.
 fn shared(
     settings: &Settings,
-    args: &RunArgs,
+    options: &RunOptions,
     plan: &Plan,
     logs: &JsonLogs,
     http: &reqwest::Client,
@@ -176,8 +167,8 @@ fn shared(
         registry: settings.tools.clone(),
         http: http.clone(),
         weather: Arc::new(settings.weather.clone()),
-        seed: args.seed.unwrap_or_else(random_seed),
-        sampling_seed: args.seed,
+        seed: options.seed.unwrap_or_else(random_seed),
+        sampling_seed: options.seed,
         mcp: Default::default(),
         repeated: plan.repeat > 1,
         judges,
@@ -191,7 +182,7 @@ async fn play(
     batch: Batch,
     shared: Arc<Shared>,
     settings: &Settings,
-    args: &RunArgs,
+    limits: Limits,
     outputs: &mut Outputs,
 ) -> (Totals, Arc<Control>) {
     let mut concurrency = settings.concurrency;
@@ -204,7 +195,6 @@ async fn play(
         );
         concurrency = bound;
     }
-    let limits = Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast };
     let control = Control::new();
     let listener = tokio::spawn(interrupts(control.clone()));
     let total = batch.jobs.len();
@@ -235,13 +225,14 @@ fn pass_rate_gate(summary: &Summary, min: f64) -> String {
 }
 
 /// The batch's log directory: a new one, or the one `--resume` names.
-fn open_logs(args: &RunArgs) -> anyhow::Result<JsonLogs> {
-    match &args.resume {
-        Some(run_id) => JsonLogs::resume(&args.logs_dir, run_id).ok_or_else(|| {
-            UsageError(format!("--resume {run_id}: no such run under {}", args.logs_dir.display())).into()
-        }),
-        None => JsonLogs::create(&args.logs_dir)
-            .with_context(|| format!("cannot create the log directory under {}", args.logs_dir.display())),
+fn open_logs(options: &RunOptions) -> anyhow::Result<JsonLogs> {
+    let dir = &options.logs_dir;
+    match &options.resume {
+        Some(run_id) => JsonLogs::resume(dir, run_id)
+            .ok_or_else(|| UsageError(format!("--resume {run_id}: no such run under {}", dir.display())).into()),
+        None => {
+            JsonLogs::create(dir).with_context(|| format!("cannot create the log directory under {}", dir.display()))
+        }
     }
 }
 
@@ -294,19 +285,20 @@ struct Outputs {
 }
 
 impl Outputs {
-    /// Opens every output `args` asks for. Resumed runs (`finished`) go in first; their CSV
+    /// Opens every output `options` asks for. Resumed runs (`finished`) go in first; their CSV
     /// report is rebuilt beside the old one and replaces it whole.
-    fn open(args: &RunArgs, logs: JsonLogs, finished: &[RunRecord]) -> anyhow::Result<Self> {
+    fn open(options: &RunOptions, logs: JsonLogs, finished: &[RunRecord]) -> anyhow::Result<Self> {
+        let paths = &options.outputs;
         let report_path =
-            args.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
-        let html = args.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
+            paths.report.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}.csv", logs.run_id())));
+        let html = paths.html.as_deref().map(|path| HtmlReport::create(path, Some(logs.dir()))).transpose()?;
         let staging = report_path.with_file_name(format!(
             ".{}.partial",
             report_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
         ));
         let csv = CsvReport::create(if finished.is_empty() { &report_path } else { &staging })?;
         // JUnit's cases are kept only when a file will hold them.
-        let junit = args.junit.is_some().then(Junit::default);
+        let junit = paths.junit.is_some().then(Junit::default);
         let mut outputs = Self {
             logs,
             progress: Progress::default(),
@@ -343,7 +335,7 @@ impl Outputs {
     /// Returns the exit code.
     fn finish(
         mut self,
-        args: &RunArgs,
+        options: &RunOptions,
         settings: &Settings,
         mut totals: Totals,
         control: &Control,
@@ -353,11 +345,11 @@ impl Outputs {
             write_atomically(path, &self.summary.to_csv()?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        if let (Some(path), Some(cases)) = (&args.junit, &self.junit) {
+        if let (Some(path), Some(cases)) = (&options.outputs.junit, &self.junit) {
             write_atomically(path, cases.render().trim_end().as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let comparison = super::compare_with(args.baseline.as_deref(), &self.summary)?;
+        let comparison = super::compare_with(options.baseline.as_deref(), &self.summary)?;
         if let Some(html) = self.html.take() {
             let page = Page { title: self.logs.run_id(), summary: &self.summary, comparison: comparison.as_ref() };
             if let Err(err) = html.finish(&page) {
@@ -373,7 +365,7 @@ impl Outputs {
             eprintln!("error: {err:#}");
         }
         let mut out = self.summary.render();
-        if let Some(min) = args.min_pass_rate {
+        if let Some(min) = options.min_pass_rate {
             out.push_str(&pass_rate_gate(&self.summary, min));
         }
         if let Some(comparison) = &comparison {
@@ -389,7 +381,7 @@ impl Outputs {
         if let Some(path) = &summary_path {
             out.push_str(&format!("summary: {}\n", path.display()));
         }
-        if let Some(path) = &args.html {
+        if let Some(path) = &options.outputs.html {
             out.push_str(&format!("html: {}\n", path.display()));
         }
         if control.interrupted().is_some() {
@@ -401,7 +393,7 @@ impl Outputs {
         // A reader that went away (`runner run | head -1`) does not change what the batch did.
         super::print(&out).or_else(super::closed_pipe_is_fine)?;
         let regressed = comparison.as_ref().is_some_and(|c| !c.regressions.is_empty());
-        Ok(exit_code(&totals, control, &self.summary, args.min_pass_rate, regressed))
+        Ok(exit_code(&totals, control, &self.summary, options.min_pass_rate, regressed))
     }
 
     /// The Markdown summary appended to GitHub's step summary file.
