@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::message::Message;
 use crate::pricing::{Cost, PriceEntry};
 use crate::provider::{Sampling, Target};
-use crate::record::{ModelInfo, RunCost, RunRecord, ScenarioRef, ServerLog, Status, TurnRecord, run_id};
+use crate::record::{AgentLog, ModelInfo, RunCost, RunRecord, ScenarioRef, ServerLog, Status, TurnRecord, run_id};
 use crate::scenario::{Expect, Turn};
 use crate::usage::Usage;
 
@@ -81,6 +81,8 @@ pub(crate) struct Conversation {
     pub error: Option<String>,
     /// The MCP servers the conversation used, with what they wrote to stderr.
     pub servers: Vec<ServerLog>,
+    /// The agent program that played the assistant's side, when one did.
+    pub agent: Option<AgentLog>,
 }
 
 impl Conversation {
@@ -95,6 +97,7 @@ impl Conversation {
             started: Instant::now(),
             error: None,
             servers: Vec::new(),
+            agent: None,
         }
     }
 
@@ -147,6 +150,7 @@ impl Conversation {
             usage: self.usage,
             cost: RunCost::new(self.cost, price),
             mcp_servers: self.servers,
+            agent: self.agent,
         }
     }
 

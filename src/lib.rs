@@ -20,6 +20,7 @@ mod chat;
 pub mod check;
 mod conversation;
 mod plan;
+mod program;
 pub mod provider;
 mod runner;
 pub mod scenario;

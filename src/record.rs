@@ -111,6 +111,9 @@ pub(crate) struct RunRecord {
     /// The MCP servers the run used, with what they wrote to stderr.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<ServerLog>,
+    /// The user's own agent program that played the run, with what it wrote to stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentLog>,
 }
 
 impl RunRecord {
@@ -132,6 +135,24 @@ impl RunRecord {
     pub(crate) fn cache_hits(&self) -> usize {
         self.turns.iter().map(TurnRecord::cache_hits).sum()
     }
+}
+
+/// A run's name within its batch, safe as a file name: `SCENARIO__PROVIDER_MODEL__REPETITION`
+/// (its log is this name plus `.json`).
+pub(crate) fn run_name(scenario: &str, model: &ModelSpec, repetition: u32) -> String {
+    use crate::files::safe_file_name;
+    format!("{}__{}__{repetition}", safe_file_name(scenario), safe_file_name(&model.to_string()))
+}
+
+/// The agent program a run played against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AgentLog {
+    /// Its command line.
+    pub command: String,
+    /// How it ended: `exit status: 0`, `killed ...`, or why it never started.
+    pub exit: Option<String>,
+    /// The end of its stderr (at most 64 KiB), redacted.
+    pub stderr: String,
 }
 
 /// An MCP server a run used.
@@ -310,6 +331,9 @@ pub(crate) struct RequestRecord {
     /// `off`, or `miss` (`--replay` and not in the cache).
     #[serde(default)]
     pub cache: CacheUse,
+    /// The model an agent program named in its request (the model under test answered it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
 }
 
 impl RequestRecord {
@@ -326,6 +350,7 @@ impl RequestRecord {
             attempts: Vec::new(),
             raw_usage: None,
             cache: CacheUse::default(),
+            requested_model: None,
         }
     }
 }
@@ -397,6 +422,8 @@ pub enum ToolSource {
     Mcp,
     /// The scenario's `tool_results` answered instead of the tool.
     Pinned,
+    /// The user's own agent program ran the tool and sent its result back.
+    Agent,
 }
 
 impl ToolSource {
@@ -409,6 +436,7 @@ impl ToolSource {
             ToolSource::Http => "http",
             ToolSource::Mcp => "mcp",
             ToolSource::Pinned => "pinned",
+            ToolSource::Agent => "agent",
         }
     }
 }

@@ -8,12 +8,16 @@ use futures::StreamExt;
 
 use crate::agent::Agent;
 use crate::check::{TurnFacts, evaluate, judge};
-use crate::conversation::{About, Conversation, Script, UserSide};
+use crate::conversation::{About, Assistant, Conversation, Script, UserSide};
 use crate::message::Message;
+use crate::program::{AgentProgram, Endpoint, RunEnv, RunLink};
 use crate::provider::cache::Cached;
 use crate::provider::{ModelSpec, Sampling, Target};
-use crate::record::{JudgeRecord, NotStarted, Reporter, RunOutcome, RunRecord, ScenarioRef, Status, TurnRecord};
+use crate::record::{
+    AgentLog, JudgeRecord, NotStarted, Reporter, RunOutcome, RunRecord, ScenarioRef, Status, TurnRecord, run_name,
+};
 use crate::rng::mix64;
+use crate::scenario::agent::AgentSpec;
 use crate::scenario::{Expect, JudgeSpec, Scenario};
 use crate::tools::mcp::{McpPool, RunServers};
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
@@ -46,6 +50,9 @@ pub(crate) struct Shared {
     pub judges: std::collections::HashMap<ModelSpec, Arc<Target>>,
     /// The batch's secrets: redacted from tool results and errors.
     pub secrets: crate::secret::Secrets,
+    /// The endpoint agent programs call their models through; started only when a scenario
+    /// names an agent.
+    pub endpoint: Option<Arc<Endpoint>>,
 }
 
 /// Why the rest of a batch was not started.
@@ -259,6 +266,9 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
     let target = &job.target;
     let seed = tool_seed(shared.seed, job);
     let mut conversation = Conversation::new(scenario.system.as_deref());
+    if let Some(spec) = &scenario.agent {
+        return play_program(job, shared, spec, conversation, seed).await;
+    }
     let context =
         ToolContext::new(shared.http.clone(), shared.weather.clone(), seed).with_secrets(shared.secrets.clone());
     // Boxed: starting servers is a large future, and every run in flight would carry it.
@@ -292,10 +302,21 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
         ..Agent::new(&provider, target, &specs, &registry, &context)
     };
 
+    converse(&mut conversation, &agent, job, shared).await;
+    conversation.servers = Box::pin(servers.finish()).await;
+    conversation.error = conversation.first_turn_error();
+    tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = conversation.status().as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
+    conversation.into_record(about(job, shared, sampling, seed))
+}
+
+/// Plays the scenario's user turns against `assistant`, each turn checked as it ends, until
+/// the script ends or a turn does not finish.
+async fn converse(conversation: &mut Conversation, assistant: &impl Assistant, job: &Job, shared: &Shared) {
+    let scenario = &job.scenario;
     conversation.turns.reserve_exact(scenario.turns.len());
     let mut user = Script::new(&scenario.turns);
-    while let Some(turn) = user.next(&conversation).await {
-        let outcome = conversation.ask(&agent, &turn.text).await;
+    while let Some(turn) = user.next(conversation).await {
+        let outcome = conversation.ask(assistant, &turn.text).await;
         let finished = outcome.error.is_none();
         let record = match turn.expect {
             Some(expect) => check_turn(outcome, expect, &conversation.messages, job, shared).await,
@@ -307,10 +328,47 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
             break;
         }
     }
-    conversation.servers = Box::pin(servers.finish()).await;
+}
+
+/// Plays a run against the user's own agent program: one process for the run, its model
+/// calls answered (and measured) by the batch's endpoint under a token of the run's own.
+async fn play_program(
+    job: &Job,
+    shared: &Shared,
+    spec: &AgentSpec,
+    mut conversation: Conversation,
+    seed: u64,
+) -> RunRecord {
+    let Some(endpoint) = &shared.endpoint else {
+        // The command starts the endpoint whenever a scenario names an agent.
+        return unplayed(job, shared, conversation, "internal error: no endpoint for agent programs".to_owned());
+    };
+    let link = RunLink::new(
+        job.target.clone(),
+        shared.repeated.then_some(job.repetition),
+        shared.sampling_seed,
+        shared.secrets.clone(),
+        seed,
+    );
+    let opened = endpoint.open(link);
+    let run = RunEnv {
+        model: job.target.spec.to_string(),
+        scenario: &job.scenario.name,
+        run: format!("{}/{}", shared.run_id, run_name(&job.scenario.name, &job.target.spec, job.repetition)),
+    };
+    let program = match AgentProgram::start(spec, endpoint.base_url(), &opened, &run, &shared.secrets) {
+        Ok(program) => program,
+        Err(why) => {
+            let exit = Some(shared.secrets.redact(&why));
+            conversation.agent = Some(AgentLog { command: spec.command_line(), exit, stderr: String::new() });
+            return unplayed(job, shared, conversation, why);
+        }
+    };
+    converse(&mut conversation, &program, job, shared).await;
+    conversation.agent = Some(program.finish().await);
+    drop(opened);
     conversation.error = conversation.first_turn_error();
-    tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = conversation.status().as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
-    conversation.into_record(about(job, shared, sampling, seed))
+    conversation.into_record(about(job, shared, job.scenario.sampling, seed))
 }
 
 /// A played turn with its checks: the expectations on its reply and the judge's verdict.

@@ -16,6 +16,7 @@ use crate::provider::factory::{
 };
 use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig};
+use crate::scenario::agent::AgentSpec;
 use crate::scenario::yaml_error;
 use crate::secret::{Secret, Secrets};
 use crate::text::{ExpandError, expand};
@@ -51,6 +52,8 @@ pub(crate) enum SettingsError {
         "runner.yaml: endpoint name `{0}` is reserved or not a plain name (openai, anthropic and azure are set through their environment variables)"
     )]
     ReservedEndpoint(String),
+    #[error("{}: agent: {why}", path.display())]
+    Agent { path: PathBuf, why: String },
     #[error("runner.yaml: endpoint `{0}` needs a base_url")]
     NoBaseUrl(String),
     #[error("judge model: {0}")]
@@ -128,6 +131,9 @@ pub(crate) struct ConfigFile {
     /// `name`).
     #[serde(default)]
     pub tools: BTreeMap<String, serde_json::Value>,
+    /// The agent program every scenario that names none plays against.
+    #[serde(default)]
+    pub agent: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +203,8 @@ pub(crate) struct Settings {
     /// Every secret of the batch (keys, header values, credentials in base URLs) and the
     /// variables that hold them; the scenarios' tool declarations add theirs as they load.
     pub secrets: Secrets,
+    /// `agent:` in runner.yaml: the agent program of every scenario that names none.
+    pub agent: Option<AgentSpec>,
 }
 
 impl Settings {
@@ -300,6 +308,16 @@ impl Settings {
             }
         }
         let tools = ToolRegistry::builtin().with(&configured);
+        let agent = match (&config_path, &config.agent) {
+            (Some(path), Some(entry)) => {
+                let lookup = |key: &str| env.var(key);
+                let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                let agent = AgentSpec::parse(entry, dir, &lookup, &secrets)
+                    .map_err(|why| SettingsError::Agent { path: path.clone(), why })?;
+                Some(agent)
+            }
+            _ => None,
+        };
         let cache_dir = config.cache.clone();
         let judge_model = flags.judge_model.map(str::to_owned).or(config.judge_model);
         if let Some(model) = &judge_model {
@@ -317,6 +335,7 @@ impl Settings {
             cache_dir,
             judge_model,
             secrets,
+            agent,
         })
     }
 

@@ -160,6 +160,7 @@ fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> 
         env: &env,
         judge_model: settings.judge_model.as_deref(),
         secrets: settings.secrets.clone(),
+        agent: settings.agent.as_ref(),
         ..Validator::new(&settings.tools, &parse_model)
     };
     Ok(load_scenarios(paths, &validator)?)

@@ -68,7 +68,7 @@ impl Reporter for JsonLogs {
 
 /// The file name of a run's log in its batch's directory.
 pub(crate) fn log_name(scenario: &str, model: &ModelSpec, repetition: u32) -> String {
-    format!("{}__{}__{repetition}.json", safe_file_name(scenario), safe_file_name(&model.to_string()))
+    format!("{}.json", crate::record::run_name(scenario, model, repetition))
 }
 
 /// The run record in the log at `path`, when there is one and it is whole.

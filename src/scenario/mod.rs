@@ -11,6 +11,7 @@ use regex::Regex;
 use serde_json::Value;
 use serde_saphyr::Location;
 
+pub mod agent;
 mod discover;
 mod raw;
 mod validate;
@@ -42,6 +43,8 @@ pub struct Scenario {
     pub description: Option<String>,
     pub model: Option<ModelSpec>,
     pub system: Option<String>,
+    /// The user's own agent program, played in place of runner's agent loop.
+    pub agent: Option<Arc<agent::AgentSpec>>,
     pub sampling: Sampling,
     /// Tools offered to the model, in order.
     pub tools: Vec<String>,
@@ -137,12 +140,14 @@ pub struct Validator<'a> {
     pub judge_model: Option<&'a str>,
     /// The batch's secrets: declared tools' and MCP servers' header values join it.
     pub(crate) secrets: crate::secret::Secrets,
+    /// `runner.yaml`'s agent program: every scenario's that names none.
+    pub agent: Option<&'a agent::AgentSpec>,
 }
 
 impl<'a> Validator<'a> {
     /// A validator with no environment (a `${VAR}` in a header is then an error).
     pub fn new(tools: &'a ToolRegistry, parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, ModelError>) -> Self {
-        Self { tools, parse_model, env: &|_| None, judge_model: None, secrets: Default::default() }
+        Self { tools, parse_model, env: &|_| None, judge_model: None, secrets: Default::default(), agent: None }
     }
 }
 

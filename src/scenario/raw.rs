@@ -19,7 +19,10 @@ pub(super) struct RawScenario {
     #[serde(default)]
     pub(super) model: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) system: Option<String>,
+    pub(super) system: Option<Spanned<String>>,
+    /// The user's own agent program, in place of runner's loop.
+    #[serde(default)]
+    pub(super) agent: Option<Spanned<Value>>,
     #[serde(default)]
     pub(super) temperature: Option<Spanned<f64>>,
     #[serde(default)]

@@ -9,6 +9,7 @@ use regex::Regex;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
+use super::agent::AgentSpec;
 use super::raw::{RawExpect, RawExpectedCall, RawScenario};
 use super::{
     DEFAULT_MAX_TOOL_ROUNDS, Expect, ExpectedCall, JudgeSpec, Pattern, Scenario, ScenarioError, Turn, Validator,
@@ -29,6 +30,7 @@ impl RawScenario {
     ) -> Option<Scenario> {
         let before = errors.len();
         let mut fail = |location: Location, message: String| errors.push(invalid(path, location, message));
+        let agent = self.agent_program(path, validator, &mut fail);
 
         let name = match self.name {
             Some(name) if name.value.trim().is_empty() => {
@@ -72,11 +74,9 @@ impl RawScenario {
         let mut declared: Vec<Arc<dyn Tool>> = Vec::new();
         let mut mcp: Vec<Arc<McpServerSpec>> = Vec::new();
         let tools: Vec<String> = match self.tools {
+            _ if agent.is_some() => Vec::new(),
             Some(entries) => {
-                let dir = Path::new(path)
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty() && path != "-")
-                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                let dir = scenario_dir(path);
                 let context = DeclarationContext { dir, env: validator.env, secrets: validator.secrets.clone() };
                 let mut names = Vec::new();
                 for entry in entries {
@@ -136,7 +136,8 @@ impl RawScenario {
         // server without `include` may list any name: what it lists is known at run time.
         let mut offered = tools.clone();
         offered.extend(mcp.iter().flat_map(|server| server.include.iter().flatten().cloned()));
-        let open = mcp.iter().any(|server| server.include.is_none());
+        // An agent program brings its own tools: any name may be called.
+        let open = mcp.iter().any(|server| server.include.is_none()) || agent.is_some();
         let tool_results = match self.tool_results {
             Some(results) => {
                 for tool in results.value.keys() {
@@ -176,7 +177,8 @@ impl RawScenario {
             file: path.to_owned(),
             description: self.description,
             model,
-            system: self.system,
+            system: self.system.map(|s| s.value),
+            agent,
             sampling: Sampling {
                 temperature: self.temperature.map(|t| t.value),
                 top_p: self.top_p.map(|p| p.value),
@@ -191,6 +193,46 @@ impl RawScenario {
             turns,
         })
     }
+}
+
+impl RawScenario {
+    /// The scenario's agent program (else `runner.yaml`'s); `system:` and `tools:` beside
+    /// one are errors, since the agent brings its own.
+    fn agent_program(
+        &self,
+        path: &str,
+        validator: &Validator<'_>,
+        fail: &mut impl FnMut(Location, String),
+    ) -> Option<Arc<AgentSpec>> {
+        let dir = scenario_dir(path);
+        let (agent, whose) = match &self.agent {
+            Some(entry) => match AgentSpec::parse(&entry.value, dir, validator.env, &validator.secrets) {
+                Ok(agent) => (Arc::new(agent), "`agent:`"),
+                Err(message) => {
+                    fail(entry.referenced, message);
+                    return None;
+                }
+            },
+            None => (Arc::new(AgentSpec { dir, ..validator.agent.cloned()? }), "runner.yaml's `agent:`"),
+        };
+        if let Some(system) = &self.system {
+            fail(system.referenced, format!("`system:` cannot go with {whose}: the agent brings its own prompt"));
+        }
+        if let Some(tools) = &self.tools {
+            let at = tools.first().map_or(self.turns.referenced, |entry| entry.referenced);
+            fail(at, format!("`tools:` cannot go with {whose}: the agent brings its own tools"));
+        }
+        Some(agent)
+    }
+}
+
+/// The directory a scenario's relative paths start from: its file's (the working directory
+/// for standard input).
+fn scenario_dir(path: &str) -> PathBuf {
+    Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && path != "-")
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 impl RawExpect {

@@ -4,7 +4,7 @@
 mod builtin;
 pub(crate) mod declared;
 pub(crate) mod mcp;
-mod process;
+pub(crate) mod process;
 mod weather;
 
 use std::sync::Arc;

@@ -66,6 +66,41 @@ impl Drop for ProcessGroup {
     }
 }
 
+/// How much of a child's stderr is kept: its last 64 KiB.
+pub(crate) const STDERR_KEPT: usize = 64 << 10;
+/// How many of its last stderr lines an error quotes.
+const STDERR_LINES: usize = 5;
+
+/// The end of a child's stderr (an MCP server's, an agent program's), at most
+/// [`STDERR_KEPT`] bytes.
+#[derive(Default)]
+pub(crate) struct Tail {
+    bytes: std::collections::VecDeque<u8>,
+}
+
+impl Tail {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend(chunk);
+        let excess = self.bytes.len().saturating_sub(STDERR_KEPT);
+        self.bytes.drain(..excess);
+    }
+
+    pub(crate) fn text(&self) -> String {
+        let (a, b) = self.bytes.as_slices();
+        String::from_utf8_lossy(&[a, b].concat()).into_owned()
+    }
+}
+
+/// `; stderr: ...` with the last lines the child wrote, or nothing.
+pub(crate) fn stderr_note(stderr: &std::sync::Mutex<Tail>) -> String {
+    let text = stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner).text();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("; stderr: {}", lines[lines.len().saturating_sub(STDERR_LINES)..].join("\n"))
+}
+
 /// Held (shared) from a spawn until its child is registered with [`ProcessGroup::of`], and
 /// (alone) by [`sweep`]: a child just started is never taken for an orphan.
 static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
@@ -270,5 +305,15 @@ mod tests {
         }
         let missing = spawn_error("no-such-tool", Path::new("."), &std::io::Error::from_raw_os_error(libc::ENOENT));
         assert!(matches!(missing, ToolError::Failed(_)));
+    }
+
+    #[test]
+    fn the_tail_keeps_the_end() {
+        let mut tail = Tail::default();
+        tail.push(&vec![b'a'; STDERR_KEPT]);
+        tail.push(b"end");
+        let text = tail.text();
+        assert_eq!(text.len(), STDERR_KEPT);
+        assert!(text.ends_with("aend"));
     }
 }

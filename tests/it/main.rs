@@ -3,6 +3,7 @@
 // Helpers are `pub` for the modules of this one test binary.
 #![allow(unreachable_pub)]
 
+mod agents;
 mod cache;
 mod cache_tree;
 mod chat;
@@ -281,6 +282,8 @@ pub struct Test {
     args: Vec<String>,
     env: Vec<(String, Option<String>)>,
     stdin: Option<String>,
+    /// The address of a server that was stopped.
+    gone: Option<String>,
 }
 
 impl Default for Test {
@@ -291,7 +294,7 @@ impl Default for Test {
 
 impl Test {
     pub fn new() -> Self {
-        Self { ws: Workspace::new(), server: None, args: Vec::new(), env: Vec::new(), stdin: None }
+        Self { ws: Workspace::new(), server: None, args: Vec::new(), env: Vec::new(), stdin: None, gone: None }
     }
 
     /// A scripted Chat Completions server on 127.0.0.1 that answers with `handler`; runner is
@@ -325,6 +328,13 @@ impl Test {
         self
     }
 
+    /// The server stopped: requests go to its address, where nothing answers now (a run
+    /// again with the server gone, as `--replay` needs no server).
+    pub fn server_gone(mut self) -> Self {
+        self.gone = self.server.take().map(|server| server.url());
+        self
+    }
+
     /// Standard input (otherwise none).
     pub fn stdin(mut self, text: &str) -> Self {
         self.stdin = Some(text.to_owned());
@@ -333,7 +343,11 @@ impl Test {
 
     /// Runs runner to its end.
     pub fn run(self) -> Ran {
-        let base_url = self.server.as_ref().map_or_else(|| "http://127.0.0.1:9".to_owned(), MockServer::url);
+        let base_url = match (&self.server, &self.gone) {
+            (Some(server), _) => server.url(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => "http://127.0.0.1:9".to_owned(),
+        };
         let mut command = self.ws.runner(&base_url);
         command.args(&self.args);
         for (key, value) in &self.env {
@@ -384,7 +398,7 @@ impl Ran {
     /// Another invocation in the same workspace, against the same server: new arguments,
     /// environment and standard input.
     pub fn then(self) -> Test {
-        Test { ws: self.ws, server: self.server, args: Vec::new(), env: Vec::new(), stdin: None }
+        Test { ws: self.ws, server: self.server, args: Vec::new(), env: Vec::new(), stdin: None, gone: None }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::cli::RunArgs;
 use crate::files::{is_file_or_absent, write_atomically};
 use crate::http::http_client;
 use crate::plan::{CacheLookup, Cell, Plan};
+use crate::program::Endpoint;
 use crate::progress::{DownloadBar, Progress};
 use crate::provider::{ModelSpec, Models, Target};
 use crate::record::{Reporter, RunOutcome, RunRecord, Status};
@@ -53,7 +54,8 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let logs = open_logs(&options)?;
     let batch = Batch::select(&plan, &targets, &logs, &options)?;
     let mut outputs = Outputs::open(&options, logs, &batch.finished)?;
-    let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), judges);
+    let endpoint = agents_endpoint(&plan).await?;
+    let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), judges, endpoint);
     let (totals, control) = play(batch, shared, &settings, options.limits, &mut outputs).await;
     // Report: every output finished, the table printed, the exit code.
     outputs.finish(&options, &settings, totals, &control)
@@ -161,6 +163,7 @@ fn shared(
     logs: &JsonLogs,
     http: &reqwest::Client,
     judges: HashMap<ModelSpec, Arc<Target>>,
+    endpoint: Option<Endpoint>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         run_id: logs.run_id().to_owned(),
@@ -173,7 +176,18 @@ fn shared(
         repeated: plan.repeat > 1,
         judges,
         secrets: settings.secrets.clone(),
+        endpoint: endpoint.map(Arc::new),
     })
+}
+
+/// The endpoint agent programs call their models through, when a scenario of the plan names
+/// an agent.
+async fn agents_endpoint(plan: &Plan) -> anyhow::Result<Option<Endpoint>> {
+    if !plan.cells.iter().any(|cell| cell.scenario.agent.is_some()) {
+        return Ok(None);
+    }
+    let endpoint = Endpoint::start().await.context("cannot start the agents' endpoint on 127.0.0.1")?;
+    Ok(Some(endpoint))
 }
 
 /// Plays the batch at `-j` (bounded by the open-files limit), every run's outcome recorded by

@@ -48,10 +48,6 @@ pub(crate) enum McpError {
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a call may take when the entry sets no `timeout_secs`.
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most of a server's stderr kept for the log (the end of it).
-const STDERR_KEPT: usize = 64 << 10;
-/// Lines of stderr a failed call's error carries.
-const STDERR_LINES: usize = 5;
 /// How long a server may take to exit once asked, before its process group is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -199,7 +195,6 @@ impl McpServerSpec {
 
 #[cfg(test)]
 mod tests {
-    use super::server::Tail;
     use super::tool::{content, is_legal_name, legal_name};
     use super::*;
     use crate::tools::ToolError;
@@ -275,15 +270,5 @@ mod tests {
         assert_eq!(legal_name("", &[]), "tool");
         let long = legal_name(&"a.".repeat(50), &["a_".repeat(32)]);
         assert!(is_legal_name(&long) && long.ends_with("_2"), "{long}");
-    }
-
-    #[test]
-    fn the_tail_keeps_the_end() {
-        let mut tail = Tail::default();
-        tail.push(&vec![b'a'; STDERR_KEPT]);
-        tail.push(b"end");
-        let text = tail.text();
-        assert_eq!(text.len(), STDERR_KEPT);
-        assert!(text.ends_with("aend"));
     }
 }

@@ -14,12 +14,12 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use super::tool::{McpTool, is_legal_name, legal_name};
-use super::{EXIT_GRACE, McpError, McpServerSpec, STDERR_KEPT, STDERR_LINES, Transport};
+use super::{EXIT_GRACE, McpError, McpServerSpec, Transport};
 use crate::record::ServerLog;
 use crate::secret::Secrets;
 use crate::text::printable;
 use crate::tools::Tool;
-use crate::tools::process::{ProcessGroup, own_group};
+use crate::tools::process::{ProcessGroup, Tail, own_group, stderr_note};
 
 /// A started server: its session, the tools it listed and (for stdio) its process group
 /// and stderr.
@@ -233,35 +233,6 @@ impl McpServer {
         }
         drop(group);
     }
-}
-
-/// The end of a server's stderr, at most [`STDERR_KEPT`] bytes.
-#[derive(Default)]
-pub(super) struct Tail {
-    pub(super) bytes: std::collections::VecDeque<u8>,
-}
-
-impl Tail {
-    pub(super) fn push(&mut self, chunk: &[u8]) {
-        self.bytes.extend(chunk);
-        let excess = self.bytes.len().saturating_sub(STDERR_KEPT);
-        self.bytes.drain(..excess);
-    }
-
-    pub(super) fn text(&self) -> String {
-        let (a, b) = self.bytes.as_slices();
-        String::from_utf8_lossy(&[a, b].concat()).into_owned()
-    }
-}
-
-/// `; stderr: ...` with the last lines the server wrote, or nothing.
-pub(super) fn stderr_note(stderr: &Mutex<Tail>) -> String {
-    let text = stderr.lock().expect("stderr lock").text();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    format!("; stderr: {}", lines[lines.len().saturating_sub(STDERR_LINES)..].join("\n"))
 }
 
 /// Why the MCP handshake failed, in words: the transport's own cause (connection refused, an

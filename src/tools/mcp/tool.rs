@@ -9,9 +9,10 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{Peer, RoleClient};
 use serde_json::Value;
 
-use super::server::{LineWatch, Tail, stderr_note};
+use super::server::LineWatch;
 use crate::record::ToolSource;
 use crate::tools::declared::MAX_OUTPUT;
+use crate::tools::process::{Tail, stderr_note};
 use crate::tools::schema_problems;
 use crate::tools::{Tool, ToolContext, ToolError};
 
