@@ -46,6 +46,8 @@ pub(crate) struct AgentProgram {
     io: tokio::sync::Mutex<Io>,
     stderr: Arc<Mutex<Tail>>,
     reader: Option<tokio::task::JoinHandle<()>>,
+    /// True once its stderr has been read to its end (it exited, with its whole group).
+    stderr_closed: tokio::sync::watch::Receiver<bool>,
     secrets: Secrets,
     /// The run's link to the endpoint: what its requests did.
     link: Arc<RunLink>,
@@ -102,6 +104,7 @@ impl AgentProgram {
             return Err(format!("agent `{}`: its standard input and output could not be opened", spec.command_line()));
         };
         let stderr = Arc::new(Mutex::new(Tail::default()));
+        let (closed, stderr_closed) = tokio::sync::watch::channel(pipe.is_none());
         let reader = pipe.map(|mut pipe| {
             let stderr = stderr.clone();
             tokio::spawn(async move {
@@ -109,6 +112,7 @@ impl AgentProgram {
                 while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
                     stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(&chunk[..n]);
                 }
+                closed.send_replace(true);
             })
         });
         Ok(Self {
@@ -117,6 +121,7 @@ impl AgentProgram {
             io: tokio::sync::Mutex::new(Io { child, group, stdin: Some(stdin), stdout: BufReader::new(stdout) }),
             stderr,
             reader,
+            stderr_closed,
             secrets: secrets.clone(),
             link: opened.link.clone(),
             ended: Mutex::new(None),
@@ -145,7 +150,7 @@ impl AgentProgram {
         };
         if sent.await.is_err() {
             let status = wait_briefly(&mut io.child).await;
-            return Err(self.stopped(format!("the agent exited ({}) before turn {index}", said(status))));
+            return Err(self.stopped(format!("the agent exited ({}) before turn {index}", said(status))).await);
         }
         match tokio::time::timeout(self.timeout, read_line(&mut io.stdout)).await {
             Err(_) => {
@@ -154,12 +159,12 @@ impl AgentProgram {
                 Err(self.stopped(format!(
                     "the agent did not answer turn {index} within {:?} (timeout_secs); its process group was killed",
                     self.timeout
-                )))
+                )).await)
             }
-            Ok(Err(err)) => Err(self.stopped(format!("cannot read the agent's answer to turn {index}: {err}"))),
+            Ok(Err(err)) => Err(self.stopped(format!("cannot read the agent's answer to turn {index}: {err}")).await),
             Ok(Ok(None)) => {
                 let status = wait_briefly(&mut io.child).await;
-                Err(self.stopped(format!("the agent exited ({}) before answering turn {index}", said(status))))
+                Err(self.stopped(format!("the agent exited ({}) before answering turn {index}", said(status))).await)
             }
             Ok(Ok(Some(bytes))) => match serde_json::from_slice::<Line>(&bytes) {
                 Ok(Line::Reply { content }) => Ok(content),
@@ -170,15 +175,18 @@ impl AgentProgram {
                     Err(self.stopped(format!(
                         "the agent wrote a line that is not the protocol (expected {{\"type\": \"reply\", \"content\": ...}}): {:?}",
                         shorten(&String::from_utf8_lossy(&bytes), QUOTED)
-                    )))
+                    )).await)
                 }
             },
         }
     }
 
     /// Remembers why the agent stopped (every later turn fails with it) and says it with its
-    /// last words.
-    fn stopped(&self, why: String) -> String {
+    /// last words, read to their end (at most a second's wait: a child it left may hold
+    /// stderr open).
+    async fn stopped(&self, why: String) -> String {
+        let mut closed = self.stderr_closed.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed.wait_for(|closed| *closed)).await;
         let why = format!("{why}{}", self.last_words());
         *self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why.clone());
         why

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::server::{Reply, Request, as_stream, text, tool_calls};
-use crate::{KEY, Test, pids, running};
+use crate::{KEY, Test, Workspace, pids, running, signal, wait_for};
 
 /// The Python of the venv `scripts/test` makes, with the `openai` SDK from PyPI.
 fn python() -> String {
@@ -238,6 +238,65 @@ fn a_crashing_hanging_or_garbled_agent_fails_its_own_run_only() {
     assert!(started.iter().all(|&pid| !running(pid)), "{started:?} outlived the batch");
 }
 
+/// The order desk's model as Anthropic's Messages API speaks it.
+fn claude_desk(request: &Request) -> Reply {
+    let body = request.json();
+    let last = body["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or(Value::Null);
+    let block = &last["content"][0];
+    let message = |content: Value, stop: &str| {
+        Reply::json(
+            200,
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test", "content": content,
+                   "stop_reason": stop, "stop_sequence": null, "usage": {"input_tokens": 50, "output_tokens": 10}}),
+        )
+    };
+    match block["type"].as_str() {
+        Some("tool_result") => {
+            let said = block["content"].as_str().unwrap_or_default();
+            message(json!([{"type": "text", "text": format!("Done: {said}")}]), "end_turn")
+        }
+        _ if block["text"].as_str().unwrap_or_default().contains("status") => message(
+            json!([{"type": "tool_use", "id": "toolu_look", "name": "lookup_order", "input": {"order_id": "A100"}}]),
+            "tool_use",
+        ),
+        _ => message(
+            json!([{"type": "tool_use", "id": "toolu_refund", "name": "refund_order", "input": {"order_id": "A100"}}]),
+            "tool_use",
+        ),
+    }
+}
+
+#[test]
+fn an_agent_that_speaks_chat_completions_is_answered_by_an_anthropic_model() {
+    let test = Test::new().server(claude_desk);
+    let url = test.url();
+    let run = test
+        .env("ANTHROPIC_BASE_URL", &url)
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-never-shown")
+        .file("orders_agent.py", &orders_agent())
+        .file("desk.yaml", &desk("desk", false))
+        .args(["run", "desk.yaml", "-m", "anthropic:claude-test"])
+        .run();
+    run.success();
+    let requests = run.server().requests();
+    assert_eq!(requests.len(), 4);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.path == "/v1/messages" && r.header("x-api-key") == Some("sk-ant-test-key-never-shown"))
+    );
+    let (_, log) = &run.logs()[0];
+    assert_eq!(log["model"]["provider"], "anthropic");
+    let call = &log["turns"][0]["tool_calls"][0];
+    assert_eq!(
+        (call["id"].as_str(), call["name"].as_str(), call["source"].as_str()),
+        (Some("toolu_look"), Some("lookup_order"), Some("agent"))
+    );
+    assert_eq!(call["result"], json!({"status": "shipped", "total_usd": 42.5}));
+    assert_eq!(log["usage"]["prompt_tokens"], 200);
+    assert_eq!(log["turns"][0]["requests"][0]["requested_model"], "gpt-4o-mini");
+}
+
 #[test]
 fn an_agent_s_requests_replay_from_the_cache_with_the_server_gone() {
     let first = Test::new()
@@ -274,4 +333,33 @@ fn an_agent_brings_its_own_prompt_and_tools() {
     run.code(2);
     assert!(run.stderr.contains("s.yaml:4:9: `system:` cannot go with `agent:`"), "{}", run.stderr);
     assert!(run.stderr.contains("s.yaml:6:5: `tools:` cannot go with `agent:`"), "{}", run.stderr);
+}
+
+#[test]
+fn agents_in_flight_end_with_the_batch_on_sigterm() {
+    let ws = Workspace::new();
+    for n in 0..3 {
+        ws.write(
+            &format!("s{n}.yaml"),
+            &format!(
+                "name: s{n}\nagent:\n  command: [sh, -c, 'echo $$ >> pids.txt; sleep 600 & echo $! >> pids.txt; wait']\nturns:\n  - user: hi\n"
+            ),
+        );
+    }
+    let child = ws
+        .runner("http://127.0.0.1:9")
+        .args(["run", ".", "-m", "openai:gpt-4o-mini", "-j", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| pids(&ws).len() == 6);
+    // The first stops new runs and lets those in flight finish; the second aborts them.
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(143), "{}", String::from_utf8_lossy(&output.stderr));
+    let started = pids(&ws);
+    wait_for(|| started.iter().all(|&pid| !running(pid)));
 }

@@ -304,6 +304,11 @@ impl Test {
         self
     }
 
+    /// The scripted server's address (the test gave one), for a variable that names it.
+    pub fn url(&self) -> String {
+        self.server.as_ref().expect("the test started no server").url()
+    }
+
     /// A file in the workspace (directories created).
     pub fn file(self, name: &str, content: &str) -> Self {
         self.ws.write(name, content);
