@@ -54,3 +54,11 @@ pub(crate) fn expand(template: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     out.push_str(rest);
     Ok(out)
 }
+
+/// `text` cut to at most `max` characters, with `...` when cut.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}

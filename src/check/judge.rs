@@ -14,7 +14,7 @@ use crate::pricing::Cost;
 use crate::provider::cache::Cached;
 use crate::provider::{Completion, CompletionRequest, Sampling, Target};
 use crate::record::{CheckKind, CheckRecord, JudgeRecord};
-use crate::text::escape_markup;
+use crate::text::{escape_markup, shorten};
 use crate::usage::Usage;
 
 /// The tool the judge must call.
@@ -151,14 +151,6 @@ pub(crate) fn verdict(completion: &Completion) -> Result<(bool, String), NoVerdi
     };
     let reason = arguments["reason"].as_str().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("(no reason given)");
     Ok((pass, reason.to_owned()))
-}
-
-/// `text` cut to at most `max` characters, with `...` when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_owned(),
-    }
 }
 
 /// Grades the reply that ends `conversation` against `rubric` with `judge`. Requests go

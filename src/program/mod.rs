@@ -20,6 +20,7 @@ use crate::message::Message;
 use crate::record::{AgentLog, Status, TurnRecord};
 use crate::scenario::agent::AgentSpec;
 use crate::secret::Secrets;
+use crate::text::shorten;
 use crate::tools::process::{ProcessGroup, Tail, own_group, spawning, stderr_note};
 
 /// How long an agent may stay alive once its standard input is closed.
@@ -285,12 +286,4 @@ async fn wait_briefly(child: &mut Child) -> Option<ExitStatus> {
 
 fn said(status: Option<ExitStatus>) -> String {
     status.map_or_else(|| "still running".to_owned(), |status| status.to_string())
-}
-
-/// `text` cut to at most `max` characters, with `...` when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_owned(),
-    }
 }
