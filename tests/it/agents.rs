@@ -363,3 +363,27 @@ fn agents_in_flight_end_with_the_batch_on_sigterm() {
     let started = pids(&ws);
     wait_for(|| started.iter().all(|&pid| !running(pid)));
 }
+
+#[test]
+fn runner_yaml_names_the_agent_of_every_scenario_that_names_none() {
+    let echo =
+        r#"[sh, -c, 'while read line; do echo "{\"type\": \"reply\", \"content\": \"from the default\"}"; done']"#;
+    let run = Test::new()
+        .file("runner.yaml", &format!("agent:\n  command: {echo}\n"))
+        .file("suite/a.yaml", "name: a\nturns:\n  - user: hi\n    expect: {contains: default}\n")
+        .file("suite/b.yaml", "name: b\nsystem: be brief\nturns:\n  - user: hi\n")
+        .args(["run", "suite/a.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    run.success();
+    let (_, log) = &run.logs()[0];
+    assert_eq!(log["turns"][0]["reply"], "from the default");
+    assert!(log["agent"]["command"].as_str().unwrap().starts_with("sh -c"));
+    // A scenario with its own prompt cannot take the default agent either.
+    let refused = run.then().args(["run", "suite/b.yaml", "-m", "openai:gpt-4o-mini"]).run();
+    refused.code(2);
+    assert!(
+        refused.stderr.contains("suite/b.yaml:2:9: `system:` cannot go with runner.yaml's `agent:`"),
+        "{}",
+        refused.stderr
+    );
+}
