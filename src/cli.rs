@@ -52,6 +52,11 @@ pub enum Command {
         /// judge_model]
         #[arg(long, value_name = "MODEL")]
         judge_model: Option<String>,
+
+        /// The simulated user's model where `simulate:` names none [default: runner.yaml's
+        /// user_model]
+        #[arg(long, value_name = "MODEL")]
+        user_model: Option<String>,
     },
     /// Chat interactively; a token and cost summary at the end
     Chat {
@@ -249,6 +254,11 @@ pub struct RunArgs {
     /// runner.yaml's judge_model]
     #[arg(long, value_name = "MODEL")]
     pub judge_model: Option<String>,
+
+    /// The simulated user's model where a scenario's `simulate:` names none (PROVIDER:MODEL)
+    /// [default: runner.yaml's user_model]
+    #[arg(long, value_name = "MODEL")]
+    pub user_model: Option<String>,
 
     /// Also write a self-contained HTML report to FILE: the summary, cost against pass rate,
     /// latency, the scenario x model matrix, and every run's conversation

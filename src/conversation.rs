@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use crate::message::Message;
 use crate::pricing::{Cost, PriceEntry};
 use crate::provider::{Sampling, Target};
-use crate::record::{AgentLog, ModelInfo, RunCost, RunRecord, ScenarioRef, ServerLog, Status, TurnRecord, run_id};
+use crate::record::{
+    AgentLog, CheckRecord, Ended, JudgeRecord, ModelInfo, RequestRecord, RunCost, RunRecord, ScenarioRef, ServerLog,
+    SimulatorRecord, Status, TurnRecord, run_id,
+};
 use crate::scenario::{Expect, Turn};
 use crate::usage::Usage;
 
@@ -30,12 +33,25 @@ pub(crate) trait Assistant {
 pub(crate) trait UserSide<'a> {
     /// The user's next turn, given the conversation so far; `None` ends the conversation.
     async fn next(&mut self, conversation: &Conversation) -> Option<UserTurn<'a>>;
+
+    /// Once `next` gave `None`: why the conversation ended, the user side's own error (the
+    /// simulated user failed, not the agent), and what a simulated user cost.
+    fn end(self) -> UserEnd;
+}
+
+/// How the user's side ended a conversation.
+pub(crate) struct UserEnd {
+    pub ended: Ended,
+    pub error: Option<String>,
+    pub simulator: Option<SimulatorRecord>,
 }
 
 /// One thing the user says, and what the answer is expected to do.
 pub(crate) struct UserTurn<'a> {
     pub text: Cow<'a, str>,
     pub expect: Option<&'a Expect>,
+    /// Written by the simulated user, with the request that wrote it.
+    pub simulated: Option<RequestRecord>,
 }
 
 /// A scenario's user: its turns, in order.
@@ -52,7 +68,11 @@ impl<'a> Script<'a> {
 impl<'a> UserSide<'a> for Script<'a> {
     async fn next(&mut self, _conversation: &Conversation) -> Option<UserTurn<'a>> {
         let turn = self.turns.next()?;
-        Some(UserTurn { text: Cow::Borrowed(&turn.user), expect: Some(&turn.expect) })
+        Some(UserTurn { text: Cow::Borrowed(&turn.user), expect: Some(&turn.expect), simulated: None })
+    }
+
+    fn end(self) -> UserEnd {
+        UserEnd { ended: Ended::Script, error: None, simulator: None }
     }
 }
 
@@ -83,6 +103,14 @@ pub(crate) struct Conversation {
     pub servers: Vec<ServerLog>,
     /// The agent program that played the assistant's side, when one did.
     pub agent: Option<AgentLog>,
+    /// How it ended.
+    pub ended: Ended,
+    /// The checks over the whole conversation.
+    pub checks: Vec<CheckRecord>,
+    /// What a simulated user cost.
+    pub simulator: Option<SimulatorRecord>,
+    /// The judge of the whole conversation (the top-level `expect.judge`).
+    pub judge: Option<JudgeRecord>,
 }
 
 impl Conversation {
@@ -98,6 +126,10 @@ impl Conversation {
             error: None,
             servers: Vec::new(),
             agent: None,
+            ended: Ended::Script,
+            checks: Vec::new(),
+            simulator: None,
+            judge: None,
         }
     }
 
@@ -118,10 +150,20 @@ impl Conversation {
         self.turns.iter().find_map(|turn| Some(format!("turn {}: {}", turn.index, turn.error.as_ref()?)))
     }
 
-    /// The worst of the turns' outcomes; `error` when the conversation has one of its own.
+    /// The worst of the turns' outcomes; `error` when the conversation has one of its own,
+    /// `failed` when a check over the whole of it failed.
     pub(crate) fn status(&self) -> Status {
-        let start = if self.error.is_some() { Status::Error } else { Status::Passed };
+        let start = match (&self.error, self.checks.iter().all(|c| c.passed)) {
+            (Some(_), _) => Status::Error,
+            (None, false) => Status::Failed,
+            (None, true) => Status::Passed,
+        };
         self.turns.iter().fold(start, |status, turn| status.worst(turn.status))
+    }
+
+    /// The agent's replies so far, in order.
+    pub(crate) fn replies(&self) -> impl Iterator<Item = &str> {
+        self.turns.iter().filter_map(|turn| turn.reply.as_deref())
     }
 
     /// The conversation's record: the one place a [`RunRecord`] is made.
@@ -151,6 +193,10 @@ impl Conversation {
             cost: RunCost::new(self.cost, price),
             mcp_servers: self.servers,
             agent: self.agent,
+            ended: self.ended,
+            checks: self.checks,
+            simulator: self.simulator,
+            judge: self.judge,
         }
     }
 

@@ -24,6 +24,7 @@ mod program;
 pub mod provider;
 mod runner;
 pub mod scenario;
+mod simulate;
 pub mod tools;
 
 // The vocabulary every layer shares.

@@ -114,6 +114,19 @@ pub(crate) struct RunRecord {
     /// The user's own agent program that played the run, with what it wrote to stderr.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentLog>,
+    /// How the conversation ended.
+    #[serde(default)]
+    pub ended: Ended,
+    /// The conversation-level checks (the scenario's top-level `expect`).
+    #[serde(default)]
+    pub checks: Vec<CheckRecord>,
+    /// What the simulated user cost; `null` without one.
+    #[serde(default)]
+    pub simulator: Option<SimulatorRecord>,
+    /// The judge of the whole conversation (the top-level `expect.judge`), apart from the
+    /// turns' judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeRecord>,
 }
 
 impl RunRecord {
@@ -122,13 +135,22 @@ impl RunRecord {
     pub(crate) fn spent_usd(&self) -> f64 {
         let judges = self.turns.iter().filter_map(|t| t.judge.as_ref());
         let requests = self.turns.iter().flat_map(|t| &t.requests).chain(judges.clone().flat_map(|j| &j.requests));
-        let cached: f64 = requests.filter(|r| r.cache == CacheUse::Hit).map(|r| r.cost.total_usd).sum();
-        crate::pricing::spent_usd(self.cost.cost.total_usd, self.judge_cost_usd(), cached)
+        let users = self.turns.iter().filter_map(|t| t.user_request.as_ref());
+        let stop = self.simulator.iter().filter_map(|s| s.stop_request.as_ref());
+        let cached: f64 =
+            requests.chain(users).chain(stop).filter(|r| r.cache == CacheUse::Hit).map(|r| r.cost.total_usd).sum();
+        crate::pricing::spent_usd(self.cost.cost.total_usd, self.judge_cost_usd() + self.user_cost_usd(), cached)
+    }
+
+    /// What the simulated user cost (apart from the run's own cost); 0 without one.
+    pub(crate) fn user_cost_usd(&self) -> f64 {
+        self.simulator.as_ref().map_or(0.0, |s| s.cost.total_usd)
     }
 
     /// What the judges of the run's turns cost (apart from the run's own cost).
     pub(crate) fn judge_cost_usd(&self) -> f64 {
-        self.turns.iter().map(TurnRecord::judge_cost_usd).sum()
+        let whole = self.judge.as_ref().map_or(0.0, |j| j.cost.total_usd);
+        self.turns.iter().map(TurnRecord::judge_cost_usd).sum::<f64>() + whole
     }
 
     /// Requests the cache answered.
@@ -234,6 +256,65 @@ pub(crate) struct TurnRecord {
     /// from the turn's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeRecord>,
+    /// The user's message was written by the simulated user (`simulate:`), not the script.
+    #[serde(default)]
+    pub simulated: bool,
+    /// The simulated user's request that wrote this turn's message: its tokens, cost,
+    /// latency and cache use, apart from the turn's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_request: Option<RequestRecord>,
+}
+
+/// Said of a request `--replay` could not answer after the first turn: what it asks was
+/// never recorded because an earlier answer differs.
+pub(crate) const DIVERGED: &str = " (the conversation diverged from the recorded one at this turn: an earlier answer, the agent or the scenario changed)";
+
+/// How a conversation ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    /// The script's turns ran out (no simulated user).
+    #[default]
+    Script,
+    /// The simulated user wrote the stop marker.
+    Stop,
+    /// The simulated user wrote `max_turns` messages without stopping.
+    MaxTurns,
+    /// A turn, the agent or the simulated user failed.
+    Error,
+}
+
+impl Ended {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Ended::Script => "script",
+            Ended::Stop => "stop",
+            Ended::MaxTurns => "max_turns",
+            Ended::Error => "error",
+        }
+    }
+
+    /// The ending named `text`, as a scenario writes it.
+    pub(crate) fn parse(text: &str) -> Option<Ended> {
+        [Ended::Script, Ended::Stop, Ended::MaxTurns, Ended::Error].into_iter().find(|e| e.as_str() == text)
+    }
+}
+
+/// What a run's simulated user cost, apart from the model under test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SimulatorRecord {
+    pub model: ModelSpec,
+    pub usage: Usage,
+    pub cost: Cost,
+    /// No price is known for the simulator's model: its cost above is 0, not a real cost.
+    pub unpriced: bool,
+    /// What it wrote before the stop marker (never sent to the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_words: Option<String>,
+    /// The request that ended the conversation (its stop, or its failure); the others are
+    /// the turns' `user_request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_request: Option<RequestRecord>,
 }
 
 /// A judge model's grading of one turn's reply against a rubric.
@@ -269,6 +350,8 @@ impl TurnRecord {
             checks: Vec::new(),
             model: None,
             judge: None,
+            simulated: false,
+            user_request: None,
         }
     }
 
@@ -489,6 +572,10 @@ pub enum CheckKind {
     MaxCostUsd,
     MaxLatencyMs,
     Judge,
+    /// How the conversation ended (`expect.ended`).
+    Ended,
+    /// How many user messages it took (`expect.max_turns`).
+    MaxTurns,
 }
 
 impl CheckKind {
@@ -504,6 +591,8 @@ impl CheckKind {
             CheckKind::MaxCostUsd => "max_cost_usd",
             CheckKind::MaxLatencyMs => "max_latency_ms",
             CheckKind::Judge => "judge",
+            CheckKind::Ended => "ended",
+            CheckKind::MaxTurns => "max_turns",
         }
     }
 }

@@ -14,11 +14,13 @@ use crate::program::{AgentProgram, Endpoint, RunEnv, RunLink};
 use crate::provider::cache::Cached;
 use crate::provider::{ModelSpec, Sampling, Target};
 use crate::record::{
-    AgentLog, JudgeRecord, NotStarted, Reporter, RunOutcome, RunRecord, ScenarioRef, Status, TurnRecord, run_name,
+    AgentLog, CacheUse, CheckKind, CheckRecord, DIVERGED, Ended, JudgeRecord, NotStarted, Reporter, RunOutcome,
+    RunRecord, ScenarioRef, Status, ToolCallRecord, TurnRecord, run_name,
 };
 use crate::rng::mix64;
 use crate::scenario::agent::AgentSpec;
 use crate::scenario::{Expect, JudgeSpec, Scenario};
+use crate::simulate::SimulatedUser;
 use crate::tools::mcp::{McpPool, RunServers};
 use crate::tools::{ToolContext, ToolRegistry, WeatherConfig};
 
@@ -46,8 +48,8 @@ pub(crate) struct Shared {
     /// `--repeat` > 1: the repetition is part of a request's cache key, so that repeats
     /// still measure flakiness.
     pub repeated: bool,
-    /// The judges of `expect.judge` checks, by the model name the scenario settled on.
-    pub judges: std::collections::HashMap<ModelSpec, Arc<Target>>,
+    /// The models of the judges and simulated users, by the name the scenario settled on.
+    pub helpers: std::collections::HashMap<ModelSpec, Arc<Target>>,
     /// The batch's secrets: redacted from tool results and errors.
     pub secrets: crate::secret::Secrets,
     /// The endpoint agent programs call their models through; started only when a scenario
@@ -304,19 +306,56 @@ pub(crate) async fn play(job: &Job, shared: &Shared) -> RunRecord {
 
     converse(&mut conversation, &agent, job, shared).await;
     conversation.servers = Box::pin(servers.finish()).await;
-    conversation.error = conversation.first_turn_error();
     tracing::debug!(scenario = %scenario.name, model = %target.spec, repetition = job.repetition, status = conversation.status().as_str(), ms = started.elapsed().as_millis() as u64, "run finished");
     conversation.into_record(about(job, shared, sampling, seed))
 }
 
-/// Plays the scenario's user turns against `assistant`, each turn checked as it ends, until
-/// the script ends or a turn does not finish.
+/// Plays the scenario's user side (its script, then its simulated user) against
+/// `assistant`, each turn checked as it ends, then checks the whole conversation.
 async fn converse(conversation: &mut Conversation, assistant: &impl Assistant, job: &Job, shared: &Shared) {
     let scenario = &job.scenario;
     conversation.turns.reserve_exact(scenario.turns.len());
-    let mut user = Script::new(&scenario.turns);
-    while let Some(turn) = user.next(conversation).await {
-        let outcome = conversation.ask(assistant, &turn.text).await;
+    match &scenario.simulate {
+        Some(spec) => match shared.helpers.get(&spec.model) {
+            Some(target) => {
+                let repetition = shared.repeated.then_some(job.repetition);
+                let user = SimulatedUser::new(&scenario.turns, spec, target.clone(), repetition, shared.sampling_seed);
+                play_turns(conversation, assistant, User::Simulated(Box::new(user)), job, shared).await;
+            }
+            // The command resolves every simulated user's model before the batch starts.
+            None => {
+                conversation.error =
+                    Some(format!("internal error: the simulated user's model `{}` was not resolved", spec.model));
+                conversation.ended = Ended::Error;
+            }
+        },
+        None => play_turns(conversation, assistant, User::Script(Script::new(&scenario.turns)), job, shared).await,
+    }
+    check_conversation(conversation, job, shared).await;
+}
+
+/// Plays `user`'s turns until it ends the conversation or a turn does not finish; records
+/// how it ended.
+async fn play_turns(
+    conversation: &mut Conversation,
+    assistant: &impl Assistant,
+    mut user: User<'_>,
+    job: &Job,
+    shared: &Shared,
+) {
+    loop {
+        let turn = match &mut user {
+            User::Script(script) => script.next(conversation).await,
+            User::Simulated(simulated) => simulated.next(conversation).await,
+        };
+        let Some(turn) = turn else { break };
+        let mut outcome = conversation.ask(assistant, &turn.text).await;
+        outcome.simulated = turn.simulated.is_some();
+        outcome.user_request = turn.simulated;
+        let missed = outcome.requests.iter().any(|r| r.cache == CacheUse::Miss);
+        if let (Some(error), true, false) = (&mut outcome.error, missed, conversation.turns.is_empty()) {
+            error.push_str(DIVERGED);
+        }
         let finished = outcome.error.is_none();
         let record = match turn.expect {
             Some(expect) => check_turn(outcome, expect, &conversation.messages, job, shared).await,
@@ -328,6 +367,65 @@ async fn converse(conversation: &mut Conversation, assistant: &impl Assistant, j
             break;
         }
     }
+    let end = match user {
+        User::Script(script) => script.end(),
+        User::Simulated(simulated) => simulated.end(),
+    };
+    conversation.simulator = end.simulator;
+    conversation.error = end.error.or_else(|| conversation.first_turn_error());
+    conversation.ended = if conversation.error.is_some() { Ended::Error } else { end.ended };
+}
+
+/// A run's user side. An enum, not a generic: the run's future must be `Send`, which a
+/// generic user side's `async fn` cannot promise.
+enum User<'a> {
+    Script(Script<'a>),
+    Simulated(Box<SimulatedUser<'a>>),
+}
+
+/// The checks over the whole conversation: how it ended (a simulated user must stop unless
+/// the scenario expects otherwise), how many user messages it took, and once it finished,
+/// the top-level `expect` over every turn, the last reply, the run's cost and a judge.
+async fn check_conversation(conversation: &mut Conversation, job: &Job, shared: &Shared) {
+    let scenario = &job.scenario;
+    let expect = scenario.expect.as_ref();
+    let mut checks = Vec::new();
+    let ended = expect.and_then(|e| e.ended).or(scenario.simulate.as_ref().map(|_| Ended::Stop));
+    if let Some(want) = ended {
+        let passed = conversation.ended == want;
+        let detail =
+            format!("the conversation ended with `{}`, expected `{}`", conversation.ended.as_str(), want.as_str());
+        checks.push(CheckRecord { check: CheckKind::Ended, passed, detail });
+    }
+    if let Some(expect) = expect {
+        if let Some(limit) = expect.max_turns {
+            let taken = conversation.turns.len();
+            let passed = taken <= limit as usize;
+            let detail = format!("{taken} user message(s), limit {limit}");
+            checks.push(CheckRecord { check: CheckKind::MaxTurns, passed, detail });
+        }
+        if conversation.error.is_none() {
+            let calls: Vec<ToolCallRecord> =
+                conversation.turns.iter().flat_map(|t| t.tool_calls.iter().cloned()).collect();
+            let facts = TurnFacts {
+                reply: conversation.replies().last().unwrap_or_default(),
+                tool_calls: &calls,
+                cost_usd: conversation.cost.total_usd,
+                priced: job.target.price.is_some(),
+                latency_ms: 0,
+            };
+            checks.extend(evaluate(&expect.checks, &facts));
+            if let Some(spec) = &expect.checks.judge {
+                let judge = judge_turn(spec, &conversation.messages, shared, job).await;
+                checks.push(judge::check_record(&judge));
+                if let Some(why) = &judge.error {
+                    conversation.error = Some(format!("judge: {why}"));
+                }
+                conversation.judge = Some(judge);
+            }
+        }
+    }
+    conversation.checks = checks;
 }
 
 /// Plays a run against the user's own agent program: one process for the run, its model
@@ -367,7 +465,6 @@ async fn play_program(
     converse(&mut conversation, &program, job, shared).await;
     conversation.agent = Some(program.finish().await);
     drop(opened);
-    conversation.error = conversation.first_turn_error();
     conversation.into_record(about(job, shared, job.scenario.sampling, seed))
 }
 
@@ -417,7 +514,7 @@ async fn check_turn(
 
 /// The judge's grading of the turn that ends `messages`.
 async fn judge_turn(spec: &JudgeSpec, messages: &[Message], shared: &Shared, job: &Job) -> JudgeRecord {
-    let Some(judge) = shared.judges.get(&spec.model) else {
+    let Some(judge) = shared.helpers.get(&spec.model) else {
         // The command resolves every judge its scenarios name before the batch starts.
         return JudgeRecord {
             model: spec.model.clone(),

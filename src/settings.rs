@@ -58,6 +58,8 @@ pub(crate) enum SettingsError {
     NoBaseUrl(String),
     #[error("judge model: {0}")]
     JudgeModel(crate::provider::ModelError),
+    #[error("simulated user's model: {0}")]
+    UserModel(crate::provider::ModelError),
     #[error(transparent)]
     Model(#[from] crate::provider::ModelError),
     #[error("the cache {} cannot take new entries: {source} (--replay only reads it)", dir.display())]
@@ -120,6 +122,9 @@ pub(crate) struct ConfigFile {
     /// The judge of `expect.judge` checks that name no model (`--judge-model`).
     #[serde(default)]
     pub judge_model: Option<String>,
+    /// The simulated user's model where `simulate:` names none (`--user-model`).
+    #[serde(default)]
+    pub user_model: Option<String>,
     /// Named OpenAI-compatible endpoints: the name is the provider part of a model name.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
@@ -175,6 +180,8 @@ pub(crate) struct Flags<'a> {
     pub concurrency: Option<u32>,
     /// `--judge-model MODEL`.
     pub judge_model: Option<&'a str>,
+    /// `--user-model MODEL`.
+    pub user_model: Option<&'a str>,
 }
 
 /// Everything the commands need, validated: flags over `runner.yaml` over the environment
@@ -200,6 +207,9 @@ pub(crate) struct Settings {
     /// The judge of `expect.judge` checks that name no model: `--judge-model`, else
     /// `judge_model:` in runner.yaml.
     pub judge_model: Option<String>,
+    /// The simulated user's model where `simulate:` names none: `--user-model`, else
+    /// `user_model:` in runner.yaml.
+    pub user_model: Option<String>,
     /// Every secret of the batch (keys, header values, credentials in base URLs) and the
     /// variables that hold them; the scenarios' tool declarations add theirs as they load.
     pub secrets: Secrets,
@@ -323,6 +333,10 @@ impl Settings {
         if let Some(model) = &judge_model {
             providers.parse_model(model, &prices).map_err(SettingsError::JudgeModel)?;
         }
+        let user_model = flags.user_model.map(str::to_owned).or(config.user_model);
+        if let Some(model) = &user_model {
+            providers.parse_model(model, &prices).map_err(SettingsError::UserModel)?;
+        }
         Ok(Self {
             default_model,
             prices,
@@ -334,6 +348,7 @@ impl Settings {
             env,
             cache_dir,
             judge_model,
+            user_model,
             secrets,
             agent,
         })

@@ -89,7 +89,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Run(args) => run::run(config, *args).await,
-        Command::Check { paths, judge_model } => check::check(config, &paths, judge_model.as_deref()),
+        Command::Check { paths, judge_model, user_model } => {
+            check::check(config, &paths, judge_model.as_deref(), user_model.as_deref())
+        }
         Command::Chat { model, logs_dir, timeout, offer } => {
             chat::chat(config, model, &logs_dir, timeout, &offer).await
         }
@@ -159,6 +161,7 @@ fn load(settings: &Settings, paths: &[String]) -> anyhow::Result<Vec<Scenario>> 
     let validator = Validator {
         env: &env,
         judge_model: settings.judge_model.as_deref(),
+        user_model: settings.user_model.as_deref(),
         secrets: settings.secrets.clone(),
         agent: settings.agent.as_ref(),
         ..Validator::new(&settings.tools, &parse_model)

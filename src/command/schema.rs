@@ -61,6 +61,17 @@ mod tests {
         let validator = crate::scenario::Validator::new(&registry, &crate::scenario::any_model);
         assert!(crate::scenario::parse_scenarios(full, "f.yaml", "f", &validator).is_ok());
         assert_eq!(validate(&schema, &documents(full)[0]), Vec::<String>::new());
+        // The whole-conversation fields, and an agent program.
+        let simulated = "name: sim\nsimulate:\n  model: openai:gpt-4o-mini\n  goal: g\n  persona: p\n  max_turns: 3\n\
+                         expect:\n  ended: stop\n  max_turns: 4\n  called: [get_weather]\n  not_called: [reverse_text]\n  \
+                         tool_calls_unordered: [{name: get_weather}]\n  contains: a\n  not_contains: b\n  regex: c\n  \
+                         max_cost_usd: 0.5\n  judge: {rubric: r, model: openai:gpt-4o}\n";
+        let agent =
+            "name: agent\nagent:\n  command: [python3, a.py]\n  env: {A: b}\n  timeout_secs: 5\nturns:\n  - user: hi\n";
+        for doc in [simulated, agent] {
+            assert!(crate::scenario::parse_scenarios(doc, "f.yaml", "f", &validator).is_ok(), "{doc}");
+            assert_eq!(validate(&schema, &documents(doc)[0]), Vec::<String>::new(), "{doc}");
+        }
         // What the loader rejects, the schema rejects too.
         for bad in [
             "turns: []\n",
@@ -69,6 +80,9 @@ mod tests {
             "tools: [{name: two_kinds, result: 1, command: [x]}]\nturns:\n  - user: hi\n",
             "turns:\n  - user: hi\n    expect:\n      contain: x\n",
             "max_tokens: 0\nturns:\n  - user: hi\n",
+            "simulate: {model: openai:x}\n",
+            "simulate: {goal: g, model: openai:x}\nexpect: {ended: maybe}\n",
+            "agent: {command: [a], shell: true}\nturns:\n  - user: hi\n",
         ] {
             assert!(
                 crate::scenario::parse_scenarios(bad, "b.yaml", "b", &validator).is_err(),

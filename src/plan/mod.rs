@@ -75,8 +75,9 @@ pub(crate) struct Plan {
     pub shard: Option<Shard>,
     /// The models of this shard's runs without a price, each once, in order (judges too).
     pub unpriced: Vec<String>,
-    /// The judges the scenarios' `expect.judge` checks name, each once.
-    pub judges: Vec<ModelSpec>,
+    /// The models that help play and grade the runs, each once: the judges the scenarios'
+    /// `judge` checks name and their simulated users' models.
+    pub helpers: Vec<ModelSpec>,
 }
 
 /// One scenario on one model; its runs are its repetitions.
@@ -133,30 +134,30 @@ impl Plan {
         }
         check_log_names(&cells)?;
         let mut plan =
-            Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new(), judges: Vec::new() };
+            Self { cells, repeat: options.repeat, shard: options.shard, unpriced: Vec::new(), helpers: Vec::new() };
         let playing: Vec<&Cell> =
             plan.cells.iter().enumerate().filter(|(i, _)| plan.runs_of(*i) > 0).map(|(_, cell)| cell).collect();
-        let mut judges: Vec<ModelSpec> = Vec::new();
-        for spec in playing
-            .iter()
-            .flat_map(|cell| &cell.scenario.turns)
-            .filter_map(|turn| turn.expect.judge.as_ref())
-            .map(|judge| &judge.model)
-        {
-            if !judges.contains(spec) {
-                judges.push(spec.clone());
+        let mut helpers: Vec<ModelSpec> = Vec::new();
+        for scenario in playing.iter().map(|cell| &cell.scenario) {
+            let judges =
+                scenario.turns.iter().map(|turn| &turn.expect).chain(scenario.expect.iter().map(|e| &e.checks));
+            let judges = judges.filter_map(|expect| expect.judge.as_ref()).map(|judge| &judge.model);
+            for spec in judges.chain(scenario.simulate.iter().map(|s| &s.model)) {
+                if !helpers.contains(spec) {
+                    helpers.push(spec.clone());
+                }
             }
         }
-        // The models of this shard's runs, then their judges, each once.
+        // The models of this shard's runs, then their helpers, each once.
         let mut unpriced = Vec::new();
         let mut seen = BTreeSet::new();
-        for spec in playing.iter().map(|cell| &cell.spec).chain(&judges) {
+        for spec in playing.iter().map(|cell| &cell.spec).chain(&helpers) {
             if settings.prices.get(&spec.provider, &spec.name).is_none() && seen.insert(spec.to_string()) {
                 unpriced.push(spec.to_string());
             }
         }
         plan.unpriced = unpriced;
-        plan.judges = judges;
+        plan.helpers = helpers;
         Ok(plan)
     }
 
@@ -247,7 +248,7 @@ mod tests {
                 spec: ModelSpec { provider: "openai".into(), name: "m".into() },
             })
             .collect();
-        let whole = Plan { cells: cells.clone(), repeat: 5, shard: None, unpriced: Vec::new(), judges: Vec::new() };
+        let whole = Plan { cells: cells.clone(), repeat: 5, shard: None, unpriced: Vec::new(), helpers: Vec::new() };
         assert_eq!(whole.len(), 35);
         let mut seen = Vec::new();
         for index in 1..=4 {
@@ -256,7 +257,7 @@ mod tests {
                 repeat: 5,
                 shard: Some(Shard { index, count: 4 }),
                 unpriced: Vec::new(),
-                judges: Vec::new(),
+                helpers: Vec::new(),
             };
             let runs: Vec<(usize, u32)> = plan.runs().collect();
             assert_eq!(runs.len() as u64, plan.len(), "shard {index}");

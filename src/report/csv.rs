@@ -38,6 +38,7 @@ pub(crate) const COLUMNS: &[&str] = &[
     "cache_write_tokens",
     "cache_hits",
     "judge_cost_usd",
+    "user_cost_usd",
 ];
 
 /// The columns a report must have to be read back: the fields of [`ReportRow`] without a
@@ -105,6 +106,10 @@ pub(crate) struct ReportRow {
     pub cache_hits: u64,
     #[serde(default, with = "cell::some_usd")]
     pub judge_cost_usd: f64,
+    /// What the simulated user cost for this turn's message; the last turn also carries the
+    /// message that ended the conversation, so the column sums to the run's simulator cost.
+    #[serde(default, with = "cell::some_usd")]
+    pub user_cost_usd: f64,
 }
 
 impl ReportRow {
@@ -141,6 +146,7 @@ impl ReportRow {
             cache_write_tokens: 0,
             cache_hits: 0,
             judge_cost_usd: 0.0,
+            user_cost_usd: 0.0,
         }
     }
 
@@ -162,6 +168,12 @@ impl ReportRow {
             }
         };
         let scenario = record.scenario.as_ref().map_or("", |s| s.name.as_str());
+        // What no turn's own record holds (the simulated user's closing message, the judge
+        // of the whole conversation) goes with the last turn, so each column sums to the run.
+        let user_usd = |turn: &TurnRecord| turn.user_request.as_ref().map_or(0.0, |r| r.cost.total_usd);
+        let user_rest = record.user_cost_usd() - record.turns.iter().map(user_usd).sum::<f64>();
+        let judge_rest = record.judge.as_ref().map_or(0.0, |j| j.cost.total_usd);
+        let last = record.turns.len();
         let turn_row = |turn: &TurnRecord| Self {
             run_id: record.run_id.clone(),
             scenario: scenario.to_owned(),
@@ -184,13 +196,14 @@ impl ReportRow {
             error: turn.error.clone().unwrap_or_default(),
             cache_write_tokens: turn.usage.cache_write_tokens,
             cache_hits: turn.cache_hits() as u64,
-            judge_cost_usd: turn.judge_cost_usd(),
+            judge_cost_usd: turn.judge_cost_usd() + if turn.index == last { judge_rest } else { 0.0 },
+            user_cost_usd: user_usd(turn) + if turn.index == last { user_rest.max(0.0) } else { 0.0 },
         };
         if record.turns.is_empty() {
             // A run that ended before its first turn still has its row, turn left empty.
             let error = record.error.as_deref().unwrap_or("");
             let (model, unpriced) = (&record.model.spec, record.cost.unpriced);
-            return vec![Self::without_turns(
+            let row = Self::without_turns(
                 &record.run_id,
                 scenario,
                 model,
@@ -198,7 +211,8 @@ impl ReportRow {
                 Some(record.status),
                 unpriced,
                 error,
-            )];
+            );
+            return vec![Self { user_cost_usd: record.user_cost_usd(), ..row }];
         }
         record.turns.iter().map(turn_row).collect()
     }
@@ -563,7 +577,7 @@ mod tests {
         assert_eq!(lines[0], COLUMNS.join(","));
         assert_eq!(
             lines[1],
-            "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0,0"
+            "r1,s,openai:gpt-4o-mini,2,,not_started,0,0,0,0,0,0,0,0,0,0,0,false,\"budget, reached\",0,0,0,0"
         );
     }
 

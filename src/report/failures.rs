@@ -60,16 +60,19 @@ impl Failures {
 }
 
 /// Where a run that did not pass went wrong: the turn and its first failed check (`check:
-/// detail`), else the first turn error, else the run's error.
+/// detail`), else the first turn error, else the first failed check over the whole
+/// conversation (no turn), else the run's error.
 pub(crate) fn first_problem(record: &RunRecord) -> (Option<usize>, String) {
     let failed_check = record
         .turns
         .iter()
         .find_map(|t| t.checks.iter().find(|c| !c.passed).map(|c| (t.index, format!("{}: {}", c.check, c.detail))));
     let turn_error = record.turns.iter().find_map(|t| t.error.as_ref().map(|e| (t.index, e.clone())));
-    match (failed_check, turn_error) {
-        (Some((turn, what)), _) | (None, Some((turn, what))) => (Some(turn), what),
-        (None, None) => (None, record.error.clone().unwrap_or_else(|| "no reason recorded".to_owned())),
+    let whole = record.checks.iter().find(|c| !c.passed).map(|c| format!("conversation: {}: {}", c.check, c.detail));
+    match (failed_check, turn_error, whole) {
+        (Some((turn, what)), _, _) | (None, Some((turn, what)), _) => (Some(turn), what),
+        (None, None, Some(what)) if record.error.is_none() => (None, what),
+        _ => (None, record.error.clone().unwrap_or_else(|| "no reason recorded".to_owned())),
     }
 }
 

@@ -60,6 +60,9 @@ impl Junit {
                         lines.push(format!("turn {}: {}: {}", turn.index, check.check, check.detail));
                     }
                 }
+                for check in record.checks.iter().filter(|c| !c.passed) {
+                    lines.push(format!("conversation: {}: {}", check.check, check.detail));
+                }
                 (format!("{} check(s) failed", lines.len()), lines.join("\n"))
             }
             Status::Error => {

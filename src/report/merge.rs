@@ -118,9 +118,14 @@ impl Merged {
             let tally = Tally {
                 usage,
                 cost_usd,
-                spent_usd: spent_usd(cost_usd, row.judge_cost_usd, if answered_by_cache { cost_usd } else { 0.0 }),
+                spent_usd: spent_usd(
+                    cost_usd,
+                    row.judge_cost_usd + row.user_cost_usd,
+                    if answered_by_cache { cost_usd } else { 0.0 },
+                ),
                 cache_hits: usize::try_from(row.cache_hits).unwrap_or(usize::MAX),
                 judge_usd: row.judge_cost_usd,
+                user_usd: row.user_cost_usd,
                 unpriced,
                 turn_latencies_ms: row.turn.map(|_| row.latency_ms).into_iter().collect(),
             };

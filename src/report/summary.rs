@@ -22,6 +22,8 @@ pub(crate) struct Tally {
     pub cache_hits: usize,
     /// What the judges of `expect.judge` checks cost (apart from `cost_usd`).
     pub judge_usd: f64,
+    /// What the simulated users cost (apart from `cost_usd`).
+    pub user_usd: f64,
     /// Some run had no known price: its figures count as 0.
     pub unpriced: bool,
     /// Latency of every turn, in the order runs were added.
@@ -35,6 +37,7 @@ impl std::ops::AddAssign for Tally {
         self.spent_usd += other.spent_usd;
         self.cache_hits += other.cache_hits;
         self.judge_usd += other.judge_usd;
+        self.user_usd += other.user_usd;
         self.unpriced |= other.unpriced;
         self.turn_latencies_ms.extend(other.turn_latencies_ms);
     }
@@ -65,6 +68,7 @@ impl RunFacts {
                     spent_usd: record.spent_usd(),
                     cache_hits: record.cache_hits(),
                     judge_usd: record.judge_cost_usd(),
+                    user_usd: record.user_cost_usd(),
                     unpriced: record.cost.unpriced,
                     turn_latencies_ms: record.turns.iter().map(|t| t.latency_ms).collect(),
                 },
@@ -363,6 +367,12 @@ impl Summary {
                 m.model, m.tally.judge_usd
             ));
         }
+        for m in self.models.iter().filter(|m| m.tally.user_usd > 0.0) {
+            out.push_str(&format!(
+                "simulated users: playing the user against {} cost ${:.6} (not in its cost_usd)\n",
+                m.model, m.tally.user_usd
+            ));
+        }
         if self.models.iter().any(|m| m.tally.unpriced) {
             out.push_str(
                 "unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n",
@@ -572,6 +582,7 @@ mod tests {
             spent_usd: 0.25,
             cache_hits: 2,
             judge_usd: 0.125,
+            user_usd: 0.0625,
             unpriced: true,
             turn_latencies_ms: vec![7, 9],
         };
@@ -584,6 +595,7 @@ mod tests {
                 spent_usd: 0.25,
                 cache_hits: 3,
                 judge_usd: 0.125,
+                user_usd: 0.0625,
                 unpriced: true,
                 turn_latencies_ms: vec![5, 7, 9],
             }

@@ -57,6 +57,38 @@ pub struct Scenario {
     pub tool_results: BTreeMap<String, Value>,
     pub max_tool_rounds: u32,
     pub turns: Vec<Turn>,
+    /// A model that plays the user after the scripted turns.
+    pub simulate: Option<Simulate>,
+    /// Checks over the whole conversation, once it ended.
+    pub expect: Option<ConversationExpect>,
+}
+
+/// Simulated user messages at most when `simulate.max_turns` is not set.
+pub const DEFAULT_SIMULATED_TURNS: u32 = 10;
+
+/// `simulate:`: a model that plays the user toward a goal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulate {
+    /// Its model: the scenario's, else `--user-model`, else `user_model:` in runner.yaml.
+    pub model: ModelSpec,
+    /// What this user wants and knows.
+    pub goal: String,
+    pub persona: Option<String>,
+    /// Simulated messages at most.
+    pub max_turns: u32,
+}
+
+/// The top-level `expect`: checks over the whole conversation.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationExpect {
+    /// `called`, `not_called` and `tool_calls_unordered` over every turn; `contains`,
+    /// `not_contains` and `regex` on the last reply; `judge` over the whole conversation;
+    /// `max_cost_usd` for the run.
+    pub checks: Expect,
+    /// How it must end (`stop` by default when a simulated user plays).
+    pub ended: Option<crate::record::Ended>,
+    /// User messages at most, scripted and simulated.
+    pub max_turns: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,12 +174,23 @@ pub struct Validator<'a> {
     pub(crate) secrets: crate::secret::Secrets,
     /// `runner.yaml`'s agent program: every scenario's that names none.
     pub agent: Option<&'a agent::AgentSpec>,
+    /// The simulated user's model where `simulate:` names none (`--user-model`,
+    /// `user_model:`).
+    pub user_model: Option<&'a str>,
 }
 
 impl<'a> Validator<'a> {
     /// A validator with no environment (a `${VAR}` in a header is then an error).
     pub fn new(tools: &'a ToolRegistry, parse_model: &'a dyn Fn(&str) -> Result<ModelSpec, ModelError>) -> Self {
-        Self { tools, parse_model, env: &|_| None, judge_model: None, secrets: Default::default(), agent: None }
+        Self {
+            tools,
+            parse_model,
+            env: &|_| None,
+            judge_model: None,
+            secrets: Default::default(),
+            agent: None,
+            user_model: None,
+        }
     }
 }
 
@@ -182,7 +225,7 @@ pub fn parse_scenarios(
     stem: &str,
     validator: &Validator<'_>,
 ) -> Result<Vec<Scenario>, ScenarioErrors> {
-    let raws: Vec<RawScenario> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+    let raws: Vec<serde_saphyr::Spanned<RawScenario>> = serde_saphyr::from_multiple_with_options(text, yaml_options())
         .map_err(|err| ScenarioErrors(vec![yaml_error(path, &err)]))?;
     if raws.is_empty() {
         return Err(ScenarioErrors(vec![ScenarioError::Invalid {
@@ -199,7 +242,7 @@ pub fn parse_scenarios(
         .enumerate()
         .filter_map(|(i, raw)| {
             let default_name = if count == 1 { stem.to_owned() } else { format!("{stem}-{}", i + 1) };
-            raw.validate(path, default_name, validator, &mut errors)
+            raw.value.validate(path, raw.referenced, default_name, validator, &mut errors)
         })
         .collect();
     if errors.is_empty() { Ok(scenarios) } else { Err(ScenarioErrors(errors)) }

@@ -38,7 +38,73 @@ pub(super) struct RawScenario {
     pub(super) tool_results: Option<Spanned<BTreeMap<String, Value>>>,
     #[serde(default)]
     pub(super) max_tool_rounds: Option<Spanned<u32>>,
-    pub(super) turns: Spanned<Vec<RawTurn>>,
+    /// Scripted turns; none is fine when a simulated user follows.
+    #[serde(default)]
+    pub(super) turns: Option<Spanned<Vec<RawTurn>>>,
+    /// A model that plays the user after the scripted turns.
+    #[serde(default)]
+    pub(super) simulate: Option<Spanned<RawSimulate>>,
+    /// Checks over the whole conversation.
+    #[serde(default)]
+    pub(super) expect: Option<RawConversationExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSimulate {
+    #[serde(default)]
+    pub(super) model: Option<Spanned<String>>,
+    pub(super) goal: Spanned<String>,
+    #[serde(default)]
+    pub(super) persona: Option<String>,
+    #[serde(default)]
+    pub(super) max_turns: Option<Spanned<u32>>,
+}
+
+/// The top-level `expect`: what a turn's `expect` may say over the whole conversation (no
+/// ordered `tool_calls`, no latency), plus how it ended and how long it took.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConversationExpect {
+    #[serde(default)]
+    pub(super) ended: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_turns: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(super) tool_calls_unordered: Option<Vec<RawExpectedCall>>,
+    #[serde(default)]
+    pub(super) called: Option<Vec<Spanned<Value>>>,
+    #[serde(default)]
+    pub(super) not_called: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) contains: Option<Strings>,
+    #[serde(default)]
+    pub(super) not_contains: Option<Strings>,
+    #[serde(default)]
+    pub(super) regex: Option<Spanned<Strings>>,
+    #[serde(default)]
+    pub(super) max_cost_usd: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) judge: Option<Spanned<Value>>,
+}
+
+impl RawConversationExpect {
+    /// The checks a turn's `expect` also has, as one; `ended` and `max_turns` stay apart.
+    pub(super) fn split(self) -> (RawExpect, Option<Spanned<String>>, Option<Spanned<u32>>) {
+        let checks = RawExpect {
+            tool_calls: None,
+            tool_calls_unordered: self.tool_calls_unordered,
+            called: self.called,
+            not_called: self.not_called,
+            contains: self.contains,
+            not_contains: self.not_contains,
+            regex: self.regex,
+            max_cost_usd: self.max_cost_usd,
+            max_latency_ms: None,
+            judge: self.judge,
+        };
+        (checks, self.ended, self.max_turns)
+    }
 }
 
 #[derive(Deserialize)]

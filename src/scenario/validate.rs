@@ -10,27 +10,30 @@ use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
 use super::agent::AgentSpec;
-use super::raw::{RawExpect, RawExpectedCall, RawScenario};
+use super::raw::{RawExpect, RawExpectedCall, RawScenario, RawSimulate};
 use super::{
-    DEFAULT_MAX_TOOL_ROUNDS, Expect, ExpectedCall, JudgeSpec, Pattern, Scenario, ScenarioError, Turn, Validator,
-    invalid,
+    ConversationExpect, DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_SIMULATED_TURNS, Expect, ExpectedCall, JudgeSpec, Pattern,
+    Scenario, ScenarioError, Simulate, Turn, Validator, invalid,
 };
 use crate::model::Sampling;
+use crate::record::Ended;
 use crate::tools::Tool;
 use crate::tools::declared::{DeclarationContext, DeclaredTool};
 use crate::tools::mcp::McpServerSpec;
 
 impl RawScenario {
+    /// `top`: where the scenario's document starts (for what it lacks).
     pub(super) fn validate(
         self,
         path: &str,
+        top: Location,
         default_name: String,
         validator: &Validator<'_>,
         errors: &mut Vec<ScenarioError>,
     ) -> Option<Scenario> {
         let before = errors.len();
         let mut fail = |location: Location, message: String| errors.push(invalid(path, location, message));
-        let agent = self.agent_program(path, validator, &mut fail);
+        let agent = self.agent_program(path, top, validator, &mut fail);
 
         let name = match self.name {
             Some(name) if name.value.trim().is_empty() => {
@@ -156,12 +159,32 @@ impl RawScenario {
             }
             None => BTreeMap::new(),
         };
-        if self.turns.value.is_empty() {
-            fail(self.turns.referenced, "expected at least one turn".to_owned());
+        let simulate = self.simulate.and_then(|raw| simulate(raw, validator, &mut fail));
+        let raw_turns = self.turns.map(|turns| turns.value).unwrap_or_default();
+        if raw_turns.is_empty() && simulate.is_none() {
+            fail(top, "expected at least one turn under `turns:`, or a simulated user (`simulate:`)".to_owned());
         }
-        let mut turns: Vec<Turn> = self
-            .turns
-            .value
+        let expect = self.expect.map(|raw| {
+            let (checks, ended, max_turns) = raw.split();
+            let ended = ended.and_then(|ended| match Ended::parse(&ended.value) {
+                Some(value) => Some(value),
+                None => {
+                    fail(
+                        ended.referenced,
+                        format!("expected `ended` to be script, stop, max_turns or error, found `{}`", ended.value),
+                    );
+                    None
+                }
+            });
+            if let Some(m) = &max_turns
+                && m.value == 0
+            {
+                fail(m.referenced, "expected max_turns of at least 1".to_owned());
+            }
+            let checks = checks.validate(&offered, open, validator, &mut fail);
+            ConversationExpect { checks, ended, max_turns: max_turns.map(|m| m.value) }
+        });
+        let mut turns: Vec<Turn> = raw_turns
             .into_iter()
             .map(|turn| Turn {
                 user: turn.user,
@@ -191,6 +214,8 @@ impl RawScenario {
             tool_results,
             max_tool_rounds: self.max_tool_rounds.map_or(DEFAULT_MAX_TOOL_ROUNDS, |r| r.value),
             turns,
+            simulate,
+            expect,
         })
     }
 }
@@ -201,6 +226,7 @@ impl RawScenario {
     fn agent_program(
         &self,
         path: &str,
+        top: Location,
         validator: &Validator<'_>,
         fail: &mut impl FnMut(Location, String),
     ) -> Option<Arc<AgentSpec>> {
@@ -219,11 +245,54 @@ impl RawScenario {
             fail(system.referenced, format!("`system:` cannot go with {whose}: the agent brings its own prompt"));
         }
         if let Some(tools) = &self.tools {
-            let at = tools.first().map_or(self.turns.referenced, |entry| entry.referenced);
+            let at = tools.first().map_or(top, |entry| entry.referenced);
             fail(at, format!("`tools:` cannot go with {whose}: the agent brings its own tools"));
         }
         Some(agent)
     }
+}
+
+/// `simulate:` with its model settled: its own, else the validator's default, else a load
+/// error (the model under test never plays the user by default).
+fn simulate(
+    raw: Spanned<RawSimulate>,
+    validator: &Validator<'_>,
+    fail: &mut impl FnMut(Location, String),
+) -> Option<Simulate> {
+    let at = raw.referenced;
+    let raw = raw.value;
+    if raw.goal.value.trim().is_empty() {
+        fail(raw.goal.referenced, "expected a `goal` for the simulated user: what it wants and knows".to_owned());
+    }
+    if let Some(m) = &raw.max_turns
+        && m.value == 0
+    {
+        fail(m.referenced, "expected max_turns of at least 1".to_owned());
+    }
+    let (model, model_at) = match (&raw.model, validator.user_model) {
+        (Some(model), _) => (model.value.clone(), model.referenced),
+        (None, Some(model)) => (model.to_owned(), at),
+        (None, None) => {
+            fail(
+                at,
+                "expected a model for the simulated user: give `simulate: {model: ...}`, `--user-model MODEL`, or `user_model:` in runner.yaml (the model under test never plays the user by default)".to_owned(),
+            );
+            return None;
+        }
+    };
+    let model = match (validator.parse_model)(&model) {
+        Ok(model) => model,
+        Err(err) => {
+            fail(model_at, format!("simulated user's model: {err}"));
+            return None;
+        }
+    };
+    Some(Simulate {
+        model,
+        goal: raw.goal.value,
+        persona: raw.persona.filter(|p| !p.trim().is_empty()),
+        max_turns: raw.max_turns.map_or(DEFAULT_SIMULATED_TURNS, |m| m.value),
+    })
 }
 
 /// The directory a scenario's relative paths start from: its file's (the working directory

@@ -49,19 +49,20 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     // Every model is resolved before any request, so a bad name or a missing key runs nothing.
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
-    let (targets, judges) = resolve(&plan, &mut models).await?;
+    let (targets, helpers) = resolve(&plan, &mut models).await?;
     // Run: a new batch, or the rest of an interrupted one; every output open before it starts.
     let logs = open_logs(&options)?;
     let batch = Batch::select(&plan, &targets, &logs, &options)?;
     let mut outputs = Outputs::open(&options, logs, &batch.finished)?;
     let endpoint = agents_endpoint(&plan).await?;
-    let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), judges, endpoint);
+    let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), helpers, endpoint);
     let (totals, control) = play(batch, shared, &settings, options.limits, &mut outputs).await;
     // Report: every output finished, the table printed, the exit code.
     outputs.finish(&options, &settings, totals, &control)
 }
 
-/// The target of every cell of the plan, and of every judge its scenarios name.
+/// The target of every cell of the plan, and of every judge and simulated user its scenarios
+/// name.
 async fn resolve(
     plan: &Plan,
     models: &mut Models<'_>,
@@ -70,12 +71,13 @@ async fn resolve(
     for cell in &plan.cells {
         targets.push(models.target(&cell.spec).await?);
     }
-    let mut judges = HashMap::new();
-    for spec in &plan.judges {
-        let judge = models.target(spec).await.map_err(|e| UsageError(format!("judge model: {e}")))?;
-        judges.insert(spec.clone(), judge);
+    let mut helpers = HashMap::new();
+    for spec in &plan.helpers {
+        let helper =
+            models.target(spec).await.map_err(|e| UsageError(format!("judge or simulated user's model: {e}")))?;
+        helpers.insert(spec.clone(), helper);
     }
-    Ok((targets, judges))
+    Ok((targets, helpers))
 }
 
 /// The runs this batch plays: the plan's, less those a resumed batch finished (`--resume`)
@@ -162,7 +164,7 @@ fn shared(
     plan: &Plan,
     logs: &JsonLogs,
     http: &reqwest::Client,
-    judges: HashMap<ModelSpec, Arc<Target>>,
+    helpers: HashMap<ModelSpec, Arc<Target>>,
     endpoint: Option<Endpoint>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
@@ -174,7 +176,7 @@ fn shared(
         sampling_seed: options.seed,
         mcp: Default::default(),
         repeated: plan.repeat > 1,
-        judges,
+        helpers,
         secrets: settings.secrets.clone(),
         endpoint: endpoint.map(Arc::new),
     })

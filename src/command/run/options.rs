@@ -54,6 +54,7 @@ struct SettingsFlags {
     max_retries: Option<u32>,
     concurrency: Option<u32>,
     judge_model: Option<String>,
+    user_model: Option<String>,
 }
 
 /// Where the reports go; no two name the same file.
@@ -79,6 +80,7 @@ impl RunOptions {
                 max_retries: args.max_retries,
                 concurrency: args.concurrency,
                 judge_model: args.judge_model,
+                user_model: args.user_model,
             },
             cache: (args.cache.cache.clone(), args.cache.mode()),
             seed: args.seed,
@@ -104,6 +106,7 @@ impl RunOptions {
             max_retries: flags.max_retries,
             concurrency: flags.concurrency,
             judge_model: flags.judge_model.as_deref(),
+            user_model: flags.user_model.as_deref(),
         }
     }
 

@@ -50,6 +50,8 @@ struct Row {
     turns: usize,
     cost_usd: f64,
     judge_usd: f64,
+    /// What the simulated user cost.
+    user_usd: f64,
     unpriced: bool,
     duration_ms: Option<u64>,
     /// What went wrong first, or why it never started.
@@ -130,6 +132,7 @@ impl HtmlReport {
             turns: facts.tally.turn_latencies_ms.len(),
             cost_usd: facts.tally.cost_usd,
             judge_usd: facts.tally.judge_usd,
+            user_usd: facts.tally.user_usd,
             unpriced: facts.tally.unpriced,
             duration_ms: record.map(|r| r.duration_ms),
             note,

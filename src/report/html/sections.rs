@@ -68,6 +68,14 @@ pub(super) fn models_section(summary: &Summary) -> String {
             m.tally.judge_usd
         );
     }
+    for m in summary.models().iter().filter(|m| m.tally.user_usd > 0.0) {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">simulated users: playing the user against {} cost ${:.6} (not in its cost)</p>",
+            escape_markup(&m.model.to_string()),
+            m.tally.user_usd
+        );
+    }
     out.push_str("</section>\n");
     out
 }
@@ -185,13 +193,13 @@ pub(super) fn runs_section(rows: &[Row], summary: &Summary) -> String {
     );
     for row in rows {
         let status = row.status.map_or("not_started", Status::as_str);
-        let cost = if row.unpriced {
-            "unpriced".to_owned()
-        } else if row.judge_usd > 0.0 {
-            format!("{:.6} + judge {:.6}", row.cost_usd, row.judge_usd)
-        } else {
-            format!("{:.6}", row.cost_usd)
-        };
+        let mut cost = if row.unpriced { "unpriced".to_owned() } else { format!("{:.6}", row.cost_usd) };
+        if row.judge_usd > 0.0 && !row.unpriced {
+            let _ = write!(cost, " + judge {:.6}", row.judge_usd);
+        }
+        if row.user_usd > 0.0 {
+            let _ = write!(cost, " + user {:.6}", row.user_usd);
+        }
         let time = row.duration_ms.map_or_else(String::new, |ms| format!("{:.1} s", ms as f64 / 1000.0));
         let _ = writeln!(
             out,
