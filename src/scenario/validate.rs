@@ -159,9 +159,10 @@ impl RawScenario {
             }
             None => BTreeMap::new(),
         };
+        let simulated = self.simulate.is_some();
         let simulate = self.simulate.and_then(|raw| simulate(raw, validator, &mut fail));
         let raw_turns = self.turns.map(|turns| turns.value).unwrap_or_default();
-        if raw_turns.is_empty() && simulate.is_none() {
+        if raw_turns.is_empty() && !simulated {
             fail(top, "expected at least one turn under `turns:`, or a simulated user (`simulate:`)".to_owned());
         }
         let expect = self.expect.map(|raw| {

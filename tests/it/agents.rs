@@ -8,7 +8,7 @@ use crate::server::{Reply, Request, as_stream, text, tool_calls};
 use crate::{KEY, Test, Workspace, pids, running, signal, wait_for};
 
 /// The Python of the venv `scripts/test` makes, with the `openai` SDK from PyPI.
-fn python() -> String {
+pub fn python() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/venv/bin/python");
     assert!(
         std::path::Path::new(path).exists(),
@@ -129,7 +129,7 @@ fn an_sdk_agent_is_measured_and_checked_like_runner_s_own_loop() {
 /// A plain-HTTP agent (Python's standard library): it records its environment, probes the
 /// endpoint with a wrong token and lists the models, then asks for a reply under a model
 /// name of its own.
-const PLAIN_AGENT: &str = r#"
+pub const PLAIN_AGENT: &str = r#"
 import json, os, sys, urllib.request, urllib.error
 base, token = os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"]
 json.dump(dict(os.environ), open("env.json", "w"))

@@ -26,6 +26,7 @@ mod readme;
 mod run;
 mod secrets;
 mod server;
+mod simulate;
 mod snapshot;
 mod terminal;
 mod vendors;
@@ -370,7 +371,7 @@ impl Test {
             let _ = pipe.write_all(text.as_bytes());
         }
         let Outcome { code, stdout, stderr } = outcome(child.wait_with_output().unwrap());
-        Ran { ws: self.ws, server: self.server, code, stdout, stderr }
+        Ran { ws: self.ws, server: self.server, gone: self.gone, code, stdout, stderr }
     }
 }
 
@@ -378,6 +379,8 @@ impl Test {
 pub struct Ran {
     pub ws: Workspace,
     server: Option<MockServer>,
+    /// The address of the server the invocation was told of, stopped before it.
+    gone: Option<String>,
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -403,7 +406,7 @@ impl Ran {
     /// Another invocation in the same workspace, against the same server: new arguments,
     /// environment and standard input.
     pub fn then(self) -> Test {
-        Test { ws: self.ws, server: self.server, args: Vec::new(), env: Vec::new(), stdin: None, gone: None }
+        Test { ws: self.ws, server: self.server, args: Vec::new(), env: Vec::new(), stdin: None, gone: self.gone }
     }
 }
 
