@@ -553,5 +553,6 @@ fn about<'a>(job: &'a Job, shared: &Shared, sampling: Sampling, tool_seed: u64) 
 fn unplayed(job: &Job, shared: &Shared, mut conversation: Conversation, error: String) -> RunRecord {
     conversation.messages.clear();
     conversation.error = Some(shared.secrets.redact(&error));
+    conversation.ended = Ended::Error;
     conversation.into_record(about(job, shared, job.scenario.sampling, tool_seed(shared.seed, job)))
 }

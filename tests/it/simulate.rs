@@ -177,7 +177,10 @@ fn a_scripted_scenario_has_checks_over_the_whole_conversation_too() {
     };
     let run = Test::new()
         .server(both)
-        .file("ok.yaml", &scripted("ok", "  ended: script\n  contains: refunded\n  not_contains: sorry\n  max_turns: 2\n"))
+        .file(
+            "ok.yaml",
+            &scripted("ok", "  ended: script\n  contains: refunded\n  not_contains: sorry\n  max_turns: 2\n"),
+        )
         .file("bad.yaml", &scripted("bad", "  regex: '^Which'\n  max_turns: 1\n"))
         .args(["run", ".", "-m", "openai:gpt-4o-mini", "--junit", "j.xml"])
         .run();
