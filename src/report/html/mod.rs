@@ -270,6 +270,7 @@ fn conversation(record: &RunRecord, log: Option<&Path>) -> Value {
                 "tools": tools,
                 "checks": t.checks,
                 "judge": judge,
+                "simulated": t.simulated,
             })
         })
         .collect();
@@ -279,6 +280,8 @@ fn conversation(record: &RunRecord, log: Option<&Path>) -> Value {
         "system": system,
         "turns": turns,
         "unpriced": record.cost.unpriced,
+        "ended": record.ended,
+        "checks": record.checks,
     })
 }
 

@@ -25,6 +25,16 @@
     m.appendChild(document.createTextNode(content));
     return m;
   }
+  function checks(list) {
+    var ul = el("ul", "checks");
+    list.forEach(function (c) {
+      var li = el("li");
+      li.appendChild(el("b", c.passed ? "ok" : "no", (c.passed ? "✓ " : "✗ ") + c.check));
+      li.appendChild(document.createTextNode(" " + c.detail));
+      ul.appendChild(li);
+    });
+    return ul;
+  }
   function open(i) {
     var row = rows.filter(function (r) { return r.dataset.i === String(i); })[0];
     if (!row) return;
@@ -48,7 +58,7 @@
         head.appendChild(el("span", "chip " + t.status, t.status));
         head.appendChild(el("span", "muted", " · " + t.latency_ms + " ms · " + t.prompt + " + " + t.completion + " tokens · " + (run.unpriced ? "unpriced" : usd(t.cost))));
         box.appendChild(head);
-        box.appendChild(message("user", t.user));
+        box.appendChild(message(t.simulated ? "user (simulated)" : "user", t.user, "user"));
         t.said.forEach(function (s) { box.appendChild(message("assistant, beside its tool calls", s, "assistant")); });
         t.tools.forEach(function (c) {
           var tool = el("div", "tool");
@@ -60,16 +70,7 @@
         });
         if (t.reply !== null) box.appendChild(message("assistant", t.reply));
         if (t.error) box.appendChild(message("error", t.error, "error"));
-        if (t.checks.length) {
-          var ul = el("ul", "checks");
-          t.checks.forEach(function (c) {
-            var li = el("li");
-            li.appendChild(el("b", c.passed ? "ok" : "no", (c.passed ? "✓ " : "✗ ") + c.check));
-            li.appendChild(document.createTextNode(" " + c.detail));
-            ul.appendChild(li);
-          });
-          box.appendChild(ul);
-        }
+        if (t.checks.length) box.appendChild(checks(t.checks));
         if (t.judge) {
           var j = t.judge;
           var jd = el("div", "tool");
@@ -91,6 +92,12 @@
         box.appendChild(table);
         body.appendChild(box);
       });
+    }
+    if (run && run.checks && run.checks.length) {
+      var whole = el("div", "turn");
+      whole.appendChild(el("h3", null, "The whole conversation · ended: " + run.ended));
+      whole.appendChild(checks(run.checks));
+      body.appendChild(whole);
     }
     if (!dialog.open) dialog.showModal();
     if (history.replaceState) history.replaceState(null, "", "#run-" + i);
