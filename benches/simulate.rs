@@ -11,16 +11,16 @@
 
 #[path = "../tests/it/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{env_or, wait_with_rusage};
+
 const LATENCY: Duration = Duration::from_millis(100);
 const TURNS: usize = 6;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// The simulated user writes `TURNS` messages, then stops; the agent answers each.
 fn both(request: &server::Request) -> server::Reply {
@@ -115,12 +115,8 @@ fn measure(
         .stderr(Stdio::null())
         .spawn()
         .expect("runner starts");
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(waited, child.id() as libc::pid_t, "wait4");
+    let (status, max_rss_kib) = wait_with_rusage(child.id() as libc::pid_t);
     let wall = started.elapsed().as_secs_f64();
-    assert_eq!(libc::WEXITSTATUS(status), 0, "runner run failed (round {round})");
-    (wall, usage.ru_maxrss as f64 / 1024.0)
+    assert_eq!(status, 0, "runner run failed (round {round})");
+    (wall, max_rss_kib as f64 / 1024.0)
 }

@@ -13,15 +13,15 @@
 
 #[path = "../tests/it/server.rs"]
 mod server;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const LATENCY: Duration = Duration::from_millis(200);
+use support::{env_or, wait_with_rusage};
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+const LATENCY: Duration = Duration::from_millis(200);
 
 fn main() {
     let n: usize = env_or("BENCH_N", 2000);
@@ -100,14 +100,4 @@ fn measure(
     let wall = started.elapsed().as_secs_f64();
     assert_eq!(status, 0, "runner run failed at -j {j}");
     (wall, max_rss_kib as f64 / 1024.0)
-}
-
-/// Waits for `pid`; returns its exit status and peak resident set size in KiB.
-fn wait_with_rusage(pid: libc::pid_t) -> (i32, i64) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }

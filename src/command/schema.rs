@@ -83,6 +83,8 @@ mod tests {
             "simulate: {model: openai:x}\n",
             "simulate: {goal: g, model: openai:x}\nexpect: {ended: maybe}\n",
             "agent: {command: [a], shell: true}\nturns:\n  - user: hi\n",
+            "turns:\n  - user: hi\n    expect:\n      ended: stop\n",
+            "turns:\n  - user: hi\nexpect:\n  tool_calls: [{name: get_weather}]\n",
         ] {
             assert!(
                 crate::scenario::parse_scenarios(bad, "b.yaml", "b", &validator).is_err(),

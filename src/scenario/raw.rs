@@ -44,9 +44,10 @@ pub(super) struct RawScenario {
     /// A model that plays the user after the scripted turns.
     #[serde(default)]
     pub(super) simulate: Option<Spanned<RawSimulate>>,
-    /// Checks over the whole conversation.
+    /// Checks over the whole conversation (`ended` and `max_turns` only here; no ordered
+    /// `tool_calls` and no latency).
     #[serde(default)]
-    pub(super) expect: Option<RawConversationExpect>,
+    pub(super) expect: Option<RawExpect>,
 }
 
 #[derive(Deserialize)]
@@ -59,52 +60,6 @@ pub(super) struct RawSimulate {
     pub(super) persona: Option<String>,
     #[serde(default)]
     pub(super) max_turns: Option<Spanned<u32>>,
-}
-
-/// The top-level `expect`: what a turn's `expect` may say over the whole conversation (no
-/// ordered `tool_calls`, no latency), plus how it ended and how long it took.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawConversationExpect {
-    #[serde(default)]
-    pub(super) ended: Option<Spanned<String>>,
-    #[serde(default)]
-    pub(super) max_turns: Option<Spanned<u32>>,
-    #[serde(default)]
-    pub(super) tool_calls_unordered: Option<Vec<RawExpectedCall>>,
-    #[serde(default)]
-    pub(super) called: Option<Vec<Spanned<Value>>>,
-    #[serde(default)]
-    pub(super) not_called: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
-    pub(super) contains: Option<Strings>,
-    #[serde(default)]
-    pub(super) not_contains: Option<Strings>,
-    #[serde(default)]
-    pub(super) regex: Option<Spanned<Strings>>,
-    #[serde(default)]
-    pub(super) max_cost_usd: Option<Spanned<f64>>,
-    #[serde(default)]
-    pub(super) judge: Option<Spanned<Value>>,
-}
-
-impl RawConversationExpect {
-    /// The checks a turn's `expect` also has, as one; `ended` and `max_turns` stay apart.
-    pub(super) fn split(self) -> (RawExpect, Option<Spanned<String>>, Option<Spanned<u32>>) {
-        let checks = RawExpect {
-            tool_calls: None,
-            tool_calls_unordered: self.tool_calls_unordered,
-            called: self.called,
-            not_called: self.not_called,
-            contains: self.contains,
-            not_contains: self.not_contains,
-            regex: self.regex,
-            max_cost_usd: self.max_cost_usd,
-            max_latency_ms: None,
-            judge: self.judge,
-        };
-        (checks, self.ended, self.max_turns)
-    }
 }
 
 #[derive(Deserialize)]
@@ -140,6 +95,12 @@ pub(super) struct RawExpect {
     /// A rubric, or `{rubric, model}`.
     #[serde(default)]
     pub(super) judge: Option<Spanned<Value>>,
+    /// How the conversation ended (the top-level `expect` only).
+    #[serde(default)]
+    pub(super) ended: Option<Spanned<String>>,
+    /// User messages at most (the top-level `expect` only).
+    #[serde(default)]
+    pub(super) max_turns: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]

@@ -165,8 +165,14 @@ impl RawScenario {
         if raw_turns.is_empty() && !simulated {
             fail(top, "expected at least one turn under `turns:`, or a simulated user (`simulate:`)".to_owned());
         }
-        let expect = self.expect.map(|raw| {
-            let (checks, ended, max_turns) = raw.split();
+        let expect = self.expect.map(|mut raw| {
+            let (ended, max_turns) = (raw.ended.take(), raw.max_turns.take());
+            if raw.tool_calls.is_some() || raw.max_latency_ms.is_some() {
+                fail(
+                    top,
+                    "the scenario's top-level `expect` checks the whole conversation: `tool_calls` (in order) and `max_latency_ms` go in a turn's `expect`; use `called` or `tool_calls_unordered` here".to_owned(),
+                );
+            }
             let ended = ended.and_then(|ended| match Ended::parse(&ended.value) {
                 Some(value) => Some(value),
                 None => {
@@ -182,14 +188,30 @@ impl RawScenario {
             {
                 fail(m.referenced, "expected max_turns of at least 1".to_owned());
             }
-            let checks = checks.validate(&offered, open, validator, &mut fail);
+            let checks = raw.validate(&offered, open, validator, &mut fail);
             ConversationExpect { checks, ended, max_turns: max_turns.map(|m| m.value) }
         });
         let mut turns: Vec<Turn> = raw_turns
             .into_iter()
             .map(|turn| Turn {
                 user: turn.user,
-                expect: turn.expect.map(|e| e.validate(&offered, open, validator, &mut fail)).unwrap_or_default(),
+                expect: turn
+                    .expect
+                    .map(|e| {
+                        for field in
+                            [e.ended.as_ref().map(|f| f.referenced), e.max_turns.as_ref().map(|f| f.referenced)]
+                                .into_iter()
+                                .flatten()
+                        {
+                            fail(
+                                field,
+                                "`ended` and `max_turns` go in the scenario's top-level `expect`, not a turn's"
+                                    .to_owned(),
+                            );
+                        }
+                        e.validate(&offered, open, validator, &mut fail)
+                    })
+                    .unwrap_or_default(),
             })
             .collect();
         // Collected in place over the parsed turns' larger allocation (six turns' room for a

@@ -60,21 +60,16 @@ pub(super) fn models_section(summary: &Summary) -> String {
         );
     }
     out.push_str("</tbody></table>");
-    for m in summary.models().iter().filter(|m| m.tally.judge_usd > 0.0) {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">judge: grading {}'s replies cost ${:.6} (not in its cost)</p>",
-            escape_markup(&m.model.to_string()),
-            m.tally.judge_usd
-        );
-    }
-    for m in summary.models().iter().filter(|m| m.tally.user_usd > 0.0) {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">simulated users: playing the user against {} cost ${:.6} (not in its cost)</p>",
-            escape_markup(&m.model.to_string()),
-            m.tally.user_usd
-        );
+    // What helped play and grade each model's runs, apart from its cost.
+    for m in summary.models() {
+        let model = escape_markup(&m.model.to_string());
+        let helpers = [
+            (m.tally.judge_usd, "judge: grading ", "'s replies"),
+            (m.tally.user_usd, "simulated users: playing the user against ", ""),
+        ];
+        for (usd, before, after) in helpers.into_iter().filter(|(usd, ..)| *usd > 0.0) {
+            let _ = write!(out, "<p class=\"muted\">{before}{model}{after} cost ${usd:.6} (not in its cost)</p>");
+        }
     }
     out.push_str("</section>\n");
     out
