@@ -337,6 +337,8 @@ fn schema_command_prints_the_scenario_schema() {
     assert_eq!(out.code, 0);
     let schema: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
-    assert_eq!(schema["required"], serde_json::json!(["turns"]));
+    // Scripted turns, or a simulated user (or both).
+    let either: Vec<&serde_json::Value> = schema["anyOf"].as_array().unwrap().iter().map(|a| &a["required"]).collect();
+    assert_eq!(either, [&serde_json::json!(["turns"]), &serde_json::json!(["simulate"])]);
     assert_eq!(schema["additionalProperties"], false);
 }
