@@ -413,6 +413,7 @@ async fn check_conversation(conversation: &mut Conversation, job: &Job, shared: 
                 cost_usd: conversation.cost.total_usd,
                 priced: job.target.price.is_some(),
                 latency_ms: 0,
+                scope: "run",
             };
             checks.extend(evaluate(&expect.checks, &facts));
             if let Some(spec) = &expect.checks.judge {
@@ -487,6 +488,7 @@ async fn check_turn(
                 cost_usd: outcome.cost.total_usd,
                 priced: target.price.is_some(),
                 latency_ms: outcome.latency_ms,
+                scope: "turn",
             },
         ),
         _ => Vec::new(),

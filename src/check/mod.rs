@@ -15,6 +15,8 @@ pub struct TurnFacts<'a> {
     /// `false` when the model has no price, so a cost limit cannot be verified.
     pub priced: bool,
     pub latency_ms: u64,
+    /// What the cost is of, as a detail says it: `turn`, or `run` for the whole conversation.
+    pub scope: &'static str,
 }
 
 /// Evaluates every expectation of `expect`, one record per listed item.
@@ -70,7 +72,12 @@ pub fn evaluate(expect: &Expect, facts: &TurnFacts<'_>) -> Vec<CheckRecord> {
             let passed = facts.cost_usd <= limit;
             (
                 passed,
-                format!("turn cost ${:.6} {} limit ${limit}", facts.cost_usd, if passed { "within" } else { "over" }),
+                format!(
+                    "{} cost ${:.6} {} limit ${limit}",
+                    facts.scope,
+                    facts.cost_usd,
+                    if passed { "within" } else { "over" }
+                ),
             )
         } else {
             (false, format!("cannot check a cost limit of ${limit}: the model has no price (add one with --prices)"))
@@ -228,7 +235,7 @@ mod tests {
     }
 
     fn facts<'a>(reply: &'a str, calls: &'a [ToolCallRecord]) -> TurnFacts<'a> {
-        TurnFacts { reply, tool_calls: calls, cost_usd: 0.002, priced: true, latency_ms: 900 }
+        TurnFacts { reply, tool_calls: calls, cost_usd: 0.002, priced: true, latency_ms: 900, scope: "turn" }
     }
 
     #[test]
