@@ -124,15 +124,21 @@ fn compare_with(
     let Some(path) = baseline else {
         return Ok(None);
     };
-    let mut before = crate::report::merge::Merged::default();
-    if !before.read(path, None)? {
+    let before = read_report("--baseline", path)?;
+    Ok(Some(crate::report::baseline::Comparison::new(&path.display().to_string(), &before.summary(), summary)))
+}
+
+/// The CSV report `flag` names, read; a per-model summary in its place is a usage error.
+fn read_report(flag: &str, path: &std::path::Path) -> anyhow::Result<crate::report::merge::Merged> {
+    let mut merged = crate::report::merge::Merged::default();
+    if !merged.read(path, None)? {
         return Err(UsageError(format!(
-            "--baseline {}: a per-model summary, not a report (give the report beside it)",
+            "{flag} {}: a per-model summary, not a report (give the report beside it)",
             path.display()
         ))
         .into());
     }
-    Ok(Some(crate::report::baseline::Comparison::new(&path.display().to_string(), &before.summary(), summary)))
+    Ok(merged)
 }
 
 /// A conversation with `target` for `ask` and `chat`: the configured tools (`offered` of

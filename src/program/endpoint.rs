@@ -111,7 +111,7 @@ struct LinkState {
     pending: HashMap<String, (usize, Instant)>,
     /// Calls named so far (for ids the model did not give).
     named: u64,
-    /// Responses so far (their ids).
+    /// Requests so far (their response ids).
     responses: u64,
 }
 
@@ -167,10 +167,9 @@ impl RunLink {
 
     /// A request was answered (or failed): its record joins the turn, and the calls the
     /// model asked for (each given an id when it had none) wait for their results.
-    fn answered(&self, record: RequestRecord, completion: Option<&mut Completion>) -> u64 {
+    fn answered(&self, record: RequestRecord, completion: Option<&mut Completion>) {
         let mut state = self.state();
         state.turn.requests.push(record);
-        state.responses += 1;
         if let Some(completion) = completion.filter(|c| !c.tool_calls.is_empty()) {
             for call in &mut completion.tool_calls {
                 if call.id.is_empty() {
@@ -194,7 +193,13 @@ impl RunLink {
             let calls: Vec<ToolCall> = completion.tool_calls.clone();
             state.turn.messages.push(Message::Assistant { content: completion.content.clone(), tool_calls: calls });
         }
-        state.responses
+    }
+
+    /// The id of the response to a request just arrived: unique within the batch.
+    fn response_id(&self) -> String {
+        let mut state = self.state();
+        state.responses += 1;
+        format!("chatcmpl-runner-{:x}-{}", self.serial, state.responses)
     }
 }
 
@@ -261,7 +266,7 @@ async fn serve(links: Arc<Links>, request: Request<Incoming>) -> Result<Response
 /// the completion (or why there is none) with its usage.
 enum Event {
     Text(String),
-    Done(Box<Result<(Completion, Usage, u64), ProviderError>>),
+    Done(Box<Result<(Completion, Usage), ProviderError>>),
 }
 
 async fn chat(link: Arc<RunLink>, body: Incoming) -> Response<Body> {
@@ -286,15 +291,13 @@ async fn chat(link: Arc<RunLink>, body: Incoming) -> Response<Body> {
     let (events, mut received) = mpsc::unbounded_channel();
     // Its own task: a request the agent gives up on is still answered and recorded.
     tokio::spawn(answer(link.clone(), asked, requested, events));
+    let (id, created, model) = (link.response_id(), chrono::Utc::now().timestamp(), link.target.spec.name.clone());
     let first = received.recv().await;
-    let header = |n: u64| (format!("chatcmpl-runner-{:x}-{n}", link.serial), chrono::Utc::now().timestamp());
-    let model = link.target.spec.name.clone();
     match first {
         None => refuse(StatusCode::BAD_GATEWAY, "runner_error", "the request ended without an answer"),
         Some(Event::Done(done)) if done.is_err() || !stream => match *done {
             Err(err) => failed(&err),
-            Ok((completion, usage, n)) => {
-                let (id, created) = header(n);
+            Ok((completion, usage)) => {
                 json(StatusCode::OK, &wire::response(&Header { id: &id, created, model: &model }, &completion, &usage))
             }
         },
@@ -302,8 +305,6 @@ async fn chat(link: Arc<RunLink>, body: Incoming) -> Response<Body> {
             // A stream: the text as it arrives, then the calls, the finish and the usage.
             let (frames, body) = mpsc::unbounded_channel::<Bytes>();
             tokio::spawn(async move {
-                let id = format!("chatcmpl-runner-{:x}", link.serial);
-                let created = chrono::Utc::now().timestamp();
                 let head = Header { id: &id, created, model: &model };
                 let send = |value: &Value| frames.send(Bytes::from(format!("data: {value}\n\n"))).is_ok();
                 send(&wire::chunk(&head, serde_json::json!({"role": "assistant", "content": ""}), None));
@@ -315,7 +316,7 @@ async fn chat(link: Arc<RunLink>, body: Incoming) -> Response<Body> {
                         }
                         Event::Done(done) => {
                             match *done {
-                                Ok((completion, usage, _)) => {
+                                Ok((completion, usage)) => {
                                     for chunk in wire::closing_chunks(&head, &completion, &usage, include_usage) {
                                         send(&chunk);
                                     }
@@ -374,8 +375,8 @@ async fn answer(
     let usage = record.usage;
     let outcome = match result {
         Ok(mut completion) => {
-            let n = link.answered(record, Some(&mut completion));
-            Ok((completion, usage, n))
+            link.answered(record, Some(&mut completion));
+            Ok((completion, usage))
         }
         Err(err) => {
             link.answered(record, None);

@@ -257,15 +257,7 @@ fn only_failed(report: Option<&Path>) -> anyhow::Result<Option<HashSet<(String, 
     let Some(report) = report else {
         return Ok(None);
     };
-    let mut merged = crate::report::merge::Merged::default();
-    if !merged.read(report, None)? {
-        return Err(UsageError(format!(
-            "--only-failed {}: a per-model summary, not a report (give the report beside it)",
-            report.display()
-        ))
-        .into());
-    }
-    Ok(Some(merged.not_passed()))
+    Ok(Some(super::read_report("--only-failed", report)?.not_passed()))
 }
 
 /// Resuming: the runs of the plan with a whole log that passed or failed are done; their
