@@ -250,6 +250,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "P", value_parser = parse_rate)]
     pub min_pass_rate: Option<f64>,
 
+    #[command(flatten)]
+    pub confidence: ConfidenceArgs,
+
     /// The judge of `expect.judge` checks that name no model (PROVIDER:MODEL) [default:
     /// runner.yaml's judge_model]
     #[arg(long, value_name = "MODEL")]
@@ -267,6 +270,19 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// How sure a comparison is (`run`, `report`).
+#[derive(Debug, Args, Default)]
+pub struct ConfidenceArgs {
+    /// Compare every other model with MODEL, scenario by scenario [default: the first model]
+    #[arg(long, value_name = "MODEL")]
+    pub compare_to: Option<String>,
+
+    /// Name the cheapest model whose pass rate reaches P (0 to 1) with 95% confidence (the
+    /// lower bound of its interval)
+    #[arg(long, value_name = "P", value_parser = parse_rate)]
+    pub target_pass_rate: Option<f64>,
 }
 
 /// The request cache (`run`, `ask`, `chat`).
@@ -323,6 +339,9 @@ pub struct ReportArgs {
     /// regressions and fixes per scenario; a regression makes the exit code 1
     #[arg(long, value_name = "REPORT.csv")]
     pub baseline: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub confidence: ConfidenceArgs,
 
     /// Re-price every recorded token count at this model's prices (PROVIDER:MODEL)
     #[arg(long, value_name = "MODEL")]

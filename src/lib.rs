@@ -41,6 +41,7 @@ mod files;
 pub mod http;
 pub mod rng;
 mod secret;
+mod stats;
 mod text;
 mod yaml;
 

@@ -128,6 +128,44 @@ fn compare_with(
     Ok(Some(crate::report::baseline::Comparison::new(&path.display().to_string(), &before.summary(), summary)))
 }
 
+/// What the comparison is asked (`--compare-to`, `--target-pass-rate`): the reference is the
+/// model `--compare-to` names, which must be one of `models`, else `first`.
+fn asked(
+    settings: &Settings,
+    args: &crate::cli::ConfidenceArgs,
+    models: &[crate::model::ModelSpec],
+    first: Option<&crate::model::ModelSpec>,
+) -> anyhow::Result<crate::report::confidence::Asked> {
+    let compare_to = match &args.compare_to {
+        Some(text) => {
+            let spec = settings.parse_model(text)?;
+            if !models.contains(&spec) {
+                let names: Vec<String> = models.iter().map(ToString::to_string).collect();
+                return Err(UsageError(format!(
+                    "--compare-to {text}: not a model of these runs (they are {})",
+                    names.join(", ")
+                ))
+                .into());
+            }
+            Some(spec)
+        }
+        None => first.cloned(),
+    };
+    Ok(crate::report::confidence::Asked { compare_to, target: args.target_pass_rate })
+}
+
+/// Every pass@k and pass^k as JSON beside the summary CSV at `summary` (`NAME.pass_k.json`),
+/// when some model's scenarios were repeated.
+fn write_pass_k(summary_path: &std::path::Path, summary: &crate::report::summary::Summary) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let Some(json) = summary.confidence().pass_k_json() else {
+        return Ok(());
+    };
+    let path = crate::report::pass_k_path(summary_path);
+    let text = serde_json::to_string_pretty(&json)? + "\n";
+    crate::files::write_atomically(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// The CSV report `flag` names, read; a per-model summary in its place is a usage error.
 fn read_report(flag: &str, path: &std::path::Path) -> anyhow::Result<crate::report::merge::Merged> {
     let mut merged = crate::report::merge::Merged::default();

@@ -56,9 +56,12 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
             eprintln!("note: skipped {}: a per-model summary, not a report", path.display());
         }
     }
-    let summary = merged.summary();
+    let mut summary = merged.summary();
+    let models: Vec<_> = summary.models().iter().map(|m| m.model.clone()).collect();
+    summary.ask(super::asked(&settings, &args.confidence, &models, None)?);
     if let Some(path) = &args.summary {
         write_atomically(path, &summary.to_csv()?).with_context(|| format!("cannot write {}", path.display()))?;
+        super::write_pass_k(path, &summary)?;
     }
     if let Some(path) = &args.merged {
         merged.write_rows(path)?;

@@ -4,8 +4,10 @@
 
 use std::fmt::Write as _;
 
+use super::confidence::pair;
 use super::summary::{ModelStats, Summary, percent_cell, usd_cell};
 use crate::model::ModelSpec;
+use crate::stats::Paired;
 
 /// One model's figures before and after (`None`: it was not in that batch).
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +15,23 @@ pub(crate) struct ModelChange {
     pub model: ModelSpec,
     pub pass_rate: (Option<f64>, Option<f64>),
     pub cost_usd: (Option<f64>, Option<f64>),
+    /// The change in pass fraction, paired over the scenarios it finished in both batches.
+    pub pass_change: Option<Paired>,
+}
+
+impl ModelChange {
+    /// The change as shown in tables: `+5.0 [-2.1, 12.1]` (points, 95% interval).
+    pub(crate) fn change_cell(&self) -> String {
+        let Some(change) = &self.pass_change else {
+            return "-".to_owned();
+        };
+        let points = format!("{:+.1}", change.mean * 100.0);
+        match change.interval {
+            None => format!("{points} (1 scenario)"),
+            Some(_) if change.p.is_none() => format!("{points} (every scenario alike)"),
+            Some(i) => format!("{points} [{:.1}, {:.1}]", i.low * 100.0, i.high * 100.0),
+        }
+    }
 }
 
 /// A scenario on a model whose outcome changed: passes over finished runs, before and after.
@@ -50,6 +69,10 @@ impl Comparison {
                 model: m.model.clone(),
                 pass_rate: (b.as_ref().and_then(ModelStats::pass_rate), a.as_ref().and_then(ModelStats::pass_rate)),
                 cost_usd: (b.as_ref().map(|x| x.tally.cost_usd), a.as_ref().map(|x| x.tally.cost_usd)),
+                pass_change: match (&b, &a) {
+                    (Some(b), Some(a)) => pair(before.scenarios(), b, after.scenarios(), a).pass,
+                    _ => None,
+                },
             });
         }
         let (mut regressions, mut fixes) = (Vec::new(), Vec::new());
@@ -77,13 +100,17 @@ impl Comparison {
 
     /// As text, after the summary.
     pub(crate) fn render(&self) -> String {
-        let mut rows =
-            vec![["model", "pass_rate before", "after", "cost_usd before", "after"].map(String::from).to_vec()];
+        let mut rows = vec![
+            ["model", "pass_rate before", "after", "change (points, 95%)", "cost_usd before", "after"]
+                .map(String::from)
+                .to_vec(),
+        ];
         for m in &self.models {
             rows.push(vec![
                 m.model.to_string(),
                 percent_cell(m.pass_rate.0),
                 percent_cell(m.pass_rate.1),
+                m.change_cell(),
                 usd_cell(m.cost_usd.0),
                 usd_cell(m.cost_usd.1),
             ]);
@@ -113,16 +140,17 @@ impl Comparison {
     /// As Markdown, for the step summary.
     pub(crate) fn render_markdown(&self) -> String {
         let mut out = format!(
-            "#### Against the baseline {}\n\n| model | pass rate before | after | cost (USD) before | after |\n|---|---:|---:|---:|---:|\n",
+            "#### Against the baseline {}\n\n| model | pass rate before | after | change (points, 95% interval) | cost (USD) before | after |\n|---|---:|---:|---:|---:|---:|\n",
             super::markdown_code(&self.baseline)
         );
         for m in &self.models {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 super::markdown_code(&m.model.to_string()),
                 percent_cell(m.pass_rate.0),
                 percent_cell(m.pass_rate.1),
+                m.change_cell(),
                 usd_cell(m.cost_usd.0),
                 usd_cell(m.cost_usd.1)
             );

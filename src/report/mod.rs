@@ -4,6 +4,7 @@
 //! reports back.
 
 pub(crate) mod baseline;
+pub(crate) mod confidence;
 pub(crate) mod csv;
 pub(crate) mod failures;
 pub(crate) mod html;
@@ -66,8 +67,16 @@ pub(crate) fn summary_path(report: &Path) -> std::path::PathBuf {
     report.with_file_name(format!("{stem}.summary.csv"))
 }
 
+/// Where every pass@k and pass^k goes: `NAME.pass_k.json` beside the summary `NAME.summary.csv`
+/// (or beside any other summary file).
+pub(crate) fn pass_k_path(summary: &Path) -> std::path::PathBuf {
+    let name = summary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".summary.csv").or_else(|| name.strip_suffix(".csv")).unwrap_or(&name);
+    summary.with_file_name(format!("{stem}.pass_k.json"))
+}
+
 /// Text for a Markdown table cell: everything Markdown or HTML would read (`|`, `*`, `[`,
-/// `!`, `<`, ...) escaped, line breaks and control characters as spaces, so that a name can
+/// `!`, `<`, `$` (GitHub's math), ...) escaped, line breaks and control characters as spaces, so that a name can
 /// neither break the table, start a heading, nor render an image or a link.
 pub(crate) fn markdown_cell(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -76,7 +85,7 @@ pub(crate) fn markdown_cell(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '!' | '~' => {
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '!' | '~' | '$' => {
                 out.push('\\');
                 out.push(c);
             }

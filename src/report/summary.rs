@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::confidence::{Asked, Confidence};
 use crate::model::ModelSpec;
 use crate::record::{Reporter, RunOutcome, Status};
 use crate::usage::Usage;
@@ -120,6 +121,11 @@ impl ModelStats {
     pub(crate) fn p95_latency_ms(&self) -> Option<u64> {
         percentile(&self.tally.turn_latencies_ms, 95)
     }
+
+    /// What a finished run cost on average.
+    pub(crate) fn mean_cost_per_run(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.tally.cost_usd / self.runs as f64)
+    }
 }
 
 /// How one scenario fared on one model across its repetitions.
@@ -131,12 +137,24 @@ pub(crate) struct ScenarioStats {
     pub runs: usize,
     pub passed: usize,
     pub not_started: usize,
+    /// What its finished repetitions cost.
+    pub cost_usd: f64,
 }
 
 impl ScenarioStats {
     /// Some repetitions passed and some did not.
     pub(crate) fn flaky(&self) -> bool {
         self.passed > 0 && self.passed < self.runs
+    }
+
+    /// The fraction of its finished repetitions that passed (0 with none).
+    pub(crate) fn pass_fraction(&self) -> f64 {
+        if self.runs == 0 { 0.0 } else { self.passed as f64 / self.runs as f64 }
+    }
+
+    /// What one of its finished repetitions cost on average (0 with none).
+    pub(crate) fn cost_per_run(&self) -> f64 {
+        if self.runs == 0 { 0.0 } else { self.cost_usd / self.runs as f64 }
     }
 }
 
@@ -184,6 +202,19 @@ pub(crate) const CSV_COLUMNS: &[&str] = &[
     "spent_usd",
     "cache_hits",
     "judge_cost_usd",
+    "pass_rate_low",
+    "pass_rate_high",
+    "repetitions",
+    "pass_at_n",
+    "pass_all_n",
+    "compared_to",
+    "pass_diff",
+    "pass_diff_low",
+    "pass_diff_high",
+    "pass_diff_p",
+    "cost_diff_usd",
+    "cost_diff_p",
+    "scenarios_paired",
 ];
 
 /// Collects per-model and per-scenario figures as runs arrive.
@@ -194,6 +225,8 @@ pub(crate) struct Summary {
     scenario_index: HashMap<(String, ModelSpec), usize>,
     /// Why runs were not started (the first reason given).
     not_started_reason: Option<String>,
+    /// The reference model and the target pass rate of the comparison.
+    asked: Asked,
 }
 
 impl Summary {
@@ -203,6 +236,31 @@ impl Summary {
 
     pub(crate) fn scenarios(&self) -> &[ScenarioStats] {
         &self.scenarios
+    }
+
+    /// Puts the models and the per-scenario rows in the order of `cells` (the plan's scenario
+    /// on model order) rather than the order runs finished in; what `cells` lacks goes after.
+    pub(crate) fn arrange(&mut self, cells: &[(&str, &ModelSpec)]) {
+        let mut models: HashMap<&ModelSpec, usize> = HashMap::new();
+        let mut places: HashMap<(&str, &ModelSpec), usize> = HashMap::new();
+        for (i, &(scenario, model)) in cells.iter().enumerate() {
+            models.entry(model).or_insert(i);
+            places.entry((scenario, model)).or_insert(i);
+        }
+        self.models.sort_by_key(|m| models.get(&m.model).copied().unwrap_or(usize::MAX));
+        self.scenarios.sort_by_key(|s| places.get(&(s.scenario.as_str(), &s.model)).copied().unwrap_or(usize::MAX));
+        self.scenario_index =
+            self.scenarios.iter().enumerate().map(|(i, s)| ((s.scenario.clone(), s.model.clone()), i)).collect();
+    }
+
+    /// Sets what the comparison is asked: the reference model, the target pass rate.
+    pub(crate) fn ask(&mut self, asked: Asked) {
+        self.asked = asked;
+    }
+
+    /// The intervals, the paired comparisons, pass@k and the target, as the runs so far say.
+    pub(crate) fn confidence(&self) -> Confidence {
+        Confidence::of(self, &self.asked)
     }
 
     /// Finished runs of every model.
@@ -246,6 +304,7 @@ impl Summary {
                 runs: 0,
                 passed: 0,
                 not_started: 0,
+                cost_usd: 0.0,
             });
             self.scenarios.len() - 1
         });
@@ -265,6 +324,7 @@ impl Summary {
         }
         stats.runs += 1;
         per_scenario.runs += 1;
+        per_scenario.cost_usd += run.tally.cost_usd;
         if run.status == Some(Status::Passed) {
             per_scenario.passed += 1;
         }
@@ -295,6 +355,7 @@ impl Summary {
             "failed",
             "errors",
             "pass_rate",
+            "95% interval",
             "prompt_tok",
             "completion_tok",
             "cached_tok",
@@ -303,6 +364,7 @@ impl Summary {
             "median_ms",
             "p95_ms",
         ];
+        let confidence = self.confidence();
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(std::string::ToString::to_string).collect()];
         for m in &self.models {
             let money = |value| money_cell(m, value);
@@ -313,6 +375,7 @@ impl Summary {
                 m.failed.to_string(),
                 m.errors.to_string(),
                 percent_cell(m.pass_rate()),
+                interval_cell(&confidence, &m.model),
                 m.tally.usage.prompt_tokens.to_string(),
                 m.tally.usage.completion_tokens.to_string(),
                 m.tally.usage.cached_tokens.to_string(),
@@ -347,6 +410,7 @@ impl Summary {
         if flaky > 0 {
             out.push_str(&format!("flaky: {flaky} scenario(s) passed some repetitions and failed others\n"));
         }
+        out.push_str(&confidence.render());
         if self.not_started() > 0 {
             let reason = self.not_started_reason.as_deref().unwrap_or("stopped");
             out.push_str(&format!("not started: {} run(s) ({reason})\n", self.not_started()));
@@ -384,12 +448,13 @@ impl Summary {
     /// The summary as Markdown tables (for `GITHUB_STEP_SUMMARY`).
     pub(crate) fn render_markdown(&self) -> String {
         let mut out = String::from(
-            "### runner\n\n| model | runs | passed | failed | errors | not started | pass rate | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "### runner\n\n| model | runs | passed | failed | errors | not started | pass rate | 95% interval | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
+        let confidence = self.confidence();
         for m in &self.models {
             let money = |value| money_cell(m, value);
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 super::markdown_code(&m.model.to_string()),
                 m.runs,
                 m.passed,
@@ -397,6 +462,7 @@ impl Summary {
                 m.errors,
                 m.not_started,
                 percent_cell(m.pass_rate()),
+                interval_cell(&confidence, &m.model),
                 m.tally.usage.prompt_tokens,
                 m.tally.usage.completion_tokens,
                 money(Some(m.tally.cost_usd)),
@@ -419,6 +485,7 @@ impl Summary {
             }
         }
         out.push('\n');
+        out.push_str(&confidence.render_markdown());
         out
     }
 
@@ -426,7 +493,13 @@ impl Summary {
     pub(crate) fn to_csv(&self) -> anyhow::Result<Vec<u8>> {
         let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
         writer.write_record(CSV_COLUMNS)?;
+        let confidence = self.confidence();
         for m in &self.models {
+            let figures = confidence.of_model(&m.model);
+            let versus = figures.and_then(|f| f.versus.as_ref());
+            let pass = versus.and_then(|v| v.pass);
+            let cost = versus.and_then(|v| v.cost);
+            let pass_k = figures.and_then(super::confidence::ModelConfidence::pass_k_at_n);
             writer.serialize(SummaryRow {
                 model: m.model.clone(),
                 runs: m.runs,
@@ -447,6 +520,19 @@ impl Summary {
                 spent_usd: m.tally.spent_usd,
                 cache_hits: m.tally.cache_hits,
                 judge_cost_usd: m.tally.judge_usd,
+                pass_rate_low: figures.and_then(|f| f.interval).map(|i| fraction(i.low)),
+                pass_rate_high: figures.and_then(|f| f.interval).map(|i| fraction(i.high)),
+                repetitions: pass_k.map(|(n, ..)| n),
+                pass_at_n: pass_k.map(|(_, at, _)| fraction(at)),
+                pass_all_n: pass_k.map(|(.., all)| fraction(all)),
+                compared_to: versus.map(|v| v.reference.to_string()),
+                pass_diff: pass.map(|p| fraction(p.mean)),
+                pass_diff_low: pass.and_then(|p| p.interval).map(|i| fraction(i.low)),
+                pass_diff_high: pass.and_then(|p| p.interval).map(|i| fraction(i.high)),
+                pass_diff_p: pass.and_then(|p| p.p).map(fraction),
+                cost_diff_usd: cost.map(|c| c.mean),
+                cost_diff_p: cost.and_then(|c| c.p).map(fraction),
+                scenarios_paired: versus.map(|v| v.pass.map_or(0, |p| p.n)),
             })?;
         }
         writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
@@ -482,6 +568,39 @@ pub(crate) struct SummaryRow {
     pub cache_hits: usize,
     #[serde(serialize_with = "super::csv::cell::usd::serialize")]
     pub judge_cost_usd: f64,
+    /// The 95% Wilson interval of `pass_rate` (four decimals).
+    pub pass_rate_low: Option<String>,
+    pub pass_rate_high: Option<String>,
+    /// n of pass@n and pass^n: the fewest finished repetitions of a scenario (empty below 2).
+    pub repetitions: Option<usize>,
+    pub pass_at_n: Option<String>,
+    pub pass_all_n: Option<String>,
+    /// The reference model of the paired comparison (empty on its own row).
+    pub compared_to: Option<String>,
+    /// This model's pass fraction less the reference's, the mean over paired scenarios.
+    pub pass_diff: Option<String>,
+    pub pass_diff_low: Option<String>,
+    pub pass_diff_high: Option<String>,
+    pub pass_diff_p: Option<String>,
+    /// This model's mean cost per run less the reference's, the mean over paired scenarios.
+    #[serde(serialize_with = "optional_usd")]
+    pub cost_diff_usd: Option<f64>,
+    pub cost_diff_p: Option<String>,
+    pub scenarios_paired: Option<usize>,
+}
+
+/// A fraction in a CSV cell: four decimals.
+fn fraction(value: f64) -> String {
+    let text = format!("{value:.4}");
+    if text == "-0.0000" { "0.0000".to_owned() } else { text }
+}
+
+/// The 95% interval of a model's pass rate as shown in tables: `[64.0, 94.8]`.
+fn interval_cell(confidence: &Confidence, model: &ModelSpec) -> String {
+    confidence
+        .of_model(model)
+        .and_then(|m| m.interval)
+        .map_or_else(|| "-".to_owned(), |i| format!("[{:.1}, {:.1}]", i.low * 100.0, i.high * 100.0))
 }
 
 fn optional_usd<S: serde::Serializer>(usd: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -566,11 +685,24 @@ mod tests {
                 spent_usd: 0.0,
                 cache_hits: 0,
                 judge_cost_usd: 0.0,
+                pass_rate_low: None,
+                pass_rate_high: None,
+                repetitions: None,
+                pass_at_n: None,
+                pass_all_n: None,
+                compared_to: None,
+                pass_diff: None,
+                pass_diff_low: None,
+                pass_diff_high: None,
+                pass_diff_p: None,
+                cost_diff_usd: None,
+                cost_diff_p: None,
+                scenarios_paired: None,
             })
             .unwrap();
         let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
         assert_eq!(text.lines().next(), Some(CSV_COLUMNS.join(",").as_str()));
-        assert_eq!(text.lines().nth(1), Some("m:x,1,1,0,0,0,,0,0,0,0,,,,false,0,0,0,0"));
+        assert_eq!(text.lines().nth(1), Some("m:x,1,1,0,0,0,,0,0,0,0,,,,false,0,0,0,0,,,,,,,,,,,,,"));
     }
 
     #[test]
@@ -641,7 +773,10 @@ mod tests {
         assert_eq!(m.median_latency_ms(), Some(250));
         assert_eq!(m.p95_latency_ms(), Some(400));
         let csv = String::from_utf8(summary.to_csv().unwrap()).unwrap();
-        assert_eq!(csv.lines().nth(1), Some("m:x,4,2,1,1,1,0.5000,40,8,12,1,0.5,250,400,false,0,1,0,0"));
+        assert_eq!(
+            csv.lines().nth(1),
+            Some("m:x,4,2,1,1,1,0.5000,40,8,12,1,0.5,250,400,false,0,1,0,0,0.1500,0.8500,,,,,,,,,,,")
+        );
     }
 
     #[test]
@@ -651,19 +786,25 @@ mod tests {
         summary.add(run("b", "openai:gpt-4o-mini", Status::Failed, 0.5, &[300, 200]));
         summary.add(run("a", "anthropic:claude-haiku-4-5", Status::Error, 0.0, &[]));
         insta::assert_snapshot!(summary.render(), @r"
-        model                       runs  passed  failed  errors  pass_rate  prompt_tok  completion_tok  cached_tok  cost_usd  usd/pass  median_ms  p95_ms
-        openai:gpt-4o-mini             2       1       1       0      50.0%          20               4           6  0.750000  0.750000        200     300
-        anthropic:claude-haiku-4-5     1       0       0       1       0.0%          10               2           3  0.000000         -          -       -
+        model                       runs  passed  failed  errors  pass_rate  95% interval  prompt_tok  completion_tok  cached_tok  cost_usd  usd/pass  median_ms  p95_ms
+        openai:gpt-4o-mini             2       1       1       0      50.0%   [9.5, 90.5]          20               4           6  0.750000  0.750000        200     300
+        anthropic:claude-haiku-4-5     1       0       0       1       0.0%   [0.0, 79.3]          10               2           3  0.000000         -          -       -
 
         result: 1 of 3 runs passed (1 failed, 1 with errors)
+        compared (paired by scenario; 95% intervals):
+          anthropic:claude-haiku-4-5 vs openai:gpt-4o-mini: pass rate -100.0 points on 1 scenario: too few to tell noise from a difference; cost per run -$0.250000
         ");
         insta::assert_snapshot!(summary.render_markdown(), @r"
         ### runner
 
-        | model | runs | passed | failed | errors | not started | pass rate | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |
-        |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-        | `openai:gpt-4o-mini` | 2 | 1 | 1 | 0 | 0 | 50.0% | 20 | 4 | 0.750000 | 0.750000 | 200 | 300 |
-        | `anthropic:claude-haiku-4-5` | 1 | 0 | 0 | 1 | 0 | 0.0% | 10 | 2 | 0.000000 | - | - | - |
+        | model | runs | passed | failed | errors | not started | pass rate | 95% interval | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |
+        |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+        | `openai:gpt-4o-mini` | 2 | 1 | 1 | 0 | 0 | 50.0% | [9.5, 90.5] | 20 | 4 | 0.750000 | 0.750000 | 200 | 300 |
+        | `anthropic:claude-haiku-4-5` | 1 | 0 | 0 | 1 | 0 | 0.0% | [0.0, 79.3] | 10 | 2 | 0.000000 | - | - | - |
+
+        **Compared** (paired by scenario; 95% intervals):
+
+        - anthropic:claude-haiku-4-5 vs openai:gpt-4o-mini: pass rate -100.0 points on 1 scenario: too few to tell noise from a difference; cost per run -\$0.250000
         ");
     }
 

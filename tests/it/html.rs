@@ -58,7 +58,7 @@ fn chromium(profile: &Path) -> Command {
 }
 
 /// The DOM of `page` (with `suffix`: a query or a fragment) after its script ran.
-fn dom(page: &Path, suffix: &str) -> String {
+pub fn dom(page: &Path, suffix: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let url = format!("file://{}{suffix}", page.canonicalize().unwrap().display());
     let output = chromium(profile.path()).arg("--dump-dom").arg(&url).output().unwrap();
@@ -127,7 +127,7 @@ fn the_page_holds_everything_and_asks_for_nothing() {
     assert!(html.contains("<p class=\"headline bad\" id=\"headline\">6 of 10 runs passed</p>"), "{html}");
     assert_eq!(html.matches("<g class=\"point\">").count(), 2);
     assert_eq!(html.matches("<g class=\"box\">").count(), 2);
-    assert!(html.contains("<title>openai:gpt-4o-mini: pass rate 60.0% (3/5), $"), "{html}");
+    assert!(html.contains("<title>openai:gpt-4o-mini: pass rate 60.0% (3/5) [95% interval 23.1–88.2%], $"), "{html}");
     assert_eq!(html.matches("<tr data-scenario=").count(), 5, "a matrix row per scenario");
     assert_eq!(html.matches("class=\"cell passed\"").count(), 6);
     assert_eq!(html.matches("<tr data-i=").count(), 10);

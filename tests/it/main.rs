@@ -9,6 +9,7 @@ mod cache_tree;
 mod chat;
 mod cli;
 mod compare;
+mod confidence;
 mod containment;
 mod declared;
 mod edges;
@@ -190,7 +191,10 @@ impl Workspace {
         let files: Vec<PathBuf> = std::fs::read_dir(self.path().join("reports"))
             .unwrap()
             .flatten()
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".summary.csv") == summary)
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.ends_with(".csv") && name.ends_with(".summary.csv") == summary
+            })
             .map(|entry| entry.path())
             .collect();
         assert_eq!(files.len(), 1, "expected one {} under reports/", if summary { "summary" } else { "report" });

@@ -39,6 +39,13 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     // Plan: the matrix, the shard, the price gate; a dry run ends here.
     let plan = Plan::new(&settings, scenarios, options.matrix())?;
     plan.check_prices(options.require_prices, options.limits.max_cost_usd.is_some())?;
+    let mut models: Vec<ModelSpec> = Vec::new();
+    for cell in &plan.cells {
+        if !models.contains(&cell.spec) {
+            models.push(cell.spec.clone());
+        }
+    }
+    let asked = super::asked(&settings, &options.confidence, &models, models.first())?;
     let cache = settings.request_cache(options.cache.0.as_deref(), options.cache.1)?;
     if options.dry_run {
         let seed = options.seed;
@@ -54,10 +61,13 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let logs = open_logs(&options)?;
     let batch = Batch::select(&plan, &targets, &logs, &options)?;
     let mut outputs = Outputs::open(&options, logs, &batch.finished)?;
+    outputs.summary.ask(asked);
     let endpoint = agents_endpoint(&plan).await?;
     let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), helpers, endpoint);
     let (totals, control) = play(batch, shared, &settings, options.limits, &mut outputs).await;
-    // Report: every output finished, the table printed, the exit code.
+    // Report: every output finished (the tables in the plan's order), the table printed, the exit code.
+    let cells: Vec<(&str, &ModelSpec)> = plan.cells.iter().map(|c| (c.scenario.name.as_str(), &c.spec)).collect();
+    outputs.summary.arrange(&cells);
     outputs.finish(&options, &settings, totals, &control)
 }
 
@@ -352,6 +362,7 @@ impl Outputs {
         if let Some(path) = &summary_path {
             write_atomically(path, &self.summary.to_csv()?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
+            super::write_pass_k(path, &self.summary)?;
         }
         if let (Some(path), Some(cases)) = (&options.outputs.junit, &self.junit) {
             write_atomically(path, cases.render().trim_end().as_bytes())

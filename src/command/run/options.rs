@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::super::UsageError;
-use crate::cli::RunArgs;
+use crate::cli::{ConfidenceArgs, RunArgs};
 use crate::files::is_file_or_absent;
 use crate::plan::{MatrixOptions, Shard};
 use crate::provider::cache::CacheMode;
@@ -34,6 +34,8 @@ pub(super) struct RunOptions {
     /// `--max-cost-usd` and `--fail-fast`.
     pub limits: Limits,
     pub min_pass_rate: Option<f64>,
+    /// `--compare-to` and `--target-pass-rate`.
+    pub confidence: ConfidenceArgs,
     pub baseline: Option<PathBuf>,
     pub outputs: OutputPaths,
 }
@@ -91,6 +93,7 @@ impl RunOptions {
             require_prices: args.require_prices,
             limits: Limits { max_cost_usd: args.max_cost_usd, fail_fast: args.fail_fast },
             min_pass_rate: args.min_pass_rate,
+            confidence: args.confidence,
             baseline: args.baseline,
             outputs,
         })

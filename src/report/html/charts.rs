@@ -33,8 +33,8 @@ pub(super) fn tick_label(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Cost against pass rate: a labelled point per model; mean cost of a finished run across,
-/// pass rate up.
+/// Cost against pass rate: a labelled point per model with its 95% interval as an error bar;
+/// mean cost of a finished run across, pass rate up.
 pub(super) fn cost_chart(summary: &Summary) -> String {
     let (width, height) = (480.0, 320.0);
     let (left, right, top, bottom) = (64.0, 24.0, 16.0, 48.0);
@@ -43,10 +43,9 @@ pub(super) fn cost_chart(summary: &Summary) -> String {
         .models()
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| {
-            Some((i, m, if m.runs > 0 { m.tally.cost_usd / m.runs as f64 } else { 0.0 }, m.pass_rate()?))
-        })
+        .filter_map(|(i, m)| Some((i, m, m.mean_cost_per_run()?, m.pass_rate()?)))
         .collect();
+    let confidence = summary.confidence();
     let max_cost = points.iter().filter(|p| !p.1.tally.unpriced).map(|p| p.2).fold(0.0, f64::max);
     let (x_max, x_step) = nice_axis(max_cost);
     let x = |cost: f64| left + cost / x_max * plot_w;
@@ -111,9 +110,28 @@ pub(super) fn cost_chart(summary: &Summary) -> String {
             format!("${cost:.6} per run, ${:.6} in all", m.tally.cost_usd)
         };
         let fill = if m.tally.unpriced { "none" } else { color(*i) };
+        let interval = confidence.of_model(&m.model).and_then(|c| c.interval);
+        let interval_text = interval
+            .map_or_else(String::new, |i| format!(" [95% interval {:.1}–{:.1}%]", i.low * 100.0, i.high * 100.0));
+        if let Some(bar) = interval {
+            // A vertical bar from the interval's low to its high end, capped at both.
+            let (top_y, bottom_y) = (y(bar.high), y(bar.low));
+            let _ = write!(
+                svg,
+                "<g class=\"error-bar\" data-model=\"{}\" data-low=\"{:.4}\" data-high=\"{:.4}\" stroke=\"{}\" stroke-width=\"1.5\"><line x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{top_y:.1}\" y2=\"{bottom_y:.1}\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{top_y:.1}\" y2=\"{top_y:.1}\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{bottom_y:.1}\" y2=\"{bottom_y:.1}\"/></g>",
+                escape_markup(&m.model.to_string()),
+                bar.low,
+                bar.high,
+                color(*i),
+                cx - 5.0,
+                cx + 5.0,
+                cx - 5.0,
+                cx + 5.0,
+            );
+        }
         let _ = write!(
             svg,
-            "<g class=\"point\"><title>{}: pass rate {:.1}% ({}/{}), {}</title><circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{fill}\" stroke=\"{}\" stroke-width=\"2\"/><text class=\"label\" x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"{anchor}\">{}{}</text></g>",
+            "<g class=\"point\"><title>{}: pass rate {:.1}% ({}/{}){interval_text}, {}</title><circle cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{fill}\" stroke=\"{}\" stroke-width=\"2\"/><text class=\"label\" x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"{anchor}\">{}{}</text></g>",
             escape_markup(&m.model.to_string()),
             rate * 100.0,
             m.passed,
@@ -126,7 +144,7 @@ pub(super) fn cost_chart(summary: &Summary) -> String {
         );
     }
     svg.push_str(
-        "</svg><figcaption>Each point is a model: its pass rate against what one run cost on average. Up and to the left is better.</figcaption></figure>",
+        "</svg><figcaption>Each point is a model: its pass rate against what one run cost on average, the bar its 95% interval. Up and to the left is better; bars that overlap much are not told apart.</figcaption></figure>",
     );
     svg
 }

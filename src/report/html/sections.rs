@@ -35,15 +35,20 @@ pub(super) fn scenario_names(summary: &Summary) -> Vec<&str> {
 pub(super) fn models_section(summary: &Summary) -> String {
     let mut out = String::from(
         "<section id=\"models\"><h2>Models</h2><table class=\"models\"><thead><tr><th>model</th><th>runs</th><th>passed</th><th>failed</th><th>errors</th>\
-         <th>not started</th><th>pass rate</th><th>prompt tokens</th><th>completion tokens</th><th>cost (USD)</th><th>USD per pass</th>\
+         <th>not started</th><th>pass rate</th><th>95% interval</th><th>prompt tokens</th><th>completion tokens</th><th>cost (USD)</th><th>USD per pass</th>\
          <th>median turn (ms)</th><th>p95 turn (ms)</th></tr></thead><tbody>\n",
     );
+    let confidence = summary.confidence();
     for (i, m) in summary.models().iter().enumerate() {
         let money = |value| money_cell(m, value);
         let rate = percent_cell(m.pass_rate());
+        let interval = confidence
+            .of_model(&m.model)
+            .and_then(|c| c.interval)
+            .map_or_else(|| "-".to_owned(), |i| format!("{:.1}–{:.1}%", i.low * 100.0, i.high * 100.0));
         let _ = writeln!(
             out,
-            "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{rate}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><b>{rate}</b></td><td>{interval}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             color(i),
             escape_markup(&m.model.to_string()),
             m.runs,
@@ -60,6 +65,14 @@ pub(super) fn models_section(summary: &Summary) -> String {
         );
     }
     out.push_str("</tbody></table>");
+    let sure = confidence.render();
+    if !sure.is_empty() {
+        let _ = write!(out, "<div id=\"confidence\"><h3>How sure</h3><ul>");
+        for line in sure.lines().filter(|l| !l.ends_with(':')) {
+            let _ = write!(out, "<li>{}</li>", escape_markup(line.trim()));
+        }
+        out.push_str("</ul></div>");
+    }
     // What helped play and grade each model's runs, apart from its cost.
     for m in summary.models() {
         let model = escape_markup(&m.model.to_string());
@@ -78,16 +91,17 @@ pub(super) fn models_section(summary: &Summary) -> String {
 pub(super) fn comparison_section(c: &Comparison) -> String {
     let verdict = if c.regressions.is_empty() { "ok" } else { "bad" };
     let mut out = format!(
-        "<section id=\"baseline\" class=\"{verdict}\"><h2>Against the baseline</h2><p class=\"muted\">{}</p><table><thead><tr><th>model</th><th>pass rate before</th><th>after</th><th>cost before</th><th>after</th></tr></thead><tbody>",
+        "<section id=\"baseline\" class=\"{verdict}\"><h2>Against the baseline</h2><p class=\"muted\">{}</p><table><thead><tr><th>model</th><th>pass rate before</th><th>after</th><th>change (points, 95% interval)</th><th>cost before</th><th>after</th></tr></thead><tbody>",
         escape_markup(&c.baseline)
     );
     for m in &c.models {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape_markup(&m.model.to_string()),
             percent_cell(m.pass_rate.0),
             percent_cell(m.pass_rate.1),
+            escape_markup(&m.change_cell()),
             usd_cell(m.cost_usd.0),
             usd_cell(m.cost_usd.1)
         );
