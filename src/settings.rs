@@ -227,7 +227,7 @@ impl Settings {
     ) -> Result<Option<RequestCache>, SettingsError> {
         match dir.map(Path::to_path_buf).or_else(|| self.cache_dir.clone()) {
             Some(dir) => {
-                let cache = RequestCache { dir, mode };
+                let cache = RequestCache::new(dir, mode);
                 cache
                     .check_writable()
                     .map_err(|source| SettingsError::CacheReadOnly { dir: cache.dir.clone(), source })?;

@@ -38,6 +38,28 @@ pub(crate) use crate::record::CacheUse;
 pub(crate) struct RequestCache {
     pub dir: PathBuf,
     pub mode: CacheMode,
+    /// What the directory holds, read on the first `--replay` miss to say why it missed.
+    recorded: std::sync::Arc<std::sync::OnceLock<Vec<Recorded>>>,
+}
+
+/// Who an entry was recorded for, and the hash of its request less provider, base URL and
+/// model (the same conversation asked of another model has the same `content`).
+#[derive(Debug, Clone)]
+struct Recorded {
+    model: String,
+    base_url: Option<String>,
+    content: String,
+}
+
+/// The hash of a key's canonical request without its provider, base URL and model.
+fn content_of(canonical: &Value) -> String {
+    let mut content = canonical.clone();
+    if let Some(object) = content.as_object_mut() {
+        for field in ["provider", "base_url", "model"] {
+            object.remove(field);
+        }
+    }
+    Sha256::digest(content.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One cache file.
@@ -68,6 +90,46 @@ pub(crate) struct Response {
 }
 
 impl RequestCache {
+    pub(crate) fn new(dir: PathBuf, mode: CacheMode) -> Self {
+        Self { dir, mode, recorded: std::sync::Arc::default() }
+    }
+
+    /// Why a `--replay` request of `spec` at `base_url` (its key computed from `canonical`) is
+    /// not in the cache: the same request recorded for another model or address, or no entry
+    /// at all for this one, or (for this model) a conversation that differs from the recorded.
+    fn why_missed(&self, spec: &ModelSpec, base_url: Option<&str>, canonical: &Value) -> String {
+        let recorded =
+            self.recorded.get_or_init(|| list(&self.dir).map(|listing| listing.recorded).unwrap_or_default());
+        let asked = format!("{spec}{}", base_url.map_or_else(String::new, |url| format!(" at {url}")));
+        let at = |r: &Recorded| {
+            format!("{}{}", r.model, r.base_url.as_deref().map_or_else(String::new, |u| format!(" at {u}")))
+        };
+        let content = content_of(canonical);
+        if let Some(other) = recorded.iter().find(|r| r.content == content) {
+            return format!(
+                "this request was recorded for {}; this run asked {asked} (give -m and the address it was recorded with)",
+                at(other)
+            );
+        }
+        let model = spec.to_string();
+        if recorded.iter().any(|r| r.model == model && r.base_url.as_deref() == base_url) {
+            return format!(
+                "the cache holds other requests of {asked}: the conversation, tools or sampling differ from what was recorded (a changed scenario, or an earlier reply that differed)"
+            );
+        }
+        let mut held: Vec<String> = recorded.iter().map(at).collect();
+        held.sort_unstable();
+        held.dedup();
+        match held.len() {
+            0 => format!("the cache at {} holds no entry (record with --cache first)", self.dir.display()),
+            n => format!(
+                "the cache holds nothing for {asked}; it holds {}{} (give -m and the address it was recorded with)",
+                held.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                if n > 3 { format!(" and {} more", n - 3) } else { String::new() }
+            ),
+        }
+    }
+
     /// Where the entry for `key` lives.
     pub(crate) fn path(&self, key: &str) -> PathBuf {
         entry_path(&self.dir, key)
@@ -210,8 +272,9 @@ impl Provider for Cached<'_> {
                 return Exchange { result: Ok(completion), attempts: Vec::new(), cache: CacheUse::Hit };
             }
             if cache.mode == CacheMode::Replay {
+                let why = cache.why_missed(self.spec, base_url, &canonical);
                 return Exchange {
-                    result: Err(ProviderError::NotCached(key)),
+                    result: Err(ProviderError::NotCached { key, why }),
                     attempts: Vec::new(),
                     cache: CacheUse::Miss,
                 };
@@ -278,6 +341,8 @@ impl Provider for Offline {
 /// links), which are never counted or touched. No link is followed.
 struct Listing {
     entries: Vec<(PathBuf, Option<SystemTime>, String, u64)>,
+    /// Who each entry was recorded for, in the same order.
+    recorded: Vec<Recorded>,
     foreign: u64,
 }
 
@@ -290,7 +355,7 @@ fn is_key(text: &str) -> bool {
 }
 
 fn list(dir: &Path) -> std::io::Result<Listing> {
-    let mut listing = Listing { entries: Vec::new(), foreign: 0 };
+    let mut listing = Listing { entries: Vec::new(), recorded: Vec::new(), foreign: 0 };
     if !std::fs::metadata(dir)?.is_dir() {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a folder"));
     }
@@ -330,7 +395,13 @@ fn list(dir: &Path) -> std::io::Result<Listing> {
                 .map(SystemTime::from)
                 .or_else(|| file.metadata().and_then(|m| m.modified()).ok());
             let size = file.metadata().map_or(0, |m| m.len());
-            listing.entries.push((path, at, format!("{}:{}", entry.provider, entry.model), size));
+            let model = format!("{}:{}", entry.provider, entry.model);
+            listing.recorded.push(Recorded {
+                model: model.clone(),
+                base_url: entry.base_url.clone(),
+                content: content_of(&entry.request),
+            });
+            listing.entries.push((path, at, model, size));
         }
     }
     Ok(listing)

@@ -51,6 +51,10 @@ pub trait FetchProgress: Send + Sync {
     fn advanced(&self, _bytes: u64) {}
     /// The download ended, well or not.
     fn finished(&self) {}
+    /// Whether a person watches (a terminal): a helper's own progress may then be shown.
+    fn watched(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.
@@ -131,9 +135,9 @@ pub enum ProviderError {
     /// The server reported an error inside a streamed reply.
     #[error("the server reported an error in the stream: {0}")]
     Streamed(String),
-    /// `--replay` and the request is not in the cache (its key is given).
-    #[error("not in the cache: {0}")]
-    NotCached(String),
+    /// `--replay` and the request is not in the cache: its key, and why (what the cache holds).
+    #[error("not in the cache: {key}; {why}")]
+    NotCached { key: String, why: String },
     /// A response arrived but is not a Chat Completions response.
     #[error("invalid response: {reason}; body: {body}")]
     InvalidResponse { reason: String, body: String },
