@@ -100,4 +100,8 @@ impl FetchProgress for DownloadBar {
             bar.finish_and_clear();
         }
     }
+
+    fn watched(&self) -> bool {
+        self.terminal
+    }
 }

