@@ -31,7 +31,12 @@ pub(crate) struct Agent<'a> {
     pub price: Option<&'a Price>,
     /// When set, replies are streamed and their text handed here as it arrives.
     pub on_text: Option<crate::provider::TextSink<'a>>,
+    /// When set, every tool call's record is handed here as soon as the call ends.
+    pub on_tool: Option<ToolSink<'a>>,
 }
+
+/// Where a conversation shows each tool call as it ends (`runner chat`, `ask -v`).
+pub(crate) type ToolSink<'a> = &'a (dyn Fn(&ToolCallRecord) + Send + Sync);
 
 /// No results pinned.
 static NOTHING_PINNED: BTreeMap<String, Value> = BTreeMap::new();
@@ -58,6 +63,7 @@ impl<'a> Agent<'a> {
             context,
             price: target.price.as_ref().map(|p| &p.price),
             on_text: None,
+            on_tool: None,
         }
     }
 }
@@ -133,6 +139,9 @@ impl Agent<'_> {
                 let (record, environment) =
                     self.run_tool(&call.id, &call.function.name, &call.function.arguments).await;
                 messages.push(Message::Tool { tool_call_id: call.id, content: tool_message(&record) });
+                if let Some(on_tool) = self.on_tool {
+                    on_tool(&record);
+                }
                 outcome.tool_calls.push(record);
                 if let Some(why) = environment {
                     // The machine failed, not the model: the turn is an error (and --resume
@@ -317,6 +326,7 @@ mod tests {
             context: &context,
             price: Some(&price),
             on_text: None,
+            on_tool: None,
         };
         let mut messages = vec![];
         let outcome = agent.run_turn(&mut messages, 1, "go").await;
@@ -439,6 +449,7 @@ mod tests {
             context: &context,
             price: None,
             on_text: None,
+            on_tool: None,
         };
         let outcome = agent.run_turn(&mut vec![], 1, "go").await;
         assert_eq!(outcome.status, Status::Error);

@@ -50,11 +50,20 @@ impl Session {
         Self { target, registry, specs, context, conversation: Conversation::new(None), seed }
     }
 
-    /// Plays one user turn; text is handed to `on_text` as it arrives.
-    pub(crate) async fn turn(&mut self, user: &str, on_text: Option<crate::provider::TextSink<'_>>) -> TurnRecord {
+    /// Plays one user turn; text is handed to `on_text` as it arrives, each tool call to
+    /// `on_tool` as it ends.
+    pub(crate) async fn turn(
+        &mut self,
+        user: &str,
+        on_text: Option<crate::provider::TextSink<'_>>,
+        on_tool: Option<crate::agent::ToolSink<'_>>,
+    ) -> TurnRecord {
         let provider = Cached::new(&self.target, None);
-        let agent =
-            Agent { on_text, ..Agent::new(&provider, &self.target, &self.specs, &self.registry, &self.context) };
+        let agent = Agent {
+            on_text,
+            on_tool,
+            ..Agent::new(&provider, &self.target, &self.specs, &self.registry, &self.context)
+        };
         let before = self.conversation.messages.len();
         let mut record = self.conversation.ask(&agent, user).await;
         record.model = Some(self.target.spec.clone());

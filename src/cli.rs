@@ -86,6 +86,10 @@ pub enum Command {
         /// Scenario files or directories whose declared tools to list too
         #[arg(value_name = "PATHS")]
         paths: Vec<String>,
+
+        /// Every tool with its description and whole JSON schema, as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Look after a request cache directory
     #[command(subcommand)]
@@ -161,115 +165,115 @@ pub struct RunArgs {
     #[arg(value_name = "PATHS", default_value = "scenarios")]
     pub paths: Vec<String>,
 
-    /// Model as PROVIDER:MODEL; repeat to run every scenario on each [default: the scenario's
-    /// model, else RUNNER_MODEL, else runner.yaml, else openai:gpt-4o-mini with OPENAI_API_KEY,
-    /// else the embedded local:smollm2-135m]
-    #[arg(short = 'm', long = "model", value_name = "MODEL")]
-    pub models: Vec<String>,
-
-    /// Runs in flight at once [default: runner.yaml's concurrency, else 8]
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub concurrency: Option<u32>,
-
     /// Play every scenario K times per model
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(help_heading = "Selection", long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub repeat: u32,
 
     /// Only scenarios whose name contains TEXT
-    #[arg(long, value_name = "TEXT")]
+    #[arg(help_heading = "Selection", long, value_name = "TEXT")]
     pub filter: Option<String>,
 
     /// Seed for get_random_number and, where a scenario sets none, the model's sampling seed
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "Selection", long, value_name = "N")]
     pub seed: Option<u64>,
-
-    /// Where run logs go: DIR/<run-id>/<scenario>__<model>__<repetition>.json
-    #[arg(long, value_name = "DIR", default_value = "logs/runs")]
-    pub logs_dir: PathBuf,
-
-    /// CSV report path [default: reports/<run-id>.csv]
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-
-    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, cache_write_input, output})
-    #[arg(long, value_name = "FILE")]
-    pub prices: Option<PathBuf>,
-
-    /// Also write a JUnit XML report: a test suite per model, a test case per run
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-
-    /// Seconds to wait for a reply to start, and then between two pieces of it [default:
-    /// runner.yaml's timeout_secs, else 120]
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
-
-    /// Retries of a failed model request (429, 5xx, lost connections, timeouts, cut bodies)
-    /// [default: runner.yaml's max_retries, else 3]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
-    pub max_retries: Option<u32>,
-
-    /// Start no new run once the finished runs cost X USD; the rest are reported as not
-    /// started and runner exits with 3
-    #[arg(long, value_name = "X", value_parser = parse_usd)]
-    pub max_cost_usd: Option<f64>,
-
-    /// Start no new run after the first one that does not pass
-    #[arg(long)]
-    pub fail_fast: bool,
 
     /// Run only the I-th of N deterministic slices of the run matrix (CI matrices); merge the
     /// shards' reports with `runner report`
-    #[arg(long, value_name = "I/N")]
+    #[arg(help_heading = "Selection", long, value_name = "I/N")]
     pub shard: Option<Shard>,
 
     /// Validate, print the run matrix and an upper bound of its cost, and call no model
-    #[arg(long)]
+    #[arg(long, help_heading = "Selection")]
     pub dry_run: bool,
 
     /// Finish an interrupted run: play only the runs of RUN_ID's matrix that have no finished
     /// log in its directory, and complete its report (give the same PATHS and flags)
-    #[arg(long, value_name = "RUN_ID")]
+    #[arg(help_heading = "Selection", long, value_name = "RUN_ID")]
     pub resume: Option<String>,
 
-    /// Refuse to run (exit 2) when a model has no known price
-    #[arg(long)]
-    pub require_prices: bool,
-
-    /// Compare with an earlier CSV report: pass rate and cost per model before and after,
-    /// regressions and fixes per scenario; a regression makes the exit code 1
-    #[arg(long, value_name = "REPORT.csv")]
-    pub baseline: Option<PathBuf>,
-
     /// Play only the runs (scenario, model, repetition) that did not pass in this CSV report
-    #[arg(long, value_name = "REPORT.csv")]
+    #[arg(help_heading = "Selection", long, value_name = "REPORT.csv")]
     pub only_failed: Option<PathBuf>,
 
-    /// Exit 0 when every model's pass rate is at least P (0 to 1), even with failures; 1
-    /// otherwise
-    #[arg(long, value_name = "P", value_parser = parse_rate)]
-    pub min_pass_rate: Option<f64>,
+    /// Model as PROVIDER:MODEL; repeat to run every scenario on each [default: the scenario's
+    /// model, else RUNNER_MODEL, else runner.yaml, else openai:gpt-4o-mini with OPENAI_API_KEY,
+    /// else the embedded local:smollm2-135m]
+    #[arg(help_heading = "Models", short = 'm', long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
 
-    #[command(flatten)]
-    pub confidence: ConfidenceArgs,
+    /// Price file that adds or overrides prices (YAML: PROVIDER:MODEL: {input, cached_input, cache_write_input, output})
+    #[arg(help_heading = "Models", long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+
+    /// Seconds to wait for a reply to start, and then between two pieces of it [default:
+    /// runner.yaml's timeout_secs, else 120]
+    #[arg(help_heading = "Models", long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// Retries of a failed model request (429, 5xx, lost connections, timeouts, cut bodies)
+    /// [default: runner.yaml's max_retries, else 3]
+    #[arg(help_heading = "Models", long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_retries: Option<u32>,
+
+    /// Refuse to run (exit 2) when a model has no known price
+    #[arg(long, help_heading = "Models")]
+    pub require_prices: bool,
 
     /// The judge of `expect.judge` checks that name no model (PROVIDER:MODEL) [default:
     /// runner.yaml's judge_model]
-    #[arg(long, value_name = "MODEL")]
+    #[arg(help_heading = "Models", long, value_name = "MODEL")]
     pub judge_model: Option<String>,
 
     /// The simulated user's model where a scenario's `simulate:` names none (PROVIDER:MODEL)
     /// [default: runner.yaml's user_model]
-    #[arg(long, value_name = "MODEL")]
+    #[arg(help_heading = "Models", long, value_name = "MODEL")]
     pub user_model: Option<String>,
+
+    /// Where run logs go: DIR/<run-id>/<scenario>__<model>__<repetition>.json
+    #[arg(help_heading = "Outputs", long, value_name = "DIR", default_value = "logs/runs")]
+    pub logs_dir: PathBuf,
+
+    /// CSV report path [default: reports/<run-id>.csv]
+    #[arg(help_heading = "Outputs", long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Also write a JUnit XML report: a test suite per model, a test case per run
+    #[arg(help_heading = "Outputs", long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 
     /// Also write a self-contained HTML report to FILE: the summary, cost against pass rate,
     /// latency, the scenario x model matrix, and every run's conversation
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Outputs", long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
-    #[command(flatten)]
+    /// Runs in flight at once [default: runner.yaml's concurrency, else 8]
+    #[arg(help_heading = "Limits", short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
+
+    /// Start no new run once the finished runs cost X USD; the rest are reported as not
+    /// started and runner exits with 3
+    #[arg(help_heading = "Limits", long, value_name = "X", value_parser = parse_usd)]
+    pub max_cost_usd: Option<f64>,
+
+    /// Start no new run after the first one that does not pass
+    #[arg(long, help_heading = "Limits")]
+    pub fail_fast: bool,
+
+    #[command(flatten, next_help_heading = "Cache")]
     pub cache: CacheArgs,
+
+    /// Compare with an earlier CSV report: pass rate and cost per model before and after,
+    /// regressions and fixes per scenario; a regression makes the exit code 1
+    #[arg(help_heading = "Gates and comparisons", long, value_name = "REPORT.csv")]
+    pub baseline: Option<PathBuf>,
+
+    /// Exit 0 when every model's pass rate is at least P (0 to 1), even with failures; 1
+    /// otherwise
+    #[arg(help_heading = "Gates and comparisons", long, value_name = "P", value_parser = parse_rate)]
+    pub min_pass_rate: Option<f64>,
+
+    #[command(flatten, next_help_heading = "Gates and comparisons")]
+    pub confidence: ConfidenceArgs,
 }
 
 /// How sure a comparison is (`run`, `report`).

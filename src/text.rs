@@ -62,3 +62,52 @@ pub(crate) fn shorten(text: &str, max: usize) -> String {
         None => text.to_owned(),
     }
 }
+
+/// `text` with every line longer than `width` characters broken at spaces; a continuation is
+/// indented four spaces past its line's own indent. A word longer than the width stays whole.
+pub(crate) fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = line.strip_suffix('\n').map_or((line, ""), |body| (body, "\n"));
+        if body.chars().count() <= width {
+            out.push_str(line);
+            continue;
+        }
+        let indent = body.len() - body.trim_start().len();
+        let hanging = " ".repeat(indent + 4);
+        let mut current = body[..indent].to_owned();
+        let mut fresh = true;
+        for word in body[indent..].split(' ') {
+            let wanted = current.chars().count() + usize::from(!fresh) + word.chars().count();
+            if !fresh && wanted > width {
+                out.push_str(current.trim_end());
+                out.push('\n');
+                current = hanging.clone();
+                fresh = true;
+            }
+            if !fresh {
+                current.push(' ');
+            }
+            current.push_str(word);
+            fresh = false;
+        }
+        out.push_str(current.trim_end());
+        out.push_str(newline);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn long_lines_wrap_at_spaces_with_a_hanging_indent() {
+        assert_eq!(wrap("short\n", 10), "short\n");
+        assert_eq!(wrap("  one two three four\n", 12), "  one two\n      three\n      four\n");
+        assert_eq!(wrap("averyveryverylongword x", 8), "averyveryverylongword\n    x");
+        for line in wrap(&"word ".repeat(40), 30).lines() {
+            assert!(line.chars().count() <= 30, "{line:?}");
+        }
+    }
+}

@@ -14,7 +14,8 @@ use crate::progress::DownloadBar;
 use crate::provider::{Models, TextSink};
 use crate::settings::{Flags, Settings};
 
-pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<u8> {
+/// `runner ask`; with `-v` (`verbose` > 0) each tool call is shown on standard error.
+pub(crate) async fn ask(config: Option<&Path>, args: AskArgs, verbose: u8) -> anyhow::Result<u8> {
     let prompt = read_prompt(args.prompt.as_deref())?;
     let settings = Settings::load(Flags { config, timeout_secs: args.timeout, ..Flags::default() })?;
     let tools = super::offered_tools(args.offer.tools.as_deref(), &settings.tools)?;
@@ -29,7 +30,10 @@ pub(crate) async fn ask(config: Option<&Path>, args: AskArgs) -> anyhow::Result<
         let _ = out.flush();
     };
     let stream = !args.json && !args.offer.no_stream;
-    let turn = session.turn(&prompt, stream.then_some(&print as TextSink<'_>)).await;
+    let show_tools = verbose > 0 && !args.json;
+    let turn = session
+        .turn(&prompt, stream.then_some(&print as TextSink<'_>), show_tools.then_some(&super::show_tool_call))
+        .await;
     if args.json {
         let record = session.record(turn.error.as_deref());
         super::print(&format!("{}\n", serde_json::to_string_pretty(&record)?))?;

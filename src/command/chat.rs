@@ -165,7 +165,7 @@ async fn converse(mut session: Session, models: &mut Models<'_>, log_dir: &Path,
                     let _ = std::io::stdout().flush();
                 };
                 let turn = tokio::select! {
-                    turn = session.turn(user, stream.then_some(&print as TextSink<'_>)) => Some(turn),
+                    turn = session.turn(user, stream.then_some(&print as TextSink<'_>), Some(&super::show_tool_call)) => Some(turn),
                     _ = tokio::signal::ctrl_c() => None,
                 };
                 if let Some(reply) = turn.as_ref().and_then(|t| t.reply.as_deref()).filter(|_| !stream) {

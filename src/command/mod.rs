@@ -95,10 +95,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Chat { model, logs_dir, timeout, offer } => {
             chat::chat(config, model, &logs_dir, timeout, &offer).await
         }
-        Command::Ask(args) => ask::ask(config, args).await,
+        Command::Ask(args) => ask::ask(config, args, cli.verbose).await,
         Command::Report(args) => report::report(config, &args),
         Command::Schema => schema::schema(),
-        Command::Tools { paths } => tools::tools(config, &paths).await,
+        Command::Tools { paths, json } => tools::tools(config, &paths, json).await,
         Command::Models { prices } => models::models(config, prices.as_deref()),
         Command::Cache(command) => cache::cache(&command),
         Command::Completions { shell } => {
@@ -152,6 +152,34 @@ fn asked(
         None => first.cloned(),
     };
     Ok(crate::report::confidence::Asked { compare_to, target: args.target_pass_rate })
+}
+
+/// The width of the terminal standard output writes to; `None` when it is not a terminal (a
+/// file or a pipe gets every column).
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // console (indicatif's own) asks the terminal (TIOCGWINSZ).
+    let columns = console::Term::stdout().size_checked().map_or(0, |(_, columns)| usize::from(columns));
+    if columns > 0 { Some(columns) } else { std::env::var("COLUMNS").ok()?.parse().ok() }
+}
+
+/// A tool call as `runner chat` (and `ask -v`) shows it when it ends, on standard error (dim
+/// on a terminal) so that standard output stays the conversation: its name, its arguments
+/// and its result or error, each shortened.
+fn show_tool_call(call: &crate::record::ToolCallRecord) {
+    use crate::text::{printable, shorten};
+    let arguments = shorten(&printable(&call.arguments.to_string()), 80);
+    let outcome = match (&call.error, &call.result) {
+        (Some(error), _) => format!("failed: {}", shorten(&printable(error), 120)),
+        (None, Some(serde_json::Value::String(text))) => format!("-> {}", shorten(&printable(text), 120)),
+        (None, Some(result)) => format!("-> {}", shorten(&printable(&result.to_string()), 120)),
+        (None, None) => "-> (nothing)".to_owned(),
+    };
+    let line = format!("  [tool] {}({arguments}) {outcome}", printable(&call.name));
+    eprintln!("{}", console::style(line).dim().for_stderr());
 }
 
 /// Every pass@k and pass^k as JSON beside the summary CSV at `summary` (`NAME.pass_k.json`),

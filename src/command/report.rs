@@ -35,6 +35,19 @@ fn write_html(path: &Path, merged: &Merged, logs: &Path, page: &Page<'_>) -> any
     Ok(found)
 }
 
+/// The model the run that wrote `report` compared the others with: the `compared_to` of the
+/// summary beside it (`NAME.summary.csv`), when there is one.
+fn recorded_reference(report: &Path) -> Option<crate::model::ModelSpec> {
+    let summary = crate::report::summary_path(report);
+    let bytes = crate::files::read_regular(&summary, 16 << 20).ok()?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let column = reader.headers().ok()?.iter().position(|name| name == "compared_to")?;
+    reader
+        .records()
+        .filter_map(Result::ok)
+        .find_map(|row| row.get(column).filter(|cell| !cell.is_empty()).and_then(crate::model::ModelSpec::from_key))
+}
+
 pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result<u8> {
     let settings = Settings::load(Flags { config, prices: args.prices.as_deref(), ..Flags::default() })?;
     let price_as = match &args.price_as {
@@ -58,7 +71,16 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
     }
     let mut summary = merged.summary();
     let models: Vec<_> = summary.models().iter().map(|m| m.model.clone()).collect();
-    summary.ask(super::asked(&settings, &args.confidence, &models, None)?);
+    // The per-scenario table sorted by scenario, then model (the reports' rows are in the order
+    // runs finished).
+    let mut scenarios: Vec<String> = summary.scenarios().iter().map(|s| s.scenario.clone()).collect();
+    scenarios.sort_unstable();
+    scenarios.dedup();
+    let cells: Vec<(&str, &crate::model::ModelSpec)> =
+        scenarios.iter().flat_map(|name| models.iter().map(move |model| (name.as_str(), model))).collect();
+    summary.arrange(&cells);
+    let reference = args.files.first().and_then(|report| recorded_reference(report));
+    summary.ask(super::asked(&settings, &args.confidence, &models, reference.as_ref())?);
     if let Some(path) = &args.summary {
         write_atomically(path, &summary.to_csv()?).with_context(|| format!("cannot write {}", path.display()))?;
         super::write_pass_k(path, &summary)?;
@@ -66,7 +88,7 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
     if let Some(path) = &args.merged {
         merged.write_rows(path)?;
     }
-    let mut out = summary.render();
+    let mut out = summary.render_within(super::terminal_width());
     if let Some((spec, entry)) = &price_as {
         let p = &entry.price;
         let date = entry.date.as_deref().map_or_else(String::new, |d| format!(", read {d}"));
@@ -95,6 +117,9 @@ pub(crate) fn report(config: Option<&Path>, args: &ReportArgs) -> anyhow::Result
             path.display(),
             args.logs_dir.display()
         )?;
+    }
+    if let Some(width) = super::terminal_width() {
+        out = crate::text::wrap(&out, width);
     }
     super::print(&out)?;
     let regressed = comparison.is_some_and(|c| !c.regressions.is_empty());

@@ -114,10 +114,13 @@ pub(crate) struct Confidence {
 
 impl Confidence {
     pub(crate) fn of(summary: &Summary, asked: &Asked) -> Self {
-        let reference = match &asked.compare_to {
-            Some(model) => summary.models().iter().find(|m| m.model == *model),
-            None => summary.models().first(),
-        };
+        // A reference that is not among these runs (read from a run's summary) falls back to
+        // the first model.
+        let reference = asked
+            .compare_to
+            .as_ref()
+            .and_then(|model| summary.models().iter().find(|m| m.model == *model))
+            .or_else(|| summary.models().first());
         let models = summary
             .models()
             .iter()

@@ -346,8 +346,15 @@ impl Summary {
         self.scenarios.iter().any(|s| s.runs + s.not_started > 1)
     }
 
-    /// The table printed at the end of `runner run` and by `runner report`.
+    /// The table printed at the end of `runner run` and by `runner report`, every column.
+    #[cfg(test)]
     pub(crate) fn render(&self) -> String {
+        self.render_within(None)
+    }
+
+    /// The same, its model table narrowed to fit `width` columns (a terminal's) when the full
+    /// one would not: passes, pass rate with its interval, cost and the median turn.
+    pub(crate) fn render_within(&self, width: Option<usize>) -> String {
         let header = [
             "model",
             "runs",
@@ -386,6 +393,10 @@ impl Summary {
             ]);
         }
         let mut out = super::render_table(&rows, &[0]);
+        let widest = out.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        if let Some(width) = width.filter(|w| widest > *w) {
+            out = self.narrow_table(&confidence, width);
+        }
         if self.repeated() {
             out.push('\n');
             let mut rows = vec![["scenario", "model", "passed", ""].map(String::from).to_vec()];
@@ -442,6 +453,38 @@ impl Summary {
                 "unpriced: models without a known price count as $0; add prices with --prices FILE or runner.yaml\n",
             );
         }
+        if self.models.iter().any(|m| m.model.provider == "local" && m.runs > 1) {
+            out.push_str(
+                "latency: a turn's wall time, waiting for the embedded model included (it answers one request at a time; -j 1 shows its own time)\n",
+            );
+        }
+        out
+    }
+
+    /// The model table in few columns, for a terminal narrower than the full one.
+    fn narrow_table(&self, confidence: &Confidence, width: usize) -> String {
+        let mut rows = vec![
+            ["model", "passed", "rate", "95% interval", "cost", "usd/pass", "turn p50"].map(String::from).to_vec(),
+        ];
+        for m in &self.models {
+            rows.push(vec![
+                m.model.to_string(),
+                format!("{}/{}", m.passed, m.runs),
+                percent_cell(m.pass_rate()),
+                interval_cell(confidence, &m.model),
+                short_usd(m, Some(m.tally.cost_usd)),
+                short_usd(m, m.cost_per_pass()),
+                short_ms(m.median_latency_ms()),
+            ]);
+        }
+        let mut out = super::render_table(&rows, &[0]);
+        // Still too wide (long model names): the cost per pass goes first.
+        if out.lines().any(|l| l.chars().count() > width) {
+            for row in &mut rows {
+                row.remove(5);
+            }
+            out = super::render_table(&rows, &[0]);
+        }
         out
     }
 
@@ -452,7 +495,8 @@ impl Summary {
         );
         let confidence = self.confidence();
         for m in &self.models {
-            let money = |value| money_cell(m, value);
+            // `$` escaped: two in a row would be GitHub's inline math.
+            let money = |value| money_cell(m, value).replace('$', "\\$");
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 super::markdown_code(&m.model.to_string()),
@@ -615,9 +659,40 @@ pub(crate) fn money_cell(m: &ModelStats, value: Option<f64>) -> String {
     if m.tally.unpriced { "unpriced".to_owned() } else { usd_cell(value) }
 }
 
-/// Dollars as shown in tables (text, Markdown, HTML): six decimals, `-` when undefined.
+/// Dollars as shown in tables (text, Markdown, HTML): six decimals, `$0` for nothing at all
+/// (a free model), `-` when undefined.
 pub(crate) fn usd_cell(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |usd| format!("{usd:.6}"))
+    match value {
+        None => "-".to_owned(),
+        Some(0.0) => "$0".to_owned(),
+        Some(usd) => format!("{usd:.6}"),
+    }
+}
+
+/// Dollars in few characters: `$0`, `$0.0047`, `$12.35`.
+fn short_usd(m: &ModelStats, value: Option<f64>) -> String {
+    if m.tally.unpriced {
+        return "unpriced".to_owned();
+    }
+    match value {
+        None => "-".to_owned(),
+        Some(0.0) => "$0".to_owned(),
+        Some(usd) if usd >= 1.0 => format!("${usd:.2}"),
+        Some(usd) => {
+            let text = format!("{usd:.6}");
+            format!("${}", text.trim_end_matches('0').trim_end_matches('.'))
+        }
+    }
+}
+
+/// Milliseconds in few characters: `850ms`, `7.4s`, `2m05s`.
+fn short_ms(value: Option<u64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(ms) if ms < 1_000 => format!("{ms}ms"),
+        Some(ms) if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
 }
 
 /// A rate as shown in tables: `85.0%`, `-` when undefined.
@@ -788,7 +863,7 @@ mod tests {
         insta::assert_snapshot!(summary.render(), @r"
         model                       runs  passed  failed  errors  pass_rate  95% interval  prompt_tok  completion_tok  cached_tok  cost_usd  usd/pass  median_ms  p95_ms
         openai:gpt-4o-mini             2       1       1       0      50.0%   [9.5, 90.5]          20               4           6  0.750000  0.750000        200     300
-        anthropic:claude-haiku-4-5     1       0       0       1       0.0%   [0.0, 79.3]          10               2           3  0.000000         -          -       -
+        anthropic:claude-haiku-4-5     1       0       0       1       0.0%   [0.0, 79.3]          10               2           3        $0         -          -       -
 
         result: 1 of 3 runs passed (1 failed, 1 with errors)
         compared (paired by scenario; 95% intervals):
@@ -800,7 +875,7 @@ mod tests {
         | model | runs | passed | failed | errors | not started | pass rate | 95% interval | prompt tokens | completion tokens | cost (USD) | USD per pass | median turn (ms) | p95 turn (ms) |
         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
         | `openai:gpt-4o-mini` | 2 | 1 | 1 | 0 | 0 | 50.0% | [9.5, 90.5] | 20 | 4 | 0.750000 | 0.750000 | 200 | 300 |
-        | `anthropic:claude-haiku-4-5` | 1 | 0 | 0 | 1 | 0 | 0.0% | [0.0, 79.3] | 10 | 2 | 0.000000 | - | - | - |
+        | `anthropic:claude-haiku-4-5` | 1 | 0 | 0 | 1 | 0 | 0.0% | [0.0, 79.3] | 10 | 2 | \$0 | - | - | - |
 
         **Compared** (paired by scenario; 95% intervals):
 

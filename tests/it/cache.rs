@@ -109,7 +109,7 @@ fn a_second_run_is_answered_from_the_cache_and_replay_needs_no_server_or_key() {
         "{}",
         second.stdout
     );
-    assert!(second.stdout.contains("spent by this run 0.000000"), "{}", second.stdout);
+    assert!(second.stdout.contains("spent by this run $0"), "{}", second.stdout);
     let mut reports: Vec<PathBuf> = std::fs::read_dir(ws.path().join("reports"))
         .unwrap()
         .flatten()
@@ -158,7 +158,32 @@ fn a_second_run_is_answered_from_the_cache_and_replay_needs_no_server_or_key() {
     );
     let error = logs[0].1["error"].as_str().unwrap();
     assert!(error.contains("not in the cache: "), "{error}");
+    assert!(
+        error.contains("the cache holds other requests of openai:gpt-4o-mini at ")
+            && error.contains("the conversation, tools or sampling differ from what was recorded"),
+        "{error}"
+    );
     assert_eq!(request_caches(&logs[0].1), ["hit", "miss"]);
+
+    // Another model asked: the miss names the model the request was recorded for.
+    ws.write("suite.yaml", SUITE);
+    let out = exec(ws.runner(&url).env_remove("OPENAI_API_KEY").args([
+        "run",
+        "suite.yaml",
+        "-m",
+        "openai:gpt-4.1-nano",
+        "--cache",
+        "cache",
+        "--replay",
+    ]));
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let error = newest_logs(&ws)[0].1["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(&format!(
+            "this request was recorded for openai:gpt-4o-mini at {url}/v1; this run asked openai:gpt-4.1-nano at {url}/v1"
+        )),
+        "{error}"
+    );
 
     // No secret in any cache file.
     for file in entries(&ws.path().join("cache")) {
@@ -278,5 +303,5 @@ fn the_budget_counts_only_what_is_actually_spent() {
     let out = run(&[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(server.chat_bodies().len(), 3);
-    assert!(out.stdout.contains("spent by this run 0.000000"), "{}", out.stdout);
+    assert!(out.stdout.contains("spent by this run $0"), "{}", out.stdout);
 }

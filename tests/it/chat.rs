@@ -160,3 +160,38 @@ fn each_chat_turn_records_the_model_that_played_it() {
     let saved = std::fs::read_to_string(run.path().join("s.yaml")).unwrap();
     assert!(saved.contains("model: openai:gpt-4o-mini"), "{saved}");
 }
+
+#[test]
+fn chat_shows_each_tool_call_and_its_error_on_stderr_and_ask_with_v() {
+    let server = MockServer::start(|request| {
+        if request.last_user() == "broken call" && request.last_message()["role"] == "user" {
+            return as_stream(request, crate::server::tool_calls(&[("call_b", "reverse_text", json!({}))], 5, 5));
+        }
+        assistant(request)
+    });
+    let ws = Workspace::new();
+    let out = piped(
+        ws.runner(&server.url()).args(["chat", "-m", "openai:gpt-4o-mini"]),
+        "reverse apple\nbroken call\nquit\n",
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("[tool] reverse_text({\"text\":\"apple\"}) -> {\"result\":\"elppa\"}"),
+        "{}",
+        out.stderr
+    );
+    let failed = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("[tool] reverse_text({}) failed: "))
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert!(failed.contains("text"), "the error names what is missing: {failed}");
+    // Standard output stays the conversation.
+    assert!(!out.stdout.contains("[tool]"), "{}", out.stdout);
+
+    let quiet = exec(ws.runner(&server.url()).args(["ask", "-m", "openai:gpt-4o-mini", "reverse apple"]));
+    assert!(!quiet.stderr.contains("[tool]"), "{}", quiet.stderr);
+    let shown = exec(ws.runner(&server.url()).args(["-v", "ask", "-m", "openai:gpt-4o-mini", "reverse apple"]));
+    assert!(shown.stderr.contains("[tool] reverse_text({\"text\":\"apple\"}) -> "), "{}", shown.stderr);
+    assert_eq!(shown.stdout, "Tool said: {\"result\":\"elppa\"}\n");
+}

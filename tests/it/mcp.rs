@@ -259,10 +259,20 @@ fn runner_tools_starts_the_servers_to_list_their_tools() {
     );
     let ran = Test::new().file("s.yaml", &scenario(&entry, &["hi"])).args(["tools", "s.yaml"]).run();
     ran.success();
-    assert!(ran.stdout.contains("echo (mcp, declared by s in s.yaml)\n  Echoes the message back."), "{}", ran.stdout);
-    assert!(ran.stdout.contains("add (mcp, declared by s in s.yaml)"), "{}", ran.stdout);
-    assert!(!ran.stdout.contains("count (mcp"), "only the included tools: {}", ran.stdout);
+    let row = |name: &str| ran.stdout.lines().find(|l| l.starts_with(&format!("{name} "))).map(str::to_owned);
+    let echo = row("echo").unwrap_or_else(|| panic!("{}", ran.stdout));
+    assert!(echo.contains(" mcp, s in s.yaml ") && echo.ends_with("Echoes the message back."), "{echo}");
+    assert!(row("add").is_some_and(|l| l.contains(" mcp, s in s.yaml ")), "{}", ran.stdout);
+    assert!(row("count").is_none(), "only the included tools: {}", ran.stdout);
     all_ended(&ran);
+    // --json: every tool with its whole schema.
+    let json = Test::new().file("s.yaml", &scenario(&entry, &["hi"])).args(["tools", "--json", "s.yaml"]).run();
+    json.success();
+    let listed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let echo = listed.as_array().unwrap().iter().find(|t| t["name"] == "echo").unwrap();
+    assert_eq!((echo["source"].as_str(), echo["declared_by"].as_str()), (Some("mcp"), Some("s in s.yaml")));
+    assert_eq!(echo["parameters"]["type"], "object", "{echo}");
+    all_ended(&json);
 }
 
 #[test]
@@ -300,7 +310,14 @@ fn illegal_names_are_mapped_collisions_refused_and_names_printed_inert() {
     let tools = Test::new().file("s.yaml", &scenario(&entry, &["hi"])).args(["tools", "s.yaml"]).run();
     tools.success();
     assert!(!tools.stdout.contains('\u{1b}'), "{:?}", tools.stdout);
-    assert!(tools.stdout.contains("math_add (mcp, listed as `math.add`"), "{}", tools.stdout);
+    assert!(
+        tools
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("math_add ") && l.contains(" mcp (listed as `math.add`), s in s.yaml")),
+        "{}",
+        tools.stdout
+    );
     // Two servers listing one name: the run is an error, nothing is sent.
     let two = format!(
         "  - mcp:\n      command: ['{}']\n      include: [echo]\n  - mcp:\n      command: ['{}', --only-echo]",

@@ -9,11 +9,24 @@ use crate::{KEY, Workspace};
 
 /// What `runner ARGS` shows on a terminal, with `input` typed (then end of input).
 fn on_terminal(ws: &Workspace, server: &MockServer, args: &str, input: &str, no_color: bool) -> String {
+    on_terminal_of(ws, server, args, input, no_color, None)
+}
+
+/// The same on a terminal `columns` wide.
+fn on_terminal_of(
+    ws: &Workspace,
+    server: &MockServer,
+    args: &str,
+    input: &str,
+    no_color: bool,
+    columns: Option<u16>,
+) -> String {
     let runner = env!("CARGO_BIN_EXE_runner");
+    let size = columns.map_or_else(String::new, |columns| format!("stty cols {columns} rows 50; "));
     let mut command = Command::new("script");
     command
         .current_dir(ws.path())
-        .args(["-qec", &format!("'{runner}' {args}"), "/dev/null"])
+        .args(["-qec", &format!("{size}'{runner}' {args}"), "/dev/null"])
         .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
         .env("OPENAI_API_KEY", KEY)
         .env("TERM", "xterm-256color")
@@ -60,4 +73,31 @@ fn every_command_begins_with_its_own_words_on_a_terminal() {
             }
         }
     }
+}
+
+#[test]
+fn on_an_80_column_terminal_the_summary_fits_and_a_file_gets_every_column() {
+    let server = MockServer::start(crate::run::assistant);
+    let ws = Workspace::new();
+    ws.write("s.yaml", "name: greet\nturns:\n  - user: hello\n    expect: {contains: Hello}\n---\nname: bye\nturns:\n  - user: bye\n    expect: {contains: Goodbye}\n");
+    let args = "run s.yaml -m openai:gpt-4o-mini -m openai:gpt-4.1-nano --logs-dir l --report r.csv";
+    let shown = on_terminal_of(&ws, &server, args, "", true, Some(80));
+    // What stays on the screen: each line after the progress bar's last erase.
+    for line in shown.lines().map(|l| l.rsplit("\u{1b}[2K").next().unwrap_or(l)) {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line:?}\n{shown}");
+    }
+    let header = shown
+        .lines()
+        .find_map(|l| l.rsplit("\u{1b}[2K").next().filter(|l| l.starts_with("model ")))
+        .expect("the model table");
+    assert!(
+        header.contains("95% interval") && header.contains("turn p50") && !header.contains("prompt_tok"),
+        "{shown}"
+    );
+    assert!(shown.contains("vs openai:gpt-4o-mini:"), "the comparison, wrapped: {shown}");
+    // Piped, the same summary keeps every column.
+    let piped = crate::exec(ws.runner(&server.url()).args(args.split(' ')));
+    assert!(
+        piped.stdout.lines().any(|l| l.starts_with("model ") && l.contains("prompt_tok") && l.chars().count() > 80)
+    );
 }

@@ -383,7 +383,7 @@ impl Outputs {
         for err in &totals.write_errors {
             eprintln!("error: {err:#}");
         }
-        let mut out = self.summary.render();
+        let mut out = self.summary.render_within(super::terminal_width());
         if let Some(min) = options.min_pass_rate {
             out.push_str(&pass_rate_gate(&self.summary, min));
         }
@@ -408,6 +408,9 @@ impl Outputs {
                 "resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n",
                 logs.run_id()
             ));
+        }
+        if let Some(width) = super::terminal_width() {
+            out = crate::text::wrap(&out, width);
         }
         // A reader that went away (`runner run | head -1`) does not change what the batch did.
         super::print(&out).or_else(super::closed_pipe_is_fine)?;

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::escape_markup;
-use super::sections::short;
 use crate::report::summary::{ModelStats, Summary, percentile};
+use crate::text::shorten;
 
 /// Dots drawn per model in the latency strip; more turns are sampled evenly by rank.
 pub(super) const MAX_DOTS: usize = 300;
@@ -197,7 +197,7 @@ pub(super) fn latency_chart(summary: &Summary) -> String {
             "<text class=\"label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             left - 8.0,
             mid + 4.0,
-            escape_markup(&short(&label, 26))
+            escape_markup(&shorten(&label, 26))
         );
         let step = sorted.len().div_ceil(MAX_DOTS).max(1);
         svg.push_str("<g class=\"dots\">");

@@ -133,14 +133,6 @@ pub(super) fn comparison_section(c: &Comparison) -> String {
     out
 }
 
-/// `text` cut to `max` characters with an ellipsis.
-pub(super) fn short(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
-}
-
 /// Scenarios down, models across: passes over finished runs, flaky marked; a cell opens its
 /// runs.
 pub(super) fn matrix_section(summary: &Summary) -> String {
