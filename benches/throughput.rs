@@ -9,6 +9,10 @@
 //! With BENCH_CACHE=replay the batch is first recorded into a request cache (not measured),
 //! then every measured row is `--cache DIR --replay`: no request is sent, every answer comes
 //! from the cache (the ideal column does not apply).
+//!
+//! With BENCH_OTLP=1 each row is measured twice, side by side: without traces, then with
+//! `--otlp` to a local collector that accepts every export (and decodes nothing, so the
+//! figure is runner's cost alone).
 #![allow(unsafe_code)] // getrusage / wait4 for the peak-memory figure
 
 #[path = "../tests/it/server.rs"]
@@ -19,7 +23,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{env_or, wait_with_rusage};
+use support::{env_or, wait_with_usage};
 
 const LATENCY: Duration = Duration::from_millis(200);
 
@@ -48,34 +52,61 @@ fn main() {
     }
     let extra: Vec<&std::ffi::OsStr> =
         if replay { vec!["--cache".as_ref(), cache.as_os_str(), "--replay".as_ref()] } else { Vec::new() };
+    let collector = std::env::var("BENCH_OTLP")
+        .is_ok_and(|v| v == "1")
+        .then(|| server::MockServer::start_with(|_| server::Reply::bytes(200, Vec::new()), false));
+    let otlp = collector.as_ref().map(server::MockServer::url);
+    let mut modes: Vec<(&str, Vec<&std::ffi::OsStr>)> = vec![("", extra.clone())];
+    if let Some(url) = &otlp {
+        modes = vec![("off", extra.clone()), ("on", [extra.clone(), vec!["--otlp".as_ref(), url.as_ref()]].concat())];
+    }
     println!(
         "runner run: N={n} single-turn scenarios, server answers after {} ms; median of {repeat} run(s) per row",
         LATENCY.as_millis()
     );
-    println!("{:>5}  {:>9}  {:>9}  {:>9}  {:>13}", "-j", "wall_s", "ideal_s", "ideal/wall", "peak_rss_mib");
+    println!(
+        "{:>5}  {:>5}  {:>9}  {:>9}  {:>9}  {:>9}  {:>13}",
+        "-j", "otlp", "wall_s", "ideal_s", "ideal/wall", "cpu_s", "peak_rss_mib"
+    );
     for &j in &concurrencies {
         let ideal = n.div_ceil(j) as f64 * LATENCY.as_secs_f64();
         // Long rows (low -j) are measured once: the ratio is stable there and each takes minutes.
         let runs = if ideal > 30.0 { 1 } else { repeat.max(1) };
-        let mut samples: Vec<(f64, f64)> =
-            (0..runs).map(|_| measure(&server, &scenarios, dir.path(), j, &extra)).collect();
-        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (wall, _) = samples[samples.len() / 2];
-        let mut rss: Vec<f64> = samples.iter().map(|s| s.1).collect();
-        rss.sort_by(f64::total_cmp);
-        let rss = rss[rss.len() / 2];
-        println!("{j:>5}  {wall:>9.3}  {ideal:>9.3}  {:>9.3}  {rss:>13.1}", ideal / wall);
+        // With and without traces alternate, so a machine that slows down slows both.
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
+        for _ in 0..runs {
+            for (m, (_, args)) in modes.iter().enumerate() {
+                samples[m].push(measure(&server, &scenarios, dir.path(), j, args));
+            }
+        }
+        for ((mode, _), samples) in modes.iter().zip(samples) {
+            let median = |f: fn(&Sample) -> f64| {
+                let mut values: Vec<f64> = samples.iter().map(f).collect();
+                values.sort_by(f64::total_cmp);
+                values[values.len() / 2]
+            };
+            let (wall, cpu, rss) = (median(|s| s.wall_s), median(|s| s.cpu_s), median(|s| s.rss_mib));
+            println!("{j:>5}  {mode:>5}  {wall:>9.3}  {ideal:>9.3}  {:>9.3}  {cpu:>9.2}  {rss:>13.1}", ideal / wall);
+        }
     }
 }
 
-/// One `runner run`: (wall seconds, peak RSS MiB).
+/// One run's figures.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall_s: f64,
+    cpu_s: f64,
+    rss_mib: f64,
+}
+
+/// One `runner run`.
 fn measure(
     server: &server::MockServer,
     scenarios: &std::path::Path,
     dir: &std::path::Path,
     j: usize,
     extra: &[&std::ffi::OsStr],
-) -> (f64, f64) {
+) -> Sample {
     // A fresh directory each time: deleting thousands of files just before makes the file
     // system's next creates slower, which is not what runner costs.
     let logs = dir.join(format!(
@@ -96,8 +127,8 @@ fn measure(
         .stderr(Stdio::null())
         .spawn()
         .expect("runner starts");
-    let (status, max_rss_kib) = wait_with_rusage(child.id() as libc::pid_t);
+    let used = wait_with_usage(child.id() as libc::pid_t);
     let wall = started.elapsed().as_secs_f64();
-    assert_eq!(status, 0, "runner run failed at -j {j}");
-    (wall, max_rss_kib as f64 / 1024.0)
+    assert_eq!(used.status, 0, "runner run failed at -j {j}");
+    Sample { wall_s: wall, cpu_s: used.cpu_s, rss_mib: used.max_rss_kib as f64 / 1024.0 }
 }

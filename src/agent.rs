@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::conversation::Assistant;
@@ -100,9 +101,10 @@ impl Agent<'_> {
                 tool_choice: None,
                 on_text: self.on_text.map(|_| &show as crate::provider::TextSink<'_>),
             };
+            let sent = Utc::now();
             let exchange = self.provider.complete(request).await;
             let partial = std::mem::take(&mut *shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            let (result, record) = record_exchange(exchange, messages, self.price, partial);
+            let (result, record) = record_exchange(exchange, sent, messages, self.price, partial);
             outcome.usage += record.usage;
             outcome.cost += record.cost;
             outcome.requests.push(record);
@@ -164,6 +166,7 @@ impl Agent<'_> {
     /// machine stopped it (no file descriptors left), why.
     async fn run_tool(&self, id: &str, name: &str, raw_arguments: &str) -> (ToolCallRecord, Option<String>) {
         let started = Instant::now();
+        let started_at = Utc::now();
         let offered = self.tools.iter().any(|spec| spec.function.name == name);
         let pinned = self.tool_results.get(name).filter(|_| offered);
         let (arguments, result) = if !offered {
@@ -195,6 +198,7 @@ impl Agent<'_> {
             arguments,
             result,
             error,
+            started_at: Some(started_at),
             duration_ms: started.elapsed().as_millis() as u64,
             pinned: pinned.is_some(),
             source,
@@ -213,11 +217,12 @@ fn tool_message(record: &ToolCallRecord) -> String {
     }
 }
 
-/// The record of one request sent for `messages`, and the completion or the provider's error.
-/// Usage is the provider's, else counted by runner; `partial` is the text a streamed reply
-/// showed before it failed: generated and paid for, so counted too.
+/// The record of one request sent for `messages` at `sent`, and the completion or the
+/// provider's error. Usage is the provider's, else counted by runner; `partial` is the text a
+/// streamed reply showed before it failed: generated and paid for, so counted too.
 pub(crate) fn record_exchange(
     exchange: Exchange,
+    sent: DateTime<Utc>,
     messages: &[Message],
     price: Option<&Price>,
     partial: String,
@@ -241,6 +246,7 @@ pub(crate) fn record_exchange(
     let cost: Cost = price.map(|p| p.cost(&usage)).unwrap_or_default();
     let error = result.as_ref().err().map(ToString::to_string);
     let record = RequestRecord {
+        started_at: Some(sent),
         latency_ms,
         finish_reason,
         attempts: exchange.attempts,

@@ -246,6 +246,16 @@ pub struct RunArgs {
     #[arg(help_heading = "Outputs", long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
+    /// Export each run as an OpenTelemetry trace to this OTLP/HTTP collector (URL/v1/traces)
+    /// [default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT]
+    #[arg(help_heading = "Outputs", long, value_name = "URL")]
+    pub otlp: Option<String>,
+
+    /// Put the messages, tool arguments and tool results into the traces too (they are
+    /// left out otherwise)
+    #[arg(help_heading = "Outputs", long)]
+    pub otlp_content: bool,
+
     /// Runs in flight at once [default: runner.yaml's concurrency, else 8]
     #[arg(help_heading = "Limits", short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: Option<u32>,

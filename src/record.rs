@@ -396,6 +396,9 @@ impl TurnRecord {
 /// One request to the model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RequestRecord {
+    /// When it was sent (the first attempt); `null` in logs an older runner wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
     #[serde(flatten)]
     pub usage: Usage,
     /// `provider` when the figures are the provider's, `estimated` when it reported none.
@@ -424,6 +427,7 @@ impl RequestRecord {
     /// raw usage, cache use): its tokens, where they came from, their cost and its error.
     pub(crate) fn new(usage: Usage, usage_source: UsageSource, cost: Cost, error: Option<String>) -> Self {
         Self {
+            started_at: None,
             usage,
             usage_source,
             latency_ms: 0,
@@ -436,6 +440,27 @@ impl RequestRecord {
             requested_model: None,
         }
     }
+}
+
+impl RequestRecord {
+    /// When its answer (or its last failure) came: the time sent plus every attempt and every
+    /// wait between them. `None` in logs an older runner wrote.
+    pub(crate) fn ended_at(&self) -> Option<DateTime<Utc>> {
+        let waited: u64 = self.attempts.iter().map(|a| a.latency_ms + a.retry_in_ms.unwrap_or(0)).sum();
+        later(self.started_at?, waited.max(self.latency_ms))
+    }
+}
+
+impl ToolCallRecord {
+    /// When its result (or its error) came; `None` in logs an older runner wrote.
+    pub(crate) fn ended_at(&self) -> Option<DateTime<Utc>> {
+        later(self.started_at?, self.duration_ms)
+    }
+}
+
+/// `ms` milliseconds after `at`; `None` past the calendar's end.
+fn later(at: DateTime<Utc>, ms: u64) -> Option<DateTime<Utc>> {
+    at.checked_add_signed(chrono::TimeDelta::try_milliseconds(i64::try_from(ms).ok()?)?)
 }
 
 /// A request's cost in the log: its total (`cost_usd`) and its input and output parts. A log
@@ -478,6 +503,9 @@ pub struct ToolCallRecord {
     pub arguments: Value,
     pub result: Option<Value>,
     pub error: Option<String>,
+    /// When the model asked for it; `null` in logs an older runner wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
     pub duration_ms: u64,
     /// The result came from the scenario's `tool_results`, not from running the tool (the
     /// log keeps it beside `source: pinned`, as older logs have it).

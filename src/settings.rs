@@ -16,6 +16,7 @@ use crate::provider::factory::{
 };
 use crate::provider::retry::RetryPolicy;
 use crate::provider::{Endpoint, LOCAL_MODEL, ModelSpec, ProviderConfig};
+use crate::report::trace::{TraceConfig, TraceProtocol};
 use crate::scenario::agent::AgentSpec;
 use crate::scenario::yaml_error;
 use crate::secret::{Secret, Secrets};
@@ -66,6 +67,9 @@ pub(crate) enum SettingsError {
     CacheReadOnly { dir: PathBuf, source: std::io::Error },
     #[error("--replay and --refresh need a cache: --cache DIR (or cache: DIR in runner.yaml)")]
     NoCache,
+    /// `--otlp` or an `OTEL_EXPORTER_OTLP_*` variable that runner cannot export to.
+    #[error("traces: {0}")]
+    Traces(String),
 }
 
 impl SettingsError {
@@ -239,6 +243,116 @@ impl Settings {
     }
 }
 
+/// The variables that hold the collector's headers, the traces' own first.
+const TRACE_HEADERS: [&str; 2] = ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"];
+
+impl Settings {
+    /// Where traces go, if anywhere: `--otlp URL` (`URL/v1/traces`), else
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, else `OTEL_EXPORTER_OTLP_ENDPOINT` +
+    /// `/v1/traces`; the protocol, headers and service name from their variables. `None`
+    /// when nothing asks for traces.
+    pub(crate) fn traces(&self, otlp: Option<&str>, content: bool) -> Result<Option<TraceConfig>, SettingsError> {
+        let env = &self.env;
+        let url = match (otlp, env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env.var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+            (Some(url), _, _) => ("--otlp", signal_url(url)),
+            (None, Some(url), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url),
+            (None, None, Some(url)) => ("OTEL_EXPORTER_OTLP_ENDPOINT", signal_url(&url)),
+            (None, None, None) if content => {
+                return Err(SettingsError::Traces(
+                    "--otlp-content needs a collector: --otlp URL or OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                ));
+            }
+            (None, None, None) => return Ok(None),
+        };
+        let (source, url) = url;
+        self.secrets.add_url(&url);
+        match reqwest::Url::parse(&url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(SettingsError::Traces(format!(
+                    "{source}: `{}` is not an http:// or https:// URL (an OTLP/HTTP collector, usually port 4318)",
+                    self.secrets.redact(&url)
+                )));
+            }
+        }
+        let protocol = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+            .into_iter()
+            .find_map(|name| env.var(name).map(|value| (name, value)));
+        let protocol = match protocol {
+            None => TraceProtocol::Protobuf,
+            Some((name, value)) => TraceProtocol::parse(&value).ok_or_else(|| {
+                SettingsError::Traces(format!(
+                    "{name}={value}: runner exports over OTLP/HTTP only; set http/protobuf or http/json (gRPC is not supported)"
+                ))
+            })?,
+        };
+        let headers = TRACE_HEADERS
+            .into_iter()
+            .find_map(|name| env.var(name).map(|value| (name, value)))
+            .map(|(name, value)| {
+                // The entry may be a bare token: never shown.
+                if let Some(n) = value.split(',').position(|e| !e.trim().is_empty() && !e.contains('=')) {
+                    return Err(SettingsError::Traces(format!(
+                        "{name}: entry {} is not NAME=VALUE (entries are separated by commas)",
+                        n + 1
+                    )));
+                }
+                Ok(otlp_headers(&value))
+            })
+            .transpose()?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, Secret::new(value)))
+            .collect();
+        let service_name = env.var("OTEL_SERVICE_NAME").unwrap_or_else(|| "runner".to_owned());
+        Ok(Some(TraceConfig { url, protocol, headers, service_name, content }))
+    }
+}
+
+/// The traces' URL under an OTLP base endpoint (`http://host:4318` -> `.../v1/traces`); one
+/// that already ends in `/v1/traces` is kept.
+fn signal_url(base: &str) -> String {
+    let base = base.trim();
+    if base.trim_end_matches('/').ends_with("/v1/traces") {
+        return base.to_owned();
+    }
+    format!("{}/v1/traces", base.trim_end_matches('/'))
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`: `name=value` pairs separated by commas, values
+/// percent-encoded (the W3C baggage format the OTLP exporter spec names).
+fn otlp_headers(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|entry| entry.split_once('='))
+        .map(|(name, value)| (name.trim().to_owned(), percent_decoded(value.trim())))
+        .filter(|(name, _)| !name.is_empty())
+        .collect()
+}
+
+/// `%XX` escapes decoded; anything else (a stray `%`) kept as it is.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Settings {
     /// Reads `.env`, the config file and the price file, and settles every value.
     pub(crate) fn load(flags: Flags<'_>) -> Result<Self, SettingsError> {
@@ -279,6 +393,14 @@ impl Settings {
             weather.forecast_url = url;
         }
         let secrets = Secrets::default();
+        // The collector's headers are credentials: redacted wherever they land, and no tool
+        // or agent starts with them, whether or not this command exports traces.
+        for name in TRACE_HEADERS {
+            secrets.add_variable(name);
+            for (_, value) in env.var(name).as_deref().map(otlp_headers).unwrap_or_default() {
+                secrets.add(&value);
+            }
+        }
         let endpoints = endpoints(&config.endpoints, &env, &secrets)?;
         let default_model = env
             .var("RUNNER_MODEL")
@@ -494,4 +616,31 @@ fn endpoints(
         secrets.add_variable(var);
     }
     Ok(endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{otlp_headers, signal_url};
+
+    #[test]
+    fn a_base_endpoint_gets_the_traces_path_once() {
+        assert_eq!(signal_url("http://collector:4318"), "http://collector:4318/v1/traces");
+        assert_eq!(signal_url("http://collector:4318/"), "http://collector:4318/v1/traces");
+        assert_eq!(signal_url("https://otel.example/prefix"), "https://otel.example/prefix/v1/traces");
+        assert_eq!(signal_url("http://localhost:6006/v1/traces"), "http://localhost:6006/v1/traces");
+    }
+
+    #[test]
+    fn collector_headers_are_pairs_with_percent_encoded_values() {
+        let headers = otlp_headers("Authorization=Basic%20cGs6c2s%3D, x-team = evals ,bad,=nameless,odd=100%");
+        assert_eq!(
+            headers,
+            [
+                ("Authorization".to_owned(), "Basic cGs6c2s=".to_owned()),
+                ("x-team".to_owned(), "evals".to_owned()),
+                ("odd".to_owned(), "100%".to_owned()),
+            ]
+        );
+        assert_eq!(otlp_headers("k=a%2Cb%zz"), [("k".to_owned(), "a,b%zz".to_owned())]);
+    }
 }

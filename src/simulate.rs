@@ -78,9 +78,10 @@ impl<'a> SimulatedUser<'a> {
             tool_choice: None,
             on_text: None,
         };
+        let sent = chrono::Utc::now();
         let exchange = provider.complete(request).await;
         let price = self.target.price.as_ref().map(|p| &p.price);
-        let (result, record) = record_exchange(exchange, &messages, price, String::new());
+        let (result, record) = record_exchange(exchange, sent, &messages, price, String::new());
         self.usage += record.usage;
         self.cost += record.cost;
         let outcome = match result {

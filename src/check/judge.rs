@@ -173,9 +173,10 @@ pub(crate) async fn grade(
         tool_choice: Some(GRADE_TOOL),
         on_text: None,
     };
+    let sent = chrono::Utc::now();
     let exchange = crate::provider::Provider::complete(&provider, request).await;
     let price = judge.price.as_ref().map(|p| &p.price);
-    let (result, request) = record_exchange(exchange, &messages, price, String::new());
+    let (result, request) = record_exchange(exchange, sent, &messages, price, String::new());
     let (usage, cost): (Usage, Cost) = (request.usage, request.cost);
     let verdict = match result {
         Ok(completion) => verdict(&completion).map_err(|err| err.to_string()),

@@ -228,6 +228,7 @@ mod tests {
             arguments,
             result: None,
             error: None,
+            started_at: None,
             duration_ms: 0,
             pinned: false,
             source: None,

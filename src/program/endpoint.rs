@@ -184,6 +184,7 @@ impl RunLink {
                     arguments: wire::arguments(&call.function),
                     result: None,
                     error: None,
+                    started_at: Some(chrono::Utc::now()),
                     duration_ms: 0,
                     pinned: false,
                     source: Some(ToolSource::Agent),
@@ -367,10 +368,11 @@ async fn answer(
         tool_choice: asked.forced.as_deref(),
         on_text: asked.stream.then_some(&on_text as crate::provider::TextSink<'_>),
     };
+    let sent = chrono::Utc::now();
     let exchange = provider.complete(request).await;
     let partial = std::mem::take(&mut *shown.lock().unwrap_or_else(PoisonError::into_inner));
     let price = link.target.price.as_ref().map(|p| &p.price);
-    let (result, mut record) = record_exchange(exchange, &asked.messages, price, partial);
+    let (result, mut record) = record_exchange(exchange, sent, &asked.messages, price, partial);
     record.requested_model = requested;
     let usage = record.usage;
     let outcome = match result {

@@ -12,6 +12,7 @@ pub(crate) mod json;
 pub(crate) mod junit;
 pub(crate) mod merge;
 pub(crate) mod summary;
+pub(crate) mod trace;
 
 use std::path::Path;
 

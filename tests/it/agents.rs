@@ -18,12 +18,12 @@ pub fn python() -> String {
 }
 
 /// The example agent shipped in examples/agents/.
-fn orders_agent() -> String {
+pub fn orders_agent() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agents/orders_agent.py")).unwrap()
 }
 
 /// The order desk's model: looks the order up, refunds it, then says what the tool said.
-fn orders(request: &Request) -> Reply {
+pub fn orders(request: &Request) -> Reply {
     let last = request.last_message();
     let user = request.last_user();
     let reply = if last["role"] == "tool" {
@@ -38,7 +38,7 @@ fn orders(request: &Request) -> Reply {
     as_stream(request, reply)
 }
 
-fn desk(name: &str, stream: bool) -> String {
+pub fn desk(name: &str, stream: bool) -> String {
     format!(
         r#"name: {name}
 agent:

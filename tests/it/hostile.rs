@@ -36,7 +36,7 @@ fn tool_result(request: &Request) -> Option<String> {
 }
 
 /// The hostile server: a plain reply of a route goes out as a stream when one was asked for.
-fn hostile(request: &Request) -> Reply {
+pub fn hostile(request: &Request) -> Reply {
     let reply = route(request);
     let plain = serde_json::from_slice::<Value>(&reply.body).is_ok_and(|v| v.get("choices").is_some());
     if plain { as_stream(request, reply) } else { reply }

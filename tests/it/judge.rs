@@ -10,7 +10,7 @@ use crate::server::{Reply, Request, api_error, text, tool_calls};
 /// The model under test is `assistant` (gpt-4o-mini); `openai:gpt-4o` is the judge, which
 /// passes a reply that states "elppa" and fails any other. A judge request carries the rubric
 /// and the conversation in its user message.
-fn judged(request: &Request) -> Reply {
+pub fn judged(request: &Request) -> Reply {
     let body = request.json();
     if body["model"] != "gpt-4o" {
         return assistant(request);
@@ -25,7 +25,7 @@ fn judged(request: &Request) -> Reply {
     tool_calls(&[("g1", "grade", verdict)], 500, 20)
 }
 
-const SCENARIO: &str = "name: judged
+pub const SCENARIO: &str = "name: judged
 model: openai:gpt-4o-mini
 tools: [reverse_text]
 turns:

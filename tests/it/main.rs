@@ -30,6 +30,7 @@ mod server;
 mod simulate;
 mod snapshot;
 mod terminal;
+mod traces;
 mod vendors;
 
 use std::path::{Path, PathBuf};
@@ -140,6 +141,13 @@ impl Workspace {
             "MISTRAL_API_KEY",
             "DEEPSEEK_API_KEY",
             "TOGETHER_API_KEY",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_SERVICE_NAME",
         ] {
             command.env_remove(var);
         }

@@ -56,18 +56,18 @@ fn agent(request: &Request) -> Reply {
     text(&format!("Noted: {user}"), 10, 2)
 }
 
-fn both(request: &Request) -> Reply {
+pub fn both(request: &Request) -> Reply {
     if request.json()["model"] == "user-sim" { simulator(request) } else { agent(request) }
 }
 
-fn scenario(name: &str, goal: &str, extra: &str) -> String {
+pub fn scenario(name: &str, goal: &str, extra: &str) -> String {
     format!(
         "name: {name}\nsystem: \"{AGENT_PROMPT}\"\ntools:\n  - name: refund_order\n    description: Refunds an order.\n    parameters: {{type: object, properties: {{order_id: {{type: string}}}}}}\n    result: {{refunded: true}}\n\
          turns:\n  - user: Hi, I need help with an order.\nsimulate:\n  model: openai:user-sim\n  goal: \"{goal}\"\n  persona: Dana, PERSONA-MARKER.\n  max_turns: 3\n{extra}"
     )
 }
 
-const PRICES: &str = "openai:user-sim: {input: 1, output: 2}\nopenai:gpt-4o-mini: {input: 0.15, output: 0.6}\n";
+pub const PRICES: &str = "openai:user-sim: {input: 1, output: 2}\nopenai:gpt-4o-mini: {input: 0.15, output: 0.6}\n";
 
 #[test]
 fn a_simulated_user_plays_to_its_goal_and_stops() {

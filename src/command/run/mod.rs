@@ -24,6 +24,7 @@ use crate::report::json::{JsonLogs, read_log};
 use crate::report::junit::Junit;
 use crate::report::summary::Summary;
 use crate::report::summary_path;
+use crate::report::trace::{Delivery, Traces};
 use crate::rng::random_seed;
 use crate::runner::{self, Control, Job, Limits, Shared, StopReason, Totals};
 use crate::settings::Settings;
@@ -46,6 +47,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
         }
     }
     let asked = super::asked(&settings, &options.confidence, &models, models.first())?;
+    let traces = settings.traces(options.traces.0.as_deref(), options.traces.1)?;
     let cache = settings.request_cache(options.cache.0.as_deref(), options.cache.1)?;
     if options.dry_run {
         let seed = options.seed;
@@ -62,6 +64,9 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let batch = Batch::select(&plan, &targets, &logs, &options)?;
     let mut outputs = Outputs::open(&options, logs, &batch.finished)?;
     outputs.summary.ask(asked);
+    if let Some(config) = &traces {
+        outputs.traces = Some(Traces::start(config, models.http().clone(), settings.secrets.clone())?);
+    }
     let endpoint = agents_endpoint(&plan).await?;
     let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), helpers, endpoint);
     let (totals, control) = play(batch, shared, &settings, options.limits, &mut outputs).await;
@@ -289,11 +294,13 @@ fn read_finished(logs: &JsonLogs, plan: &Plan) -> (Vec<RunRecord>, HashSet<(usiz
 }
 
 /// Everything a batch writes, opened before the first run: the JSON logs, the progress bar,
-/// the CSV report, the summary, JUnit, the failures and the HTML page. Each run is recorded as
-/// it ends ([`Reporter`]); [`Outputs::finish`] writes what waits for the end.
+/// the traces, the CSV report, the summary, JUnit, the failures and the HTML page. Each run is
+/// recorded as it ends ([`Reporter`]); [`Outputs::finish`] writes what waits for the end.
 struct Outputs {
     logs: JsonLogs,
     progress: Progress,
+    /// `--otlp` (or the OTLP variables): each run as a trace.
+    traces: Option<Traces>,
     report_path: PathBuf,
     csv: CsvReport<std::io::BufWriter<std::fs::File>>,
     summary: Summary,
@@ -320,6 +327,7 @@ impl Outputs {
         let mut outputs = Self {
             logs,
             progress: Progress::default(),
+            traces: None,
             report_path,
             csv,
             summary: Summary::default(),
@@ -330,8 +338,9 @@ impl Outputs {
         if !finished.is_empty() {
             for record in finished {
                 let outcome = RunOutcome::Finished(Box::new(record.clone()));
-                // Not the logs and the bar: a resumed run has its log, and the bar counts this batch.
-                for reporter in outputs.reporters().into_iter().skip(2) {
+                // Not the logs, the bar and the traces: a resumed run has its log (and its
+                // trace, from the batch that played it), and the bar counts this batch.
+                for reporter in outputs.reporters().into_iter().skip(3) {
                     reporter.run_ended(&outcome)?;
                 }
             }
@@ -341,11 +350,11 @@ impl Outputs {
         Ok(outputs)
     }
 
-    /// The outputs built from every run's outcome, in order: the logs, the bar, then the
-    /// reports.
-    fn reporters(&mut self) -> [&mut dyn Reporter; 7] {
-        let Self { logs, progress, csv, summary, junit, failures, html, .. } = self;
-        [logs, progress, csv, summary, junit, failures, html]
+    /// The outputs built from every run's outcome, in order: the logs, the bar, the traces,
+    /// then the reports.
+    fn reporters(&mut self) -> [&mut dyn Reporter; 8] {
+        let Self { logs, progress, traces, csv, summary, junit, failures, html, .. } = self;
+        [logs, progress, traces, csv, summary, junit, failures, html]
     }
 
     /// After the last run: the summary beside the CSV (not beside /dev/stdout), JUnit, the HTML
@@ -358,6 +367,8 @@ impl Outputs {
         mut totals: Totals,
         control: &Control,
     ) -> anyhow::Result<u8> {
+        // The collector first (at most 5 s), so the last lines can say what it took.
+        let delivery = self.traces.take().map(|traces| tokio::task::block_in_place(|| traces.finish()));
         let summary_path = is_file_or_absent(&self.report_path).then(|| summary_path(&self.report_path));
         if let Some(path) = &summary_path {
             write_atomically(path, &self.summary.to_csv()?)
@@ -403,6 +414,9 @@ impl Outputs {
         if let Some(path) = &options.outputs.html {
             out.push_str(&format!("html: {}\n", path.display()));
         }
+        if let Some(sent @ Delivery::Sent { .. }) = &delivery {
+            out.push_str(&format!("{sent}\n"));
+        }
         if control.interrupted().is_some() {
             out.push_str(&format!(
                 "resume: runner run ... --resume {} (the same paths and flags) plays what did not finish\n",
@@ -414,6 +428,10 @@ impl Outputs {
         }
         // A reader that went away (`runner run | head -1`) does not change what the batch did.
         super::print(&out).or_else(super::closed_pipe_is_fine)?;
+        // A collector that is down costs this line, never the batch or its exit code.
+        if let Some(lost @ Delivery::Lost { .. }) = &delivery {
+            eprintln!("warning: {lost}");
+        }
         let regressed = comparison.as_ref().is_some_and(|c| !c.regressions.is_empty());
         Ok(exit_code(&totals, control, &self.summary, options.min_pass_rate, regressed))
     }

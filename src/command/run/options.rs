@@ -38,6 +38,8 @@ pub(super) struct RunOptions {
     pub confidence: ConfidenceArgs,
     pub baseline: Option<PathBuf>,
     pub outputs: OutputPaths,
+    /// `--otlp URL` and `--otlp-content`: traces, with the standard variables.
+    pub traces: (Option<String>, bool),
 }
 
 /// The run matrix asked for: `-m`, `--repeat`, `--filter`, `--shard`.
@@ -96,6 +98,7 @@ impl RunOptions {
             confidence: args.confidence,
             baseline: args.baseline,
             outputs,
+            traces: (args.otlp, args.otlp_content),
         })
     }
 
