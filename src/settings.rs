@@ -286,6 +286,13 @@ impl Settings {
                 ))
             })?,
         };
+        for name in ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"] {
+            if let Some(value) = env.var(name).filter(|v| !v.trim().eq_ignore_ascii_case("none")) {
+                return Err(SettingsError::Traces(format!(
+                    "{name}={value}: runner sends traces uncompressed; set it to none or unset it"
+                )));
+            }
+        }
         let headers = TRACE_HEADERS
             .into_iter()
             .find_map(|name| env.var(name).map(|value| (name, value)))

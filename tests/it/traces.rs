@@ -426,6 +426,20 @@ fn settings_that_cannot_export_are_refused_before_anything_runs() {
     assert!(grpc.stderr.contains("http/protobuf"), "{}", grpc.stderr);
     assert!(grpc.server().chat_bodies().is_empty());
 
+    let gzip = Test::new()
+        .server(assistant)
+        .file("hello.yaml", "turns:\n  - user: hello\n")
+        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+        .args(["run", "hello.yaml", "-m", "openai:gpt-4o-mini", "--otlp", "http://127.0.0.1:9"])
+        .run();
+    gzip.code(2);
+    assert!(
+        gzip.stderr.contains("OTEL_EXPORTER_OTLP_COMPRESSION=gzip: runner sends traces uncompressed"),
+        "{}",
+        gzip.stderr
+    );
+    assert!(gzip.all_files().iter().all(|(path, _)| path.ends_with("hello.yaml")), "{:?}", gzip.all_files());
+
     let alone = Test::new()
         .server(assistant)
         .file("hello.yaml", "turns:\n  - user: hello\n")

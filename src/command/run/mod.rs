@@ -59,14 +59,18 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let (targets, helpers) = resolve(&plan, &mut models).await?;
+    // An exporter the OTLP variables cannot configure (a compression it lacks) is the user's
+    // to fix, like any setting: refused before anything is written.
+    let traces = traces
+        .map(|config| Traces::start(&config, models.http().clone(), settings.secrets.clone()))
+        .transpose()
+        .map_err(|err| UsageError(format!("{err:#}")))?;
     // Run: a new batch, or the rest of an interrupted one; every output open before it starts.
     let logs = open_logs(&options)?;
     let batch = Batch::select(&plan, &targets, &logs, &options)?;
     let mut outputs = Outputs::open(&options, logs, &batch.finished)?;
     outputs.summary.ask(asked);
-    if let Some(config) = &traces {
-        outputs.traces = Some(Traces::start(config, models.http().clone(), settings.secrets.clone())?);
-    }
+    outputs.traces = traces;
     let endpoint = agents_endpoint(&plan).await?;
     let shared = shared(&settings, &options, &plan, &outputs.logs, models.http(), helpers, endpoint);
     let (totals, control) = play(batch, shared, &settings, options.limits, &mut outputs).await;
