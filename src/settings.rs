@@ -250,9 +250,13 @@ impl Settings {
     /// Where traces go, if anywhere: `--otlp URL` (`URL/v1/traces`), else
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, else `OTEL_EXPORTER_OTLP_ENDPOINT` +
     /// `/v1/traces`; the protocol, headers and service name from their variables. `None`
-    /// when nothing asks for traces.
+    /// when nothing asks for traces, or `OTEL_SDK_DISABLED=true` turns the variables off
+    /// (`--otlp`, asked for by name, still exports).
     pub(crate) fn traces(&self, otlp: Option<&str>, content: bool) -> Result<Option<TraceConfig>, SettingsError> {
         let env = &self.env;
+        if otlp.is_none() && env.var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
         let url = match (otlp, env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env.var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(url), _, _) => ("--otlp", signal_url(url)),
             (None, Some(url), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url),

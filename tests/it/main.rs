@@ -155,6 +155,7 @@ impl Workspace {
             "OTEL_RESOURCE_ATTRIBUTES",
             "OTEL_TRACES_SAMPLER",
             "OTEL_TRACES_SAMPLER_ARG",
+            "OTEL_SDK_DISABLED",
         ] {
             command.env_remove(var);
         }

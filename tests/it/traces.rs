@@ -440,6 +440,17 @@ fn settings_that_cannot_export_are_refused_before_anything_runs() {
     );
     assert!(gzip.all_files().iter().all(|(path, _)| path.ends_with("hello.yaml")), "{:?}", gzip.all_files());
 
+    // The standard switch turns the variables off: a run as without traces.
+    let disabled = Test::new()
+        .server(assistant)
+        .file("hello.yaml", "turns:\n  - user: hello\n")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_SDK_DISABLED", "true")
+        .args(["run", "hello.yaml", "-m", "openai:gpt-4o-mini"])
+        .run();
+    disabled.success();
+    assert!(!disabled.stdout.contains("traces:") && !disabled.stderr.contains("traces:"), "{}", disabled.stderr);
+
     let alone = Test::new()
         .server(assistant)
         .file("hello.yaml", "turns:\n  - user: hello\n")
