@@ -586,6 +586,18 @@ pub enum CacheUse {
     Miss,
 }
 
+impl CacheUse {
+    /// Its name, as the log writes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Off => "off",
+            CacheUse::Hit => "hit",
+            CacheUse::Stored => "stored",
+            CacheUse::Miss => "miss",
+        }
+    }
+}
+
 /// Which expectation a check is, as the log names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -104,6 +104,11 @@ impl Env {
     pub(crate) fn var(&self, key: &str) -> Option<String> {
         std::env::var(key).ok().or_else(|| self.dotenv.get(key).cloned()).filter(|v| !v.is_empty())
     }
+
+    /// The first of `keys` that is set, with its name.
+    pub(crate) fn first_of<'k>(&self, keys: &[&'k str]) -> Option<(&'k str, String)> {
+        keys.iter().find_map(|&key| self.var(key).map(|value| (key, value)))
+    }
 }
 
 /// `runner.yaml`.
@@ -279,10 +284,7 @@ impl Settings {
                 )));
             }
         }
-        let protocol = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
-            .into_iter()
-            .find_map(|name| env.var(name).map(|value| (name, value)));
-        let protocol = match protocol {
+        let protocol = match env.first_of(&["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]) {
             None => TraceProtocol::Protobuf,
             Some((name, value)) => TraceProtocol::parse(&value).ok_or_else(|| {
                 SettingsError::Traces(format!(
@@ -297,9 +299,8 @@ impl Settings {
                 )));
             }
         }
-        let headers = TRACE_HEADERS
-            .into_iter()
-            .find_map(|name| env.var(name).map(|value| (name, value)))
+        let headers = env
+            .first_of(&TRACE_HEADERS)
             .map(|(name, value)| {
                 // The entry may be a bare token: never shown.
                 if let Some(n) = value.split(',').position(|e| !e.trim().is_empty() && !e.contains('=')) {

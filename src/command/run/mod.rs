@@ -59,8 +59,8 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<
     let fetch = DownloadBar::new();
     let mut models = Models::new(&settings.providers, &settings.prices, http_client()?, &fetch).with_cache(cache);
     let (targets, helpers) = resolve(&plan, &mut models).await?;
-    // An exporter the OTLP variables cannot configure (a compression it lacks) is the user's
-    // to fix, like any setting: refused before anything is written.
+    // An exporter that cannot be built from the settings (an endpoint its HTTP stack cannot
+    // parse) is the user's to fix, like any setting: refused before anything is written.
     let traces = traces
         .map(|config| Traces::start(&config, models.http().clone(), settings.secrets.clone()))
         .transpose()

@@ -125,13 +125,13 @@ impl Run<'_> {
             KeyValue::new("gen_ai.provider.name", provider_name(spec)),
             KeyValue::new("gen_ai.request.model", spec.name.clone()),
             KeyValue::new("gen_ai.conversation.id", format!("{}/{name}", record.run_id)),
-            KeyValue::new("gen_ai.usage.input_tokens", tokens(record.usage.prompt_tokens)),
-            KeyValue::new("gen_ai.usage.output_tokens", tokens(record.usage.completion_tokens)),
+            KeyValue::new("gen_ai.usage.input_tokens", int(record.usage.prompt_tokens)),
+            KeyValue::new("gen_ai.usage.output_tokens", int(record.usage.completion_tokens)),
             KeyValue::new("runner.status", record.status.as_str()),
             KeyValue::new("runner.repetition", i64::from(record.repetition)),
             KeyValue::new("runner.cost_usd", record.cost.cost.total_usd),
             KeyValue::new("runner.run_id", record.run_id.clone()),
-            KeyValue::new("runner.turns", i64::try_from(record.turns.len()).unwrap_or(i64::MAX)),
+            KeyValue::new("runner.turns", int(record.turns.len())),
             KeyValue::new("runner.ended", record.ended.as_str()),
         ];
         if let Some(scenario) = &record.scenario {
@@ -163,13 +163,13 @@ impl Run<'_> {
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.provider.name", provider_name(model)),
             KeyValue::new("gen_ai.request.model", model.name.clone()),
-            KeyValue::new("gen_ai.usage.input_tokens", tokens(request.usage.prompt_tokens)),
-            KeyValue::new("gen_ai.usage.output_tokens", tokens(request.usage.completion_tokens)),
+            KeyValue::new("gen_ai.usage.input_tokens", int(request.usage.prompt_tokens)),
+            KeyValue::new("gen_ai.usage.output_tokens", int(request.usage.completion_tokens)),
             KeyValue::new("runner.cost_usd", request.cost.total_usd),
-            KeyValue::new("runner.cache", cache(request.cache)),
+            KeyValue::new("runner.cache", request.cache.as_str()),
             KeyValue::new("runner.role", role.as_str()),
-            KeyValue::new("runner.turn", i64::try_from(turn).unwrap_or(i64::MAX)),
-            KeyValue::new("runner.attempts", i64::try_from(request.attempts.len()).unwrap_or(i64::MAX)),
+            KeyValue::new("runner.turn", int(turn)),
+            KeyValue::new("runner.attempts", int(request.attempts.len())),
         ];
         if let Some(reason) = &request.finish_reason {
             let reasons = Array::String(vec![StringValue::from(reason.clone())]);
@@ -201,17 +201,31 @@ impl Run<'_> {
             attributes.push(KeyValue::new("gen_ai.input.messages", input));
             attributes.push(KeyValue::new("gen_ai.output.messages", output));
         }
+        let times = (started, request.ended_at().unwrap_or(started));
+        self.child(format!("chat {}", model.name), SpanKind::Client, times, attributes, request.error.as_ref())
+    }
+
+    /// A span beneath the run's, from `started` to `ended`, its status ERROR with `error`.
+    /// Returns the spans made (1).
+    fn child(
+        &self,
+        name: String,
+        kind: SpanKind,
+        (started, ended): (DateTime<Utc>, DateTime<Utc>),
+        attributes: Vec<KeyValue>,
+        error: Option<&String>,
+    ) -> usize {
         let mut span = self
             .tracer
-            .span_builder(format!("chat {}", model.name))
-            .with_kind(SpanKind::Client)
+            .span_builder(name)
+            .with_kind(kind)
             .with_start_time(SystemTime::from(started))
             .with_attributes(attributes)
             .start_with_context(self.tracer, &self.cx);
-        if let Some(error) = &request.error {
+        if let Some(error) = error {
             span.set_status(Status::error(error.clone()));
         }
-        span.end_with_timestamp(request.ended_at().unwrap_or(started).into());
+        span.end_with_timestamp(ended.into());
         1
     }
 
@@ -238,7 +252,7 @@ impl Run<'_> {
             KeyValue::new("gen_ai.tool.name", call.name.clone()),
             KeyValue::new("gen_ai.tool.call.id", call.id.clone()),
             KeyValue::new("gen_ai.tool.type", "function"),
-            KeyValue::new("runner.turn", i64::try_from(turn).unwrap_or(i64::MAX)),
+            KeyValue::new("runner.turn", int(turn)),
         ];
         if let Some(source) = call.source {
             attributes.push(KeyValue::new("runner.tool.source", source.as_str()));
@@ -259,18 +273,8 @@ impl Run<'_> {
                 attributes.push(KeyValue::new("gen_ai.tool.call.result", result));
             }
         }
-        let mut span = self
-            .tracer
-            .span_builder(format!("execute_tool {}", call.name))
-            .with_kind(SpanKind::Internal)
-            .with_start_time(SystemTime::from(started))
-            .with_attributes(attributes)
-            .start_with_context(self.tracer, &self.cx);
-        if let Some(error) = &call.error {
-            span.set_status(Status::error(error.clone()));
-        }
-        span.end_with_timestamp(call.ended_at().unwrap_or(started).into());
-        1
+        let times = (started, call.ended_at().unwrap_or(started));
+        self.child(format!("execute_tool {}", call.name), SpanKind::Internal, times, attributes, call.error.as_ref())
     }
 
     /// A check as a `gen_ai.evaluation.result` event on the root span, at `at`. Its
@@ -301,17 +305,9 @@ fn provider_name(spec: &ModelSpec) -> String {
     .to_owned()
 }
 
-fn tokens(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-fn cache(cache: CacheUse) -> &'static str {
-    match cache {
-        CacheUse::Off => "off",
-        CacheUse::Hit => "hit",
-        CacheUse::Stored => "stored",
-        CacheUse::Miss => "miss",
-    }
+/// A count as an attribute's integer (saturating: OTLP integers are signed).
+fn int(count: impl TryInto<i64>) -> i64 {
+    count.try_into().unwrap_or(i64::MAX)
 }
 
 /// `error.type` of a failed request: the HTTP status the server answered with, `not_cached`
