@@ -45,7 +45,7 @@ fn main() -> candle_core::Result<()> {
         let quantized = QTensor::quantize(&weights, GgmlDType::Q8_0)?;
         let matmul = candle_core::quantized::QMatMul::from_qtensor(QTensor::quantize(&weights, GgmlDType::Q8_0)?)?;
         let resident = quantized.dequantize(&device)?;
-        for tokens in [1, 16, 64, 400] {
+        for tokens in [1, 8, 16, 32, 64, 128, 400] {
             let x = Tensor::randn(0f32, 1.0, (1, tokens, cols), &device)?;
             let q8 = best(repeat, || matmul.forward(&x).unwrap());
             let transient = best(repeat, || {

@@ -162,7 +162,7 @@ pub(crate) fn choose(
     candidates: &[usize],
 ) -> Result<Option<(usize, u64)>, LocalError> {
     let (scores, opened, count) = option_scores(engine, model, tools, candidates)?;
-    let baseline = calibration(engine, messages, tools, candidates)?;
+    let baseline = calibration(engine, model, messages, tools, candidates)?;
     let calibrated: Vec<f64> = scores.iter().zip(&baseline).map(|(s, b)| s - b).collect();
     // 0: no call; 1 + i: candidates[i].
     let mut best = 0;
@@ -192,6 +192,7 @@ pub(crate) fn choose(
 /// The option scores for the same conversation with a content-free last user message.
 fn calibration(
     engine: &Engine,
+    model: &Model,
     messages: &[Message],
     tools: &[ToolSpec],
     candidates: &[usize],
@@ -206,8 +207,10 @@ fn calibration(
         return Ok(scores.clone());
     }
     // It shares the system prompt and tools (and earlier turns) with the real prompt, which
-    // was just fed: only the content-free message is new.
-    let (mut model, _) = engine.prefilled(&key.0, 0)?;
+    // `model` holds: a copy of it keeps that prefix (its blocks shared), and only the
+    // content-free message is fed.
+    let mut model = model.clone();
+    model.prefill(&key.0)?;
     let (scores, _, _) = option_scores(engine, &mut model, tools, candidates)?;
     let mut cache = engine.calibration.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if cache.len() > 64 {

@@ -7,32 +7,39 @@ use super::LocalError;
 use super::model::Model;
 use super::prompt::{CALL_OPEN, facts, readable_result, turn_results};
 use super::sampler::{self, Sampler};
-use super::{COPY_NEXT_BIAS, COPY_START_BIAS, DEFAULT_MAX_TOKENS, Engine, SLOTS, decide};
+use super::{COPY_NEXT_BIAS, COPY_START_BIAS, DEFAULT_MAX_TOKENS, Engine, KEEP_FROM, SLOT_BYTES, decide};
 use crate::message::{Message, ToolSpec};
 use crate::provider::Completion;
 use crate::usage::Usage;
 
 impl Engine {
-    /// A cache to continue from: the slot whose prompt is the longest prefix of `prompt`
-    /// (taken out of the pool), else a fresh one.
+    /// A cache to continue from: a copy of the slot whose prompt is the longest prefix of
+    /// `prompt` (the copy shares its blocks), else a fresh one.
     pub(super) fn take_slot(&self, prompt: &[u32]) -> Model {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let best = slots
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.cached().len() <= prompt.len() && prompt.starts_with(m.cached()))
+            .filter(|(_, m)| prompt.starts_with(m.cached()))
             .max_by_key(|(_, m)| m.cached().len())
             .map(|(i, _)| i);
         match best {
-            Some(i) => slots.remove(i),
+            Some(i) => {
+                let model = slots.remove(i);
+                slots.push(model.clone());
+                model
+            }
             None => self.base.clone(),
         }
     }
 
+    /// Keeps `model`'s state for later prompts that extend it; the least recently used
+    /// slots go while their blocks take more than [`SLOT_BYTES`].
     pub(super) fn put_slot(&self, model: Model) {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.retain(|m| m.cached() != model.cached());
         slots.push(model);
-        if slots.len() > SLOTS {
+        while slots.len() > 1 && Model::unique_bytes(&slots) > SLOT_BYTES {
             slots.remove(0);
         }
     }
@@ -45,11 +52,10 @@ impl Engine {
         sampling: &crate::provider::Sampling,
         stream: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Completion, LocalError> {
-        let _gate = self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = self.base.forwarded();
+        let before = Model::forwarded();
         let completion = self.answer(messages, tools, forced, sampling, stream)?;
         if let Some(usage) = &completion.usage {
-            let forwarded = self.base.forwarded() - before;
+            let forwarded = Model::forwarded() - before;
             tracing::debug!(
                 forwarded,
                 prompt = usage.prompt_tokens,
@@ -166,17 +172,38 @@ impl Engine {
         // Keep the system message's state on its own too: every conversation with the same
         // system prompt and tools starts from it.
         let system_end = prompt.iter().position(|t| self.stop.first() == Some(t)).map_or(0, |at| at + 1);
+        // Else a prefix an earlier process kept on disk: the whole prompt, or its system part.
+        if let Some(prefixes) = &self.prefixes {
+            let kept = [prompt.len(), system_end]
+                .into_iter()
+                .filter(|&end| end >= model.cached().len() + KEEP_FROM)
+                .find_map(|end| prefixes.load(&self.base, &prompt[..end]));
+            if let Some(kept) = kept {
+                model = kept;
+            }
+        }
         // What came from the pool: the system prompt's own prefill reports it when it runs
         // (the rest then continues what this request just fed).
         let mut from_pool = None;
         if model.cached().len() < system_end && system_end < prompt.len() {
             let (_, reused) = model.prefill(&prompt[..system_end])?;
             from_pool = Some(reused);
-            self.put_slot(model.clone());
+            self.keep(&model, reused);
         }
         let (_, reused) = model.prefill(prompt)?;
-        self.put_slot(model.clone());
+        self.keep(&model, reused);
         Ok((model, from_pool.unwrap_or(reused)))
+    }
+
+    /// Keeps a freshly prefilled state in the pool, and on disk when `reused` tokens of it
+    /// came from a cache and enough were fed to be worth a file.
+    fn keep(&self, model: &Model, reused: usize) {
+        self.put_slot(model.clone());
+        if let Some(prefixes) = &self.prefixes
+            && model.cached().len() >= reused + KEEP_FROM
+        {
+            prefixes.save(model);
+        }
     }
 
     /// Token sequences of this turn's tool results (as [`readable_result`] shows them, with

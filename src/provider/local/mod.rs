@@ -10,8 +10,11 @@
 //! [`decide`]).
 
 pub mod acquire;
+mod batch;
 pub mod decide;
 pub mod model;
+pub mod net;
+mod prefix;
 pub mod sampler;
 pub mod tokenizer;
 
@@ -60,8 +63,10 @@ impl From<&str> for LocalError {
 pub const MODEL_NAME: &str = "smollm2-135m";
 /// Tokens generated for a text answer when the scenario sets no `max_tokens`.
 const DEFAULT_MAX_TOKENS: u32 = 128;
-/// Conversations whose KV caches are kept, most recently used last.
-const SLOTS: usize = 8;
+/// New prompt tokens from which a prefix is kept on disk (fewer are quicker to feed again).
+const KEEP_FROM: usize = 32;
+/// Bytes of KV blocks the kept prompts may hold between them (blocks they share count once).
+const SLOT_BYTES: usize = 48 << 20;
 /// Added to the logit of a tool result's first token while answering after tool calls.
 const COPY_START_BIAS: f32 = 4.0;
 /// Added to the logit of the token that continues a partly copied tool result.
@@ -88,10 +93,10 @@ pub(crate) struct Engine {
     templates: minijinja::Environment<'static>,
     /// The loaded weights with an empty cache.
     base: Model,
-    /// Caches of recent prompts.
+    /// Caches of recent prompts, most recently used last; they share their common blocks.
     slots: Mutex<Vec<Model>>,
-    /// One generation at a time: candle spreads each one over every core already.
-    gate: Mutex<()>,
+    /// Prompt prefixes kept on disk for the next process (with a cache folder).
+    prefixes: Option<prefix::Prefixes>,
     /// Calibration scores of [`decide`] by rendered content-free prompt and candidates.
     calibration: Mutex<std::collections::HashMap<CalibrationKey, Vec<f64>>>,
     stop: Vec<u32>,
@@ -114,7 +119,7 @@ impl LocalProvider {
                 templates,
                 base: loaded.model,
                 slots: Mutex::new(Vec::new()),
-                gate: Mutex::new(()),
+                prefixes: cache_dir.map(|dir| prefix::Prefixes::new(dir, &loaded.weights_id)),
                 calibration: Mutex::new(std::collections::HashMap::new()),
                 stop,
                 context_length: loaded.context_length,

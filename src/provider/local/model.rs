@@ -1,15 +1,18 @@
-//! The transformer: SmolLM2 loaded with candle's quantized llama, its weights converted from
-//! Q4_1 to Q8_0 at load (candle has SIMD kernels for Q8_0, none for Q4_1), and a KV cache
-//! that is reused whenever a prompt extends what the cache already holds.
+//! The model: SmolLM2's weights converted from Q4_1 to Q8_0 at load (candle has SIMD
+//! kernels for Q8_0, none for Q4_1) and run by [`Net`], and one conversation's state
+//! ([`Model`]): its KV cache, which is reused whenever a prompt extends what it holds.
 
+use std::cell::Cell;
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::ModelWeights;
 
 use super::LocalError;
+use super::batch::{Batcher, MAX_ROWS};
+use super::net::{Kv, Net};
 use super::tokenizer::Tokenizer;
 
 /// What loading found in the GGUF besides the weights.
@@ -20,20 +23,30 @@ pub struct Loaded {
     pub chat_template: String,
     /// Context length the model was trained for.
     pub context_length: usize,
+    /// Names these weights in caches: changes when the source file does.
+    pub weights_id: String,
 }
 
-/// The weights with one KV cache.
+/// The network and the queue of conversations waiting for its next pass.
+pub struct Shared {
+    pub net: Net,
+    batcher: Batcher,
+}
+
+/// One conversation's state over the shared weights: a KV cache and the logits after it.
+/// Clones are cheap: they share the cache's blocks until one of them writes.
 #[derive(Clone)]
 pub struct Model {
-    weights: ModelWeights,
-    /// Tokens whose keys and values the cache holds, in order.
-    cached: Vec<u32>,
+    shared: Arc<Shared>,
+    kv: Kv,
     /// Logits after the last cached token.
-    last_logits: Option<Vec<f32>>,
-    device: Device,
-    /// Tokens run through the transformer by this model and every clone of it: the work
-    /// done, against which the tokens a request reports are measured.
-    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    last_logits: Option<Arc<Vec<f32>>>,
+}
+
+thread_local! {
+    /// Tokens this thread has run through the network: the work a request did, against
+    /// which the tokens it reports are measured.
+    static FORWARDED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// An error of the weight file's contents, in words.
@@ -46,7 +59,13 @@ fn err(e: impl std::fmt::Display) -> LocalError {
 /// (no requantizing, less memory at its peak); a cached file that cannot be read is rebuilt.
 pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LocalError> {
     let converted = cache_dir.map(|dir| dir.join(converted_name(path)));
-    if let Some(converted) = converted.as_deref().filter(|c| c.is_file()) {
+    let loaded = convert(path, converted.as_deref())?;
+    Ok(Loaded { weights_id: converted_name(path).trim_end_matches(".gguf").to_owned(), ..loaded })
+}
+
+/// [`load`] without naming the weights.
+fn convert(path: &Path, converted: Option<&Path>) -> Result<Loaded, LocalError> {
+    if let Some(converted) = converted.filter(|c| c.is_file()) {
         match read(converted) {
             Ok(loaded) => return Ok(loaded),
             Err(err) => {
@@ -77,7 +96,7 @@ pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LocalError>
     }
     let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    if let Some(converted) = &converted
+    if let Some(converted) = converted
         && let Ok(()) = keep(converted, &metadata, &refs)
     {
         drop(refs);
@@ -130,7 +149,6 @@ fn read(path: &Path) -> Result<Loaded, LocalError> {
 
 /// Tokenizer, template and weights from a GGUF whose weights need no conversion.
 fn from_gguf<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> Result<Loaded, LocalError> {
-    let device = Device::Cpu;
     let content = gguf_file::Content::read(reader).map_err(|e| format!("{}: not a GGUF file ({e})", path.display()))?;
     let md = &content.metadata;
     let get = |key: &str| md.get(key).ok_or_else(|| format!("{}: no `{key}` in the GGUF metadata", path.display()));
@@ -142,62 +160,91 @@ fn from_gguf<R: std::io::Read + std::io::Seek>(reader: &mut R, path: &Path) -> R
     let types: Vec<i32> = get("tokenizer.ggml.token_type")?.to_vec()?.iter().map(|v| v.to_i32().unwrap_or(1)).collect();
     let tokenizer = Tokenizer::new(tokens, &types, &merges)?;
     let chat_template = get("tokenizer.chat_template")?.to_string()?.clone();
-    let context_length = md.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
-    let weights = ModelWeights::from_gguf(content, reader, &device)?;
-    Ok(Loaded {
-        model: Model { weights, cached: Vec::new(), last_logits: None, device, forwarded: Default::default() },
-        tokenizer,
-        chat_template,
-        context_length,
-    })
+    let net = Net::from_gguf(&content, reader)?;
+    let context_length = net.context_length;
+    let shared = Arc::new(Shared { net, batcher: Batcher::default() });
+    let model = Model { shared, kv: Kv::default(), last_logits: None };
+    Ok(Loaded { model, tokenizer, chat_template, context_length, weights_id: String::new() })
 }
 
 impl Model {
     /// The tokens the KV cache holds.
     pub fn cached(&self) -> &[u32] {
-        &self.cached
+        &self.kv.tokens
     }
 
-    /// Tokens run through the transformer so far by this model and all its clones.
-    pub fn forwarded(&self) -> u64 {
-        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+    /// Tokens run through the network so far by the calling thread.
+    pub fn forwarded() -> u64 {
+        FORWARDED.get()
+    }
+
+    /// Bytes of KV blocks `models` hold, a block shared between them counted once.
+    pub fn unique_bytes(models: &[Model]) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        let blocks = models.iter().flat_map(|m| &m.kv.blocks).filter(|b| seen.insert(Arc::as_ptr(b))).count();
+        blocks * models.first().map_or(0, |m| m.shared.net.shape.block_bytes())
+    }
+
+    /// The network's shape and weights.
+    pub fn net(&self) -> &Net {
+        &self.shared.net
+    }
+
+    /// The KV cache.
+    pub fn kv(&self) -> &Kv {
+        &self.kv
+    }
+
+    /// This model's network with `kv` as its cache (the logits after it are computed when
+    /// asked for, by feeding its last token again).
+    pub fn with_kv(&self, kv: Kv) -> Model {
+        Model { shared: self.shared.clone(), kv, last_logits: None }
     }
 
     /// Makes the cache hold exactly `tokens` and returns the logits for the next token.
-    /// A cached prefix is reused; returns how many tokens were reused.
+    /// A cached prefix is reused (as far as it was fed as a prompt: see [`Kv::exact`]);
+    /// returns how many tokens were reused.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize), LocalError> {
-        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let common = self.kv.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count();
         if common == tokens.len()
-            && common == self.cached.len()
+            && common == self.kv.exact
+            && common == self.kv.tokens.len()
             && let Some(logits) = &self.last_logits
         {
-            return Ok((logits.clone(), common));
+            return Ok((logits.to_vec(), common));
         }
-        // The cache can only grow: a prompt that departs from it (or ends inside it) restarts it.
-        let reuse = if common == self.cached.len() && common < tokens.len() { common } else { 0 };
-        if reuse == 0 {
-            self.weights.clear_kv_cache();
-            self.cached.clear();
-        }
-        let logits = self.feed(&tokens[reuse..])?;
+        // Keep the common prefix (less one token when the prompt ends inside the cache:
+        // the logits after the prompt's last token come from feeding it again).
+        let reuse = common.min(self.kv.exact).min(tokens.len().saturating_sub(1));
+        self.kv.truncate(reuse);
+        self.last_logits = None;
+        let logits = self.feed_as(&tokens[reuse..], true)?;
         Ok((logits, reuse))
     }
 
-    /// Appends `tokens` to the cache and returns the logits for the next token.
+    /// Appends `tokens` (generated or forced text, not a prompt) to the cache and returns
+    /// the logits for the next token.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
+        self.feed_as(tokens, false)
+    }
+
+    fn feed_as(&mut self, tokens: &[u32], prompt: bool) -> Result<Vec<f32>, LocalError> {
         if tokens.is_empty() {
-            return self.last_logits.clone().ok_or_else(|| "nothing to feed".into());
+            return self.last_logits.as_deref().cloned().ok_or_else(|| "nothing to feed".into());
         }
-        // Long prompts go through in chunks to bound the attention matrices' size.
-        let mut logits = None;
-        for chunk in tokens.chunks(512) {
-            let input = Tensor::new(chunk, &self.device).and_then(|t| t.unsqueeze(0))?;
-            let out = self.weights.forward(&input, self.cached.len())?;
-            logits = Some(out.squeeze(0).and_then(|t| t.to_vec1::<f32>())?);
-            self.cached.extend_from_slice(chunk);
-            self.forwarded.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for chunk in tokens.chunks(MAX_ROWS) {
+            let kv = std::mem::take(&mut self.kv);
+            let (kv, logits) = self.shared.batcher.feed(&self.shared.net, kv, chunk.to_vec(), prompt);
+            self.kv = kv;
+            match logits {
+                Ok(logits) => self.last_logits = Some(Arc::new(logits)),
+                Err(e) => {
+                    self.last_logits = None;
+                    return Err(e);
+                }
+            }
+            FORWARDED.set(FORWARDED.get() + chunk.len() as u64);
         }
-        self.last_logits = logits.clone();
-        logits.ok_or_else(|| "nothing to feed".into())
+        self.last_logits.as_deref().cloned().ok_or_else(|| "nothing to feed".into())
     }
 }
