@@ -283,3 +283,88 @@ fn shipped_scenarios_pass_on_the_embedded_model() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("result: 7 of 7 runs passed"), "{}", out.stdout);
 }
+
+/// `runner run scenarios/weather.yaml` with `cache` as its cache folder; the run's log.
+fn weather_run(cache: &Path) -> Value {
+    let ws = Workspace::new();
+    let out = exec(
+        local_runner(&ws)
+            .env("RUNNER_CACHE_DIR", cache)
+            .args(["run", concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/weather.yaml")]),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let runs = ws.path().join("logs/runs");
+    let run = std::fs::read_dir(&runs).unwrap().flatten().next().unwrap().path();
+    let log = std::fs::read_dir(run).unwrap().flatten().next().unwrap().path();
+    serde_json::from_slice(&std::fs::read(log).unwrap()).unwrap()
+}
+
+/// The kept prefix files in `cache`.
+fn kept(cache: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(cache.join("prefixes")) else { return Vec::new() };
+    entries.flatten().map(|e| e.path()).collect()
+}
+
+#[test]
+fn a_kept_prefix_starts_the_next_process_warm_with_the_same_conversation() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = weather_run(cache.path());
+    let files = kept(cache.path());
+    assert!(!files.is_empty(), "the prompt's state is kept on disk");
+    assert!(files.iter().all(|f| f.extension().is_some_and(|e| e == "kv")), "{files:?}");
+    let cached = |log: &Value| log["turns"][0]["requests"][0]["cached_tokens"].as_u64().unwrap();
+    assert_eq!(cached(&first), 0, "nothing kept yet: {}", first["turns"][0]["requests"][0]);
+    let second = weather_run(cache.path());
+    let prompt = second["turns"][0]["requests"][0]["prompt_tokens"].as_u64().unwrap();
+    assert!(cached(&second) * 10 >= prompt * 8, "most of the prompt came from disk: {} of {prompt}", cached(&second));
+    // The same conversation, token for token: a prefix from disk gives the logits of a
+    // prompt fed afresh.
+    assert_eq!(first["messages"], second["messages"]);
+    assert_eq!(first["usage"]["completion_tokens"], second["usage"]["completion_tokens"]);
+
+    // A damaged file is not trusted: the prompt is fed again, to the same conversation.
+    for file in &files {
+        let mut bytes = std::fs::read(file).unwrap();
+        let half = bytes.len() / 2;
+        bytes.truncate(half);
+        std::fs::write(file, bytes).unwrap();
+    }
+    let third = weather_run(cache.path());
+    assert_eq!(cached(&third), 0, "{}", third["turns"][0]["requests"][0]);
+    assert_eq!(first["messages"], third["messages"]);
+}
+
+#[test]
+fn prefixes_are_never_written_through_a_link() {
+    let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), cache.path().join("prefixes")).unwrap();
+    weather_run(cache.path());
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing written where the link points");
+    assert!(std::fs::symlink_metadata(cache.path().join("prefixes")).unwrap().file_type().is_symlink());
+}
+
+#[test]
+fn concurrent_conversations_share_passes_and_answer_as_they_do_alone() {
+    let asks: Vec<(Vec<Message>, Vec<&str>)> = vec![
+        (vec![user("reverse the word banana")], vec!["reverse_text"]),
+        (vec![user("What is the capital of France?")], vec![]),
+        (vec![user("What is 12 plus 30?")], vec!["add_numbers"]),
+        (vec![user("Write one sentence about the sea.")], vec![]),
+    ];
+    let sampling = Sampling { max_tokens: Some(24), ..Sampling::default() };
+    let shown = |c: runner::provider::Completion| {
+        let calls: Vec<String> =
+            c.tool_calls.iter().map(|t| format!("{}{}", t.function.name, t.function.arguments)).collect();
+        (c.content, calls, c.usage.map(|u| (u.prompt_tokens, u.completion_tokens)))
+    };
+    // Each alone (one at a time), then all at once on one model: their tokens then share
+    // passes, and each must come out as it did alone.
+    let alone: Vec<_> = asks.iter().map(|(m, t)| shown(ask(m, t, sampling))).collect();
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = asks.iter().map(|(m, t)| scope.spawn(move || shown(ask(m, t, sampling)))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(alone, together);
+    assert!(alone[0].1.first().is_some_and(|c| c.starts_with("reverse_text")), "{:?}", alone[0]);
+}

@@ -12,6 +12,11 @@ use crate::message::{Message, ToolSpec};
 use crate::provider::Completion;
 use crate::usage::Usage;
 
+/// Longest cycle of tokens [`looping`] looks for.
+const LOOP_PERIOD: usize = 8;
+/// Times a cycle repeats before the text is cut.
+const LOOP_REPEATS: usize = 4;
+
 impl Engine {
     /// A cache to continue from: a copy of the slot whose prompt is the longest prefix of
     /// `prompt` (the copy shares its blocks), else a fresh one.
@@ -265,6 +270,11 @@ impl Engine {
                 break;
             }
             ids.push(next);
+            if let Some(cut) = looping(&ids) {
+                ids.truncate(cut);
+                finish = "stop";
+                break;
+            }
             // Whole characters only; a token may end inside one.
             let bytes = self.tokenizer.decode_bytes(&ids);
             let valid = match std::str::from_utf8(&bytes) {
@@ -347,5 +357,34 @@ impl Engine {
             logits = model.feed(&[next])?;
             count += 1;
         }
+    }
+}
+
+/// Where to cut `ids` when they end in the same few tokens [`LOOP_REPEATS`] times over (a
+/// greedy model this small can fall into "A:\nA:\nA:..." until `max_tokens`): after the
+/// first of the repeats.
+fn looping(ids: &[u32]) -> Option<usize> {
+    (1..=LOOP_PERIOD).find_map(|period| {
+        let span = period * LOOP_REPEATS;
+        let tail = ids.get(ids.len().checked_sub(span)?..)?;
+        let first = &tail[..period];
+        tail.chunks_exact(period).all(|c| c == first).then(|| ids.len() - span + period)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looping;
+
+    #[test]
+    fn a_text_that_repeats_itself_is_cut_after_the_first_round() {
+        // "A:" "\n" four times over, after some text: cut after the first "A:\n".
+        let ids = [5, 6, 7, 1, 2, 1, 2, 1, 2, 1, 2];
+        assert_eq!(looping(&ids), Some(5));
+        // One token repeated.
+        assert_eq!(looping(&[9, 3, 3, 3, 3]), Some(2));
+        // Three rounds are not yet a loop, nor is varied text.
+        assert_eq!(looping(&[5, 1, 2, 1, 2, 1, 2]), None);
+        assert_eq!(looping(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), None);
     }
 }

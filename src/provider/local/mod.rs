@@ -66,7 +66,7 @@ const DEFAULT_MAX_TOKENS: u32 = 128;
 /// New prompt tokens from which a prefix is kept on disk (fewer are quicker to feed again).
 const KEEP_FROM: usize = 32;
 /// Bytes of KV blocks the kept prompts may hold between them (blocks they share count once).
-const SLOT_BYTES: usize = 48 << 20;
+const SLOT_BYTES: usize = 32 << 20;
 /// Added to the logit of a tool result's first token while answering after tool calls.
 const COPY_START_BIAS: f32 = 4.0;
 /// Added to the logit of the token that continues a partly copied tool result.

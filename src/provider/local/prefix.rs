@@ -44,7 +44,14 @@ impl Prefixes {
     /// last token again gives them).
     pub(super) fn load(&self, base: &Model, tokens: &[u32]) -> Option<Model> {
         let path = self.path(tokens);
-        let bytes = crate::files::read_regular(&path, MAX_FILE).ok()?;
+        let bytes = match crate::files::read_regular(&path, MAX_FILE) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => {
+                tracing::debug!(path = %path.display(), %err, "a kept prefix cannot be read; ignored");
+                return None;
+            }
+        };
         let kv = bytes.strip_suffix(b"\n").and_then(|b| Kv::from_bytes(&base.net().shape, b));
         match kv {
             Some(kv) if kv.tokens == tokens => {
@@ -53,7 +60,9 @@ impl Prefixes {
                 Some(base.with_kv(kv))
             }
             _ => {
-                tracing::debug!(path = %path.display(), "a kept prefix that does not match; ignored");
+                // Damaged or from other weights: removed, so that the state is kept anew.
+                tracing::debug!(path = %path.display(), "a kept prefix that does not match; removed");
+                let _ = std::fs::remove_file(&path);
                 None
             }
         }
