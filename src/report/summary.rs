@@ -455,7 +455,7 @@ impl Summary {
         }
         if self.models.iter().any(|m| m.model.provider == "local" && m.runs > 1) {
             out.push_str(
-                "latency: a turn's wall time, waiting for the embedded model included (it answers one request at a time; -j 1 shows its own time)\n",
+                "latency: a turn's wall time; concurrent conversations share the embedded model's passes, so each also waits on the others (-j 1 shows its own time)\n",
             );
         }
         out
