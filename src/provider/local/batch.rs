@@ -53,6 +53,20 @@ impl Batcher {
                 state = self.finished.wait(state).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
+            // A job that cannot be fed fails alone, not the pass it would have shared.
+            let (ids, jobs): (Vec<u64>, Vec<Job>) = std::mem::take(&mut state.waiting).into_iter().unzip();
+            for (id, job) in ids.into_iter().zip(jobs) {
+                match net.check(&job) {
+                    Ok(()) => state.waiting.push((id, job)),
+                    Err(e) => {
+                        state.done.insert(id, (job, Some(e.to_string())));
+                    }
+                }
+            }
+            if state.waiting.is_empty() {
+                self.finished.notify_all();
+                continue;
+            }
             state.running = true;
             let (ids, mut jobs) = take_batch(&mut state.waiting);
             drop(state);

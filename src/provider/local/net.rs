@@ -324,6 +324,25 @@ impl Net {
         }
     }
 
+    /// Whether `job` can be fed: some tokens, within the context.
+    pub fn check(&self, job: &Job) -> Result<(), LocalError> {
+        let start = job.kv.tokens.len();
+        if job.tokens.is_empty() || start + job.tokens.len() > self.context_length {
+            return Err(format!(
+                "cannot feed {} tokens after {start}: the context holds {}",
+                job.tokens.len(),
+                self.context_length
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Bytes of the largest cache [`Kv::to_bytes`] writes for this network.
+    pub fn max_kv_bytes(&self) -> usize {
+        KV_MAGIC.len() + 16 + self.context_length * 4 + self.context_length.div_ceil(BLOCK) * self.shape.block_bytes()
+    }
+
     /// Runs every job's new tokens through the network in one pass: their keys and values
     /// are appended to their caches and each job's `logits` set to those after its last token.
     pub fn forward(&self, jobs: &mut [Job]) -> Result<(), LocalError> {
@@ -332,10 +351,8 @@ impl Net {
         let mut positions = Vec::new();
         let mut tokens = Vec::new();
         for job in jobs.iter_mut() {
+            self.check(job)?;
             let start = job.kv.tokens.len();
-            if job.tokens.is_empty() || start + job.tokens.len() > self.context_length {
-                return Err(format!("cannot feed {} tokens after {start}", job.tokens.len()).into());
-            }
             job.kv.reserve(&shape, job.tokens.len());
             positions.extend(start..start + job.tokens.len());
             tokens.extend_from_slice(&job.tokens);

@@ -15,8 +15,6 @@ use super::net::Kv;
 
 /// Bytes of kept prefixes, at most (the least recently used go first).
 const KEEP_BYTES: u64 = 256 << 20;
-/// Largest file read back.
-const MAX_FILE: u64 = 1 << 30;
 /// What a kept file's name ends with.
 const SUFFIX: &str = ".kv";
 
@@ -44,7 +42,9 @@ impl Prefixes {
     /// last token again gives them).
     pub(super) fn load(&self, base: &Model, tokens: &[u32]) -> Option<Model> {
         let path = self.path(tokens);
-        let bytes = match crate::files::read_regular(&path, MAX_FILE) {
+        // The largest cache this network can have, and its final newline.
+        let most = base.net().max_kv_bytes() as u64 + 1;
+        let bytes = match crate::files::read_regular(&path, most) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
             Err(err) => {
