@@ -17,8 +17,12 @@ use llama_cpp_2::token::LlamaToken;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (path, threads, generate, repeat) =
-        (&args[1], args[2].parse::<i32>().unwrap(), args[3].parse::<usize>().unwrap(), args[4].parse::<usize>().unwrap());
+    let (path, threads, generate, repeat) = (
+        &args[1],
+        args[2].parse::<i32>().unwrap(),
+        args[3].parse::<usize>().unwrap(),
+        args[4].parse::<usize>().unwrap(),
+    );
     let mut ids = String::new();
     std::io::stdin().read_to_string(&mut ids).unwrap();
     let prompt: Vec<LlamaToken> = ids.split(',').map(|t| LlamaToken(t.trim().parse().unwrap())).collect();
