@@ -34,10 +34,15 @@ impl Batcher {
     /// `kv` in a pass shared with whatever else is waiting. Returns the cache, with them
     /// appended and the logits after the last, or as it was and the error.
     pub(super) fn feed(&self, net: &Net, kv: Kv, tokens: Vec<u32>, prompt: bool) -> (Kv, Result<Vec<f32>, LocalError>) {
+        let job = Job { kv, tokens, prompt, logits: Vec::new() };
+        // A job that cannot be fed fails alone, never queued into a pass it would fail.
+        if let Err(e) = net.check(&job) {
+            return (job.kv, Err(e));
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let id = state.next;
         state.next += 1;
-        state.waiting.push((id, Job { kv, tokens, prompt, logits: Vec::new() }));
+        state.waiting.push((id, job));
         loop {
             if let Some((mut job, failed)) = state.done.remove(&id) {
                 return match failed {
@@ -51,20 +56,6 @@ impl Batcher {
             }
             if state.running {
                 state = self.finished.wait(state).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            // A job that cannot be fed fails alone, not the pass it would have shared.
-            let (ids, jobs): (Vec<u64>, Vec<Job>) = std::mem::take(&mut state.waiting).into_iter().unzip();
-            for (id, job) in ids.into_iter().zip(jobs) {
-                match net.check(&job) {
-                    Ok(()) => state.waiting.push((id, job)),
-                    Err(e) => {
-                        state.done.insert(id, (job, Some(e.to_string())));
-                    }
-                }
-            }
-            if state.waiting.is_empty() {
-                self.finished.notify_all();
                 continue;
             }
             state.running = true;

@@ -58,9 +58,10 @@ fn err(e: impl std::fmt::Display) -> LocalError {
 /// With a `cache_dir`, the requantized file is kept there and later loads read it directly
 /// (no requantizing, less memory at its peak); a cached file that cannot be read is rebuilt.
 pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LocalError> {
-    let converted = cache_dir.map(|dir| dir.join(converted_name(path)));
+    let name = converted_name(path);
+    let converted = cache_dir.map(|dir| dir.join(&name));
     let loaded = convert(path, converted.as_deref())?;
-    Ok(Loaded { weights_id: converted_name(path).trim_end_matches(".gguf").to_owned(), ..loaded })
+    Ok(Loaded { weights_id: name.trim_end_matches(".gguf").to_owned(), ..loaded })
 }
 
 /// [`load`] without naming the weights.
